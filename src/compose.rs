@@ -1,0 +1,439 @@
+//! The composer: joins the latest snapshot of every resolver into one
+//! [`LabelTable`], mapping interface name -> pre-rendered label blocks.
+//! Classification order (design.md): the owner first, then kernel facts, then the name.
+
+use std::collections::HashMap;
+
+use regex::Regex;
+
+use crate::labels::{InterfaceLabels, Kind, Rendered};
+use crate::sources::topology::{LinkFacts, TopologySnapshot};
+
+/// Who owns an interface, as claimed by the Docker, VM or LXC resolver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub kind: Kind,
+    pub instance: String,
+    pub app: String,
+}
+
+/// An owner resolver's snapshot: interface name -> owner.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owners {
+    pub by_interface: HashMap<Vec<u8>, Owner>,
+}
+
+/// Include/exclude regexes over interface names; exclude wins.
+#[derive(Debug, Clone, Default)]
+pub struct InterfaceFilter {
+    pub include: Option<Regex>,
+    pub exclude: Option<Regex>,
+}
+
+impl InterfaceFilter {
+    pub fn allows(&self, name: &[u8]) -> bool {
+        let name = String::from_utf8_lossy(name);
+        self.include.as_ref().is_none_or(|r| r.is_match(&name))
+            && !self.exclude.as_ref().is_some_and(|r| r.is_match(&name))
+    }
+}
+
+/// Settings that shape rendering; fixed for the process lifetime.
+#[derive(Debug, Clone)]
+pub struct LabelSettings {
+    /// Name of the label that carries the resolved owner (`instance` by default).
+    pub owner_label: String,
+    pub filter: InterfaceFilter,
+}
+
+impl Default for LabelSettings {
+    fn default() -> Self {
+        LabelSettings {
+            owner_label: "instance".into(),
+            filter: InterfaceFilter::default(),
+        }
+    }
+}
+
+/// One interface's row in the table. `rendered` is `None` when filtered out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub rendered: Option<Rendered>,
+}
+
+/// Interface name -> labels, built by [`compose`] and read by every scrape.
+#[derive(Debug, Default)]
+pub struct LabelTable {
+    entries: HashMap<Box<[u8]>, Entry>,
+}
+
+impl LabelTable {
+    pub fn get(&self, name: &[u8]) -> Option<&Entry> {
+        self.entries.get(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Labels for an interface the table doesn't know yet (born after the last
+/// topology refresh): what its name tells, state `unknown`.
+pub fn fallback(name: &[u8], settings: &LabelSettings) -> Entry {
+    let rendered = settings.filter.allows(name).then(|| {
+        let labels = InterfaceLabels {
+            interface: name,
+            instance: name,
+            kind: Kind::from_name(name),
+            app: b"",
+            bridge: b"",
+            state: b"unknown",
+            vlan: None,
+        };
+        Rendered::new(&labels, &settings.owner_label)
+    });
+    Entry { rendered }
+}
+
+/// Kernel facts first, the seed's name table where sysfs can't tell.
+pub fn classify(name: &[u8], facts: &LinkFacts) -> Kind {
+    let devtype = facts.devtype.as_deref();
+    if facts.link_type == Some(772) || name == b"lo" {
+        return Kind::Loopback;
+    }
+    if facts.is_bridge || devtype == Some("bridge") {
+        return Kind::Bridge;
+    }
+    if devtype == Some("vlan") || facts.vlan_id.is_some() {
+        return Kind::Vlan;
+    }
+    if facts.is_macvtap || matches!(devtype, Some("macvlan" | "macvtap")) {
+        return Kind::Macvtap;
+    }
+    if facts.has_driver {
+        return Kind::Physical;
+    }
+    if let Some(flags) = facts.tun_flags {
+        // An unowned tap is a VM's only when its name says so (libvirt's vnetN).
+        const IFF_TAP: u32 = 0x0002;
+        return if flags & IFF_TAP != 0 && name.starts_with(b"vnet") {
+            Kind::Vm
+        } else {
+            Kind::Unknown
+        };
+    }
+    if devtype.is_some() {
+        // vxlan, bond, wireguard, ...: known kinds with no label value of their own.
+        return Kind::Unknown;
+    }
+    if is_veth(facts) {
+        // An unowned veth: the seed's orphan Docker veth.
+        return Kind::Docker;
+    }
+    match (facts.ifindex, Kind::from_name(name)) {
+        // sysfs was readable and ruled out every stacked kind: trust it over the name.
+        (Some(_), Kind::Docker | Kind::Vm | Kind::Macvtap | Kind::Vlan | Kind::Bridge) => {
+            Kind::Unknown
+        }
+        (_, by_name) => by_name,
+    }
+}
+
+/// A veth: an Ethernet device linked to a peer (`iflink` != `ifindex`) that is
+/// not stacked on a lower device.
+fn is_veth(facts: &LinkFacts) -> bool {
+    matches!((facts.ifindex, facts.iflink), (Some(i), Some(l)) if i != l)
+        && facts.link_type == Some(1)
+        && !facts.has_lower
+}
+
+/// Builds the label table from the topology and the owner snapshots (earlier
+/// owners win when two claim the same interface).
+pub fn compose(
+    topology: &TopologySnapshot,
+    owners: &[&Owners],
+    settings: &LabelSettings,
+) -> LabelTable {
+    let owner_of = |name: &[u8]| owners.iter().find_map(|o| o.by_interface.get(name));
+
+    // A bridge with a VLAN port tags its other ports with that VLAN (lowest id wins).
+    let mut bridge_vlan: HashMap<&[u8], u16> = HashMap::new();
+    for facts in topology.links.values() {
+        if let (Some(bridge), Some(id)) = (&facts.bridge, facts.vlan_id) {
+            let slot = bridge_vlan.entry(bridge.as_slice()).or_insert(id);
+            *slot = (*slot).min(id);
+        }
+    }
+
+    let mut entries = HashMap::with_capacity(topology.links.len());
+    for (name, facts) in &topology.links {
+        if !settings.filter.allows(name) {
+            entries.insert(name.clone().into_boxed_slice(), Entry { rendered: None });
+            continue;
+        }
+        let owner = owner_of(name);
+        let kind = owner.map_or_else(|| classify(name, facts), |o| o.kind);
+        let bridge = facts.bridge.as_deref().unwrap_or(b"");
+        let app = match owner {
+            Some(o) => o.app.as_bytes(),
+            // Orphan veth: the app of the Docker network its bridge belongs to.
+            None if kind == Kind::Docker => owner_of(bridge).map_or(&b""[..], |b| b.app.as_bytes()),
+            None => b"",
+        };
+        let vlan = facts.vlan_id.or_else(|| {
+            facts
+                .bridge
+                .as_deref()
+                .and_then(|b| bridge_vlan.get(b).copied())
+        });
+        let labels = InterfaceLabels {
+            interface: name,
+            instance: owner.map_or(name.as_slice(), |o| o.instance.as_bytes()),
+            kind,
+            app,
+            bridge,
+            state: facts
+                .operstate
+                .as_deref()
+                .map_or(&b"unknown"[..], str::as_bytes),
+            vlan,
+        };
+        let rendered = Rendered::new(&labels, &settings.owner_label);
+        entries.insert(
+            name.clone().into_boxed_slice(),
+            Entry {
+                rendered: Some(rendered),
+            },
+        );
+    }
+    LabelTable { entries }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eth(ifindex: u32, iflink: u32) -> LinkFacts {
+        LinkFacts {
+            ifindex: Some(ifindex),
+            iflink: Some(iflink),
+            link_type: Some(1),
+            operstate: Some("up".into()),
+            ..LinkFacts::default()
+        }
+    }
+
+    #[test]
+    fn kernel_facts_beat_names() {
+        let bridge = LinkFacts {
+            is_bridge: true,
+            ..eth(3, 3)
+        };
+        assert_eq!(classify(b"lan", &bridge), Kind::Bridge);
+        let macvtap = LinkFacts {
+            is_macvtap: true,
+            has_lower: true,
+            ..eth(9, 2)
+        };
+        assert_eq!(classify(b"mvt0", &macvtap), Kind::Macvtap);
+        let macvlan = LinkFacts {
+            devtype: Some("macvlan".into()),
+            has_lower: true,
+            ..eth(9, 2)
+        };
+        assert_eq!(classify(b"veth-not", &macvlan), Kind::Macvtap);
+        let vlan = LinkFacts {
+            devtype: Some("vlan".into()),
+            has_lower: true,
+            ..eth(5, 2)
+        };
+        assert_eq!(classify(b"trunk", &vlan), Kind::Vlan);
+        assert_eq!(
+            classify(b"brx", &eth(7, 8)),
+            Kind::Docker,
+            "a veth named br*"
+        );
+        let nic = LinkFacts {
+            has_driver: true,
+            ..eth(2, 2)
+        };
+        assert_eq!(classify(b"vnet9", &nic), Kind::Physical);
+        let vxlan = LinkFacts {
+            devtype: Some("vxlan".into()),
+            ..eth(11, 0)
+        };
+        assert_eq!(classify(b"veth-vx", &vxlan), Kind::Unknown);
+        let tap = LinkFacts {
+            tun_flags: Some(0x1002),
+            ..eth(12, 12)
+        };
+        assert_eq!(classify(b"vnet0", &tap), Kind::Vm);
+        assert_eq!(classify(b"tap0", &tap), Kind::Unknown);
+        let lo = LinkFacts {
+            link_type: Some(772),
+            ..eth(1, 1)
+        };
+        assert_eq!(classify(b"lo", &lo), Kind::Loopback);
+        assert_eq!(
+            classify(b"br-plain", &eth(4, 4)),
+            Kind::Unknown,
+            "sysfs says not a bridge"
+        );
+    }
+
+    #[test]
+    fn names_decide_when_sysfs_is_silent() {
+        let none = LinkFacts::default();
+        assert_eq!(classify(b"br0", &none), Kind::Bridge);
+        assert_eq!(classify(b"vlan1", &none), Kind::Vlan);
+        assert_eq!(classify(b"enp1s0", &none), Kind::Unknown);
+    }
+
+    fn topo(links: &[(&str, LinkFacts)]) -> TopologySnapshot {
+        TopologySnapshot {
+            links: links
+                .iter()
+                .map(|(n, f)| (n.as_bytes().to_vec(), f.clone()))
+                .collect(),
+        }
+    }
+
+    fn counters_of(table: &LabelTable, name: &str) -> String {
+        table
+            .get(name.as_bytes())
+            .unwrap()
+            .rendered
+            .as_ref()
+            .unwrap()
+            .counters
+            .to_string()
+    }
+
+    fn info_of(table: &LabelTable, name: &str) -> String {
+        table
+            .get(name.as_bytes())
+            .unwrap()
+            .rendered
+            .as_ref()
+            .unwrap()
+            .info
+            .to_string()
+    }
+
+    #[test]
+    fn joins_owners_bridges_and_vlans() {
+        let port = |idx, link| LinkFacts {
+            bridge: Some(b"br-2c852816592c".to_vec()),
+            ..eth(idx, link)
+        };
+        let t = topo(&[
+            (
+                "br-2c852816592c",
+                LinkFacts {
+                    is_bridge: true,
+                    ..eth(10, 10)
+                },
+            ),
+            ("veth402dbe0", port(11, 4)),
+            ("vethorphan", port(12, 5)),
+            (
+                "br0",
+                LinkFacts {
+                    is_bridge: true,
+                    ..eth(20, 20)
+                },
+            ),
+            (
+                "vlan1",
+                LinkFacts {
+                    vlan_id: Some(1),
+                    bridge: Some(b"br0".to_vec()),
+                    has_lower: true,
+                    ..eth(21, 2)
+                },
+            ),
+            (
+                "vnet3",
+                LinkFacts {
+                    tun_flags: Some(0x1002),
+                    bridge: Some(b"br0".to_vec()),
+                    operstate: Some("unknown".into()),
+                    ..eth(22, 22)
+                },
+            ),
+        ]);
+        let mut docker = Owners::default();
+        docker.by_interface.insert(
+            b"veth402dbe0".to_vec(),
+            Owner {
+                kind: Kind::Docker,
+                instance: "ix-grafana-grafana-1".into(),
+                app: "grafana".into(),
+            },
+        );
+        docker.by_interface.insert(
+            b"br-2c852816592c".to_vec(),
+            Owner {
+                kind: Kind::Bridge,
+                instance: "ix-grafana_default".into(),
+                app: "grafana".into(),
+            },
+        );
+        let table = compose(&t, &[&docker], &LabelSettings::default());
+        assert_eq!(
+            counters_of(&table, "veth402dbe0"),
+            r#"interface="veth402dbe0",instance="ix-grafana-grafana-1",instance_type="docker",app="grafana",bridge="br-2c852816592c",state="up""#
+        );
+        assert_eq!(
+            counters_of(&table, "vethorphan"),
+            r#"interface="vethorphan",instance="vethorphan",instance_type="docker",app="grafana",bridge="br-2c852816592c",state="up""#
+        );
+        assert_eq!(
+            counters_of(&table, "br-2c852816592c"),
+            r#"interface="br-2c852816592c",instance="ix-grafana_default",instance_type="bridge",app="grafana",bridge="",state="up""#
+        );
+        assert_eq!(
+            info_of(&table, "vnet3"),
+            r#"interface="vnet3",instance="vnet3",instance_type="vm",app="",bridge="br0",vlan="1""#
+        );
+        assert!(info_of(&table, "vlan1").ends_with(r#"bridge="br0",vlan="1""#));
+        assert!(
+            info_of(&table, "br0").ends_with(r#"vlan="""#),
+            "the bridge itself is no member"
+        );
+    }
+
+    #[test]
+    fn filter_marks_entries_and_fallbacks() {
+        let t = topo(&[
+            ("veth1", eth(5, 6)),
+            (
+                "eth0",
+                LinkFacts {
+                    has_driver: true,
+                    ..eth(2, 2)
+                },
+            ),
+        ]);
+        let settings = LabelSettings {
+            filter: InterfaceFilter {
+                include: None,
+                exclude: Regex::new("^veth").ok(),
+            },
+            ..LabelSettings::default()
+        };
+        let table = compose(&t, &[], &settings);
+        assert_eq!(table.get(b"veth1").unwrap().rendered, None);
+        assert!(table.get(b"eth0").unwrap().rendered.is_some());
+        assert_eq!(fallback(b"veth9", &settings).rendered, None);
+        let fb = fallback(b"vnet7", &settings).rendered.unwrap();
+        assert_eq!(
+            &*fb.counters,
+            r#"interface="vnet7",instance="vnet7",instance_type="vm",app="",bridge="",state="unknown""#
+        );
+    }
+}

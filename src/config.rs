@@ -1,0 +1,411 @@
+//! Configuration in two steps (as ripgrep does): [`RawConfig`] is the TOML file
+//! as written, with unknown keys rejected by name; [`Config`] is the checked
+//! result after CLI flags override it, with every value parsed and validated.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::cli::Cli;
+use crate::compose::{InterfaceFilter, LabelSettings};
+use crate::resolver::Schedule;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid value for {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// The TOML file as written. Every key is optional; absent keys take defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub web: RawWeb,
+    #[serde(default)]
+    pub paths: RawPaths,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub labels: RawLabels,
+    #[serde(default)]
+    pub interfaces: RawInterfaces,
+    #[serde(default)]
+    pub topology: RawResolver,
+    #[serde(default)]
+    pub docker: RawDocker,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeb {
+    pub listen_address: Option<String>,
+    pub telemetry_path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPaths {
+    pub rootfs: Option<PathBuf>,
+    pub procfs: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLabels {
+    pub owner_label: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInterfaces {
+    pub include: Option<String>,
+    pub exclude: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResolver {
+    pub enabled: Option<bool>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDocker {
+    pub socket: Option<String>,
+}
+
+impl RawConfig {
+    pub fn from_toml(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        RawConfig::from_toml(&text, path)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// A resolver's checked settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolverConfig {
+    pub enabled: bool,
+    pub schedule: Schedule,
+}
+
+/// The checked configuration the exporter runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen_address: String,
+    pub telemetry_path: String,
+    pub rootfs: PathBuf,
+    pub procfs: PathBuf,
+    /// `None` when Docker is disabled (empty socket path).
+    pub docker_socket: Option<PathBuf>,
+    pub log_level: LogLevel,
+    pub labels: LabelSettings,
+    pub topology: ResolverConfig,
+    pub once: bool,
+}
+
+impl Config {
+    /// Reads `--config.file` if given, then applies the flags over it.
+    pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
+        let raw = match &cli.config_file {
+            Some(path) => RawConfig::load(path)?,
+            None => RawConfig::default(),
+        };
+        Config::build(raw, cli)
+    }
+
+    /// Flags override the file; then every value is checked.
+    pub fn build(raw: RawConfig, cli: &Cli) -> Result<Config, ConfigError> {
+        let listen_address = cli
+            .listen_address
+            .clone()
+            .or(raw.web.listen_address)
+            .unwrap_or_else(|| ":9551".into());
+        check_listen_address(&listen_address)?;
+
+        let telemetry_path = cli
+            .telemetry_path
+            .clone()
+            .or(raw.web.telemetry_path)
+            .unwrap_or_else(|| "/metrics".into());
+        if !telemetry_path.starts_with('/') || telemetry_path == "/" {
+            return Err(invalid(
+                "web.telemetry_path",
+                format!("{telemetry_path:?} must start with / and not be / itself"),
+            ));
+        }
+
+        let log_level = match cli
+            .log_level
+            .clone()
+            .or(raw.log.level)
+            .as_deref()
+            .unwrap_or("info")
+        {
+            "debug" => LogLevel::Debug,
+            "info" => LogLevel::Info,
+            "warn" => LogLevel::Warn,
+            "error" => LogLevel::Error,
+            other => {
+                return Err(invalid(
+                    "log.level",
+                    format!("{other:?} is not one of debug, info, warn, error"),
+                ));
+            }
+        };
+
+        let owner_label = raw.labels.owner_label.unwrap_or_else(|| "instance".into());
+        check_owner_label(&owner_label)?;
+
+        let docker_socket = cli
+            .docker_socket
+            .clone()
+            .or(raw.docker.socket)
+            .unwrap_or_else(|| "/var/run/docker.sock".into());
+
+        Ok(Config {
+            listen_address,
+            telemetry_path,
+            rootfs: cli
+                .rootfs
+                .clone()
+                .or(raw.paths.rootfs)
+                .unwrap_or_else(|| "/".into()),
+            procfs: cli
+                .procfs
+                .clone()
+                .or(raw.paths.procfs)
+                .unwrap_or_else(|| "/proc".into()),
+            docker_socket: (!docker_socket.is_empty()).then(|| docker_socket.into()),
+            log_level,
+            labels: LabelSettings {
+                owner_label,
+                filter: InterfaceFilter {
+                    include: regex_key("interfaces.include", raw.interfaces.include)?,
+                    exclude: regex_key("interfaces.exclude", raw.interfaces.exclude)?,
+                },
+            },
+            topology: resolver_key(
+                ("topology.interval", "topology.timeout"),
+                raw.topology,
+                Duration::from_secs(10),
+                Duration::from_secs(5),
+            )?,
+            once: cli.once,
+        })
+    }
+}
+
+fn check_listen_address(addr: &str) -> Result<(), ConfigError> {
+    let port = addr.rsplit_once(':').map(|(_, p)| p);
+    match port.map(str::parse::<u16>) {
+        Some(Ok(_)) => Ok(()),
+        _ => Err(invalid(
+            "web.listen_address",
+            format!("{addr:?} is not HOST:PORT or :PORT"),
+        )),
+    }
+}
+
+/// Prometheus label names; and the exporter's other labels are taken.
+fn check_owner_label(name: &str) -> Result<(), ConfigError> {
+    let valid = Regex::new("^[a-zA-Z_][a-zA-Z0-9_]*$").is_ok_and(|r| r.is_match(name));
+    if !valid || name.starts_with("__") {
+        return Err(invalid(
+            "labels.owner_label",
+            format!("{name:?} is not a valid Prometheus label name"),
+        ));
+    }
+    if [
+        "interface",
+        "instance_type",
+        "app",
+        "bridge",
+        "state",
+        "vlan",
+    ]
+    .contains(&name)
+    {
+        return Err(invalid(
+            "labels.owner_label",
+            format!("{name:?} is already one of the exporter's labels"),
+        ));
+    }
+    Ok(())
+}
+
+fn regex_key(key: &'static str, value: Option<String>) -> Result<Option<Regex>, ConfigError> {
+    match value.filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => Regex::new(&v)
+            .map(Some)
+            .map_err(|e| invalid(key, e.to_string())),
+    }
+}
+
+fn duration_key(
+    key: &'static str,
+    value: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    let d = humantime::parse_duration(&text).map_err(|e| invalid(key, format!("{text:?}: {e}")))?;
+    if d.is_zero() {
+        return Err(invalid(key, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+fn resolver_key(
+    keys: (&'static str, &'static str),
+    raw: RawResolver,
+    interval: Duration,
+    timeout: Duration,
+) -> Result<ResolverConfig, ConfigError> {
+    Ok(ResolverConfig {
+        enabled: raw.enabled.unwrap_or(true),
+        schedule: Schedule {
+            interval: duration_key(keys.0, raw.interval, interval)?,
+            timeout: duration_key(keys.1, raw.timeout, timeout)?,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(toml: &str, cli: &Cli) -> Result<Config, ConfigError> {
+        Config::build(RawConfig::from_toml(toml, Path::new("t.toml"))?, cli)
+    }
+
+    #[test]
+    fn defaults_match_the_seed() {
+        let c = build("", &Cli::default()).unwrap();
+        assert_eq!(c.listen_address, ":9551");
+        assert_eq!(c.telemetry_path, "/metrics");
+        assert_eq!(c.rootfs, Path::new("/"));
+        assert_eq!(c.procfs, Path::new("/proc"));
+        assert_eq!(
+            c.docker_socket.as_deref(),
+            Some(Path::new("/var/run/docker.sock"))
+        );
+        assert_eq!(c.log_level, LogLevel::Info);
+        assert_eq!(c.labels.owner_label, "instance");
+        assert_eq!(c.topology.schedule.interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn example_file_parses_to_the_defaults() {
+        let text = include_str!("../config.example.toml");
+        let from_file = build(text, &Cli::default()).unwrap();
+        let defaults = build("", &Cli::default()).unwrap();
+        assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let cli = Cli {
+            listen_address: Some("127.0.0.1:1".into()),
+            docker_socket: Some(String::new()),
+            ..Cli::default()
+        };
+        let c = build(
+            "[web]\nlisten_address = \":2\"\n[topology]\ninterval = \"1m 30s\"\n",
+            &cli,
+        )
+        .unwrap();
+        assert_eq!(c.listen_address, "127.0.0.1:1");
+        assert_eq!(c.docker_socket, None, "empty socket disables Docker");
+        assert_eq!(c.topology.schedule.interval, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = build("[topology]\nintervall = \"5s\"\n", &Cli::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("intervall"), "{err}");
+        let err = build("[dockr]\n", &Cli::default()).unwrap_err().to_string();
+        assert!(err.contains("dockr"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (toml, key) in [
+            ("[topology]\ninterval = \"soon\"", "topology.interval"),
+            ("[topology]\ntimeout = \"0s\"", "topology.timeout"),
+            ("[interfaces]\nexclude = \"(\"", "interfaces.exclude"),
+            ("[labels]\nowner_label = \"bad-name\"", "labels.owner_label"),
+            ("[labels]\nowner_label = \"app\"", "labels.owner_label"),
+            ("[web]\ntelemetry_path = \"metrics\"", "web.telemetry_path"),
+            ("[web]\nlisten_address = \"9551\"", "web.listen_address"),
+            ("[log]\nlevel = \"loud\"", "log.level"),
+        ] {
+            let err = build(toml, &Cli::default()).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let err = build("[topology]\ninterval = 5", &Cli::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("interval"), "{err}");
+    }
+}

@@ -1,0 +1,206 @@
+//! The label contract: interface kinds, Prometheus label-value escaping, and the
+//! pre-rendered label blocks that the scrape path copies verbatim.
+
+use std::fmt::Write as _;
+
+/// What an interface is (`instance_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Physical,
+    Bridge,
+    Docker,
+    Incus,
+    Vm,
+    Vlan,
+    Macvtap,
+    Loopback,
+    Unknown,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Physical => "physical",
+            Kind::Bridge => "bridge",
+            Kind::Docker => "docker",
+            Kind::Incus => "incus",
+            Kind::Vm => "vm",
+            Kind::Vlan => "vlan",
+            Kind::Macvtap => "macvtap",
+            Kind::Loopback => "loopback",
+            Kind::Unknown => "unknown",
+        }
+    }
+
+    /// The seed's prefix table: used only where neither an owner nor sysfs decides.
+    pub fn from_name(name: &[u8]) -> Kind {
+        let has = |p: &[u8]| name.starts_with(p);
+        if name == b"lo" {
+            Kind::Loopback
+        } else if has(b"veth") {
+            Kind::Docker
+        } else if has(b"vnet") {
+            Kind::Vm
+        } else if has(b"macvtap") || has(b"macvlan") {
+            Kind::Macvtap
+        } else if has(b"vlan") {
+            Kind::Vlan
+        } else if has(b"br") || has(b"docker") || has(b"incus") {
+            Kind::Bridge
+        } else {
+            Kind::Unknown
+        }
+    }
+}
+
+/// Appends `value` escaped for a Prometheus text-format label value.
+/// Invalid UTF-8 (possible in kernel interface names) becomes U+FFFD.
+pub fn push_escaped(out: &mut String, value: &[u8]) {
+    for chunk in value.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        if !chunk.invalid().is_empty() {
+            out.push(char::REPLACEMENT_CHARACTER);
+        }
+    }
+}
+
+/// Everything the exporter says about one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceLabels<'a> {
+    pub interface: &'a [u8],
+    pub instance: &'a [u8],
+    pub kind: Kind,
+    pub app: &'a [u8],
+    pub bridge: &'a [u8],
+    pub state: &'a [u8],
+    pub vlan: Option<u16>,
+}
+
+/// One interface's label blocks, rendered once per composition so that a scrape
+/// only copies bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// `interface="..",<owner>="..",instance_type="..",app="..",bridge="..",state=".."`
+    pub counters: Box<str>,
+    /// `interface="..",<owner>="..",instance_type="..",app="..",bridge="..",vlan=".."`
+    pub info: Box<str>,
+}
+
+impl Rendered {
+    pub fn new(l: &InterfaceLabels<'_>, owner_label: &str) -> Rendered {
+        let mut common = String::with_capacity(96);
+        common.push_str("interface=\"");
+        push_escaped(&mut common, l.interface);
+        common.push_str("\",");
+        common.push_str(owner_label);
+        common.push_str("=\"");
+        push_escaped(&mut common, l.instance);
+        common.push_str("\",instance_type=\"");
+        common.push_str(l.kind.as_str());
+        common.push_str("\",app=\"");
+        push_escaped(&mut common, l.app);
+        common.push_str("\",bridge=\"");
+        push_escaped(&mut common, l.bridge);
+        common.push('"');
+
+        let mut counters = String::with_capacity(common.len() + 24);
+        counters.push_str(&common);
+        counters.push_str(",state=\"");
+        push_escaped(&mut counters, l.state);
+        counters.push('"');
+
+        let mut info = common;
+        info.push_str(",vlan=\"");
+        if let Some(id) = l.vlan {
+            let _ = write!(info, "{id}");
+        }
+        info.push('"');
+        Rendered {
+            counters: counters.into_boxed_str(),
+            info: info.into_boxed_str(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn esc(v: &[u8]) -> String {
+        let mut s = String::new();
+        push_escaped(&mut s, v);
+        s
+    }
+
+    #[test]
+    fn escapes_per_text_format() {
+        assert_eq!(esc(br#"a\b"c"#), r#"a\\b\"c"#);
+        assert_eq!(esc(b"line1\nline2"), r"line1\nline2");
+        assert_eq!(esc("grüße-日本".as_bytes()), "grüße-日本");
+        assert_eq!(esc(b"bad\xffname"), "bad\u{fffd}name");
+    }
+
+    #[test]
+    fn prefix_table_matches_seed() {
+        let cases: [(&[u8], Kind); 12] = [
+            (b"lo", Kind::Loopback),
+            (b"veth402dbe0", Kind::Docker),
+            (b"vnet3", Kind::Vm),
+            (b"macvtap0", Kind::Macvtap),
+            (b"macvlan1", Kind::Macvtap),
+            (b"vlan1", Kind::Vlan),
+            (b"br-2c852816592c", Kind::Bridge),
+            (b"br0", Kind::Bridge),
+            (b"docker0", Kind::Bridge),
+            (b"incusbr0", Kind::Bridge),
+            (b"enp8s0f0", Kind::Unknown),
+            (b"lo2", Kind::Unknown),
+        ];
+        for (name, kind) in cases {
+            assert_eq!(
+                Kind::from_name(name),
+                kind,
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
+    }
+
+    #[test]
+    fn renders_blocks_in_contract_order() {
+        let l = InterfaceLabels {
+            interface: b"veth402dbe0",
+            instance: b"ix-grafana-grafana-1",
+            kind: Kind::Docker,
+            app: b"grafana",
+            bridge: b"br-2c852816592c",
+            state: b"up",
+            vlan: None,
+        };
+        let r = Rendered::new(&l, "instance");
+        assert_eq!(
+            &*r.counters,
+            r#"interface="veth402dbe0",instance="ix-grafana-grafana-1",instance_type="docker",app="grafana",bridge="br-2c852816592c",state="up""#
+        );
+        assert_eq!(
+            &*r.info,
+            r#"interface="veth402dbe0",instance="ix-grafana-grafana-1",instance_type="docker",app="grafana",bridge="br-2c852816592c",vlan="""#
+        );
+        let r = Rendered::new(
+            &InterfaceLabels {
+                vlan: Some(20),
+                ..l
+            },
+            "owner",
+        );
+        assert!(r.counters.contains(r#",owner="ix-grafana-grafana-1","#));
+        assert!(r.info.ends_with(r#",vlan="20""#));
+    }
+}

@@ -1,0 +1,64 @@
+//! truenas-net-exporter: per-interface traffic counters from `/proc/1/net/dev`,
+//! labelled with what each interface is and who owns it.
+//!
+//! Resolvers ([`sources`], driven by [`resolver`]) refresh in the background
+//! into the [`hub`]; the [`compose`]r joins their snapshots into one label
+//! table; each [`scrape`] reads net/dev and joins it against that table;
+//! [`server`] answers HTTP. [`config`] and [`cli`] build the settings.
+
+pub mod cli;
+pub mod compose;
+pub mod config;
+pub mod exporter;
+pub mod hub;
+pub mod labels;
+pub mod netdev;
+pub mod resolver;
+pub mod scrape;
+pub mod server;
+pub mod sources;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use config::Config;
+pub use exporter::Exporter;
+
+/// Runs resolvers and the HTTP server on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let exporter = Exporter::new(config);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    exporter.spawn_resolvers(&mut tasks, &stop_rx);
+    server::serve(Arc::clone(&exporter), listener, shutdown).await;
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+}
+
+/// `--once`: refresh every enabled resolver, then return one scrape.
+pub async fn once(config: Config) -> std::io::Result<Vec<u8>> {
+    let exporter = Exporter::new(config);
+    exporter.refresh_all_once().await;
+    let out = exporter.scrape();
+    match out.netdev_error {
+        Some(e) => Err(e),
+        None => Ok(out.body),
+    }
+}
+
+/// Binds the configured listen address. `:PORT` means every address: IPv6
+/// dual-stack where the host has IPv6, IPv4 otherwise.
+pub async fn bind(listen_address: &str) -> std::io::Result<tokio::net::TcpListener> {
+    match listen_address.strip_prefix(':') {
+        Some(port) => match tokio::net::TcpListener::bind(format!("[::]:{port}")).await {
+            Ok(l) => Ok(l),
+            Err(_) => tokio::net::TcpListener::bind(format!("0.0.0.0:{port}")).await,
+        },
+        None => tokio::net::TcpListener::bind(listen_address).await,
+    }
+}

@@ -1,0 +1,58 @@
+//! Entry point: flags, config, logging, then the library does the work.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Parser;
+use truenas_net_exporter::cli::Cli;
+use truenas_net_exporter::{Config, bind, once, run};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::from_cli(&cli)?;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            config.log_level.as_str(),
+        ))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async_main(config))
+}
+
+async fn async_main(config: Config) -> anyhow::Result<()> {
+    if config.once {
+        let body = once(config).await?;
+        std::io::stdout()
+            .write_all(&body)
+            .context("cannot write to stdout")?;
+        return Ok(());
+    }
+    let listener = bind(&config.listen_address)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen_address))?;
+    tracing::info!(address = %listener.local_addr()?, path = %config.telemetry_path, "listening");
+    run(config, listener, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM (what `docker stop` sends).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}

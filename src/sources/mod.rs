@@ -1,0 +1,5 @@
+//! Resolvers: each source of facts about interfaces lives in its own module and
+//! produces an immutable snapshot that the composer joins. Docker, VM and LXC
+//! sources publish [`Owners`](crate::compose::Owners); topology publishes kernel facts.
+
+pub mod topology;

@@ -1,0 +1,219 @@
+//! Topology resolver: kernel facts about every host interface, read from sysfs
+//! (`<rootfs>/sys/class/net/<if>/`) and the 802.1Q table (`<procfs>/1/net/vlan/config`).
+//! Parsers are pure; [`read`] is the thin I/O wrapper the resolver task calls.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// What sysfs says about one interface. Every field is optional because a
+/// fixture, an old kernel or a vanishing interface may lack any file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkFacts {
+    pub ifindex: Option<u32>,
+    pub iflink: Option<u32>,
+    /// ARPHRD_* from `type` (772 = loopback).
+    pub link_type: Option<u16>,
+    /// `DEVTYPE=` from `uevent` (bridge, vlan, vxlan, bond, macvlan, ...).
+    pub devtype: Option<String>,
+    /// `bridge/` exists.
+    pub is_bridge: bool,
+    /// Target name of `master`, set only when `brport/` exists (a bridge port).
+    pub bridge: Option<Vec<u8>>,
+    /// A `lower_*` link exists (stacked device: macvlan, macvtap, vlan).
+    pub has_lower: bool,
+    /// `tun_flags`, present on tun/tap devices.
+    pub tun_flags: Option<u32>,
+    /// `macvtap/` exists.
+    pub is_macvtap: bool,
+    /// `device/driver` exists (a real NIC).
+    pub has_driver: bool,
+    pub operstate: Option<String>,
+    /// 802.1Q id, from `vlan/config`.
+    pub vlan_id: Option<u16>,
+}
+
+/// Kernel facts for every interface in the host's network namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopologySnapshot {
+    pub links: BTreeMap<Vec<u8>, LinkFacts>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("cannot list interfaces in {path}: {source}")]
+    ListInterfaces { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {source}")]
+    VlanConfig { path: PathBuf, source: io::Error },
+    #[error("topology read panicked: {0}")]
+    Panicked(String),
+}
+
+/// One row of `/proc/net/vlan/config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VlanEntry<'a> {
+    pub name: &'a str,
+    pub id: u16,
+    pub parent: &'a str,
+}
+
+/// Parses `/proc/net/vlan/config`: two header lines, then `name | id | parent`.
+/// Rows that don't fit are skipped.
+pub fn parse_vlan_config(text: &str) -> impl Iterator<Item = VlanEntry<'_>> {
+    text.lines().skip(2).filter_map(|line| {
+        let mut cols = line.split('|').map(str::trim);
+        let name = cols.next().filter(|s| !s.is_empty())?;
+        let id = cols.next()?.parse().ok()?;
+        let parent = cols.next().unwrap_or("");
+        Some(VlanEntry { name, id, parent })
+    })
+}
+
+/// The value of `DEVTYPE=` in a sysfs `uevent` file.
+pub fn parse_devtype(uevent: &str) -> Option<&str> {
+    uevent
+        .lines()
+        .find_map(|l| l.strip_prefix("DEVTYPE="))
+        .map(str::trim)
+}
+
+/// `tun_flags` is written as hex (`0x1002`).
+pub fn parse_tun_flags(text: &str) -> Option<u32> {
+    let t = text.trim();
+    let hex = t.strip_prefix("0x").unwrap_or(t);
+    u32::from_str_radix(hex, 16).ok()
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim_end().to_owned())
+}
+
+fn exists(path: &Path) -> bool {
+    // symlink_metadata: a dangling `device/driver` link in a fixture still counts.
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+/// Reads one interface directory. Missing files leave their field unset.
+pub fn read_link(dir: &Path) -> LinkFacts {
+    fn num<T: std::str::FromStr>(dir: &Path, f: &str) -> Option<T> {
+        read_trimmed(&dir.join(f)).and_then(|s| s.parse().ok())
+    }
+    let mut has_lower = false;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        has_lower = entries
+            .flatten()
+            .any(|e| e.file_name().as_bytes().starts_with(b"lower_"));
+    }
+    let bridge = if exists(&dir.join("brport")) {
+        std::fs::read_link(dir.join("master"))
+            .ok()
+            .and_then(|t| t.file_name().map(|n| n.as_bytes().to_vec()))
+    } else {
+        None
+    };
+    LinkFacts {
+        ifindex: num(dir, "ifindex"),
+        iflink: num(dir, "iflink"),
+        link_type: num(dir, "type"),
+        devtype: read_trimmed(&dir.join("uevent"))
+            .and_then(|u| parse_devtype(&u).map(str::to_owned)),
+        is_bridge: exists(&dir.join("bridge")),
+        bridge,
+        has_lower,
+        tun_flags: read_trimmed(&dir.join("tun_flags")).and_then(|s| parse_tun_flags(&s)),
+        is_macvtap: exists(&dir.join("macvtap")),
+        has_driver: exists(&dir.join("device/driver")),
+        operstate: read_trimmed(&dir.join("operstate")),
+        vlan_id: None,
+    }
+}
+
+/// Reads the whole topology: `<rootfs>/sys/class/net` and `<procfs>/1/net/vlan/config`.
+/// A missing vlan table means the 8021q module is not loaded: no VLANs, not an error.
+pub fn read(rootfs: &Path, procfs: &Path) -> Result<TopologySnapshot, TopologyError> {
+    let class = rootfs.join("sys/class/net");
+    let entries = std::fs::read_dir(&class).map_err(|source| TopologyError::ListInterfaces {
+        path: class.clone(),
+        source,
+    })?;
+    let mut links = BTreeMap::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        // sysfs also lists `bonding_masters` as a plain file here.
+        if !entry.path().is_dir() {
+            continue;
+        }
+        links.insert(name.as_bytes().to_vec(), read_link(&entry.path()));
+    }
+
+    let vlan_path = procfs.join("1/net/vlan/config");
+    match std::fs::read_to_string(&vlan_path) {
+        Ok(text) => {
+            for v in parse_vlan_config(&text) {
+                if let Some(facts) = links.get_mut(v.name.as_bytes()) {
+                    facts.vlan_id = Some(v.id);
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(TopologyError::VlanConfig {
+                path: vlan_path,
+                source,
+            });
+        }
+    }
+    Ok(TopologySnapshot { links })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vlan_config_rows() {
+        let text = "VLAN Dev name\t | VLAN ID\nName-Type: VLAN_NAME_TYPE_RAW_PLUS_VID_NO_PAD\n\
+                    vlan1          | 1  | enp8s0f0\n\
+                    lan.20         | 20  | br0\n\
+                    broken | x | y\n\
+                    \n";
+        let rows: Vec<_> = parse_vlan_config(text).collect();
+        assert_eq!(
+            rows,
+            [
+                VlanEntry {
+                    name: "vlan1",
+                    id: 1,
+                    parent: "enp8s0f0"
+                },
+                VlanEntry {
+                    name: "lan.20",
+                    id: 20,
+                    parent: "br0"
+                },
+            ]
+        );
+        assert_eq!(parse_vlan_config("").count(), 0);
+    }
+
+    #[test]
+    fn devtype_and_tun_flags() {
+        assert_eq!(
+            parse_devtype("INTERFACE=br0\nIFINDEX=3\nDEVTYPE=bridge\n"),
+            Some("bridge")
+        );
+        assert_eq!(parse_devtype("INTERFACE=eth0\nIFINDEX=2\n"), None);
+        assert_eq!(parse_tun_flags("0x1002\n"), Some(0x1002));
+        assert_eq!(parse_tun_flags("zz"), None);
+    }
+
+    #[test]
+    fn missing_class_dir_is_an_error_with_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read(dir.path(), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("sys/class/net"), "{err}");
+    }
+}
