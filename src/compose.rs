@@ -111,7 +111,7 @@ pub fn classify(name: &[u8], facts: &LinkFacts) -> Kind {
     if devtype == Some("vlan") || facts.vlan_id.is_some() {
         return Kind::Vlan;
     }
-    if facts.is_macvtap || matches!(devtype, Some("macvlan" | "macvtap")) {
+    if facts.is_macvtap {
         return Kind::Macvtap;
     }
     if facts.has_driver {
@@ -130,6 +130,10 @@ pub fn classify(name: &[u8], facts: &LinkFacts) -> Kind {
         // vxlan, bond, wireguard, ...: known kinds with no label value of their own.
         return Kind::Unknown;
     }
+    if facts.has_lower && is_linked(facts) {
+        // Stacked on a lower device with no DEVTYPE: a macvlan (VLANs say DEVTYPE=vlan).
+        return Kind::Macvtap;
+    }
     if is_veth(facts) {
         // An unowned veth: the seed's orphan Docker veth.
         return Kind::Docker;
@@ -146,9 +150,11 @@ pub fn classify(name: &[u8], facts: &LinkFacts) -> Kind {
 /// A veth: an Ethernet device linked to a peer (`iflink` != `ifindex`) that is
 /// not stacked on a lower device.
 fn is_veth(facts: &LinkFacts) -> bool {
+    is_linked(facts) && facts.link_type == Some(1) && !facts.has_lower
+}
+
+fn is_linked(facts: &LinkFacts) -> bool {
     matches!((facts.ifindex, facts.iflink), (Some(i), Some(l)) if i != l)
-        && facts.link_type == Some(1)
-        && !facts.has_lower
 }
 
 /// Builds the label table from the topology and the owner snapshots (earlier
@@ -241,7 +247,6 @@ mod tests {
         };
         assert_eq!(classify(b"mvt0", &macvtap), Kind::Macvtap);
         let macvlan = LinkFacts {
-            devtype: Some("macvlan".into()),
             has_lower: true,
             ..eth(9, 2)
         };

@@ -1,0 +1,61 @@
+//! The binary's command line: flags, config errors and `--once` failures.
+
+use std::process::Command;
+
+use crate::support::{bin, run_once};
+
+#[test]
+fn help_lists_the_seed_flags() {
+    let out = Command::new(bin()).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--web.listen-address",
+        "--web.telemetry-path",
+        "--path.rootfs",
+        "--path.procfs",
+        "--docker.socket",
+        "--log.level",
+        "--config.file",
+        "--once",
+        "--version",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+    let out = Command::new(bin()).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn once_without_netdev_fails_clearly() {
+    let empty = tempfile::tempdir().unwrap();
+    let procfs = format!("--path.procfs={}", empty.path().display());
+    let rootfs = format!("--path.rootfs={}", empty.path().display());
+    let out = run_once(&[&procfs, &rootfs, "--docker.socket="]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1/net/dev"), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, needle) in [
+        ("[topology]\nintervall = \"5s\"\n", "intervall"),
+        ("[topology]\ninterval = \"often\"\n", "topology.interval"),
+        ("[interfaces]\ninclude = \"[\"\n", "interfaces.include"),
+        ("not toml at all", "config"),
+    ] {
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let out = run_once(&[&format!("--config.file={}", cfg.display())]);
+        assert!(!out.status.success(), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+    let out = run_once(&["--config.file=/nonexistent/c.toml"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/c.toml"));
+    let out = run_once(&["--log.level=loud"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("log.level"));
+}

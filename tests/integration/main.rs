@@ -1,0 +1,9 @@
+//! One integration-test binary; each module is a layer from design.md.
+//! Tests that need root or a tool print `SKIP: <reason>` when it is missing;
+//! with `CI=true` (or `TNE_REQUIRE_ALL=1`) a skip is a failure.
+
+mod cli;
+mod fixture_host;
+mod http;
+mod kernel;
+mod support;

@@ -1,0 +1,273 @@
+//! Helpers shared by the integration tests: the binary, fixtures, skips,
+//! a strict text-format parser and a tiny HTTP/1.1 client.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_truenas-net-exporter")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Under CI every test must run: a missing component fails instead of skipping.
+pub fn strict() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var("TNE_REQUIRE_ALL").is_ok_and(|v| v == "1")
+}
+
+/// `true` if the test may go on; otherwise prints why it skips (or fails under CI).
+pub fn require(ok: bool, reason: &str) -> bool {
+    if ok {
+        return true;
+    }
+    assert!(!strict(), "required under CI but missing: {reason}");
+    eprintln!("SKIP: {reason}");
+    false
+}
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+pub fn have(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+}
+
+/// Runs the binary with `--once` plus `args`.
+pub fn run_once(args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("--once")
+        .args(args)
+        .output()
+        .expect("run exporter binary")
+}
+
+/// Runs `--once` against a fixture host and returns stdout, asserting success.
+pub fn once_on_host(root: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        format!("--path.rootfs={}", root.display()),
+        format!("--path.procfs={}", root.join("proc").display()),
+        "--docker.socket=".to_owned(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_once(&refs);
+    assert!(
+        out.status.success(),
+        "exporter failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("exposition is UTF-8")
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A strict parser of the text exposition format: every non-comment line must be
+/// `name{k="v",...} value`, with `\\`, `\"` and `\n` the only escapes.
+pub fn parse(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fail = |why: &str| -> ! { panic!("bad exposition line ({why}): {line}") };
+        let name_end = line.find(['{', ' ']).unwrap_or_else(|| fail("no value"));
+        let name = &line[..name_end];
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        {
+            fail("metric name");
+        }
+        let mut labels = Vec::new();
+        let mut rest = &line[name_end..];
+        if let Some(body) = rest.strip_prefix('{') {
+            let mut chars = body.char_indices().peekable();
+            let end;
+            loop {
+                let key_start = match chars.peek() {
+                    Some(&(i, '}')) => {
+                        end = i;
+                        break;
+                    }
+                    Some(&(i, _)) => i,
+                    None => fail("unterminated labels"),
+                };
+                let eq = body[key_start..].find('=').unwrap_or_else(|| fail("no =")) + key_start;
+                let key = body[key_start..eq].to_owned();
+                while chars.peek().is_some_and(|&(i, _)| i <= eq) {
+                    chars.next();
+                }
+                if chars.next().map(|(_, c)| c) != Some('"') {
+                    fail("value not quoted");
+                }
+                let mut value = String::new();
+                loop {
+                    match chars.next() {
+                        Some((_, '\\')) => match chars.next() {
+                            Some((_, '\\')) => value.push('\\'),
+                            Some((_, '"')) => value.push('"'),
+                            Some((_, 'n')) => value.push('\n'),
+                            _ => fail("bad escape"),
+                        },
+                        Some((_, '"')) => break,
+                        Some((_, '\n')) => fail("raw newline"),
+                        Some((_, c)) => value.push(c),
+                        None => fail("unterminated value"),
+                    }
+                }
+                labels.push((key, value));
+                if chars.peek().is_some_and(|&(_, c)| c == ',') {
+                    chars.next();
+                }
+            }
+            rest = &body[end + 1..];
+        }
+        let value = rest.trim_start().split(' ').next().unwrap_or("");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| fail("value")),
+        };
+        out.push(Sample {
+            name: name.to_owned(),
+            labels,
+            value,
+        });
+    }
+    out
+}
+
+/// The sample of `metric` for `interface`, which must exist exactly once.
+pub fn one<'a>(samples: &'a [Sample], metric: &str, interface: &str) -> &'a Sample {
+    let found: Vec<_> = samples
+        .iter()
+        .filter(|s| s.name == metric && s.label("interface") == Some(interface))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "{metric}{{interface={interface:?}}} found {} times",
+        found.len()
+    );
+    found[0]
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> HttpResponse {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let raw = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("header end");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    HttpResponse {
+        status,
+        head: head.to_owned(),
+        body,
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
+
+/// Polls `check` until it returns `Some` or `limit` passes.
+pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Copies a fixture tree (keeping symlinks) into a fresh temporary directory.
+pub fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", fixture(name).display()))
+        .arg(dir.path())
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    dir
+}
