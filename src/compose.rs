@@ -62,14 +62,34 @@ pub struct Entry {
 }
 
 /// Interface name -> labels, built by [`compose`] and read by every scrape.
+/// Entries are also addressable by index, so a streaming scrape can refer to
+/// them while it owns the table through an `Arc`.
 #[derive(Debug, Default)]
 pub struct LabelTable {
-    entries: HashMap<Box<[u8]>, Entry>,
+    index: HashMap<Box<[u8]>, u32>,
+    entries: Vec<Entry>,
 }
 
 impl LabelTable {
     pub fn get(&self, name: &[u8]) -> Option<&Entry> {
-        self.entries.get(name)
+        self.position(name).map(|i| self.at(i))
+    }
+
+    /// The index of `name`'s entry, for [`LabelTable::at`].
+    pub fn position(&self, name: &[u8]) -> Option<u32> {
+        self.index.get(name).copied()
+    }
+
+    /// # Panics
+    /// If `index` did not come from [`LabelTable::position`] on this table.
+    pub fn at(&self, index: u32) -> &Entry {
+        &self.entries[index as usize]
+    }
+
+    fn insert(&mut self, name: &[u8], entry: Entry) {
+        let index = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
+        self.index.insert(name.into(), index);
+        self.entries.push(entry);
     }
 
     pub fn len(&self) -> usize {
@@ -175,10 +195,13 @@ pub fn compose(
         }
     }
 
-    let mut entries = HashMap::with_capacity(topology.links.len());
+    let mut table = LabelTable {
+        index: HashMap::with_capacity(topology.links.len()),
+        entries: Vec::with_capacity(topology.links.len()),
+    };
     for (name, facts) in &topology.links {
         if !settings.filter.allows(name) {
-            entries.insert(name.clone().into_boxed_slice(), Entry { rendered: None });
+            table.insert(name, Entry { rendered: None });
             continue;
         }
         let owner = owner_of(name);
@@ -209,14 +232,14 @@ pub fn compose(
             vlan,
         };
         let rendered = Rendered::new(&labels, &settings.owner_label);
-        entries.insert(
-            name.clone().into_boxed_slice(),
+        table.insert(
+            name,
             Entry {
                 rendered: Some(rendered),
             },
         );
     }
-    LabelTable { entries }
+    table
 }
 
 #[cfg(test)]

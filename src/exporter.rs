@@ -2,7 +2,6 @@
 //! exporter's own metrics, and the two entry points built on them: starting
 //! the resolver tasks, and producing one scrape.
 
-use std::cell::RefCell;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,32 +11,23 @@ use std::time::Instant;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::compose::LabelTable;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::resolver::{self, Health, Source};
-use crate::scrape;
+use crate::scrape::{self, JoinStats, Scrape};
 use crate::sources::topology::{self, TopologyError, TopologySnapshot};
 use crate::telemetry::Telemetry;
-
-pub struct ScrapeOutput {
-    pub body: Vec<u8>,
-    pub netdev_error: Option<io::Error>,
-}
 
 pub struct Exporter {
     pub config: Config,
     pub hub: Hub,
     pub telemetry: Telemetry,
     netdev_path: PathBuf,
-    /// Size of the last response, to allocate the next one once.
-    last_len: AtomicUsize,
+    /// Size of the last net/dev read, to allocate the next buffer once.
+    last_netdev_len: AtomicUsize,
     /// Whether the last net/dev read failed, so the log fires on change only.
     netdev_failing: AtomicBool,
-}
-
-thread_local! {
-    // One read buffer per worker thread, reused across scrapes.
-    static NETDEV_BUF: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(16 * 1024));
 }
 
 struct TopologySource {
@@ -66,7 +56,7 @@ impl Exporter {
             hub: Hub::new(config.labels.clone()),
             telemetry: Telemetry::new(),
             config,
-            last_len: AtomicUsize::new(0),
+            last_netdev_len: AtomicUsize::new(0),
             netdev_failing: AtomicBool::new(false),
         })
     }
@@ -113,52 +103,103 @@ impl Exporter {
     }
 
     /// One scrape: the `net_interface_*` families followed by the exporter's own
-    /// metrics. If net/dev cannot be read the body holds only the latter and the
-    /// error is returned beside it; the caller decides what that means (`--once`
-    /// exits non-zero, the server still answers).
-    pub fn scrape(&self) -> ScrapeOutput {
+    /// metrics, as a body that writes itself chunk by chunk. If net/dev cannot
+    /// be read the body holds only the own metrics and the error is returned
+    /// beside it; the caller decides what that means (`--once` exits non-zero,
+    /// the server still answers).
+    pub fn scrape(self: &Arc<Self>) -> ScrapeOutput {
         let started = Instant::now();
-        let mut out = Vec::with_capacity(self.last_len.load(Ordering::Relaxed) + 4096);
-        let result = NETDEV_BUF.with_borrow_mut(|buf| {
-            // procfs is memory-backed and answers in ~100 µs: reading inline is
-            // cheaper than a hop to the blocking pool.
-            scrape::read_netdev(&self.netdev_path, buf)?;
-            let table = self.hub.table();
-            let stats = scrape::join_and_write(buf, &table, self.hub.settings(), &mut out);
-            Ok::<_, io::Error>(stats)
-        });
-        match &result {
-            Ok(stats) => {
-                if stats.malformed > 0 {
-                    self.telemetry.malformed_lines.increment(stats.malformed);
-                }
-                if stats.unknown > 0 {
-                    self.hub.wake_for_unknown();
-                }
-                if self.netdev_failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!(path = %self.netdev_path.display(), "net/dev readable again");
-                }
+        let mut netdev = Vec::with_capacity(self.last_netdev_len.load(Ordering::Relaxed) + 1024);
+        let (scrape, netdev_error) = match scrape::read_netdev(&self.netdev_path, &mut netdev) {
+            Ok(()) => {
+                self.last_netdev_len.store(netdev.len(), Ordering::Relaxed);
+                let scrape = Scrape::new(&netdev, self.hub.table(), self.hub.settings());
+                self.after_join(&scrape.stats);
+                (Some(scrape), None)
             }
             Err(e) => {
                 self.telemetry.read_errors.increment(1);
                 if !self.netdev_failing.swap(true, Ordering::Relaxed) {
+                    self.telemetry.state_changed();
                     tracing::error!(path = %self.netdev_path.display(), error = %e, "cannot read net/dev; serving only the exporter's own metrics");
                 }
-            }
-        }
-        self.telemetry
-            .scrape_duration
-            .record(started.elapsed().as_secs_f64());
-        self.telemetry.render_to(&mut out);
-        self.last_len.store(out.len(), Ordering::Relaxed);
-        ScrapeOutput {
-            body: out,
-            netdev_error: result.err().map(|e| {
-                io::Error::new(
+                let e = io::Error::new(
                     e.kind(),
                     format!("cannot read {}: {e}", self.netdev_path.display()),
-                )
-            }),
+                );
+                (None, Some(e))
+            }
+        };
+        ScrapeOutput {
+            body: ScrapeBody {
+                exporter: Arc::clone(self),
+                scrape,
+                started,
+                done: false,
+            },
+            netdev_error,
         }
+    }
+
+    fn after_join(&self, stats: &JoinStats) {
+        if stats.malformed > 0 {
+            self.telemetry.malformed_lines.increment(stats.malformed);
+        }
+        if stats.unknown > 0 {
+            self.hub.wake_for_unknown();
+        }
+        if self.netdev_failing.swap(false, Ordering::Relaxed) {
+            self.telemetry.state_changed();
+            tracing::info!(path = %self.netdev_path.display(), "net/dev readable again");
+        }
+    }
+}
+
+/// Size at which a response chunk is handed to the server: large enough that
+/// a 50-interface scrape is one chunk, small enough to bound memory.
+const CHUNK: usize = 128 * 1024;
+
+pub struct ScrapeOutput {
+    pub body: ScrapeBody,
+    pub netdev_error: Option<io::Error>,
+}
+
+/// The response body: an iterator of chunks, the last of which carries the
+/// exporter's own metrics (including this scrape's duration).
+pub struct ScrapeBody {
+    exporter: Arc<Exporter>,
+    scrape: Option<Scrape<Arc<LabelTable>>>,
+    started: Instant,
+    done: bool,
+}
+
+impl ScrapeBody {
+    /// The whole body in one buffer (`--once`, tests).
+    pub fn into_vec(self) -> Vec<u8> {
+        self.flatten().collect()
+    }
+}
+
+impl Iterator for ScrapeBody {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        if self.done {
+            return None;
+        }
+        let hint = self.scrape.as_ref().map_or(0, |s| s.remaining_hint());
+        let mut out = Vec::with_capacity(hint.min(CHUNK) + 8 * 1024);
+        if let Some(scrape) = &mut self.scrape
+            && scrape.write_chunk(&mut out, CHUNK)
+        {
+            return Some(out);
+        }
+        self.done = true;
+        let telemetry = &self.exporter.telemetry;
+        telemetry
+            .scrape_duration
+            .record(self.started.elapsed().as_secs_f64());
+        telemetry.render_to(&mut out);
+        Some(out)
     }
 }

@@ -47,7 +47,7 @@ pub async fn once(config: Config) -> std::io::Result<Vec<u8>> {
     let out = exporter.scrape();
     match out.netdev_error {
         Some(e) => Err(e),
-        None => Ok(out.body),
+        None => Ok(out.body.into_vec()),
     }
 }
 

@@ -37,56 +37,133 @@ pub type Line<'a> = Result<(&'a [u8], Counters), &'a [u8]>;
 
 /// Iterates over the interface lines of a `net/dev` buffer, skipping the two
 /// header lines and blank lines.
-pub fn parse(buf: &[u8]) -> impl Iterator<Item = Line<'_>> {
-    buf.split(|&b| b == b'\n')
-        .enumerate()
-        .filter(|(i, line)| !(line.is_empty() || *i < 2 && line.contains(&b'|')))
-        .map(|(_, line)| parse_line(line).ok_or(line))
+pub fn parse(buf: &[u8]) -> Parser<'_> {
+    Parser {
+        buf,
+        pos: 0,
+        line: 0,
+    }
 }
 
-/// Parses `  name: n1 n2 ... n16`. Interface names cannot contain `:` or
-/// whitespace (the kernel's `dev_valid_name`), so the first `:` ends the name.
+/// A one-pass cursor over a `net/dev` buffer. Hand-rolled because it runs for
+/// every interface on every scrape: splitting lines, then fields, then parsing
+/// each cost about 1.5x as much in the criterion bench.
+pub struct Parser<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    line: usize,
+}
+
+impl<'a> Iterator for Parser<'a> {
+    type Item = Line<'a>;
+
+    fn next(&mut self) -> Option<Line<'a>> {
+        while self.pos < self.buf.len() {
+            let start = self.pos;
+            let line_no = self.line;
+            self.line += 1;
+            if let Some((name, counters, end)) = parse_at(self.buf, start) {
+                self.pos = end + 1;
+                return Some(Ok((name, counters)));
+            }
+            let end = self.buf[start..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(self.buf.len(), |n| start + n);
+            self.pos = end + 1;
+            let line = &self.buf[start..end];
+            let header = line_no < 2 && line.contains(&b'|');
+            if !(header || line.trim_ascii().is_empty()) {
+                return Some(Err(line));
+            }
+        }
+        None
+    }
+}
+
+/// Parses one line (without its newline): `  name: n1 n2 ... n16`.
 pub fn parse_line(line: &[u8]) -> Option<(&[u8], Counters)> {
-    let colon = line.iter().position(|&b| b == b':')?;
-    let name = line[..colon].trim_ascii();
-    if name.is_empty() {
-        return None;
+    match parse_at(line, 0) {
+        Some((name, counters, end)) if end >= line.len() => Some((name, counters)),
+        _ => None,
     }
-    let mut fields = [0u64; 16];
-    let mut n = 0;
-    for field in line[colon + 1..]
-        .split(|b| b.is_ascii_whitespace())
-        .filter(|f| !f.is_empty())
-    {
-        if n == 16 {
-            return None;
-        }
-        fields[n] = parse_u64(field)?;
-        n += 1;
-    }
-    if n != 16 {
-        return None;
-    }
-    Some((
-        name,
-        Counters {
-            values: COLUMNS.map(|c| fields[c]),
-        },
-    ))
 }
 
-/// Decimal digits only, overflow-checked. Hand-written because `str::parse`
-/// would first need a UTF-8 check of every field on the hot path.
-fn parse_u64(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() {
-        return None;
+fn is_blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// Parses the line starting at `start`; returns the name, the counters and the
+/// index of the line's `\n` (or the buffer's end). Interface names cannot
+/// contain `:` or whitespace (the kernel's `dev_valid_name`), so the first `:`
+/// ends the name.
+fn parse_at(buf: &[u8], start: usize) -> Option<(&[u8], Counters, usize)> {
+    let mut i = start;
+    while buf.get(i).copied().is_some_and(is_blank) {
+        i += 1;
     }
-    digits.iter().try_fold(0u64, |acc, &d| {
-        if !d.is_ascii_digit() {
+    let name_start = i;
+    while let Some(&b) = buf.get(i) {
+        if b == b':' {
+            break;
+        }
+        if b.is_ascii_whitespace() {
             return None;
         }
-        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
+        i += 1;
+    }
+    if i == name_start || i == buf.len() {
+        return None;
+    }
+    let name = &buf[name_start..i];
+    i += 1;
+    let mut fields = [0u64; 16];
+    for field in &mut fields {
+        while buf.get(i).copied().is_some_and(is_blank) {
+            i += 1;
+        }
+        let (value, len) = parse_u64(&buf[i..])?;
+        *field = value;
+        i += len;
+    }
+    while buf
+        .get(i)
+        .copied()
+        .is_some_and(|b| b.is_ascii_whitespace() && b != b'\n')
+    {
+        i += 1;
+    }
+    if i < buf.len() && buf[i] != b'\n' {
+        return None;
+    }
+    let counters = Counters {
+        values: COLUMNS.map(|c| fields[c]),
+    };
+    Some((name, counters, i))
+}
+
+/// Parses the leading decimal digits of `bytes`: `(value, digits consumed)`,
+/// `None` if there are none, the number overflows u64, or a non-space follows.
+fn parse_u64(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value: u64 = 0;
+    let mut len = 0;
+    for &b in bytes {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            if !b.is_ascii_whitespace() {
+                return None;
+            }
+            break;
+        }
+        // 19 digits always fit; only a 20th can overflow.
+        value = if len < 19 {
+            value * 10 + u64::from(digit)
+        } else {
+            value.checked_mul(10)?.checked_add(u64::from(digit))?
+        };
+        len += 1;
+    }
+    (len > 0).then_some((value, len))
 }
 
 #[cfg(test)]

@@ -63,6 +63,9 @@ pub async fn refresh_once<S: Source>(
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
             health.metrics.last_success.set(now.as_secs_f64());
+            if health.failing != Some(false) {
+                health.metrics.state_changed();
+            }
             if health.failing == Some(true) {
                 tracing::info!(resolver = S::NAME, "resolver recovered");
             }
@@ -78,6 +81,7 @@ pub async fn refresh_once<S: Source>(
     health.metrics.up.set(0.0);
     health.metrics.errors.increment(1);
     if health.failing != Some(true) {
+        health.metrics.state_changed();
         tracing::warn!(resolver = S::NAME, %error, "resolver failing; keeping last good labels");
     } else {
         tracing::debug!(resolver = S::NAME, %error, "resolver still failing");

@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use warp::Filter;
 use warp::http::{Method, Response, StatusCode, header};
+use warp::{Filter, Reply};
 
 use crate::exporter::Exporter;
 
@@ -39,7 +39,7 @@ fn respond(
 }
 
 /// Routes one request.
-pub fn handle(exporter: &Exporter, method: &Method, path: &str) -> warp::reply::Response {
+pub fn handle(exporter: &Arc<Exporter>, method: &Method, path: &str) -> warp::reply::Response {
     let path_known = path == "/" || path == exporter.config.telemetry_path;
     if !path_known {
         return respond(
@@ -67,7 +67,16 @@ pub fn handle(exporter: &Exporter, method: &Method, path: &str) -> warp::reply::
     }
     // A net/dev read error is logged and counted inside scrape(); the response
     // still carries the exporter's own metrics so the failure is visible.
-    respond(StatusCode::OK, METRICS_CONTENT_TYPE, exporter.scrape().body)
+    let body = exporter
+        .scrape()
+        .body
+        .map(Ok::<_, std::convert::Infallible>);
+    let mut resp = warp::reply::stream(futures_util::stream::iter(body)).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(METRICS_CONTENT_TYPE),
+    );
+    resp
 }
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests.

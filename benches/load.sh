@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Load and cost measurements for the scrape path. Needs root (private
+# namespaces), iproute2, util-linux; `http` also needs wrk and Debian's
+# prometheus-node-exporter; `memory` needs curl.
+#
+#   benches/load.sh bench    criterion scrape benches in a namespace with ~50 interfaces
+#   benches/load.sh http     /metrics over keep-alive HTTP vs node_exporter's netdev-only scrape
+#   benches/load.sh memory   RSS, fds and threads across 10,000 scrapes of 10,000 interfaces
+#
+# Every server binds 127.0.0.1 inside a private network namespace; nothing leaves the machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Inside a fresh namespace: 5 bridges, 20 veth pairs (one end on a bridge), 2 taps, lo = 48.
+make_topology() {
+  ip link set lo up
+  for b in br0 br1 br-2c852816592c br-f33136af96f9 br-0a1b2c3d4e5f; do
+    ip link add "$b" type bridge && ip link set "$b" up
+  done
+  for i in $(seq 0 19); do
+    ip link add "veth$(printf %07x $((i * 7919)))" type veth peer name "eth$i"
+  done
+  local n=0
+  for v in /sys/class/net/veth*; do
+    v=$(basename "$v")
+    ip link set "$v" master "br-2c852816592c" up 2>/dev/null || ip link set "$v" up
+    n=$((n + 1))
+  done
+  ip tuntap add dev vnet0 mode tap && ip link set vnet0 master br0
+  ip tuntap add dev vnet1 mode tap && ip link set vnet1 master br1
+}
+
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+fds() { ls "/proc/$1/fd" | wc -l; }
+threads() { awk '/^Threads/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+case "$mode" in
+bench)
+  cargo bench --no-run --bench scrape 2>/dev/null
+  exe=$(ls -t target/release/deps/scrape-* | grep -v '\.d$' | head -1)
+  mkdir "$work/root" "$work/root/sys"
+  export -f make_topology
+  WORK=$work EXE=$exe unshare -n -p -f -m --mount-proc bash -c '
+    set -e
+    mount -t sysfs sysfs /sys   # this namespace'"'"'s interfaces
+    make_topology
+    mount -t sysfs sysfs "$WORK/root/sys"
+    TNE_BENCH_ROOTFS=$WORK/root TNE_BENCH_PROCFS=/proc "$EXE" --bench netdev
+  '
+  ;;
+http)
+  cargo build --release -q
+  export -f make_topology rss_kib cpu_ticks
+  WORK=$work BIN=$PWD/target/release/truenas-net-exporter unshare -n -p -f -m --mount-proc bash -c '
+    set -e
+    mount -t sysfs sysfs /sys
+    make_topology
+    echo "interfaces: $(($(wc -l < /proc/1/net/dev) - 2))"
+    "$BIN" --web.listen-address=127.0.0.1:19551 --docker.socket= --log.level=warn &
+    ours=$!
+    prometheus-node-exporter --collector.disable-defaults --collector.netdev \
+      --web.listen-address=127.0.0.1:19100 --log.level=warn 2>/dev/null &
+    node=$!
+    sleep 2
+    for target in "truenas-net-exporter $ours http://127.0.0.1:19551/metrics" \
+                  "node_exporter $node http://127.0.0.1:19100/metrics"; do
+      set -- $target
+      curl -s "$3" > "$WORK/$1.txt"
+      wrk -t1 -c1 -d5s "$3" > /dev/null   # warm-up
+      t0=$(cpu_ticks $2)
+      wrk -t1 -c1 -d20s --latency "$3" > "$WORK/$1.wrk"
+      t1=$(cpu_ticks $2)
+      reqs=$(awk "/requests in/ {print \$1}" "$WORK/$1.wrk")
+      echo "== $1: $(wc -c < "$WORK/$1.txt") bytes/response, RSS $(rss_kib $2) KiB"
+      grep -E "Latency|50%|99%|Requests/sec|requests in" "$WORK/$1.wrk"
+      echo "   server CPU per request: $(echo "scale=1; ($t1 - $t0) * 10000 / $reqs" | bc) us"
+    done
+    kill $ours $node
+  '
+  ;;
+memory)
+  cargo build --release -q
+  n=${N:-10000}
+  scrapes=${SCRAPES:-10000}
+  python3 - "$work/host" "$n" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+net = os.path.join(root, "sys/class/net")
+os.makedirs(os.path.join(root, "proc/1/net"))
+lines = ["Inter-|   Receive |  Transmit", " face |bytes packets|bytes packets"]
+for i in range(n):
+    name = f"veth{i:07x}"
+    d = os.path.join(net, name)
+    os.makedirs(os.path.join(d, "brport"))
+    for f, v in (("ifindex", i + 100), ("iflink", i + 50000), ("type", 1), ("operstate", "up")):
+        open(os.path.join(d, f), "w").write(f"{v}\n")
+    os.symlink(f"../br-{i // 20:012x}", os.path.join(d, "master"))
+    lines.append(f"{name:>15}: {i * 1000003} {i * 17} 0 0 0 0 0 0 {i * 999983} {i * 13} 0 0 0 0 0 0")
+open(os.path.join(root, "proc/1/net/dev"), "w").write("\n".join(lines) + "\n")
+PY
+  export -f rss_kib hwm_kib fds threads
+  WORK=$work BIN=$PWD/target/release/truenas-net-exporter N=$n SCRAPES=$scrapes unshare -n bash -c '
+    set -e
+    ip link set lo up
+    "$BIN" --web.listen-address=127.0.0.1:19552 --docker.socket= --path.rootfs="$WORK/host" \
+      --path.procfs="$WORK/host/proc" --log.level=warn &
+    pid=$!
+    sleep 3
+    curl -s http://127.0.0.1:19552/metrics > "$WORK/first.txt"
+    echo "interfaces: $N, response: $(wc -c < "$WORK/first.txt") bytes"
+    echo "after 1 scrape:      RSS $(rss_kib $pid) KiB, peak $(hwm_kib $pid) KiB, fds $(fds $pid), threads $(threads $pid)"
+    start=$(date +%s.%N)
+    done_=1
+    for batch in 1 2 3 4 5 6 7 8 9 10; do
+      curl -s "http://127.0.0.1:19552/metrics?[1-$((SCRAPES / 10))]" > /dev/null
+      done_=$((done_ + SCRAPES / 10))
+      echo "after $done_ scrapes: RSS $(rss_kib $pid) KiB, peak $(hwm_kib $pid) KiB, fds $(fds $pid), threads $(threads $pid)"
+    done
+    end=$(date +%s.%N)
+    echo "mean time per scrape (one keep-alive client, incl. transfer): $(echo "scale=2; ($end - $start) * 1000 / $SCRAPES" | bc) ms"
+    kill $pid
+  '
+  ;;
+*)
+  echo "usage: $0 bench|http|memory" >&2
+  exit 2
+  ;;
+esac

@@ -1,0 +1,131 @@
+//! Scrape-path benchmarks.
+//!
+//! - `netdev/read` vs `netdev/scrape`: reading `<procfs>/1/net/dev` alone against
+//!   the whole server-side scrape (read + parse + join + write + own metrics),
+//!   in the same process. `benches/load.sh` runs this inside a private network
+//!   namespace holding ~50 interfaces; `TNE_BENCH_ROOTFS`/`TNE_BENCH_PROCFS`
+//!   point it at that host (default: this host).
+//! - `join_write_10k`: parse + join + write of a synthetic 10,000-interface buffer.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use truenas_net_exporter::cli::Cli;
+use truenas_net_exporter::compose::{self, LabelSettings, Owner, Owners};
+use truenas_net_exporter::config::RawConfig;
+use truenas_net_exporter::labels::Kind;
+use truenas_net_exporter::scrape;
+use truenas_net_exporter::sources::topology::{LinkFacts, TopologySnapshot};
+use truenas_net_exporter::{Config, Exporter};
+
+fn netdev(c: &mut Criterion) {
+    let env_path =
+        |k: &str, d: &str| PathBuf::from(std::env::var(k).unwrap_or_else(|_| d.to_owned()));
+    let cli = Cli {
+        rootfs: Some(env_path("TNE_BENCH_ROOTFS", "/")),
+        procfs: Some(env_path("TNE_BENCH_PROCFS", "/proc")),
+        docker_socket: Some(String::new()),
+        ..Cli::default()
+    };
+    let config = Config::build(RawConfig::default(), &cli).expect("config");
+    let path = config.procfs.join("1/net/dev");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let exporter = Exporter::new(config);
+    runtime.block_on(exporter.refresh_all_once());
+    let mut buf = Vec::new();
+    scrape::read_netdev(&path, &mut buf).expect("read net/dev");
+    let interfaces = truenas_net_exporter::netdev::parse(&buf).count();
+    eprintln!(
+        "netdev benches: {interfaces} interfaces in {}",
+        path.display()
+    );
+
+    let mut g = c.benchmark_group(format!("netdev_{interfaces}"));
+    g.bench_function("read", |b| {
+        b.iter(|| {
+            scrape::read_netdev(&path, &mut buf).expect("read");
+            black_box(buf.len())
+        })
+    });
+    g.bench_function("scrape", |b| {
+        b.iter(|| black_box(exporter.scrape().body.map(|c| c.len()).sum::<usize>()))
+    });
+    let table = exporter.hub.table();
+    let mut out = Vec::new();
+    g.bench_function("join_write", |b| {
+        b.iter(|| {
+            out.clear();
+            black_box(scrape::join_and_write(
+                &buf,
+                &table,
+                exporter.hub.settings(),
+                &mut out,
+            ))
+        })
+    });
+    g.finish();
+}
+
+/// A synthetic TrueNAS-like host: Docker veths on compose bridges, with owners.
+pub fn synthetic(n: usize) -> (Vec<u8>, TopologySnapshot, Owners) {
+    let mut text =
+        String::from("Inter-|   Receive |  Transmit\n face |bytes packets|bytes packets\n");
+    let mut links = BTreeMap::new();
+    let mut owners = Owners::default();
+    for i in 0..n {
+        let name = format!("veth{i:07x}");
+        let bridge = format!("br-{:012x}", i / 20);
+        text.push_str(&format!(
+            "{name:>15}: {} {} 0 0 0 0 0 0 {} {} 0 0 0 0 0 0\n",
+            i * 1_000_003,
+            i * 17,
+            i * 999_983,
+            i * 13
+        ));
+        links.insert(
+            name.clone().into_bytes(),
+            LinkFacts {
+                ifindex: Some(i as u32 + 100),
+                iflink: Some(i as u32 + 50_000),
+                link_type: Some(1),
+                bridge: Some(bridge.into_bytes()),
+                operstate: Some("up".into()),
+                ..LinkFacts::default()
+            },
+        );
+        owners.by_interface.insert(
+            name.into_bytes(),
+            Owner {
+                kind: Kind::Docker,
+                instance: format!("ix-app{}-server-{}", i / 20, i % 20),
+                app: format!("app{}", i / 20),
+            },
+        );
+    }
+    (text.into_bytes(), TopologySnapshot { links }, owners)
+}
+
+fn join_write_10k(c: &mut Criterion) {
+    let (buf, topo, owners) = synthetic(10_000);
+    let settings = LabelSettings::default();
+    let table = compose::compose(&topo, &[&owners], &settings);
+    let mut out = Vec::new();
+    scrape::join_and_write(&buf, &table, &settings, &mut out);
+    eprintln!("join_write_10k: {} bytes of output", out.len());
+    c.bench_function("join_write_10k", |b| {
+        b.iter(|| {
+            out.clear();
+            black_box(scrape::join_and_write(
+                black_box(&buf),
+                &table,
+                &settings,
+                &mut out,
+            ))
+        })
+    });
+}
+
+criterion_group!(benches, netdev, join_write_10k);
+criterion_main!(benches);
