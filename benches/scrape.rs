@@ -7,17 +7,15 @@
 //!   point it at that host (default: this host).
 //! - `join_write_10k`: parse + join + write of a synthetic 10,000-interface buffer.
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use truenas_net_exporter::cli::Cli;
-use truenas_net_exporter::compose::{self, LabelSettings, Owner, Owners};
+use truenas_net_exporter::compose::{self, LabelSettings};
 use truenas_net_exporter::config::RawConfig;
-use truenas_net_exporter::labels::Kind;
 use truenas_net_exporter::scrape;
-use truenas_net_exporter::sources::topology::{LinkFacts, TopologySnapshot};
+use truenas_net_exporter::synthetic;
 use truenas_net_exporter::{Config, Exporter};
 
 fn netdev(c: &mut Criterion) {
@@ -68,47 +66,8 @@ fn netdev(c: &mut Criterion) {
     g.finish();
 }
 
-/// A synthetic TrueNAS-like host: Docker veths on compose bridges, with owners.
-pub fn synthetic(n: usize) -> (Vec<u8>, TopologySnapshot, Owners) {
-    let mut text =
-        String::from("Inter-|   Receive |  Transmit\n face |bytes packets|bytes packets\n");
-    let mut links = BTreeMap::new();
-    let mut owners = Owners::default();
-    for i in 0..n {
-        let name = format!("veth{i:07x}");
-        let bridge = format!("br-{:012x}", i / 20);
-        text.push_str(&format!(
-            "{name:>15}: {} {} 0 0 0 0 0 0 {} {} 0 0 0 0 0 0\n",
-            i * 1_000_003,
-            i * 17,
-            i * 999_983,
-            i * 13
-        ));
-        links.insert(
-            name.clone().into_bytes(),
-            LinkFacts {
-                ifindex: Some(i as u32 + 100),
-                iflink: Some(i as u32 + 50_000),
-                link_type: Some(1),
-                bridge: Some(bridge.into_bytes()),
-                operstate: Some("up".into()),
-                ..LinkFacts::default()
-            },
-        );
-        owners.by_interface.insert(
-            name.into_bytes(),
-            Owner {
-                kind: Kind::Docker,
-                instance: format!("ix-app{}-server-{}", i / 20, i % 20),
-                app: format!("app{}", i / 20),
-            },
-        );
-    }
-    (text.into_bytes(), TopologySnapshot { links }, owners)
-}
-
 fn join_write_10k(c: &mut Criterion) {
-    let (buf, topo, owners) = synthetic(10_000);
+    let (buf, topo, owners) = synthetic::host(10_000);
     let settings = LabelSettings::default();
     let table = compose::compose(&topo, &[&owners], &settings);
     let mut out = Vec::new();

@@ -337,7 +337,7 @@ mod tests {
             .rendered
             .as_ref()
             .unwrap()
-            .counters
+            .counters()
             .to_string()
     }
 
@@ -348,8 +348,7 @@ mod tests {
             .rendered
             .as_ref()
             .unwrap()
-            .info
-            .to_string()
+            .info()
     }
 
     #[test]
@@ -460,7 +459,7 @@ mod tests {
         assert_eq!(fallback(b"veth9", &settings).rendered, None);
         let fb = fallback(b"vnet7", &settings).rendered.unwrap();
         assert_eq!(
-            &*fb.counters,
+            fb.counters(),
             r#"interface="vnet7",instance="vnet7",instance_type="vm",app="",bridge="",state="unknown""#
         );
     }

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::resolver::{self, Health, Source};
 use crate::scrape::{self, JoinStats, Scrape};
-use crate::sources::topology::{self, TopologyError, TopologySnapshot};
+use crate::sources::topology::TopologySource;
 use crate::telemetry::Telemetry;
 
 pub struct Exporter {
@@ -28,25 +28,6 @@ pub struct Exporter {
     last_netdev_len: AtomicUsize,
     /// Whether the last net/dev read failed, so the log fires on change only.
     netdev_failing: AtomicBool,
-}
-
-struct TopologySource {
-    rootfs: PathBuf,
-    procfs: PathBuf,
-}
-
-impl Source for TopologySource {
-    type Snapshot = TopologySnapshot;
-    type Error = TopologyError;
-    const NAME: &'static str = "topology";
-
-    async fn refresh(&self) -> Result<TopologySnapshot, TopologyError> {
-        let (rootfs, procfs) = (self.rootfs.clone(), self.procfs.clone());
-        match tokio::task::spawn_blocking(move || topology::read(&rootfs, &procfs)).await {
-            Ok(result) => result,
-            Err(join) => Err(TopologyError::Panicked(join.to_string())),
-        }
-    }
 }
 
 impl Exporter {
@@ -62,10 +43,7 @@ impl Exporter {
     }
 
     fn topology_source(&self) -> TopologySource {
-        TopologySource {
-            rootfs: self.config.rootfs.clone(),
-            procfs: self.config.procfs.clone(),
-        }
+        TopologySource::new(&self.config.rootfs, &self.config.procfs)
     }
 
     /// Starts every enabled resolver on its own schedule.

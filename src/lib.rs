@@ -17,6 +17,8 @@ pub mod resolver;
 pub mod scrape;
 pub mod server;
 pub mod sources;
+#[doc(hidden)]
+pub mod synthetic;
 pub mod telemetry;
 
 use std::future::Future;

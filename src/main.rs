@@ -8,6 +8,7 @@ use truenas_net_exporter::cli::Cli;
 use truenas_net_exporter::{Config, bind, once, run};
 
 fn main() -> anyhow::Result<()> {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let config = Config::from_cli(&cli)?;
     tracing_subscriber::fmt()
@@ -55,4 +56,16 @@ async fn shutdown_signal() {
         _ = term => {}
     }
     tracing::info!("shutting down");
+}
+
+/// glibc gives each thread that contends for the heap its own arena and keeps
+/// freed chunks in each. An exporter serves a few scrapes at a time, so one
+/// arena is enough: at 10,000 interfaces it holds RSS at 14 MiB instead of
+/// 19 MiB (`benches/load.sh memory`), and scrapes were no slower.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator tuning; called before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }

@@ -148,12 +148,12 @@ impl<T: Deref<Target = LabelTable>> Scrape<T> {
                 out.extend_from_slice(name.as_bytes());
                 out.push(b'{');
                 if let Some(value) = row.counters.values.get(self.family) {
-                    out.extend_from_slice(labels.counters.as_bytes());
+                    out.extend_from_slice(labels.counters().as_bytes());
                     out.extend_from_slice(b"} ");
                     out.extend_from_slice(num.format(*value).as_bytes());
                     out.push(b'\n');
                 } else {
-                    out.extend_from_slice(labels.info.as_bytes());
+                    labels.write_info(out);
                     out.extend_from_slice(b"} 1\n");
                 }
             }

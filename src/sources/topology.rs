@@ -7,6 +7,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::resolver::Source;
+
 /// What sysfs says about one interface. Every field is optional because a
 /// fixture, an old kernel or a vanishing interface may lack any file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -167,6 +169,35 @@ pub fn read(rootfs: &Path, procfs: &Path) -> Result<TopologySnapshot, TopologyEr
         }
     }
     Ok(TopologySnapshot { links })
+}
+
+/// The topology resolver: [`read`] on the blocking pool, since sysfs reads block.
+pub struct TopologySource {
+    rootfs: PathBuf,
+    procfs: PathBuf,
+}
+
+impl TopologySource {
+    pub fn new(rootfs: &Path, procfs: &Path) -> TopologySource {
+        TopologySource {
+            rootfs: rootfs.to_owned(),
+            procfs: procfs.to_owned(),
+        }
+    }
+}
+
+impl Source for TopologySource {
+    type Snapshot = TopologySnapshot;
+    type Error = TopologyError;
+    const NAME: &'static str = "topology";
+
+    async fn refresh(&self) -> Result<TopologySnapshot, TopologyError> {
+        let (rootfs, procfs) = (self.rootfs.clone(), self.procfs.clone());
+        match tokio::task::spawn_blocking(move || read(&rootfs, &procfs)).await {
+            Ok(result) => result,
+            Err(join) => Err(TopologyError::Panicked(join.to_string())),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -178,3 +178,92 @@ fn config_file_filters_and_renames_the_owner_label() {
             .all(|s| s.label("owner").is_some() && s.label("instance").is_none())
     );
 }
+
+/// Kernel interface names may hold `"`, `\` and bytes that are not UTF-8
+/// (only `/`, `:`, whitespace and NUL are refused): they must come out escaped.
+#[test]
+fn hostile_interface_names_are_escaped() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let host = tempfile::tempdir().unwrap();
+    let names: [&[u8]; 4] = [b"we\"ird", b"back\\slash", b"caf\xc3\xa9", b"bad\xffbyte"];
+    let mut netdev =
+        b"Inter-|   Receive |  Transmit\n face |bytes packets|bytes packets\n".to_vec();
+    for (i, name) in names.iter().enumerate() {
+        let dir = host
+            .path()
+            .join("sys/class/net")
+            .join(OsStr::from_bytes(name));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (f, v) in [("ifindex", i + 2), ("iflink", i + 2), ("type", 1)] {
+            std::fs::write(dir.join(f), format!("{v}\n")).unwrap();
+        }
+        std::fs::write(dir.join("operstate"), "up\n").unwrap();
+        netdev.extend_from_slice(name);
+        netdev.extend_from_slice(format!(": {i} 1 0 0 0 0 0 0 {i} 1 0 0 0 0 0 0\n").as_bytes());
+    }
+    std::fs::create_dir_all(host.path().join("proc/1/net")).unwrap();
+    std::fs::write(host.path().join("proc/1/net/dev"), netdev).unwrap();
+
+    let text = once_on_host(host.path(), &[]);
+    assert!(
+        text.contains(r#"interface="we\"ird",instance="we\"ird""#),
+        "{text}"
+    );
+    assert!(text.contains(r#"interface="back\\slash""#));
+    assert!(text.contains("interface=\"café\""));
+    assert!(text.contains("interface=\"bad\u{fffd}byte\""));
+    let samples = parse(&text);
+    assert_eq!(
+        one(&samples, "net_interface_rx_bytes_total", "we\"ird").label("state"),
+        Some("up")
+    );
+    assert_eq!(
+        one(&samples, "net_interface_rx_bytes_total", "back\\slash").value,
+        1.0
+    );
+    promtool_check(&text);
+}
+
+#[test]
+fn promtool_accepts_the_seed_scrape() {
+    promtool_check(&seed_scrape(&[]));
+}
+
+/// `promtool check metrics` (Debian's prometheus package) is the reference
+/// parser and linter: it must have nothing to say.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    if !crate::support::require(
+        crate::support::have("promtool"),
+        "promtool not installed (Debian package prometheus)",
+    ) {
+        return;
+    }
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool: {report}"
+    );
+}

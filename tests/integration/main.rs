@@ -2,6 +2,7 @@
 //! Tests that need root or a tool print `SKIP: <reason>` when it is missing;
 //! with `CI=true` (or `TNE_REQUIRE_ALL=1`) a skip is a failure.
 
+mod alloc;
 mod cli;
 mod fixture_host;
 mod http;
