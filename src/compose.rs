@@ -17,10 +17,23 @@ pub struct Owner {
     pub app: String,
 }
 
-/// An owner resolver's snapshot: interface name -> owner.
+/// An owner resolver's snapshot. Interfaces are claimed by name where the
+/// resolver knows it (a Docker bridge, a VM's tap) or by host ifindex where it
+/// only knows the peer's `iflink` (a container's veth).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Owners {
     pub by_interface: HashMap<Vec<u8>, Owner>,
+    pub by_ifindex: HashMap<u32, Owner>,
+}
+
+impl Owners {
+    fn get(&self, name: &[u8], facts: Option<&LinkFacts>) -> Option<&Owner> {
+        self.by_interface.get(name).or_else(|| {
+            facts
+                .and_then(|f| f.ifindex)
+                .and_then(|i| self.by_ifindex.get(&i))
+        })
+    }
 }
 
 /// Include/exclude regexes over interface names; exclude wins.
@@ -184,7 +197,10 @@ pub fn compose(
     owners: &[&Owners],
     settings: &LabelSettings,
 ) -> LabelTable {
-    let owner_of = |name: &[u8]| owners.iter().find_map(|o| o.by_interface.get(name));
+    let owner_of = |name: &[u8]| {
+        let facts = topology.links.get(name);
+        owners.iter().find_map(|o| o.get(name, facts))
+    };
 
     // A bridge with a VLAN port tags its other ports with that VLAN (lowest id wins).
     let mut bridge_vlan: HashMap<&[u8], u16> = HashMap::new();

@@ -100,6 +100,9 @@ pub struct RawResolver {
 #[serde(deny_unknown_fields)]
 pub struct RawDocker {
     pub socket: Option<String>,
+    pub enabled: Option<bool>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
 }
 
 impl RawConfig {
@@ -157,6 +160,7 @@ pub struct Config {
     pub log_level: LogLevel,
     pub labels: LabelSettings,
     pub topology: ResolverConfig,
+    pub docker: ResolverConfig,
     pub once: bool,
 }
 
@@ -232,7 +236,9 @@ impl Config {
                 .clone()
                 .or(raw.paths.procfs)
                 .unwrap_or_else(|| "/proc".into()),
-            docker_socket: (!docker_socket.is_empty()).then(|| docker_socket.into()),
+            // An empty socket path disables Docker as `enabled = false` does.
+            docker_socket: (!docker_socket.is_empty() && raw.docker.enabled != Some(false))
+                .then(|| docker_socket.into()),
             log_level,
             labels: LabelSettings {
                 owner_label,
@@ -246,6 +252,16 @@ impl Config {
                 raw.topology,
                 Duration::from_secs(10),
                 Duration::from_secs(5),
+            )?,
+            docker: resolver_key(
+                ("docker.interval", "docker.timeout"),
+                RawResolver {
+                    enabled: raw.docker.enabled,
+                    interval: raw.docker.interval,
+                    timeout: raw.docker.timeout,
+                },
+                Duration::from_secs(30),
+                Duration::from_secs(10),
             )?,
             once: cli.once,
         })

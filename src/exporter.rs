@@ -13,10 +13,13 @@ use tokio::task::JoinSet;
 
 use crate::compose::LabelTable;
 use crate::config::Config;
-use crate::hub::Hub;
+use crate::hub::{Hub, OwnerSource};
 use crate::resolver::{self, Health, Source};
 use crate::scrape::{self, JoinStats, Scrape};
+use crate::sources::docker::DockerSource;
 use crate::sources::topology::TopologySource;
+
+const DOCKER: &str = <Arc<DockerSource> as Source>::NAME;
 use crate::telemetry::Telemetry;
 
 pub struct Exporter {
@@ -64,6 +67,33 @@ impl Exporter {
                 shutdown.clone(),
             ));
         }
+        if let Some(docker) = self.docker_source() {
+            let me = Arc::clone(self);
+            // An engine event also changes sysfs (a veth comes or goes).
+            let wakes = vec![
+                Arc::clone(&self.hub.wake_docker),
+                Arc::clone(&self.hub.wake_topology),
+            ];
+            tasks.spawn(Arc::clone(&docker).watch_events(wakes, shutdown.clone()));
+            tasks.spawn(resolver::run(
+                docker,
+                self.config.docker.schedule,
+                Arc::clone(&self.hub.wake_docker),
+                Health::new(self.telemetry.resolver(DOCKER)),
+                move |owners| me.hub.publish_owners(OwnerSource::Docker, owners),
+                shutdown.clone(),
+            ));
+        }
+    }
+
+    fn docker_source(&self) -> Option<Arc<DockerSource>> {
+        let socket = self.config.docker_socket.as_deref()?;
+        let schedule = self.config.docker.schedule;
+        Some(DockerSource::new(
+            socket,
+            &self.config.procfs,
+            schedule.timeout,
+        ))
     }
 
     /// Refreshes every enabled resolver once, in the calling task (`--once`).
@@ -76,6 +106,13 @@ impl Exporter {
                     .await
             {
                 self.hub.publish_topology(s);
+            }
+        }
+        if let Some(docker) = self.docker_source() {
+            let mut health = Health::new(self.telemetry.resolver(DOCKER));
+            let timeout = self.config.docker.schedule.timeout;
+            if let Some(owners) = resolver::refresh_once(&docker, timeout, &mut health).await {
+                self.hub.publish_owners(OwnerSource::Docker, owners);
             }
         }
     }

@@ -31,6 +31,7 @@ pub struct Hub {
     compose_lock: Mutex<()>,
     /// Woken by scrapes that meet an interface the table doesn't know.
     pub wake_topology: Arc<Notify>,
+    pub wake_docker: Arc<Notify>,
 }
 
 impl Hub {
@@ -42,6 +43,7 @@ impl Hub {
             table: ArcSwap::default(),
             compose_lock: Mutex::new(()),
             wake_topology: Arc::new(Notify::new()),
+            wake_docker: Arc::new(Notify::new()),
         }
     }
 
@@ -77,6 +79,7 @@ impl Hub {
     /// again. `Notify` keeps at most one permit, so bursts coalesce.
     pub fn wake_for_unknown(&self) {
         self.wake_topology.notify_one();
+        self.wake_docker.notify_one();
     }
 
     fn recompose(&self) {

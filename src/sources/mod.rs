@@ -2,4 +2,5 @@
 //! produces an immutable snapshot that the composer joins. Docker, VM and LXC
 //! sources publish [`Owners`](crate::compose::Owners); topology publishes kernel facts.
 
+pub mod docker;
 pub mod topology;

@@ -233,7 +233,7 @@ fn promtool_accepts_the_seed_scrape() {
 
 /// `promtool check metrics` (Debian's prometheus package) is the reference
 /// parser and linter: it must have nothing to say.
-fn promtool_check(text: &str) {
+pub fn promtool_check(text: &str) {
     use std::io::Write;
     use std::process::{Command, Stdio};
 

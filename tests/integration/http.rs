@@ -18,6 +18,7 @@ pub struct Server {
 }
 
 impl Server {
+    /// Serves a fixture host, Docker disabled.
     pub fn start(root: &Path, toml: &str) -> Server {
         let cli = Cli {
             rootfs: Some(root.to_owned()),
@@ -25,9 +26,13 @@ impl Server {
             docker_socket: Some(String::new()),
             ..Cli::default()
         };
+        Server::start_with(&cli, toml)
+    }
+
+    pub fn start_with(cli: &Cli, toml: &str) -> Server {
         let config = Config::build(
             RawConfig::from_toml(toml, Path::new("test.toml")).unwrap(),
-            &cli,
+            cli,
         )
         .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

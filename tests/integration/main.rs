@@ -4,6 +4,7 @@
 
 mod alloc;
 mod cli;
+mod docker;
 mod fixture_host;
 mod http;
 mod kernel;

@@ -1,0 +1,467 @@
+//! Docker resolver: which container owns each host veth, which Docker network
+//! each bridge carries, and the app behind both. Talks to the engine through
+//! one bollard client kept for the process lifetime; reads the containers'
+//! network interfaces through `<procfs>/<pid>/root/sys/class/net`.
+//! Name rules are pure functions; [`DockerSource`] is the I/O around them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::query_parameters::EventsOptions;
+use futures_util::{StreamExt, stream};
+use tokio::sync::{Notify, OnceCell, watch};
+
+use crate::compose::{Owner, Owners};
+use crate::labels::Kind;
+use crate::resolver::Source;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("cannot connect to the Docker socket {path}: {source}")]
+    Connect {
+        path: PathBuf,
+        source: bollard::errors::Error,
+    },
+    #[error("Docker API {call} failed: {source}")]
+    Api {
+        call: &'static str,
+        source: bollard::errors::Error,
+    },
+    #[error("container scan panicked: {0}")]
+    Panicked(String),
+}
+
+/// `ix-grafana` -> `grafana`: TrueNAS names its Compose projects `ix-<app>`.
+pub fn app_from_project(project: &str) -> &str {
+    project.strip_prefix("ix-").unwrap_or(project)
+}
+
+/// `ix-immich_ix-internal-immich-net` -> `immich`: TrueNAS app networks are
+/// `ix-<app>_<suffix>`, and app names hold no `_`. Other networks have no app.
+pub fn app_from_network(network: &str) -> &str {
+    network
+        .strip_prefix("ix-")
+        .and_then(|rest| rest.split_once('_'))
+        .map_or("", |(app, _)| app)
+}
+
+/// The host bridge of a bridge-driver network: its `com.docker.network.bridge.name`
+/// option, else `br-` + the first 12 characters of its id.
+pub fn bridge_name(
+    driver: &str,
+    id: &str,
+    options: Option<&HashMap<String, String>>,
+) -> Option<String> {
+    if driver != "bridge" {
+        return None;
+    }
+    if let Some(name) = options
+        .and_then(|o| o.get("com.docker.network.bridge.name"))
+        .filter(|n| !n.is_empty())
+    {
+        return Some(name.clone());
+    }
+    let short: String = id.chars().take(12).collect();
+    (short.len() == 12).then(|| format!("br-{short}"))
+}
+
+/// Owner of a Docker network's bridge: the network's name, except the default
+/// network's `docker0`, which keeps its interface name.
+pub fn bridge_owner(bridge: &str, network: &str) -> Owner {
+    let (instance, app) = if bridge == "docker0" {
+        (bridge, "")
+    } else {
+        (network, app_from_network(network))
+    };
+    Owner {
+        kind: Kind::Bridge,
+        instance: instance.to_owned(),
+        app: app.to_owned(),
+    }
+}
+
+/// What the resolver needs of one inspected, running container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerFacts {
+    /// Without Docker's leading `/`.
+    pub name: String,
+    pub pid: u32,
+    pub app: String,
+    /// `network_mode: container:<x>` (Compose `service:<x>`): it joined another's namespace.
+    pub joins_another: bool,
+}
+
+/// Picks, for each network namespace, the container that owns it: the one that
+/// did not join another's namespace, then the first by name. Namespaces equal to
+/// `host_ns` (host networking) own nothing.
+pub fn namespace_owners<'a>(
+    containers: &'a [(ContainerFacts, String)],
+    host_ns: Option<&str>,
+) -> Vec<(&'a ContainerFacts, &'a str)> {
+    let mut by_ns: BTreeMap<&str, &ContainerFacts> = BTreeMap::new();
+    for (facts, ns) in containers {
+        if Some(ns.as_str()) == host_ns {
+            continue;
+        }
+        let slot = by_ns.entry(ns.as_str()).or_insert(facts);
+        if (facts.joins_another, &facts.name) < (slot.joins_another, &slot.name) {
+            *slot = facts;
+        }
+    }
+    by_ns.into_iter().map(|(ns, facts)| (facts, ns)).collect()
+}
+
+/// Host ifindexes of a process's network interfaces: each non-`lo` interface
+/// under `<procfs>/<pid>/root/sys/class/net` whose `iflink` points elsewhere.
+pub fn peer_ifindexes(procfs: &Path, pid: u32) -> std::io::Result<Vec<u32>> {
+    let class = procfs.join(pid.to_string()).join("root/sys/class/net");
+    let read = |dir: &Path, f: &str| -> Option<u32> {
+        std::fs::read_to_string(dir.join(f))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(class)?.flatten() {
+        if entry.file_name() == "lo" {
+            continue;
+        }
+        let dir = entry.path();
+        if let (Some(link), Some(index)) = (read(&dir, "iflink"), read(&dir, "ifindex"))
+            && link != index
+        {
+            out.push(link);
+        }
+    }
+    Ok(out)
+}
+
+fn netns(procfs: &Path, pid: &str) -> Option<String> {
+    std::fs::read_link(procfs.join(pid).join("ns/net"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// Maps every container-owned veth (by host ifindex) to its container.
+pub fn map_veths(procfs: &Path, containers: Vec<ContainerFacts>) -> HashMap<u32, Owner> {
+    let host_ns = netns(procfs, "1");
+    let with_ns: Vec<(ContainerFacts, String)> = containers
+        .into_iter()
+        .filter_map(|c| {
+            let ns = netns(procfs, &c.pid.to_string());
+            if ns.is_none() {
+                tracing::debug!(container = %c.name, pid = c.pid, "cannot read the container's network namespace");
+            }
+            Some((c, ns?))
+        })
+        .collect();
+    let mut veths = HashMap::new();
+    for (facts, _) in namespace_owners(&with_ns, host_ns.as_deref()) {
+        match peer_ifindexes(procfs, facts.pid) {
+            Ok(indexes) => {
+                for index in indexes {
+                    let owner = Owner {
+                        kind: Kind::Docker,
+                        instance: facts.name.clone(),
+                        app: facts.app.clone(),
+                    };
+                    veths.insert(index, owner);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(container = %facts.name, error = %e, "cannot read container sysfs")
+            }
+        }
+    }
+    veths
+}
+
+/// Inspects at most this many containers at once.
+const INSPECT_CONCURRENCY: usize = 8;
+
+/// The Docker resolver. The client is created on first use (the socket may
+/// appear after the exporter starts) and then kept for the process lifetime.
+pub struct DockerSource {
+    socket: PathBuf,
+    procfs: PathBuf,
+    request_timeout: Duration,
+    client: OnceCell<Docker>,
+}
+
+impl DockerSource {
+    pub fn new(socket: &Path, procfs: &Path, request_timeout: Duration) -> Arc<DockerSource> {
+        Arc::new(DockerSource {
+            socket: socket.to_owned(),
+            procfs: procfs.to_owned(),
+            request_timeout,
+            client: OnceCell::new(),
+        })
+    }
+
+    /// The process's one client, created and version-negotiated on first
+    /// success (the engine may speak an older API than bollard's default).
+    async fn client(&self) -> Result<Docker, DockerError> {
+        let client = self
+            .client
+            .get_or_try_init(|| async {
+                let path = self.socket.to_string_lossy();
+                let timeout = self.request_timeout.as_secs().max(1);
+                let client =
+                    Docker::connect_with_socket(&path, timeout, bollard::API_DEFAULT_VERSION)
+                        .map_err(|source| DockerError::Connect {
+                            path: self.socket.clone(),
+                            source,
+                        })?;
+                client
+                    .negotiate_version()
+                    .await
+                    .map_err(|source| DockerError::Connect {
+                        path: self.socket.clone(),
+                        source,
+                    })
+            })
+            .await?;
+        Ok(client.clone())
+    }
+
+    async fn inspect(docker: &Docker, id: String) -> Result<Option<ContainerFacts>, DockerError> {
+        let inspect = match docker.inspect_container(&id, None).await {
+            Ok(i) => i,
+            // Gone between list and inspect.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(source) => {
+                return Err(DockerError::Api {
+                    call: "inspect container",
+                    source,
+                });
+            }
+        };
+        let pid = inspect
+            .state
+            .as_ref()
+            .and_then(|s| s.pid)
+            .and_then(|p| u32::try_from(p).ok());
+        let Some(pid) = pid.filter(|&p| p > 0) else {
+            return Ok(None);
+        };
+        let name = inspect
+            .name
+            .as_deref()
+            .unwrap_or(&id)
+            .trim_start_matches('/')
+            .to_owned();
+        let app = inspect
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.as_ref())
+            .and_then(|l| l.get("com.docker.compose.project"))
+            .map_or(String::new(), |p| app_from_project(p).to_owned());
+        let joins_another = inspect
+            .host_config
+            .as_ref()
+            .and_then(|h| h.network_mode.as_deref())
+            .is_some_and(|m| m.starts_with("container:"));
+        Ok(Some(ContainerFacts {
+            name,
+            pid,
+            app,
+            joins_another,
+        }))
+    }
+
+    /// Forwards engine events that change the mapping to `wakes`, reconnecting
+    /// with backoff. Each (re)connection also wakes them: events may have been missed.
+    pub async fn watch_events(
+        self: Arc<Self>,
+        wakes: Vec<Arc<Notify>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            if let Ok(docker) = self.client().await {
+                let filters = HashMap::from([
+                    (
+                        "type".to_owned(),
+                        vec!["container".to_owned(), "network".to_owned()],
+                    ),
+                    (
+                        "event".to_owned(),
+                        ["start", "die", "destroy", "create", "connect", "disconnect"]
+                            .map(str::to_owned)
+                            .to_vec(),
+                    ),
+                ]);
+                let mut events = docker.events(Some(EventsOptions {
+                    filters: Some(filters),
+                    ..Default::default()
+                }));
+                let mut connected = false;
+                loop {
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        event = events.next() => match event {
+                            Some(Ok(_)) => {
+                                if !connected {
+                                    connected = true;
+                                    backoff = Duration::from_millis(250);
+                                }
+                                wakes.iter().for_each(|w| w.notify_one());
+                            }
+                            Some(Err(e)) => {
+                                tracing::debug!(error = %e, "Docker event stream ended");
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                // The stream was up for a while or broke at once: either way, look again.
+                wakes.iter().for_each(|w| w.notify_one());
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+impl Source for Arc<DockerSource> {
+    type Snapshot = Owners;
+    type Error = DockerError;
+    const NAME: &'static str = "docker";
+
+    async fn refresh(&self) -> Result<Owners, DockerError> {
+        let docker = self.client().await?;
+        let listed = docker
+            .list_containers(None)
+            .await
+            .map_err(|source| DockerError::Api {
+                call: "list containers",
+                source,
+            })?;
+        let networks = docker
+            .list_networks(None)
+            .await
+            .map_err(|source| DockerError::Api {
+                call: "list networks",
+                source,
+            })?;
+        let inspected: Vec<_> = stream::iter(listed.into_iter().filter_map(|c| c.id))
+            .map(|id| DockerSource::inspect(&docker, id))
+            .buffer_unordered(INSPECT_CONCURRENCY)
+            .collect()
+            .await;
+        let mut containers = Vec::with_capacity(inspected.len());
+        for result in inspected {
+            if let Some(facts) = result? {
+                containers.push(facts);
+            }
+        }
+        let procfs = self.procfs.clone();
+        let by_ifindex = tokio::task::spawn_blocking(move || map_veths(&procfs, containers))
+            .await
+            .map_err(|e| DockerError::Panicked(e.to_string()))?;
+
+        let mut by_interface = HashMap::new();
+        for net in &networks {
+            let (Some(name), Some(id)) = (&net.name, &net.id) else {
+                continue;
+            };
+            if let Some(bridge) = bridge_name(
+                net.driver.as_deref().unwrap_or(""),
+                id,
+                net.options.as_ref(),
+            ) {
+                let owner = bridge_owner(&bridge, name);
+                by_interface.insert(bridge.into_bytes(), owner);
+            }
+        }
+        Ok(Owners {
+            by_interface,
+            by_ifindex,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apps_from_projects_and_networks() {
+        assert_eq!(app_from_project("ix-grafana"), "grafana");
+        assert_eq!(app_from_project("mystack"), "mystack");
+        assert_eq!(app_from_network("ix-grafana_default"), "grafana");
+        assert_eq!(
+            app_from_network("ix-immich_ix-internal-immich-net"),
+            "immich"
+        );
+        assert_eq!(app_from_network("bridge"), "");
+        assert_eq!(app_from_network("ix-noseparator"), "");
+        assert_eq!(app_from_network("other_default"), "");
+    }
+
+    #[test]
+    fn bridge_names() {
+        let id = "2c852816592cabcdef0123456789";
+        assert_eq!(
+            bridge_name("bridge", id, None).as_deref(),
+            Some("br-2c852816592c")
+        );
+        let opts = HashMap::from([(
+            "com.docker.network.bridge.name".to_owned(),
+            "docker0".to_owned(),
+        )]);
+        assert_eq!(
+            bridge_name("bridge", id, Some(&opts)).as_deref(),
+            Some("docker0")
+        );
+        assert_eq!(bridge_name("macvlan", id, None), None);
+        assert_eq!(bridge_name("host", id, None), None);
+        assert_eq!(bridge_name("bridge", "short", None), None);
+        assert_eq!(bridge_owner("docker0", "bridge").instance, "docker0");
+        let o = bridge_owner("br-2c852816592c", "ix-grafana_default");
+        assert_eq!(
+            (o.instance.as_str(), o.app.as_str(), o.kind),
+            ("ix-grafana_default", "grafana", Kind::Bridge)
+        );
+    }
+
+    #[test]
+    fn namespace_owner_is_deterministic() {
+        let c = |name: &str, joins| ContainerFacts {
+            name: name.into(),
+            pid: 1,
+            app: String::new(),
+            joins_another: joins,
+        };
+        let list = vec![
+            (c("b-sidecar", true), "net:[2]".to_owned()),
+            (c("z-main", false), "net:[2]".to_owned()),
+            (c("a-sidecar", true), "net:[2]".to_owned()),
+            (c("hostnet", false), "net:[1]".to_owned()),
+            (c("alone", false), "net:[3]".to_owned()),
+        ];
+        let owners = namespace_owners(&list, Some("net:[1]"));
+        let names: Vec<_> = owners
+            .iter()
+            .map(|(f, ns)| (f.name.as_str(), *ns))
+            .collect();
+        assert_eq!(names, [("z-main", "net:[2]"), ("alone", "net:[3]")]);
+        let mut reversed = list.clone();
+        reversed.reverse();
+        assert_eq!(namespace_owners(&reversed, Some("net:[1]")).len(), 2);
+        assert_eq!(
+            namespace_owners(&reversed, Some("net:[1]"))[0].0.name,
+            "z-main"
+        );
+    }
+}

@@ -1,0 +1,355 @@
+//! Layer 4: a real Docker engine (Debian's docker.io, started by `.ci/run`).
+//! Images are built locally with `docker import` from a busybox-static root,
+//! since nothing can be pulled. Every name carries the test process's pid so
+//! parallel tests and earlier runs never collide.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use truenas_net_exporter::cli::Cli;
+
+use crate::http::Server;
+use crate::support::{have, is_root, one, parse, require, wait_for};
+
+const IMAGE: &str = "tne-busybox:test";
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `true` when an engine answers and the test image exists (built on demand).
+fn engine() -> bool {
+    let up = have("docker")
+        && Command::new("docker")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !require(
+        is_root(),
+        "Docker tests need root (they read /proc/<pid>/root)",
+    ) || !require(up, "no Docker engine answers on /var/run/docker.sock")
+    {
+        return false;
+    }
+    let present = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        if !require(
+            std::path::Path::new("/bin/busybox").exists(),
+            "busybox-static not installed",
+        ) {
+            return false;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let bin = root.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+        for applet in ["sh", "sleep", "cat", "ls"] {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+        }
+        let cmd = format!(
+            "tar -C {} -c . | docker import - {IMAGE}",
+            root.path().display()
+        );
+        let ok = Command::new("sh")
+            .args(["-c", &cmd])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "docker import of the busybox image");
+    }
+    true
+}
+
+/// Removes what a test created, even when it fails.
+#[derive(Default)]
+struct Cleanup {
+    containers: Vec<String>,
+    networks: Vec<String>,
+}
+
+impl Cleanup {
+    fn run(&mut self, name: &str, args: &[&str]) {
+        self.containers.push(name.to_owned());
+        let mut all = vec!["run", "-d", "--name", name];
+        all.extend_from_slice(args);
+        docker(&all);
+    }
+
+    fn network(&mut self, name: &str, args: &[&str]) -> String {
+        self.networks.push(name.to_owned());
+        let mut all = vec!["network", "create"];
+        all.extend_from_slice(args);
+        all.push(name);
+        docker(&all)
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = Command::new("docker").args(["rm", "-f", c]).output();
+        }
+        for n in &self.networks {
+            let _ = Command::new("docker").args(["network", "rm", n]).output();
+        }
+    }
+}
+
+/// Host interface name by ifindex, from the host's sysfs.
+fn host_names() -> HashMap<u32, String> {
+    std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let index = std::fs::read_to_string(e.path().join("ifindex"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((index, e.file_name().to_string_lossy().into_owned()))
+        })
+        .collect()
+}
+
+/// The host veths of a container: the `iflink` of each of its interfaces.
+fn veths_of(container: &str) -> Vec<String> {
+    let names = host_names();
+    let links = docker(&[
+        "exec",
+        container,
+        "sh",
+        "-c",
+        "cat /sys/class/net/eth*/iflink",
+    ]);
+    links
+        .lines()
+        .map(|l| names[&l.trim().parse::<u32>().unwrap()].clone())
+        .collect()
+}
+
+fn server() -> Server {
+    let cli = Cli {
+        docker_socket: Some("/var/run/docker.sock".into()),
+        ..Cli::default()
+    };
+    Server::start_with(
+        &cli,
+        "[docker]\ninterval = \"1h\"\n[topology]\ninterval = \"1h\"\n",
+    )
+}
+
+fn labels_of(body: &str, interface: &str) -> Option<HashMap<String, String>> {
+    let samples = parse(body);
+    let s = samples.iter().find(|s| {
+        s.name == "net_interface_rx_bytes_total" && s.label("interface") == Some(interface)
+    })?;
+    Some(s.labels.iter().cloned().collect())
+}
+
+#[test]
+fn containers_and_networks_get_their_labels() {
+    if !engine() {
+        return;
+    }
+    let n = std::process::id();
+    let app = format!("tne{n}");
+    let mut c = Cleanup::default();
+    let default_net = format!("ix-{app}_default");
+    let internal_net = format!("ix-{app}_ix-internal-{app}-db");
+    let custom_net = format!("tnecustom{n}_net");
+    let custom_bridge = format!("tnbr{n}");
+    let default_id = c.network(&default_net, &[]);
+    let internal_id = c.network(&internal_net, &[]);
+    c.network(
+        &custom_net,
+        &[
+            "-o",
+            &format!("com.docker.network.bridge.name={custom_bridge}"),
+        ],
+    );
+
+    let project = format!("com.docker.compose.project=ix-{app}");
+    let web = format!("ix-{app}-web-1");
+    c.run(
+        &web,
+        &[
+            "--label",
+            &project,
+            "--network",
+            &default_net,
+            IMAGE,
+            "sleep",
+            "3600",
+        ],
+    );
+    docker(&["network", "connect", &internal_net, &web]);
+    let sidecar = format!("ix-{app}-sidecar-1");
+    c.run(
+        &sidecar,
+        &[
+            "--label",
+            &project,
+            "--network",
+            &format!("container:{web}"),
+            IMAGE,
+            "sleep",
+            "3600",
+        ],
+    );
+    let hostnet = format!("tnehost{n}");
+    c.run(&hostnet, &["--network", "host", IMAGE, "sleep", "3600"]);
+    let plain = format!("tneplain{n}");
+    c.run(&plain, &["--network", &custom_net, IMAGE, "sleep", "3600"]);
+    let hostile = format!("tnehostile{n}");
+    let hostile_project = "ix-we\"ird\\ app\nline-ü";
+    c.run(
+        &hostile,
+        &[
+            "--label",
+            &format!("com.docker.compose.project={hostile_project}"),
+            IMAGE,
+            "sleep",
+            "3600",
+        ],
+    );
+
+    let web_veths = veths_of(&web);
+    assert_eq!(web_veths.len(), 2, "web is on two networks");
+    let plain_veth = veths_of(&plain).remove(0);
+    let hostile_veth = veths_of(&hostile).remove(0);
+    let default_bridge = format!("br-{}", &default_id[..12]);
+    let internal_bridge = format!("br-{}", &internal_id[..12]);
+
+    let server = server();
+    let body = wait_for(Duration::from_secs(20), || {
+        let body = server.metrics();
+        let done = [&web_veths[0], &web_veths[1], &plain_veth, &hostile_veth]
+            .iter()
+            .all(|v| {
+                labels_of(&body, v)
+                    .is_some_and(|l| l["instance_type"] == "docker" && l["instance"] != **v)
+            });
+        done.then_some(body)
+    })
+    .expect("every container veth labelled");
+
+    for veth in &web_veths {
+        let l = labels_of(&body, veth).unwrap();
+        assert_eq!(
+            l["instance"], web,
+            "{veth}: the sidecar shares web's namespace; web owns it"
+        );
+        assert_eq!(l["app"], app);
+        assert!(
+            l["bridge"] == default_bridge || l["bridge"] == internal_bridge,
+            "{l:?}"
+        );
+    }
+    let l = labels_of(&body, &plain_veth).unwrap();
+    assert_eq!(
+        (
+            l["instance"].as_str(),
+            l["app"].as_str(),
+            l["bridge"].as_str()
+        ),
+        (plain.as_str(), "", custom_bridge.as_str())
+    );
+    let l = labels_of(&body, &hostile_veth).unwrap();
+    assert_eq!(
+        l["app"], "we\"ird\\ app\nline-ü",
+        "escaped on the wire, intact after parsing"
+    );
+    assert_eq!(l["bridge"], "docker0");
+
+    for (bridge, net, app_label) in [
+        (&default_bridge, &default_net, app.as_str()),
+        (&internal_bridge, &internal_net, app.as_str()),
+        (&custom_bridge, &custom_net, ""),
+    ] {
+        let l = labels_of(&body, bridge).unwrap_or_else(|| panic!("{bridge} exported"));
+        assert_eq!(
+            (
+                l["instance"].as_str(),
+                l["instance_type"].as_str(),
+                l["app"].as_str()
+            ),
+            (net.as_str(), "bridge", app_label)
+        );
+    }
+    let docker0 = labels_of(&body, "docker0").unwrap();
+    assert_eq!(
+        (docker0["instance"].as_str(), docker0["app"].as_str()),
+        ("docker0", "")
+    );
+
+    // Nothing is labelled with the host-network container or the sidecar.
+    let samples = parse(&body);
+    assert!(
+        !samples
+            .iter()
+            .any(|s| s.label("instance") == Some(hostnet.as_str()))
+    );
+    assert!(
+        !samples
+            .iter()
+            .any(|s| s.label("instance") == Some(sidecar.as_str()))
+    );
+    assert_eq!(
+        one(&samples, "net_interface_info", &web_veths[0]).label("instance"),
+        Some(web.as_str())
+    );
+    crate::fixture_host::promtool_check(&body);
+}
+
+#[test]
+fn a_new_container_is_labelled_through_events() {
+    if !engine() {
+        return;
+    }
+    let n = std::process::id();
+    let mut c = Cleanup::default();
+    let net = format!("ix-tneev{n}_default");
+    c.network(&net, &[]);
+    // Both intervals are an hour: only engine events can bring the new labels.
+    let server = server();
+    wait_for(Duration::from_secs(10), || {
+        let body = server.metrics();
+        body.contains("truenas_net_exporter_resolver_up{resolver=\"docker\"} 1")
+            .then_some(())
+    })
+    .expect("docker resolver up");
+
+    let name = format!("ix-tneev{n}-app-1");
+    c.run(
+        &name,
+        &[
+            "--label",
+            &format!("com.docker.compose.project=ix-tneev{n}"),
+            "--network",
+            &net,
+            IMAGE,
+            "sleep",
+            "3600",
+        ],
+    );
+    let started = Instant::now();
+    let veth = veths_of(&name).remove(0);
+    wait_for(Duration::from_secs(10), || {
+        labels_of(&server.metrics(), &veth)
+            .filter(|l| l["instance"] == name && l["app"] == format!("tneev{n}"))
+    })
+    .expect("labelled without waiting for the hour-long interval");
+    eprintln!("label freshness after docker run: {:?}", started.elapsed());
+}
