@@ -5,12 +5,21 @@
 
 use std::collections::HashMap;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use truenas_net_exporter::cli::Cli;
 
 use crate::http::Server;
-use crate::support::{have, is_root, one, parse, require, wait_for};
+use crate::support::{have, http, is_root, one, parse, require, strict, wait_for};
+
+/// Docker tests share one engine; the daemon-restart test takes it alone.
+static ENGINE: RwLock<()> = RwLock::new(());
+
+fn shared_engine() -> RwLockReadGuard<'static, ()> {
+    ENGINE.read().unwrap_or_else(|p| p.into_inner())
+}
 
 const IMAGE: &str = "tne-busybox:test";
 
@@ -140,14 +149,27 @@ fn veths_of(container: &str) -> Vec<String> {
 }
 
 fn server() -> Server {
-    let cli = Cli {
-        docker_socket: Some("/var/run/docker.sock".into()),
-        ..Cli::default()
-    };
-    Server::start_with(
-        &cli,
+    server_on(
+        "/var/run/docker.sock",
         "[docker]\ninterval = \"1h\"\n[topology]\ninterval = \"1h\"\n",
     )
+}
+
+fn server_on(socket: &str, toml: &str) -> Server {
+    let cli = Cli {
+        docker_socket: Some(socket.into()),
+        ..Cli::default()
+    };
+    Server::start_with(&cli, toml)
+}
+
+fn docker_up(body: &str) -> Option<f64> {
+    parse(body)
+        .into_iter()
+        .find(|s| {
+            s.name == "truenas_net_exporter_resolver_up" && s.label("resolver") == Some("docker")
+        })
+        .map(|s| s.value)
 }
 
 fn labels_of(body: &str, interface: &str) -> Option<HashMap<String, String>> {
@@ -163,6 +185,7 @@ fn containers_and_networks_get_their_labels() {
     if !engine() {
         return;
     }
+    let _engine = shared_engine();
     let n = std::process::id();
     let app = format!("tne{n}");
     let mut c = Cleanup::default();
@@ -318,6 +341,7 @@ fn a_new_container_is_labelled_through_events() {
     if !engine() {
         return;
     }
+    let _engine = shared_engine();
     let n = std::process::id();
     let mut c = Cleanup::default();
     let net = format!("ix-tneev{n}_default");
@@ -352,4 +376,228 @@ fn a_new_container_is_labelled_through_events() {
     })
     .expect("labelled without waiting for the hour-long interval");
     eprintln!("label freshness after docker run: {:?}", started.elapsed());
+}
+
+#[test]
+fn socket_absent_at_start_then_found() {
+    if !engine() {
+        return;
+    }
+    let _engine = shared_engine();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let server = server_on(socket.to_str().unwrap(), "[docker]\ninterval = \"200ms\"\n");
+    let body = wait_for(Duration::from_secs(10), || {
+        let body = server.metrics();
+        (docker_up(&body) == Some(0.0)).then_some(body)
+    })
+    .expect("docker resolver reports the missing socket");
+    assert!(
+        body.contains("net_interface_rx_bytes_total{"),
+        "scrapes go on without Docker"
+    );
+
+    std::os::unix::fs::symlink("/var/run/docker.sock", &socket).unwrap();
+    wait_for(Duration::from_secs(10), || {
+        (docker_up(&server.metrics()) == Some(1.0)).then_some(())
+    })
+    .expect("recovers once the socket exists");
+}
+
+/// A daemon that accepts connections and never answers: every call must time
+/// out, the resolver report it, and scrapes carry on.
+#[test]
+fn hung_daemon_times_out_without_stalling_scrapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("hung.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = Arc::clone(&held);
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            keep.lock().unwrap().push(conn);
+        }
+    });
+    let server = server_on(
+        socket.to_str().unwrap(),
+        "[docker]\ninterval = \"200ms\"\ntimeout = \"1s\"\n",
+    );
+    let body = wait_for(Duration::from_secs(15), || {
+        let body = server.metrics();
+        let errors = parse(&body)
+            .into_iter()
+            .find(|s| {
+                s.name == "truenas_net_exporter_resolver_errors_total"
+                    && s.label("resolver") == Some("docker")
+            })
+            .map_or(0.0, |s| s.value);
+        (errors >= 2.0).then_some(body)
+    })
+    .expect("refreshes time out and are counted");
+    assert_eq!(docker_up(&body), Some(0.0));
+    for _ in 0..20 {
+        let started = Instant::now();
+        assert_eq!(http(server.addr, "GET", "/metrics").status, 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a scrape never waits on Docker"
+        );
+    }
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the exporter did reach the hung socket"
+    );
+}
+
+/// Stops and restarts the real dockerd (with `--live-restore`, containers keep
+/// running) while a client scrapes without pause.
+#[test]
+fn daemon_restart_loses_no_scrape_and_keeps_labels() {
+    if !engine() {
+        return;
+    }
+    let opted_in = strict() || std::env::var("TNE_DOCKER_RESTART").is_ok_and(|v| v == "1");
+    if !require(
+        opted_in,
+        "restarting dockerd is opt-in outside CI: set TNE_DOCKER_RESTART=1",
+    ) {
+        return;
+    }
+    let pid = docker_pid();
+    let cmdline: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap()
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    if !require(
+        cmdline.iter().any(|a| a == "--live-restore"),
+        "dockerd must run with --live-restore",
+    ) {
+        return;
+    }
+    let _engine = ENGINE.write().unwrap_or_else(|p| p.into_inner());
+    let n = std::process::id();
+    let mut c = Cleanup::default();
+    let net = format!("ix-tnert{n}_default");
+    c.network(&net, &[]);
+    let name = format!("ix-tnert{n}-app-1");
+    c.run(
+        &name,
+        &[
+            "--label",
+            &format!("com.docker.compose.project=ix-tnert{n}"),
+            "--network",
+            &net,
+            IMAGE,
+            "sleep",
+            "3600",
+        ],
+    );
+    let veth = veths_of(&name).remove(0);
+
+    let server = server_on(
+        "/var/run/docker.sock",
+        "[docker]\ninterval = \"250ms\"\ntimeout = \"2s\"\n",
+    );
+    wait_for(Duration::from_secs(10), || {
+        labels_of(&server.metrics(), &veth).filter(|l| l["instance"] == name)
+    })
+    .expect("labelled before the restart");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (scrapes, failures, unlabelled) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let saw_down = Arc::new(AtomicBool::new(false));
+    let scraper = {
+        let (stop, scrapes, failures, unlabelled, saw_down) = (
+            stop.clone(),
+            scrapes.clone(),
+            failures.clone(),
+            unlabelled.clone(),
+            saw_down.clone(),
+        );
+        let (addr, veth, name) = (server.addr, veth.clone(), name.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let r = http(addr, "GET", "/metrics");
+                scrapes.fetch_add(1, Ordering::Relaxed);
+                if r.status != 200 {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if labels_of(&r.body, &veth).is_none_or(|l| l["instance"] != name) {
+                    unlabelled.fetch_add(1, Ordering::Relaxed);
+                }
+                if docker_up(&r.body) == Some(0.0) {
+                    saw_down.store(true, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    wait_for(Duration::from_secs(30), || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    })
+    .expect("dockerd stopped");
+    wait_for(Duration::from_secs(10), || {
+        saw_down.load(Ordering::Relaxed).then_some(())
+    })
+    .expect("resolver_up went to 0");
+
+    let log = std::fs::File::create("/tmp/tne-dockerd-restart.log").unwrap();
+    // --fork: the daemon is not our child, and outlives this test process.
+    let started = Command::new("setsid")
+        .arg("--fork")
+        .args(&cmdline)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .status()
+        .unwrap();
+    assert!(started.success());
+    let restarted = Instant::now();
+    wait_for(Duration::from_secs(60), || {
+        Command::new("docker")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+            .then_some(())
+    })
+    .expect("dockerd back");
+    let engine_back = restarted.elapsed();
+    wait_for(Duration::from_secs(20), || {
+        (docker_up(&server.metrics()) == Some(1.0)).then_some(())
+    })
+    .expect("resolver recovers by itself");
+    eprintln!(
+        "dockerd restart: engine answered after {engine_back:?}, resolver up after {:?}",
+        restarted.elapsed()
+    );
+    stop.store(true, Ordering::Relaxed);
+    scraper.join().unwrap();
+    let total = scrapes.load(Ordering::Relaxed);
+    eprintln!("{total} scrapes during the restart");
+    assert!(total > 10);
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "failed scrapes");
+    assert_eq!(
+        unlabelled.load(Ordering::Relaxed),
+        0,
+        "scrapes that lost the container's labels"
+    );
+}
+
+fn docker_pid() -> u32 {
+    let out = Command::new("pidof").arg("dockerd").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("dockerd running")
 }
