@@ -6,6 +6,8 @@
 #   benches/load.sh bench    criterion scrape benches in a namespace with ~50 interfaces
 #   benches/load.sh http     /metrics over keep-alive HTTP vs node_exporter's netdev-only scrape
 #   benches/load.sh memory   RSS, fds and threads across 10,000 scrapes of 10,000 interfaces
+#   benches/load.sh docker   100 containers on a running dockerd: refresh time, scrape latency
+#                            idle vs during refreshes, label freshness, 10,000 scrapes' fds/threads/RSS
 #
 # Every server binds 127.0.0.1 inside a private network namespace; nothing leaves the machine.
 set -euo pipefail
@@ -126,8 +128,75 @@ PY
     kill $pid
   '
   ;;
+docker)
+  # Uses the host's dockerd (started by hand or by .ci/run) and the test image
+  # the integration tests import (tne-busybox:test). Listens on 127.0.0.1 only.
+  cargo build --release -q
+  docker image inspect tne-busybox:test >/dev/null
+  n=${N:-100}
+  for a in 1 2 3 4 5; do docker network create "ix-load$a""_default" >/dev/null; done
+  cleanup_docker() {
+    docker rm -f $(docker ps -aq --filter label=tne-load=1) >/dev/null 2>&1 || true
+    for a in 1 2 3 4 5; do docker network rm "ix-load$a""_default" >/dev/null 2>&1 || true; done
+    rm -rf "$work"
+  }
+  trap cleanup_docker EXIT
+  for i in $(seq 1 "$n"); do
+    a=$(( (i % 5) + 1 ))
+    docker run -d --label tne-load=1 --label "com.docker.compose.project=ix-load$a" \
+      --name "ix-load$a-svc-$i" --network "ix-load$a""_default" tne-busybox:test sleep 36000 >/dev/null
+  done
+  echo "containers running: $(docker ps -q --filter label=tne-load=1 | wc -l)"
+  bin=$PWD/target/release/truenas-net-exporter
+  run() { # $1 = docker interval; prints pid
+    printf '[docker]\ninterval = "%s"\ntimeout = "10s"\n[topology]\ninterval = "%s"\n' "$1" "$1" > "$work/c.toml"
+    "$bin" --config.file="$work/c.toml" --web.listen-address=127.0.0.1:19553 --log.level=warn &
+    echo $! > "$work/pid"
+    sleep 3
+  }
+  metric() { curl -s http://127.0.0.1:19553/metrics | awk -v m="$1" '$1 == m {print $2}'; }
+
+  run 1s
+  pid=$(cat "$work/pid")
+  echo "docker refresh duration, 100 containers (s), one sample a second:"
+  for _ in $(seq 15); do metric 'truenas_net_exporter_resolver_refresh_duration_seconds{resolver="docker"}'; sleep 1; done \
+    | sort -n | awk '{a[NR]=$1} END {printf "  min %s  median %s  max %s\n", a[1], a[int((NR+1)/2)], a[NR]}'
+  echo "labelled docker veths: $(curl -s http://127.0.0.1:19553/metrics | grep -c '^net_interface_info{.*instance_type="docker",app="load')"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+
+  for mode in idle:1h refreshing:50ms; do
+    run "${mode#*:}"
+    pid=$(cat "$work/pid")
+    echo "== scrapes while ${mode%%:*} (docker+topology interval ${mode#*:})"
+    wrk -t1 -c1 -d15s --latency http://127.0.0.1:19553/metrics | grep -E "Latency|50%|99%|Requests/sec"
+    echo "   docker refreshes done: $(metric 'truenas_net_exporter_resolver_errors_total{resolver="docker"}') errors, last took $(metric 'truenas_net_exporter_resolver_refresh_duration_seconds{resolver="docker"}') s"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+  done
+
+  run 1h
+  pid=$(cat "$work/pid")
+  echo "== label freshness after docker run (intervals 1h: events only)"
+  for k in 1 2 3; do
+    docker run -d --label tne-load=1 --label com.docker.compose.project=ix-load1 --name "ix-load1-fresh-$k" \
+      --network ix-load1_default tne-busybox:test sleep 36000 >/dev/null
+    t0=$(date +%s%N)
+    # Not `curl | grep -q`: with pipefail, grep's early exit fails the pipeline.
+    until curl -s http://127.0.0.1:19553/metrics > "$work/m.txt" && grep -q "instance=\"ix-load1-fresh-$k\"" "$work/m.txt"; do
+      sleep 0.02
+    done
+    echo "  run $k: $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+  done
+  echo "== 10,000 scrapes with Docker enabled (events flowing as containers start)"
+  echo "before: RSS $(rss_kib $pid) KiB, fds $(fds $pid), threads $(threads $pid)"
+  for batch in 1 2 3 4 5 6 7 8 9 10; do
+    curl -s "http://127.0.0.1:19553/metrics?[1-1000]" > /dev/null
+    docker run -d --label tne-load=1 --name "tne-churn-$batch" tne-busybox:test sleep 36000 >/dev/null
+    echo "after $((batch * 1000)) scrapes: RSS $(rss_kib $pid) KiB, fds $(fds $pid), threads $(threads $pid)"
+  done
+  kill "$pid"
+  ;;
 *)
-  echo "usage: $0 bench|http|memory" >&2
+  echo "usage: $0 bench|http|memory|docker" >&2
   exit 2
   ;;
 esac

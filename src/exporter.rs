@@ -214,6 +214,9 @@ impl Iterator for ScrapeBody {
         telemetry
             .scrape_duration
             .record(self.started.elapsed().as_secs_f64());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            telemetry.tasks.set(runtime.metrics().num_alive_tasks() as f64);
+        }
         telemetry.render_to(&mut out);
         Some(out)
     }

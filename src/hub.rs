@@ -2,7 +2,9 @@
 //! snapshot, and the label table composed from them. Resolvers publish here;
 //! scrapes only `load()` the table, which is lock-free.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
@@ -32,7 +34,14 @@ pub struct Hub {
     /// Woken by scrapes that meet an interface the table doesn't know.
     pub wake_topology: Arc<Notify>,
     pub wake_docker: Arc<Notify>,
+    born: Instant,
+    /// Milliseconds since `born` of the last scrape-triggered wake; 0 = never.
+    last_unknown_wake: AtomicU64,
+    composed: AtomicBool,
 }
+
+/// Scrape-triggered wakes are at most this frequent (engine events are not limited by it).
+pub const UNKNOWN_WAKE_GAP: Duration = Duration::from_secs(5);
 
 impl Hub {
     pub fn new(settings: LabelSettings) -> Hub {
@@ -44,6 +53,9 @@ impl Hub {
             compose_lock: Mutex::new(()),
             wake_topology: Arc::new(Notify::new()),
             wake_docker: Arc::new(Notify::new()),
+            born: Instant::now(),
+            last_unknown_wake: AtomicU64::new(0),
+            composed: AtomicBool::new(false),
         }
     }
 
@@ -76,8 +88,22 @@ impl Hub {
     }
 
     /// A scrape met interfaces it could not label: ask the resolvers to look
-    /// again. `Notify` keeps at most one permit, so bursts coalesce.
+    /// again, at most once per [`UNKNOWN_WAKE_GAP`]. An interface that no
+    /// resolver will ever find (say, `--path.procfs` of the host with the
+    /// rootfs of a container) must not turn every scrape into refreshes.
     pub fn wake_for_unknown(&self) {
+        if !self.composed.load(Ordering::Relaxed) {
+            // Nothing published yet: every resolver is on its first refresh anyway.
+            return;
+        }
+        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_unknown_wake.load(Ordering::Relaxed);
+        let gap = u64::try_from(UNKNOWN_WAKE_GAP.as_millis()).unwrap_or(u64::MAX);
+        if last != 0 && now.saturating_sub(last) < gap {
+            return;
+        }
+        // 0 means "never"; a wake in the first millisecond is stored as 1.
+        self.last_unknown_wake.store(now.max(1), Ordering::Relaxed);
         self.wake_topology.notify_one();
         self.wake_docker.notify_one();
     }
@@ -89,5 +115,29 @@ impl Hub {
         let refs: Vec<&Owners> = owners.iter().map(|o| o.as_ref()).collect();
         let table = compose::compose(&topology, &refs, &self.settings);
         self.table.store(Arc::new(table));
+        self.composed.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    #[test]
+    fn unknown_wakes_are_rate_limited_and_wait_for_a_first_table() {
+        let hub = Hub::new(LabelSettings::default());
+        hub.wake_for_unknown();
+        assert!(hub.wake_topology.notified().now_or_never().is_none(), "no table yet: no wake");
+
+        let mut topology = TopologySnapshot::default();
+        topology.links.insert(b"eth0".to_vec(), Default::default());
+        hub.publish_topology(topology);
+        hub.wake_for_unknown();
+        assert!(hub.wake_topology.notified().now_or_never().is_some());
+        assert!(hub.wake_docker.notified().now_or_never().is_some());
+        hub.wake_for_unknown();
+        assert!(hub.wake_topology.notified().now_or_never().is_none(), "within the gap");
     }
 }

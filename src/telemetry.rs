@@ -14,6 +14,7 @@ const SCRAPE_DURATION: &str = "truenas_net_exporter_scrape_duration_seconds";
 const MALFORMED: &str = "truenas_net_exporter_netdev_malformed_lines_total";
 const READ_ERRORS: &str = "truenas_net_exporter_netdev_read_errors_total";
 const BUILD_INFO: &str = "truenas_net_exporter_build_info";
+const TASKS: &str = "truenas_net_exporter_runtime_tasks";
 const UP: &str = "truenas_net_exporter_resolver_up";
 const LAST_SUCCESS: &str = "truenas_net_exporter_resolver_last_success_timestamp_seconds";
 const REFRESH_DURATION: &str = "truenas_net_exporter_resolver_refresh_duration_seconds";
@@ -42,6 +43,8 @@ pub struct Telemetry {
     pub scrape_duration: Histogram,
     pub malformed_lines: Counter,
     pub read_errors: Counter,
+    /// Tasks alive in the async runtime: resolvers, event watchers, connections.
+    pub tasks: Gauge,
 }
 
 /// One resolver's health metrics, labelled `resolver="<name>"`.
@@ -88,6 +91,7 @@ impl Telemetry {
         );
         describe(READ_ERRORS, "Scrapes in which net/dev could not be read.");
         describe(BUILD_INFO, "Exporter version; always 1.");
+        describe(TASKS, "Tasks alive in the exporter's async runtime, as of the last scrape.");
         describe(UP, "1 if the resolver's last refresh succeeded.");
         describe(
             LAST_SUCCESS,
@@ -109,6 +113,7 @@ impl Telemetry {
             scrape_duration: recorder.register_histogram(&key(SCRAPE_DURATION), &METADATA),
             malformed_lines: recorder.register_counter(&key(MALFORMED), &METADATA),
             read_errors: recorder.register_counter(&key(READ_ERRORS), &METADATA),
+            tasks: recorder.register_gauge(&key(TASKS), &METADATA),
             recorder,
             handle,
             cache: ArcSwapOption::empty(),
