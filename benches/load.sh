@@ -164,7 +164,7 @@ docker)
   echo "labelled docker veths: $(curl -s http://127.0.0.1:19553/metrics | grep -c '^net_interface_info{.*instance_type="docker",app="load')"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 
-  for mode in idle:1h refreshing:50ms; do
+  for mode in idle:1h every-second:1s back-to-back:50ms; do
     run "${mode#*:}"
     pid=$(cat "$work/pid")
     echo "== scrapes while ${mode%%:*} (docker+topology interval ${mode#*:})"
@@ -187,11 +187,12 @@ docker)
     echo "  run $k: $(( ($(date +%s%N) - t0) / 1000000 )) ms"
   done
   echo "== 10,000 scrapes with Docker enabled (events flowing as containers start)"
-  echo "before: RSS $(rss_kib $pid) KiB, fds $(fds $pid), threads $(threads $pid)"
+  tasks() { metric truenas_net_exporter_runtime_tasks; }
+  echo "before: RSS $(rss_kib $pid) KiB, fds $(fds $pid), threads $(threads $pid), HTTP tasks $(tasks)"
   for batch in 1 2 3 4 5 6 7 8 9 10; do
     curl -s "http://127.0.0.1:19553/metrics?[1-1000]" > /dev/null
     docker run -d --label tne-load=1 --name "tne-churn-$batch" tne-busybox:test sleep 36000 >/dev/null
-    echo "after $((batch * 1000)) scrapes: RSS $(rss_kib $pid) KiB, fds $(fds $pid), threads $(threads $pid)"
+    echo "after $((batch * 1000)) scrapes: RSS $(rss_kib $pid) KiB, fds $(fds $pid), threads $(threads $pid), HTTP tasks $(tasks)"
   done
   kill "$pid"
   ;;

@@ -19,7 +19,7 @@ use crate::scrape::{self, JoinStats, Scrape};
 use crate::sources::docker::DockerSource;
 use crate::sources::topology::TopologySource;
 
-const DOCKER: &str = <Arc<DockerSource> as Source>::NAME;
+const DOCKER: &str = DockerSource::NAME;
 use crate::telemetry::Telemetry;
 
 pub struct Exporter {
@@ -215,7 +215,9 @@ impl Iterator for ScrapeBody {
             .scrape_duration
             .record(self.started.elapsed().as_secs_f64());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            telemetry.tasks.set(runtime.metrics().num_alive_tasks() as f64);
+            telemetry
+                .tasks
+                .set(runtime.metrics().num_alive_tasks() as f64);
         }
         telemetry.render_to(&mut out);
         Some(out)

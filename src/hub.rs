@@ -129,7 +129,10 @@ mod tests {
     fn unknown_wakes_are_rate_limited_and_wait_for_a_first_table() {
         let hub = Hub::new(LabelSettings::default());
         hub.wake_for_unknown();
-        assert!(hub.wake_topology.notified().now_or_never().is_none(), "no table yet: no wake");
+        assert!(
+            hub.wake_topology.notified().now_or_never().is_none(),
+            "no table yet: no wake"
+        );
 
         let mut topology = TopologySnapshot::default();
         topology.links.insert(b"eth0".to_vec(), Default::default());
@@ -138,6 +141,9 @@ mod tests {
         assert!(hub.wake_topology.notified().now_or_never().is_some());
         assert!(hub.wake_docker.notified().now_or_never().is_some());
         hub.wake_for_unknown();
-        assert!(hub.wake_topology.notified().now_or_never().is_none(), "within the gap");
+        assert!(
+            hub.wake_topology.notified().now_or_never().is_none(),
+            "within the gap"
+        );
     }
 }

@@ -28,18 +28,40 @@ pub use config::Config;
 pub use exporter::Exporter;
 
 /// Runs resolvers and the HTTP server on `listener` until `shutdown` resolves.
+///
+/// The resolvers get a runtime of their own on one thread: a Docker refresh
+/// deserialises an inspect per container, and on the scrape workers that work
+/// would sit in front of scrapes arriving meanwhile.
 pub async fn run(
     config: Config,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) {
+) -> std::io::Result<()> {
     let exporter = Exporter::new(config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
-    exporter.spawn_resolvers(&mut tasks, &stop_rx);
+    let resolver_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let resolvers = {
+        let exporter = Arc::clone(&exporter);
+        std::thread::Builder::new()
+            .name("resolvers".into())
+            .spawn(move || {
+                resolver_runtime.block_on(async {
+                    let mut tasks = tokio::task::JoinSet::new();
+                    exporter.spawn_resolvers(&mut tasks, &stop_rx);
+                    while tasks.join_next().await.is_some() {}
+                })
+            })?
+    };
     server::serve(Arc::clone(&exporter), listener, shutdown).await;
     let _ = stop_tx.send(true);
-    while tasks.join_next().await.is_some() {}
+    // Joining blocks: do it off the async workers.
+    let joined = tokio::task::spawn_blocking(move || resolvers.join()).await;
+    if !matches!(joined, Ok(Ok(()))) {
+        tracing::error!("the resolver thread panicked");
+    }
+    Ok(())
 }
 
 /// `--once`: refresh every enabled resolver, then return one scrape.

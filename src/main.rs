@@ -36,8 +36,9 @@ async fn async_main(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen_address))?;
     tracing::info!(address = %listener.local_addr()?, path = %config.telemetry_path, "listening");
-    run(config, listener, shutdown_signal()).await;
-    Ok(())
+    run(config, listener, shutdown_signal())
+        .await
+        .context("cannot start the resolvers")
 }
 
 /// Resolves on SIGINT or SIGTERM (what `docker stop` sends).

@@ -19,6 +19,17 @@ pub trait Source: Send + Sync + 'static {
     fn refresh(&self) -> impl Future<Output = Result<Self::Snapshot, Self::Error>> + Send;
 }
 
+/// A shared source is a source: the Docker resolver is also held by its event watcher.
+impl<S: Source> Source for std::sync::Arc<S> {
+    type Snapshot = S::Snapshot;
+    type Error = S::Error;
+    const NAME: &'static str = S::NAME;
+
+    fn refresh(&self) -> impl Future<Output = Result<Self::Snapshot, Self::Error>> + Send {
+        S::refresh(self)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedule {
     pub interval: Duration,

@@ -43,7 +43,7 @@ pub struct Telemetry {
     pub scrape_duration: Histogram,
     pub malformed_lines: Counter,
     pub read_errors: Counter,
-    /// Tasks alive in the async runtime: resolvers, event watchers, connections.
+    /// Tasks alive in the HTTP runtime: the server and one per open connection.
     pub tasks: Gauge,
 }
 
@@ -91,7 +91,10 @@ impl Telemetry {
         );
         describe(READ_ERRORS, "Scrapes in which net/dev could not be read.");
         describe(BUILD_INFO, "Exporter version; always 1.");
-        describe(TASKS, "Tasks alive in the exporter's async runtime, as of the last scrape.");
+        describe(
+            TASKS,
+            "Tasks alive in the HTTP runtime (the server and one per open connection), as of the last scrape.",
+        );
         describe(UP, "1 if the resolver's last refresh succeeded.");
         describe(
             LAST_SUCCESS,

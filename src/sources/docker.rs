@@ -333,7 +333,7 @@ impl DockerSource {
     }
 }
 
-impl Source for Arc<DockerSource> {
+impl Source for DockerSource {
     type Snapshot = Owners;
     type Error = DockerError;
     const NAME: &'static str = "docker";
@@ -355,7 +355,7 @@ impl Source for Arc<DockerSource> {
                 source,
             })?;
         let inspected: Vec<_> = stream::iter(listed.into_iter().filter_map(|c| c.id))
-            .map(|id| DockerSource::inspect(&docker, id))
+            .map(|id| Self::inspect(&docker, id))
             .buffer_unordered(INSPECT_CONCURRENCY)
             .collect()
             .await;
