@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::cli::Cli;
 use crate::compose::{InterfaceFilter, LabelSettings};
 use crate::resolver::Schedule;
+use crate::sources::vm::{VmSettings, VmSourceKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -53,6 +54,24 @@ pub struct RawConfig {
     pub topology: RawResolver,
     #[serde(default)]
     pub docker: RawDocker,
+    #[serde(default)]
+    pub vm: RawVm,
+    #[serde(default)]
+    pub lxc: RawResolver,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVm {
+    pub enabled: Option<bool>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub command_timeout: Option<String>,
+    pub sources: Option<Vec<VmSourceKind>>,
+    pub midclt_command: Option<Vec<String>>,
+    pub virsh_command: Option<Vec<String>>,
+    pub virsh_uri: Option<String>,
+    pub chroot: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,6 +180,9 @@ pub struct Config {
     pub labels: LabelSettings,
     pub topology: ResolverConfig,
     pub docker: ResolverConfig,
+    pub vm: ResolverConfig,
+    pub vm_settings: VmSettings,
+    pub lxc: ResolverConfig,
     pub once: bool,
 }
 
@@ -263,9 +285,74 @@ impl Config {
                 Duration::from_secs(30),
                 Duration::from_secs(10),
             )?,
+            vm: resolver_key(
+                ("vm.interval", "vm.timeout"),
+                RawResolver {
+                    enabled: raw.vm.enabled,
+                    interval: raw.vm.interval,
+                    timeout: raw.vm.timeout,
+                },
+                // midclt is a Python client that takes seconds to start.
+                Duration::from_secs(60),
+                Duration::from_secs(30),
+            )?,
+            vm_settings: vm_settings(
+                raw.vm.sources,
+                raw.vm.midclt_command,
+                raw.vm.virsh_command,
+                raw.vm.virsh_uri,
+                raw.vm.chroot,
+                raw.vm.command_timeout,
+            )?,
+            lxc: resolver_key(
+                ("lxc.interval", "lxc.timeout"),
+                raw.lxc,
+                Duration::from_secs(30),
+                Duration::from_secs(10),
+            )?,
             once: cli.once,
         })
     }
+}
+
+fn vm_settings(
+    sources: Option<Vec<VmSourceKind>>,
+    midclt: Option<Vec<String>>,
+    virsh: Option<Vec<String>>,
+    virsh_uri: Option<String>,
+    chroot: Option<bool>,
+    command_timeout: Option<String>,
+) -> Result<VmSettings, ConfigError> {
+    let sources = sources.unwrap_or_else(|| {
+        vec![
+            VmSourceKind::Midclt,
+            VmSourceKind::Virsh,
+            VmSourceKind::Qemu,
+        ]
+    });
+    if sources.is_empty() {
+        return Err(invalid(
+            "vm.sources",
+            "is empty; set vm.enabled = false to turn VMs off",
+        ));
+    }
+    let command = |key, value: Option<Vec<String>>, default: &[&str]| match value {
+        Some(v) if v.is_empty() || v[0].is_empty() => Err(invalid(key, "must name a program")),
+        Some(v) => Ok(v),
+        None => Ok(default.iter().map(|s| s.to_string()).collect()),
+    };
+    Ok(VmSettings {
+        sources,
+        midclt_command: command("vm.midclt_command", midclt, &["midclt", "call", "vm.query"])?,
+        virsh_command: command("vm.virsh_command", virsh, &["virsh"])?,
+        virsh_uri: virsh_uri.unwrap_or_default(),
+        chroot: chroot.unwrap_or(true),
+        command_timeout: duration_key(
+            "vm.command_timeout",
+            command_timeout,
+            Duration::from_secs(15),
+        )?,
+    })
 }
 
 fn check_listen_address(addr: &str) -> Result<(), ConfigError> {
@@ -415,6 +502,10 @@ mod tests {
             ("[web]\ntelemetry_path = \"metrics\"", "web.telemetry_path"),
             ("[web]\nlisten_address = \"9551\"", "web.listen_address"),
             ("[log]\nlevel = \"loud\"", "log.level"),
+            ("[vm]\nsources = []", "vm.sources"),
+            ("[vm]\nmidclt_command = []", "vm.midclt_command"),
+            ("[vm]\ncommand_timeout = \"x\"", "vm.command_timeout"),
+            ("[vm]\nsources = [\"libvirt\"]", "libvirt"),
         ] {
             let err = build(toml, &Cli::default()).unwrap_err().to_string();
             assert!(err.contains(key), "{toml}: {err}");

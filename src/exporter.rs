@@ -8,18 +8,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::compose::LabelTable;
+use crate::compose::Owners;
 use crate::config::Config;
+use crate::config::ResolverConfig;
 use crate::hub::{Hub, OwnerSource};
 use crate::resolver::{self, Health, Source};
 use crate::scrape::{self, JoinStats, Scrape};
 use crate::sources::docker::DockerSource;
+use crate::sources::lxc::LxcSource;
 use crate::sources::topology::TopologySource;
-
-const DOCKER: &str = DockerSource::NAME;
+use crate::sources::vm::VmSource;
 use crate::telemetry::Telemetry;
 
 pub struct Exporter {
@@ -68,32 +70,76 @@ impl Exporter {
             ));
         }
         if let Some(docker) = self.docker_source() {
-            let me = Arc::clone(self);
             // An engine event also changes sysfs (a veth comes or goes).
             let wakes = vec![
                 Arc::clone(&self.hub.wake_docker),
                 Arc::clone(&self.hub.wake_topology),
             ];
             tasks.spawn(Arc::clone(&docker).watch_events(wakes, shutdown.clone()));
-            tasks.spawn(resolver::run(
+            let wake = Arc::clone(&self.hub.wake_docker);
+            self.spawn_owner(
+                tasks,
+                shutdown,
                 docker,
-                self.config.docker.schedule,
-                Arc::clone(&self.hub.wake_docker),
-                Health::new(self.telemetry.resolver(DOCKER)),
-                move |owners| me.hub.publish_owners(OwnerSource::Docker, owners),
-                shutdown.clone(),
-            ));
+                self.config.docker,
+                wake,
+                OwnerSource::Docker,
+            );
         }
+        if let Some(vm) = self.vm_source() {
+            let wake = Arc::clone(&self.hub.wake_vm);
+            self.spawn_owner(tasks, shutdown, vm, self.config.vm, wake, OwnerSource::Vm);
+        }
+        if let Some(lxc) = self.lxc_source() {
+            let wake = Arc::clone(&self.hub.wake_lxc);
+            self.spawn_owner(
+                tasks,
+                shutdown,
+                lxc,
+                self.config.lxc,
+                wake,
+                OwnerSource::Lxc,
+            );
+        }
+    }
+
+    fn spawn_owner<S: Source<Snapshot = Owners>>(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<()>,
+        shutdown: &watch::Receiver<bool>,
+        source: S,
+        config: ResolverConfig,
+        wake: Arc<Notify>,
+        slot: OwnerSource,
+    ) {
+        let me = Arc::clone(self);
+        tasks.spawn(resolver::run(
+            source,
+            config.schedule,
+            wake,
+            Health::new(self.telemetry.resolver(S::NAME)),
+            move |owners| me.hub.publish_owners(slot, owners),
+            shutdown.clone(),
+        ));
     }
 
     fn docker_source(&self) -> Option<Arc<DockerSource>> {
         let socket = self.config.docker_socket.as_deref()?;
-        let schedule = self.config.docker.schedule;
-        Some(DockerSource::new(
-            socket,
-            &self.config.procfs,
-            schedule.timeout,
-        ))
+        let timeout = self.config.docker.schedule.timeout;
+        Some(DockerSource::new(socket, &self.config.procfs, timeout))
+    }
+
+    fn vm_source(&self) -> Option<VmSource> {
+        let c = &self.config;
+        c.vm.enabled
+            .then(|| VmSource::new(c.vm_settings.clone(), &c.rootfs, &c.procfs))
+    }
+
+    fn lxc_source(&self) -> Option<LxcSource> {
+        self.config
+            .lxc
+            .enabled
+            .then(|| LxcSource::new(&self.config.procfs))
     }
 
     /// Refreshes every enabled resolver once, in the calling task (`--once`).
@@ -101,19 +147,37 @@ impl Exporter {
         let topo = self.config.topology;
         if topo.enabled {
             let mut health = Health::new(self.telemetry.resolver(TopologySource::NAME));
+            let source = self.topology_source();
             if let Some(s) =
-                resolver::refresh_once(&self.topology_source(), topo.schedule.timeout, &mut health)
-                    .await
+                resolver::refresh_once(&source, topo.schedule.timeout, &mut health).await
             {
                 self.hub.publish_topology(s);
             }
         }
         if let Some(docker) = self.docker_source() {
-            let mut health = Health::new(self.telemetry.resolver(DOCKER));
-            let timeout = self.config.docker.schedule.timeout;
-            if let Some(owners) = resolver::refresh_once(&docker, timeout, &mut health).await {
-                self.hub.publish_owners(OwnerSource::Docker, owners);
-            }
+            self.owner_once(&docker, self.config.docker, OwnerSource::Docker)
+                .await;
+        }
+        if let Some(vm) = self.vm_source() {
+            self.owner_once(&vm, self.config.vm, OwnerSource::Vm).await;
+        }
+        if let Some(lxc) = self.lxc_source() {
+            self.owner_once(&lxc, self.config.lxc, OwnerSource::Lxc)
+                .await;
+        }
+    }
+
+    async fn owner_once<S: Source<Snapshot = Owners>>(
+        &self,
+        source: &S,
+        config: ResolverConfig,
+        slot: OwnerSource,
+    ) {
+        let mut health = Health::new(self.telemetry.resolver(S::NAME));
+        if let Some(owners) =
+            resolver::refresh_once(source, config.schedule.timeout, &mut health).await
+        {
+            self.hub.publish_owners(slot, owners);
         }
     }
 

@@ -34,6 +34,8 @@ pub struct Hub {
     /// Woken by scrapes that meet an interface the table doesn't know.
     pub wake_topology: Arc<Notify>,
     pub wake_docker: Arc<Notify>,
+    pub wake_vm: Arc<Notify>,
+    pub wake_lxc: Arc<Notify>,
     born: Instant,
     /// Milliseconds since `born` of the last scrape-triggered wake; 0 = never.
     last_unknown_wake: AtomicU64,
@@ -53,6 +55,8 @@ impl Hub {
             compose_lock: Mutex::new(()),
             wake_topology: Arc::new(Notify::new()),
             wake_docker: Arc::new(Notify::new()),
+            wake_vm: Arc::new(Notify::new()),
+            wake_lxc: Arc::new(Notify::new()),
             born: Instant::now(),
             last_unknown_wake: AtomicU64::new(0),
             composed: AtomicBool::new(false),
@@ -104,8 +108,14 @@ impl Hub {
         }
         // 0 means "never"; a wake in the first millisecond is stored as 1.
         self.last_unknown_wake.store(now.max(1), Ordering::Relaxed);
-        self.wake_topology.notify_one();
-        self.wake_docker.notify_one();
+        for wake in [
+            &self.wake_topology,
+            &self.wake_docker,
+            &self.wake_vm,
+            &self.wake_lxc,
+        ] {
+            wake.notify_one();
+        }
     }
 
     fn recompose(&self) {

@@ -17,6 +17,7 @@ use tokio::sync::{Notify, OnceCell, watch};
 use crate::compose::{Owner, Owners};
 use crate::labels::Kind;
 use crate::resolver::Source;
+use crate::sources::netns;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -114,45 +115,13 @@ pub fn namespace_owners<'a>(
     by_ns.into_iter().map(|(ns, facts)| (facts, ns)).collect()
 }
 
-/// Host ifindexes of a process's network interfaces: each non-`lo` interface
-/// under `<procfs>/<pid>/root/sys/class/net` whose `iflink` points elsewhere.
-pub fn peer_ifindexes(procfs: &Path, pid: u32) -> std::io::Result<Vec<u32>> {
-    let class = procfs.join(pid.to_string()).join("root/sys/class/net");
-    let read = |dir: &Path, f: &str| -> Option<u32> {
-        std::fs::read_to_string(dir.join(f))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    };
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(class)?.flatten() {
-        if entry.file_name() == "lo" {
-            continue;
-        }
-        let dir = entry.path();
-        if let (Some(link), Some(index)) = (read(&dir, "iflink"), read(&dir, "ifindex"))
-            && link != index
-        {
-            out.push(link);
-        }
-    }
-    Ok(out)
-}
-
-fn netns(procfs: &Path, pid: &str) -> Option<String> {
-    std::fs::read_link(procfs.join(pid).join("ns/net"))
-        .ok()
-        .map(|p| p.to_string_lossy().into_owned())
-}
-
 /// Maps every container-owned veth (by host ifindex) to its container.
 pub fn map_veths(procfs: &Path, containers: Vec<ContainerFacts>) -> HashMap<u32, Owner> {
-    let host_ns = netns(procfs, "1");
+    let host_ns = netns::of(procfs, "1");
     let with_ns: Vec<(ContainerFacts, String)> = containers
         .into_iter()
         .filter_map(|c| {
-            let ns = netns(procfs, &c.pid.to_string());
+            let ns = netns::of(procfs, &c.pid.to_string());
             if ns.is_none() {
                 tracing::debug!(container = %c.name, pid = c.pid, "cannot read the container's network namespace");
             }
@@ -161,7 +130,7 @@ pub fn map_veths(procfs: &Path, containers: Vec<ContainerFacts>) -> HashMap<u32,
         .collect();
     let mut veths = HashMap::new();
     for (facts, _) in namespace_owners(&with_ns, host_ns.as_deref()) {
-        match peer_ifindexes(procfs, facts.pid) {
+        match netns::peer_ifindexes(procfs, facts.pid) {
             Ok(indexes) => {
                 for index in indexes {
                     let owner = Owner {

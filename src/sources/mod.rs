@@ -3,4 +3,7 @@
 //! sources publish [`Owners`](crate::compose::Owners); topology publishes kernel facts.
 
 pub mod docker;
+pub mod lxc;
+pub mod netns;
 pub mod topology;
+pub mod vm;

@@ -1,0 +1,132 @@
+//! LXC/Incus resolver: container processes sit in cgroup
+//! `lxc.payload.<name>/...` (cgroup v2: `0::/lxc.payload.<name>/init.scope`);
+//! the lowest such pid per container is read like a Docker container's, through
+//! `<procfs>/<pid>/root/sys/class/net/*/iflink`, to claim its host veths.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::compose::{Owner, Owners};
+use crate::labels::Kind;
+use crate::resolver::Source;
+use crate::sources::netns;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LxcError {
+    #[error("cannot scan {path}: {source}")]
+    Scan {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("LXC scan panicked: {0}")]
+    Panicked(String),
+}
+
+/// The container name in a `/proc/<pid>/cgroup` file, if the process runs in
+/// an LXC payload cgroup (the monitor, `lxc.monitor.<name>`, does not count).
+pub fn payload_name(cgroup: &str) -> Option<&str> {
+    cgroup.lines().find_map(|line| {
+        let path = line.splitn(3, ':').nth(2)?;
+        let first = path.trim_start_matches('/').split('/').next()?;
+        first.strip_prefix("lxc.payload.").filter(|n| !n.is_empty())
+    })
+}
+
+/// Container name -> lowest pid in its payload cgroup.
+pub fn scan(procfs: &Path) -> Result<BTreeMap<String, u32>, LxcError> {
+    let entries = std::fs::read_dir(procfs).map_err(|source| LxcError::Scan {
+        path: procfs.to_owned(),
+        source,
+    })?;
+    let mut found = BTreeMap::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cgroup) = std::fs::read_to_string(entry.path().join("cgroup")) else {
+            continue;
+        };
+        if let Some(name) = payload_name(&cgroup) {
+            let slot = found.entry(name.to_owned()).or_insert(pid);
+            *slot = (*slot).min(pid);
+        }
+    }
+    Ok(found)
+}
+
+/// Claims each container's host veths.
+pub fn owners(procfs: &Path, containers: &BTreeMap<String, u32>) -> Owners {
+    let host_ns = netns::of(procfs, "1");
+    let mut owners = Owners::default();
+    for (name, &pid) in containers {
+        if netns::of(procfs, &pid.to_string()) == host_ns {
+            continue;
+        }
+        match netns::peer_ifindexes(procfs, pid) {
+            Ok(indexes) => {
+                for index in indexes {
+                    let owner = Owner {
+                        kind: Kind::Incus,
+                        instance: name.clone(),
+                        app: String::new(),
+                    };
+                    owners.by_ifindex.insert(index, owner);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(container = %name, pid, error = %e, "cannot read LXC container sysfs")
+            }
+        }
+    }
+    owners
+}
+
+pub struct LxcSource {
+    procfs: PathBuf,
+}
+
+impl LxcSource {
+    pub fn new(procfs: &Path) -> LxcSource {
+        LxcSource {
+            procfs: procfs.to_owned(),
+        }
+    }
+}
+
+impl Source for LxcSource {
+    type Snapshot = Owners;
+    type Error = LxcError;
+    const NAME: &'static str = "lxc";
+
+    async fn refresh(&self) -> Result<Owners, LxcError> {
+        let procfs = self.procfs.clone();
+        tokio::task::spawn_blocking(move || scan(&procfs).map(|found| owners(&procfs, &found)))
+            .await
+            .map_err(|e| LxcError::Panicked(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_cgroups() {
+        assert_eq!(
+            payload_name("0::/lxc.payload.web/init.scope\n"),
+            Some("web")
+        );
+        assert_eq!(
+            payload_name("12:pids:/lxc.payload.db/system.slice\n0::/\n"),
+            Some("db")
+        );
+        assert_eq!(payload_name("0::/lxc.monitor.web\n"), None);
+        assert_eq!(payload_name("0::/system.slice/lxc.payload.x\n"), None);
+        assert_eq!(payload_name("0::/lxc.payload.\n"), None);
+        assert_eq!(payload_name(""), None);
+    }
+}
