@@ -166,10 +166,10 @@ pub fn held_interfaces(procfs: &Path, pid: u32) -> std::io::Result<(Vec<String>,
             if let Some(name) = info.ok().as_deref().and_then(fdinfo_iff) {
                 taps.push(name.to_owned());
             }
-        } else if let Some(n) = target.strip_prefix(b"/dev/tap") {
-            if let Some(index) = std::str::from_utf8(n).ok().and_then(|n| n.parse().ok()) {
-                macvtaps.push(index);
-            }
+        } else if let Some(n) = target.strip_prefix(b"/dev/tap")
+            && let Some(index) = std::str::from_utf8(n).ok().and_then(|n| n.parse().ok())
+        {
+            macvtaps.push(index);
         }
     }
     Ok((taps, macvtaps))
