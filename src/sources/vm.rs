@@ -202,7 +202,7 @@ pub fn scan_qemu(procfs: &Path) -> Result<Vec<RunningVm>, VmError> {
 }
 
 /// Owners for VMs whose processes are known: their taps and macvtaps.
-pub fn owners_from_processes(procfs: &Path, vms: &[RunningVm]) -> Owners {
+pub fn owners_owners_of_processes(procfs: &Path, vms: &[RunningVm]) -> Owners {
     let mut owners = Owners::default();
     for vm in vms {
         let owner = |kind| Owner {
@@ -318,9 +318,9 @@ impl VmSource {
         run_command(argv, self.chroot(), self.settings.command_timeout).await
     }
 
-    async fn from_processes(&self, vms: Vec<RunningVm>) -> Result<Owners, VmError> {
+    async fn owners_of_processes(&self, vms: Vec<RunningVm>) -> Result<Owners, VmError> {
         let procfs = self.procfs.clone();
-        tokio::task::spawn_blocking(move || owners_from_processes(&procfs, &vms))
+        tokio::task::spawn_blocking(move || owners_owners_of_processes(&procfs, &vms))
             .await
             .map_err(|e| VmError::AllFailed(format!("fd scan panicked: {e}")))
     }
@@ -355,7 +355,7 @@ impl VmSource {
         match kind {
             VmSourceKind::Midclt => {
                 let json = self.run(&self.settings.midclt_command).await?;
-                self.from_processes(parse_vm_query(&json)?).await
+                self.owners_of_processes(parse_vm_query(&json)?).await
             }
             VmSourceKind::Virsh => self.via_virsh().await,
             VmSourceKind::Qemu => {
@@ -363,7 +363,7 @@ impl VmSource {
                 let vms = tokio::task::spawn_blocking(move || scan_qemu(&procfs))
                     .await
                     .map_err(|e| VmError::AllFailed(format!("process scan panicked: {e}")))??;
-                self.from_processes(vms).await
+                self.owners_of_processes(vms).await
             }
         }
     }
