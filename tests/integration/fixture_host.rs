@@ -12,11 +12,14 @@ const LABELS: [&str; 6] = [
     "state",
 ];
 
-/// The seed README's example lines. Those decided by the topology alone must
-/// come out identical; the Docker and VM lines come out in their unowned form
-/// until the Docker and VM resolvers exist.
+/// The seed README's example lines. Those decided by the topology, and the VM
+/// lines (through the fixture's fake midclt and its /proc/<pid>/fd links),
+/// must come out identical; the Docker lines come out in their unowned form
+/// (a fixture host has no engine; tests/integration/docker.rs proves them).
 const SEED_EXAMPLES: &str = r#"
 net_interface_rx_bytes_total{interface="enp8s0f0",instance="enp8s0f0",instance_type="physical",app="",bridge="",state="up"} 1.111594096922e+12
+net_interface_rx_bytes_total{interface="vnet3",instance="vyos",instance_type="vm",app="",bridge="br0",state="unknown"} 1.115796347231e+12
+net_interface_rx_bytes_total{interface="macvtap0",instance="vyos",instance_type="macvtap",app="",bridge="",state="up"} 1.111594084954e+12
 net_interface_rx_bytes_total{interface="br0",instance="br0",instance_type="bridge",app="",bridge="",state="up"} 1.343738956933e+12
 net_interface_rx_bytes_total{interface="vlan1",instance="vlan1",instance_type="vlan",app="",bridge="br0",state="up"} 2.17320405154e+11
 "#;
@@ -24,12 +27,27 @@ net_interface_rx_bytes_total{interface="vlan1",instance="vlan1",instance_type="v
 const SEED_UNOWNED: &str = r#"
 net_interface_rx_bytes_total{interface="veth402dbe0",instance="veth402dbe0",instance_type="docker",app="",bridge="br-2c852816592c",state="up"} 2.56302961e+08
 net_interface_rx_bytes_total{interface="br-2c852816592c",instance="br-2c852816592c",instance_type="bridge",app="",bridge="",state="up"} 2.54524065e+08
-net_interface_rx_bytes_total{interface="vnet3",instance="vnet3",instance_type="vm",app="",bridge="br0",state="unknown"} 1.115796347231e+12
-net_interface_rx_bytes_total{interface="macvtap0",instance="macvtap0",instance_type="macvtap",app="",bridge="",state="up"} 1.111594084954e+12
 "#;
 
+/// A config that points the VM resolver at the fixture's fake midclt, run
+/// directly (the fixture root has no shell to chroot into).
+fn seed_vm_config(dir: &std::path::Path) -> String {
+    let path = dir.join("vm.toml");
+    let midclt = fixture("seed-host").join("usr/bin/midclt");
+    let text = format!(
+        "[vm]\nsources = [\"midclt\"]\nchroot = false\nmidclt_command = [{:?}, \"call\", \"vm.query\"]\n",
+        midclt.display().to_string()
+    );
+    std::fs::write(&path, text).unwrap();
+    format!("--config.file={}", path.display())
+}
+
 fn seed_scrape(extra: &[&str]) -> String {
-    once_on_host(&fixture("seed-host"), extra)
+    let dir = tempfile::tempdir().unwrap();
+    let config = seed_vm_config(dir.path());
+    let mut args = vec![config.as_str()];
+    args.extend_from_slice(extra);
+    once_on_host(&fixture("seed-host"), &args)
 }
 
 #[test]
@@ -153,6 +171,31 @@ fn info_metric_carries_vlan_ids() {
 }
 
 #[test]
+fn vm_taps_and_macvtaps_map_to_their_vms() {
+    let samples = parse(&seed_scrape(&[]));
+    let owner = |iface| {
+        let s = one(&samples, "net_interface_rx_bytes_total", iface);
+        (
+            s.label("instance").unwrap().to_owned(),
+            s.label("instance_type").unwrap().to_owned(),
+        )
+    };
+    assert_eq!(owner("vnet0"), ("pihole".into(), "vm".into()));
+    assert_eq!(owner("vnet1"), ("pritunl".into(), "vm".into()));
+    assert_eq!(owner("vnet2"), ("vyos".into(), "vm".into()));
+    assert_eq!(
+        owner("vnet5"),
+        ("vnet5".into(), "vm".into()),
+        "held by no running VM"
+    );
+    let up = samples
+        .iter()
+        .find(|s| s.name == "truenas_net_exporter_resolver_up" && s.label("resolver") == Some("vm"))
+        .unwrap();
+    assert_eq!(up.value, 1.0);
+}
+
+#[test]
 fn config_file_filters_and_renames_the_owner_label() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
@@ -161,7 +204,10 @@ fn config_file_filters_and_renames_the_owner_label() {
         "[labels]\nowner_label = \"owner\"\n[interfaces]\ninclude = \"^(br|veth|vnet)\"\nexclude = \"^veth4\"\n",
     )
     .unwrap();
-    let samples = parse(&seed_scrape(&[&format!("--config.file={}", cfg.display())]));
+    let samples = parse(&once_on_host(
+        &fixture("seed-host"),
+        &[&format!("--config.file={}", cfg.display())],
+    ));
     let rx: Vec<_> = samples
         .iter()
         .filter(|s| s.name == "net_interface_rx_bytes_total")
