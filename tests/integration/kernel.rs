@@ -89,3 +89,104 @@ fn real_devices_are_classified_and_counted() {
     );
     assert_eq!(moved("net_interface_rx_packets_total", "lan"), 0.0);
 }
+
+/// Real QEMU processes holding taps and a macvtap, and an "LXC container",
+/// resolved through each VM source: the QEMU scan, a fake `midclt` run directly
+/// and through `chroot` into a busybox root, a fake `virsh`; and a `midclt`
+/// that hangs, killed at its timeout while the server keeps answering.
+#[test]
+fn vms_and_lxc_containers_map_to_their_owners() {
+    if !require(is_root(), "VM test needs root (unshare, taps, cgroups)")
+        || !require(
+            have("ip") && have("unshare") && have("curl"),
+            "VM test needs iproute2, util-linux and curl",
+        )
+        || !require(
+            have("qemu-system-x86_64"),
+            "VM test needs qemu-system-x86_64 (Debian qemu-system-x86)",
+        )
+        || !require(
+            Path::new("/bin/busybox").exists(),
+            "VM test needs busybox-static",
+        )
+    {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/vm-topology.sh");
+    let out = Command::new("unshare")
+        .args(["-n", "-p", "-f", "-m", "--mount-proc", "bash"])
+        .arg(&script)
+        .env("BIN", bin())
+        .env("ROOT", root.path())
+        .env("TNE_ID", std::process::id().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "VM script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |f: &str| std::fs::read_to_string(root.path().join("out").join(f)).unwrap();
+    let lxc = read("lxc-name").trim().to_owned();
+
+    for source in ["qemu", "midclt", "chroot", "virsh"] {
+        let samples = parse(&read(&format!("{source}.prom")));
+        let expected = [
+            ("vnet0", "vyos", "vm", "br0"),
+            ("vnet1", "vyos", "vm", "br0"),
+            ("macvtap0", "vyos", "macvtap", ""),
+            ("tap1a2b3c4d", "c2", "vm", ""),
+            ("vethlxc0", lxc.as_str(), "incus", "br0"),
+        ];
+        for (iface, instance, kind, bridge) in expected {
+            let s = one(&samples, "net_interface_rx_bytes_total", iface);
+            let got = (
+                s.label("instance").unwrap(),
+                s.label("instance_type").unwrap(),
+                s.label("bridge").unwrap(),
+            );
+            assert_eq!(got, (instance, kind, bridge), "{iface} via {source}");
+        }
+        let up = samples
+            .iter()
+            .find(|s| {
+                s.name == "truenas_net_exporter_resolver_up" && s.label("resolver") == Some("vm")
+            })
+            .unwrap();
+        assert_eq!(up.value, 1.0, "{source}");
+    }
+
+    // The hung midclt: every scrape answered, the resolver says so, no child left behind.
+    let codes = read("hung-codes.txt");
+    assert_eq!(codes.lines().count(), 5);
+    for line in codes.lines() {
+        let (code, secs) = line.split_once(' ').unwrap();
+        assert_eq!(code, "200");
+        assert!(
+            secs.parse::<f64>().unwrap() < 1.0,
+            "a scrape waited on midclt: {line}"
+        );
+    }
+    let last = parse(&read("hung-5.prom"));
+    let vm = |name: &str| {
+        last.iter()
+            .find(|s| s.name == name && s.label("resolver") == Some("vm"))
+            .unwrap()
+            .value
+    };
+    assert_eq!(vm("truenas_net_exporter_resolver_up"), 0.0);
+    assert!(
+        vm("truenas_net_exporter_resolver_errors_total") >= 2.0,
+        "timeouts counted"
+    );
+    assert!(
+        read("hung-alive.txt").trim().parse::<u32>().unwrap() <= 1,
+        "timed-out midclts were killed"
+    );
+    assert_eq!(
+        read("hung-zombies.txt").trim(),
+        "0",
+        "killed midclts were reaped"
+    );
+}
