@@ -6,6 +6,7 @@
 #   benches/load.sh bench    criterion scrape benches in a namespace with ~50 interfaces
 #   benches/load.sh http     /metrics over keep-alive HTTP vs node_exporter's netdev-only scrape
 #   benches/load.sh memory   RSS, fds and threads across 10,000 scrapes of 10,000 interfaces
+#   benches/load.sh procscan the VM (QEMU scan) and LXC resolvers' /proc scans with 2,000 processes
 #   benches/load.sh docker   100 containers on a running dockerd: refresh time, scrape latency
 #                            idle vs during refreshes, label freshness, 10,000 scrapes' fds/threads/RSS
 #
@@ -126,6 +127,21 @@ PY
     end=$(date +%s.%N)
     echo "mean time per scrape (one keep-alive client, incl. transfer): $(echo "scale=2; ($end - $start) * 1000 / $SCRAPES" | bc) ms"
     kill $pid
+  '
+  ;;
+procscan)
+  cargo build --release -q
+  n=${N:-2000}
+  WORK=$work BIN=$PWD/target/release/truenas-net-exporter N=$n unshare -n -p -f -m --mount-proc bash -c '
+    set -e
+    for _ in $(seq "$N"); do sleep 600 & done
+    printf "[vm]\nsources = [\"qemu\"]\n" > "$WORK/c.toml"
+    echo "processes: $(ls -d /proc/[0-9]* | wc -l)"
+    for run in 1 2 3 4 5; do
+      "$BIN" --once --docker.socket= --config.file="$WORK/c.toml" \
+        | awk -v run=$run "/refresh_duration_seconds\\{resolver=\"(vm|lxc)\"/ {printf \"  run %s %s %s\\n\", run, \$1, \$2}"
+    done
+    kill $(jobs -p) 2>/dev/null || true
   '
   ;;
 docker)

@@ -150,6 +150,8 @@ mod tests {
         hub.wake_for_unknown();
         assert!(hub.wake_topology.notified().now_or_never().is_some());
         assert!(hub.wake_docker.notified().now_or_never().is_some());
+        assert!(hub.wake_vm.notified().now_or_never().is_some());
+        assert!(hub.wake_lxc.notified().now_or_never().is_some());
         hub.wake_for_unknown();
         assert!(
             hub.wake_topology.notified().now_or_never().is_none(),
