@@ -17,13 +17,13 @@ use crate::support::{have, http, is_root, one, parse, require, strict, wait_for}
 /// Docker tests share one engine; the daemon-restart test takes it alone.
 static ENGINE: RwLock<()> = RwLock::new(());
 
-fn shared_engine() -> RwLockReadGuard<'static, ()> {
+pub fn shared_engine() -> RwLockReadGuard<'static, ()> {
     ENGINE.read().unwrap_or_else(|p| p.into_inner())
 }
 
-const IMAGE: &str = "tne-busybox:test";
+pub const IMAGE: &str = "tne-busybox:test";
 
-fn docker(args: &[&str]) -> String {
+pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")
         .args(args)
         .output()
@@ -37,7 +37,7 @@ fn docker(args: &[&str]) -> String {
 }
 
 /// `true` when an engine answers and the test image exists (built on demand).
-fn engine() -> bool {
+pub fn engine() -> bool {
     let up = have("docker")
         && Command::new("docker")
             .arg("version")
@@ -83,20 +83,20 @@ fn engine() -> bool {
 
 /// Removes what a test created, even when it fails.
 #[derive(Default)]
-struct Cleanup {
+pub struct Cleanup {
     containers: Vec<String>,
     networks: Vec<String>,
 }
 
 impl Cleanup {
-    fn run(&mut self, name: &str, args: &[&str]) {
+    pub fn run(&mut self, name: &str, args: &[&str]) {
         self.containers.push(name.to_owned());
         let mut all = vec!["run", "-d", "--name", name];
         all.extend_from_slice(args);
         docker(&all);
     }
 
-    fn network(&mut self, name: &str, args: &[&str]) -> String {
+    pub fn network(&mut self, name: &str, args: &[&str]) -> String {
         self.networks.push(name.to_owned());
         let mut all = vec!["network", "create"];
         all.extend_from_slice(args);
@@ -155,7 +155,7 @@ fn server() -> Server {
     )
 }
 
-fn server_on(socket: &str, toml: &str) -> Server {
+pub fn server_on(socket: &str, toml: &str) -> Server {
     let cli = Cli {
         docker_socket: Some(socket.into()),
         ..Cli::default()

@@ -33,13 +33,16 @@ net_interface_rx_bytes_total{interface="br-2c852816592c",instance="br-2c85281659
 /// directly (the fixture root has no shell to chroot into).
 fn seed_vm_config(dir: &std::path::Path) -> String {
     let path = dir.join("vm.toml");
+    std::fs::write(&path, seed_vm_toml()).unwrap();
+    format!("--config.file={}", path.display())
+}
+
+pub fn seed_vm_toml() -> String {
     let midclt = fixture("seed-host").join("usr/bin/midclt");
-    let text = format!(
+    format!(
         "[vm]\nsources = [\"midclt\"]\nchroot = false\nmidclt_command = [{:?}, \"call\", \"vm.query\"]\n",
         midclt.display().to_string()
-    );
-    std::fs::write(&path, text).unwrap();
-    format!("--config.file={}", path.display())
+    )
 }
 
 fn seed_scrape(extra: &[&str]) -> String {

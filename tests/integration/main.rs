@@ -8,4 +8,5 @@ mod docker;
 mod fixture_host;
 mod http;
 mod kernel;
+mod prometheus;
 mod support;

@@ -1,0 +1,193 @@
+//! Layer 5: a real Prometheus (Debian's `prometheus`) scrapes two exporters
+//! every second: the seed fixture host (NICs, bridges, VMs through its fake
+//! midclt) and this host with a real Docker engine and a TrueNAS-style app.
+//! Its scrape config is the README's, and every PromQL line of the README is
+//! run through the HTTP API and must return the expected series.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::docker::{Cleanup, IMAGE, engine, server_on, shared_engine};
+use crate::fixture_host::seed_vm_toml;
+use crate::http::Server;
+use crate::support::{fixture, have, http, require, wait_for};
+
+/// A fenced block of the README, by its language tag, under `## Prometheus`.
+fn readme_block(lang: &str) -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = &readme[readme.find("## Prometheus\n").expect("Prometheus section")..];
+    let start = section.find(&format!("```{lang}\n")).expect("block") + lang.len() + 4;
+    let len = section[start..].find("```").unwrap();
+    section[start..start + len].to_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_prometheus(targets: &[SocketAddr]) -> Prometheus {
+    let data = tempfile::tempdir().unwrap();
+    let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+    let scrape = readme_block("yaml").replace("\"truenas.lan:9551\"", &list.join(", "));
+    assert!(
+        scrape.contains(&list[0]),
+        "README scrape config names the example target"
+    );
+    let config = format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{scrape}");
+    let path = data.path().join("prometheus.yml");
+    std::fs::write(&path, config).unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", path.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            data.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    let p = Prometheus {
+        child,
+        addr,
+        _data: data,
+    };
+    wait_for(Duration::from_secs(30), || {
+        std::net::TcpStream::connect(p.addr).ok()?;
+        (http(p.addr, "GET", "/-/ready").status == 200).then_some(())
+    })
+    .expect("prometheus ready");
+    p
+}
+
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The result vector of an instant query: each series' labels.
+fn query(prom: SocketAddr, q: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let r = http(prom, "GET", &format!("/api/v1/query?query={}", encode(q)));
+    assert_eq!(r.status, 200, "{q}: {}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["metric"].as_object().unwrap().clone())
+        .collect()
+}
+
+fn label_values(series: &[serde_json::Map<String, serde_json::Value>], label: &str) -> Vec<String> {
+    let mut v: Vec<String> = series
+        .iter()
+        .filter_map(|s| s.get(label)?.as_str().map(str::to_owned))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn readme_queries_answer_from_a_real_prometheus() {
+    if !require(
+        have("prometheus"),
+        "prometheus not installed (Debian package prometheus)",
+    ) || !engine()
+    {
+        return;
+    }
+    let _engine = shared_engine();
+    let n = std::process::id();
+    let app = format!("tneprom{n}");
+    let net = format!("ix-{app}_default");
+    let mut c = Cleanup::default();
+    c.network(&net, &[]);
+    c.run(
+        &format!("ix-{app}-web-1"),
+        &[
+            "--label",
+            &format!("com.docker.compose.project=ix-{app}"),
+            "--network",
+            &net,
+            IMAGE,
+            "sleep",
+            "3600",
+        ],
+    );
+
+    let fixture_server = Server::start(&fixture("seed-host"), &seed_vm_toml());
+    let host_server = server_on("/var/run/docker.sock", "");
+    let prom = start_prometheus(&[fixture_server.addr, host_server.addr]);
+
+    let queries: Vec<String> = readme_block("promql")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(queries.len(), 5, "the README's five queries");
+    // rate() needs two samples: poll until every query has an answer.
+    let results = wait_for(Duration::from_secs(60), || {
+        let r: Vec<_> = queries.iter().map(|q| query(prom.addr, q)).collect();
+        r.iter().all(|s| !s.is_empty()).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("some README query returned nothing"));
+
+    assert!(
+        label_values(&results[0], "app").contains(&app),
+        "per app: {:?}",
+        results[0]
+    );
+    let vms = label_values(&results[1], "instance");
+    assert_eq!(
+        vms,
+        ["pihole", "pritunl", "vnet5", "vyos"],
+        "per VM (vnet5 is held by no VM)"
+    );
+    let nics = label_values(&results[2], "interface");
+    assert!(
+        nics.contains(&"enp8s0f0".to_owned()) && nics.contains(&"enp8s0f1".to_owned()),
+        "{nics:?}"
+    );
+    assert!(
+        label_values(&results[3], "instance").contains(&net),
+        "bridge totals: {:?}",
+        results[3]
+    );
+    assert!(label_values(&results[4], "interface").contains(&"vlan1".to_owned()));
+
+    // The README's honor_labels keeps the exporter's owner label as `instance`.
+    assert!(
+        results[2]
+            .iter()
+            .all(|s| !s.contains_key("exported_instance"))
+    );
+}
