@@ -86,3 +86,34 @@ pub async fn bind(listen_address: &str) -> std::io::Result<tokio::net::TcpListen
         None => tokio::net::TcpListener::bind(listen_address).await,
     }
 }
+
+/// `--healthcheck`: GET `/` from the exporter at `listen_address` (`:PORT`
+/// means this host). Blocking and std-only: it runs in a fresh process.
+pub fn healthcheck(listen_address: &str, timeout: std::time::Duration) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+
+    let target = match listen_address.strip_prefix(':') {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => listen_address
+            .replace("0.0.0.0:", "127.0.0.1:")
+            .replace("[::]:", "[::1]:"),
+    };
+    let addr = target
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{target}: no address")))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    if head.starts_with(b"HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "{target} answered {}",
+            String::from_utf8_lossy(&head)
+        )))
+    }
+}

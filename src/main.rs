@@ -5,12 +5,16 @@ use std::io::Write;
 use anyhow::Context;
 use clap::Parser;
 use truenas_net_exporter::cli::Cli;
-use truenas_net_exporter::{Config, bind, once, run};
+use truenas_net_exporter::{Config, bind, healthcheck, once, run};
 
 fn main() -> anyhow::Result<()> {
     limit_malloc_arenas();
     let cli = Cli::parse();
     let config = Config::from_cli(&cli)?;
+    if cli.healthcheck {
+        return healthcheck(&config.listen_address, std::time::Duration::from_secs(5))
+            .with_context(|| format!("exporter at {} is not healthy", config.listen_address));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(
             config.log_level.as_str(),

@@ -17,6 +17,7 @@ fn help_lists_the_seed_flags() {
         "--log.level",
         "--config.file",
         "--once",
+        "--healthcheck",
         "--version",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
@@ -58,4 +59,22 @@ fn config_errors_name_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/c.toml"));
     let out = run_once(&["--log.level=loud"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("log.level"));
+}
+
+#[test]
+fn healthcheck_fails_when_nothing_listens() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(bin())
+        .args([
+            "--healthcheck",
+            &format!("--web.listen-address=127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not healthy"));
 }

@@ -15,7 +15,7 @@ use crate::http::Server;
 use crate::support::{have, http, is_root, one, parse, require, strict, wait_for};
 
 /// Docker tests share one engine; the daemon-restart test takes it alone.
-static ENGINE: RwLock<()> = RwLock::new(());
+pub static ENGINE: RwLock<()> = RwLock::new(());
 
 pub fn shared_engine() -> RwLockReadGuard<'static, ()> {
     ENGINE.read().unwrap_or_else(|p| p.into_inner())

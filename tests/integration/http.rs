@@ -155,6 +155,23 @@ fn routes_methods_and_content_types() {
 }
 
 #[test]
+fn healthcheck_passes_against_a_running_server() {
+    let server = Server::start(&fixture("seed-host"), "");
+    let out = std::process::Command::new(crate::support::bin())
+        .args([
+            "--healthcheck",
+            &format!("--web.listen-address={}", server.addr),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn custom_telemetry_path() {
     let server = Server::start(
         &fixture("seed-host"),

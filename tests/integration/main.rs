@@ -4,6 +4,7 @@
 
 mod alloc;
 mod cli;
+mod container;
 mod docker;
 mod fixture_host;
 mod http;
