@@ -6,6 +6,7 @@ mod alloc;
 mod cli;
 mod container;
 mod docker;
+mod docs;
 mod fixture_host;
 mod http;
 mod kernel;

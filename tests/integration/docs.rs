@@ -1,0 +1,66 @@
+//! The README says only what is true: its TOML snippets are valid configs, and
+//! the log messages its troubleshooting quotes are ones the code emits.
+//! (Its Prometheus config and PromQL are run in prometheus.rs.)
+
+use std::path::Path;
+
+use truenas_net_exporter::Config;
+use truenas_net_exporter::cli::Cli;
+use truenas_net_exporter::config::RawConfig;
+
+fn readme() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap()
+}
+
+fn sources() -> String {
+    let mut all = String::new();
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                all.push_str(&std::fs::read_to_string(path).unwrap());
+            }
+        }
+    }
+    all
+}
+
+#[test]
+fn readme_toml_snippets_are_valid_configs() {
+    let text = readme();
+    let mut blocks = 0;
+    for block in text.split("```toml\n").skip(1) {
+        let toml = &block[..block.find("```").unwrap()];
+        let raw = RawConfig::from_toml(toml, Path::new("README.md"))
+            .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        Config::build(raw, &Cli::default()).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        blocks += 1;
+    }
+    assert!(blocks >= 1);
+}
+
+#[test]
+fn troubleshooting_quotes_real_log_messages() {
+    let text = readme();
+    let section = &text[text.find("## Troubleshooting").unwrap()..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let code = sources();
+    let mut checked = 0;
+    for span in section.split('`').skip(1).step_by(2) {
+        // Messages are prose: they have spaces and are not flags, paths, config keys or label sets.
+        if !span.contains(' ') || span.starts_with(['-', '/', '[']) || span.contains(['=', ':']) {
+            continue;
+        }
+        for part in span.split("...").map(str::trim).filter(|p| !p.is_empty()) {
+            assert!(
+                code.contains(part),
+                "README quotes {part:?}, which the code never says"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "only {checked} messages checked");
+}
