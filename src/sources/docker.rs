@@ -17,7 +17,7 @@ use tokio::sync::{Notify, OnceCell, watch};
 use crate::compose::{Owner, Owners};
 use crate::labels::Kind;
 use crate::resolver::Source;
-use crate::sources::netns;
+use crate::sources::procfs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -117,11 +117,11 @@ pub fn namespace_owners<'a>(
 
 /// Maps every container-owned veth (by host ifindex) to its container.
 pub fn map_veths(procfs: &Path, containers: Vec<ContainerFacts>) -> HashMap<u32, Owner> {
-    let host_ns = netns::of(procfs, "1");
+    let host_ns = procfs::netns_of(procfs, "1");
     let with_ns: Vec<(ContainerFacts, String)> = containers
         .into_iter()
         .filter_map(|c| {
-            let ns = netns::of(procfs, &c.pid.to_string());
+            let ns = procfs::netns_of(procfs, &c.pid.to_string());
             if ns.is_none() {
                 tracing::debug!(container = %c.name, pid = c.pid, "cannot read the container's network namespace");
             }
@@ -130,7 +130,7 @@ pub fn map_veths(procfs: &Path, containers: Vec<ContainerFacts>) -> HashMap<u32,
         .collect();
     let mut veths = HashMap::new();
     for (facts, _) in namespace_owners(&with_ns, host_ns.as_deref()) {
-        match netns::peer_ifindexes(procfs, facts.pid) {
+        match procfs::peer_ifindexes(procfs, facts.pid) {
             Ok(indexes) => {
                 for index in indexes {
                     let owner = Owner {

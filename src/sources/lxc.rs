@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::compose::{Owner, Owners};
 use crate::labels::Kind;
 use crate::resolver::Source;
-use crate::sources::netns;
+use crate::sources::procfs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LxcError {
@@ -34,20 +34,13 @@ pub fn payload_name(cgroup: &str) -> Option<&str> {
 
 /// Container name -> lowest pid in its payload cgroup.
 pub fn scan(procfs: &Path) -> Result<BTreeMap<String, u32>, LxcError> {
-    let entries = std::fs::read_dir(procfs).map_err(|source| LxcError::Scan {
+    let processes = procfs::pids(procfs).map_err(|source| LxcError::Scan {
         path: procfs.to_owned(),
         source,
     })?;
     let mut found = BTreeMap::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cgroup) = std::fs::read_to_string(entry.path().join("cgroup")) else {
+    for (pid, dir) in processes {
+        let Ok(cgroup) = std::fs::read_to_string(dir.join("cgroup")) else {
             continue;
         };
         if let Some(name) = payload_name(&cgroup) {
@@ -60,13 +53,13 @@ pub fn scan(procfs: &Path) -> Result<BTreeMap<String, u32>, LxcError> {
 
 /// Claims each container's host veths.
 pub fn owners(procfs: &Path, containers: &BTreeMap<String, u32>) -> Owners {
-    let host_ns = netns::of(procfs, "1");
+    let host_ns = procfs::netns_of(procfs, "1");
     let mut owners = Owners::default();
     for (name, &pid) in containers {
-        if netns::of(procfs, &pid.to_string()) == host_ns {
+        if procfs::netns_of(procfs, &pid.to_string()) == host_ns {
             continue;
         }
-        match netns::peer_ifindexes(procfs, pid) {
+        match procfs::peer_ifindexes(procfs, pid) {
             Ok(indexes) => {
                 for index in indexes {
                     let owner = Owner {

@@ -4,6 +4,6 @@
 
 pub mod docker;
 pub mod lxc;
-pub mod netns;
+pub mod procfs;
 pub mod topology;
 pub mod vm;

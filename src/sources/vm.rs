@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::compose::{Owner, Owners};
 use crate::labels::Kind;
 use crate::resolver::Source;
+use crate::sources::procfs;
 
 /// Where VMs are looked up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -177,20 +178,13 @@ pub fn held_interfaces(procfs: &Path, pid: u32) -> std::io::Result<(Vec<String>,
 
 /// Every QEMU process under `procfs`, with its guest name.
 pub fn scan_qemu(procfs: &Path) -> Result<Vec<RunningVm>, VmError> {
-    let entries = std::fs::read_dir(procfs).map_err(|source| VmError::Scan {
+    let processes = procfs::pids(procfs).map_err(|source| VmError::Scan {
         path: procfs.to_owned(),
         source,
     })?;
     let mut vms = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+    for (pid, dir) in processes {
+        let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
             continue;
         };
         if let Some(name) = qemu_guest_name(&cmdline) {

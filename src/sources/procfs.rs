@@ -1,11 +1,19 @@
-//! Network-namespace helpers shared by the container resolvers (Docker, LXC):
-//! which namespace a process is in, and which host interfaces its interfaces
-//! are paired with.
+//! Process-table helpers shared by the resolvers that look at processes
+//! (Docker, LXC, the QEMU scan): listing pids, which network namespace a
+//! process is in, and which host interfaces its interfaces are paired with.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Every process directory under `procfs`, as `(pid, <procfs>/<pid>)`.
+pub fn pids(procfs: &Path) -> std::io::Result<impl Iterator<Item = (u32, PathBuf)>> {
+    Ok(std::fs::read_dir(procfs)?.flatten().filter_map(|entry| {
+        let pid = entry.file_name().to_str()?.parse().ok()?;
+        Some((pid, entry.path()))
+    }))
+}
 
 /// The `net:[inode]` link of a process's network namespace.
-pub fn of(procfs: &Path, pid: &str) -> Option<String> {
+pub fn netns_of(procfs: &Path, pid: &str) -> Option<String> {
     std::fs::read_link(procfs.join(pid).join("ns/net"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned())
