@@ -174,7 +174,8 @@ pub struct Config {
     pub telemetry_path: String,
     pub rootfs: PathBuf,
     pub procfs: PathBuf,
-    /// `None` when Docker is disabled (empty socket path).
+    /// `None` when the socket path is empty, which disables Docker as
+    /// `[docker] enabled = false` does.
     pub docker_socket: Option<PathBuf>,
     pub log_level: LogLevel,
     pub labels: LabelSettings,
@@ -258,9 +259,7 @@ impl Config {
                 .clone()
                 .or(raw.paths.procfs)
                 .unwrap_or_else(|| "/proc".into()),
-            // An empty socket path disables Docker as `enabled = false` does.
-            docker_socket: (!docker_socket.is_empty() && raw.docker.enabled != Some(false))
-                .then(|| docker_socket.into()),
+            docker_socket: (!docker_socket.is_empty()).then(|| docker_socket.into()),
             log_level,
             labels: LabelSettings {
                 owner_label,

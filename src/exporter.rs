@@ -124,7 +124,11 @@ impl Exporter {
     }
 
     fn docker_source(&self) -> Option<Arc<DockerSource>> {
-        let socket = self.config.docker_socket.as_deref()?;
+        let socket = self
+            .config
+            .docker_socket
+            .as_deref()
+            .filter(|_| self.config.docker.enabled)?;
         let timeout = self.config.docker.schedule.timeout;
         Some(DockerSource::new(socket, &self.config.procfs, timeout))
     }

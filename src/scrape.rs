@@ -74,9 +74,9 @@ impl<T: Deref<Target = LabelTable>> Scrape<T> {
         let mut stats = JoinStats::default();
         let mut rows = Vec::with_capacity(table.len() + 8);
         let mut fallbacks = Vec::new();
-        let buf = netdev;
-        let base = buf.as_ptr() as usize;
-        for line in netdev::parse(buf) {
+        // Names are kept as offsets into `netdev`, which the scrape does not keep.
+        let base = netdev.as_ptr() as usize;
+        for line in netdev::parse(netdev) {
             let Ok((name, counters)) = line else {
                 stats.malformed += 1;
                 continue;
@@ -100,7 +100,7 @@ impl<T: Deref<Target = LabelTable>> Scrape<T> {
                 labels,
             });
         }
-        rows.sort_unstable_by(|a, b| buf[a.name.clone()].cmp(&buf[b.name.clone()]));
+        rows.sort_unstable_by(|a, b| netdev[a.name.clone()].cmp(&netdev[b.name.clone()]));
         stats.interfaces = rows.len();
         Scrape {
             table,
