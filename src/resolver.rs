@@ -39,7 +39,7 @@ pub struct Schedule {
 /// Wake-triggered refreshes are spaced at least this far apart, so that a burst
 /// of engine events (a `docker run` sends a connect, then a start) costs two
 /// refreshes, not one per event. Short, because it delays a new container's
-/// labels: with 1 s they took ~700 ms to appear, with 250 ms ~300 ms.
+/// labels: with 1 s they took ~700 ms to appear, with 250 ms 60-240 ms.
 const MIN_WAKE_GAP: Duration = Duration::from_millis(250);
 
 /// Tracks health across refreshes so logs fire on changes, not every interval.
