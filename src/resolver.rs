@@ -30,6 +30,21 @@ impl<S: Source> Source for std::sync::Arc<S> {
     }
 }
 
+/// A resolver's blocking work that panicked.
+#[derive(Debug, thiserror::Error)]
+#[error("blocking read panicked: {0}")]
+pub struct Panicked(String);
+
+/// Runs a resolver's sysfs and /proc reads on the blocking pool: they block,
+/// and the resolver runtime has a single thread.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Panicked> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Panicked(e.to_string()))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedule {
     pub interval: Duration,

@@ -16,7 +16,7 @@ use tokio::sync::{Notify, OnceCell, watch};
 
 use crate::compose::{Owner, Owners};
 use crate::labels::Kind;
-use crate::resolver::Source;
+use crate::resolver::{self, Source};
 use crate::sources::procfs;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +31,8 @@ pub enum DockerError {
         call: &'static str,
         source: bollard::errors::Error,
     },
-    #[error("container scan panicked: {0}")]
-    Panicked(String),
+    #[error(transparent)]
+    Panicked(#[from] crate::resolver::Panicked),
 }
 
 /// `ix-grafana` -> `grafana`: TrueNAS names its Compose projects `ix-<app>`.
@@ -335,9 +335,7 @@ impl Source for DockerSource {
             }
         }
         let procfs = self.procfs.clone();
-        let by_ifindex = tokio::task::spawn_blocking(move || map_veths(&procfs, containers))
-            .await
-            .map_err(|e| DockerError::Panicked(e.to_string()))?;
+        let by_ifindex = resolver::blocking(move || map_veths(&procfs, containers)).await?;
 
         let mut by_interface = HashMap::new();
         for net in &networks {

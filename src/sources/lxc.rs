@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::compose::{Owner, Owners};
 use crate::labels::Kind;
-use crate::resolver::Source;
+use crate::resolver::{self, Source};
 use crate::sources::procfs;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,8 +18,8 @@ pub enum LxcError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("LXC scan panicked: {0}")]
-    Panicked(String),
+    #[error(transparent)]
+    Panicked(#[from] crate::resolver::Panicked),
 }
 
 /// The container name in a `/proc/<pid>/cgroup` file, if the process runs in
@@ -97,9 +97,7 @@ impl Source for LxcSource {
 
     async fn refresh(&self) -> Result<Owners, LxcError> {
         let procfs = self.procfs.clone();
-        tokio::task::spawn_blocking(move || scan(&procfs).map(|found| owners(&procfs, &found)))
-            .await
-            .map_err(|e| LxcError::Panicked(e.to_string()))?
+        resolver::blocking(move || scan(&procfs).map(|found| owners(&procfs, &found))).await?
     }
 }
 

@@ -7,7 +7,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::resolver::Source;
+use crate::resolver::{self, Source};
 
 /// What sysfs says about one interface. Every field is optional because a
 /// fixture, an old kernel or a vanishing interface may lack any file.
@@ -48,8 +48,8 @@ pub enum TopologyError {
     ListInterfaces { path: PathBuf, source: io::Error },
     #[error("cannot read {path}: {source}")]
     VlanConfig { path: PathBuf, source: io::Error },
-    #[error("topology read panicked: {0}")]
-    Panicked(String),
+    #[error(transparent)]
+    Panicked(#[from] crate::resolver::Panicked),
 }
 
 /// One row of `/proc/net/vlan/config`.
@@ -193,10 +193,7 @@ impl Source for TopologySource {
 
     async fn refresh(&self) -> Result<TopologySnapshot, TopologyError> {
         let (rootfs, procfs) = (self.rootfs.clone(), self.procfs.clone());
-        match tokio::task::spawn_blocking(move || read(&rootfs, &procfs)).await {
-            Ok(result) => result,
-            Err(join) => Err(TopologyError::Panicked(join.to_string())),
-        }
+        resolver::blocking(move || read(&rootfs, &procfs)).await?
     }
 }
 

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::compose::{Owner, Owners};
 use crate::labels::Kind;
-use crate::resolver::Source;
+use crate::resolver::{self, Source};
 use crate::sources::procfs;
 
 /// Where VMs are looked up.
@@ -49,6 +49,8 @@ pub enum VmError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Panicked(#[from] crate::resolver::Panicked),
     #[error("the command is empty")]
     EmptyCommand,
     #[error("no VM source worked: {0}")]
@@ -196,7 +198,7 @@ pub fn scan_qemu(procfs: &Path) -> Result<Vec<RunningVm>, VmError> {
 }
 
 /// Owners for VMs whose processes are known: their taps and macvtaps.
-pub fn owners_owners_of_processes(procfs: &Path, vms: &[RunningVm]) -> Owners {
+pub fn owners_of_vm_processes(procfs: &Path, vms: &[RunningVm]) -> Owners {
     let mut owners = Owners::default();
     for vm in vms {
         let owner = |kind| Owner {
@@ -314,9 +316,7 @@ impl VmSource {
 
     async fn owners_of_processes(&self, vms: Vec<RunningVm>) -> Result<Owners, VmError> {
         let procfs = self.procfs.clone();
-        tokio::task::spawn_blocking(move || owners_owners_of_processes(&procfs, &vms))
-            .await
-            .map_err(|e| VmError::AllFailed(format!("fd scan panicked: {e}")))
+        Ok(resolver::blocking(move || owners_of_vm_processes(&procfs, &vms)).await?)
     }
 
     async fn virsh(&self, args: &[&str]) -> Result<String, VmError> {
@@ -354,9 +354,7 @@ impl VmSource {
             VmSourceKind::Virsh => self.via_virsh().await,
             VmSourceKind::Qemu => {
                 let procfs = self.procfs.clone();
-                let vms = tokio::task::spawn_blocking(move || scan_qemu(&procfs))
-                    .await
-                    .map_err(|e| VmError::AllFailed(format!("process scan panicked: {e}")))??;
+                let vms = resolver::blocking(move || scan_qemu(&procfs)).await??;
                 self.owners_of_processes(vms).await
             }
         }
