@@ -12,8 +12,9 @@ use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use truenas_net_exporter::cli::Cli;
-use truenas_net_exporter::compose::{self, LabelSettings};
+use truenas_net_exporter::compose;
 use truenas_net_exporter::config::RawConfig;
+use truenas_net_exporter::labels::LabelSettings;
 use truenas_net_exporter::scrape;
 use truenas_net_exporter::synthetic;
 use truenas_net_exporter::{Config, Exporter};

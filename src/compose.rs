@@ -4,69 +4,9 @@
 
 use std::collections::HashMap;
 
-use regex::Regex;
-
-use crate::labels::{InterfaceLabels, Kind, Rendered};
+use crate::labels::{InterfaceLabels, Kind, LabelSettings, Rendered};
+use crate::sources::Owners;
 use crate::sources::topology::{LinkFacts, TopologySnapshot};
-
-/// Who owns an interface, as claimed by the Docker, VM or LXC resolver.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner {
-    pub kind: Kind,
-    pub instance: String,
-    pub app: String,
-}
-
-/// An owner resolver's snapshot. Interfaces are claimed by name where the
-/// resolver knows it (a Docker bridge, a VM's tap) or by host ifindex where it
-/// only knows the peer's `iflink` (a container's veth).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Owners {
-    pub by_interface: HashMap<Vec<u8>, Owner>,
-    pub by_ifindex: HashMap<u32, Owner>,
-}
-
-impl Owners {
-    fn get(&self, name: &[u8], facts: Option<&LinkFacts>) -> Option<&Owner> {
-        self.by_interface.get(name).or_else(|| {
-            facts
-                .and_then(|f| f.ifindex)
-                .and_then(|i| self.by_ifindex.get(&i))
-        })
-    }
-}
-
-/// Include/exclude regexes over interface names; exclude wins.
-#[derive(Debug, Clone, Default)]
-pub struct InterfaceFilter {
-    pub include: Option<Regex>,
-    pub exclude: Option<Regex>,
-}
-
-impl InterfaceFilter {
-    pub fn allows(&self, name: &[u8]) -> bool {
-        let name = String::from_utf8_lossy(name);
-        self.include.as_ref().is_none_or(|r| r.is_match(&name))
-            && !self.exclude.as_ref().is_some_and(|r| r.is_match(&name))
-    }
-}
-
-/// Settings that shape rendering; fixed for the process lifetime.
-#[derive(Debug, Clone)]
-pub struct LabelSettings {
-    /// Name of the label that carries the resolved owner (`instance` by default).
-    pub owner_label: String,
-    pub filter: InterfaceFilter,
-}
-
-impl Default for LabelSettings {
-    fn default() -> Self {
-        LabelSettings {
-            owner_label: "instance".into(),
-            filter: InterfaceFilter::default(),
-        }
-    }
-}
 
 /// One interface's row in the table. `rendered` is `None` when filtered out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,8 +138,8 @@ pub fn compose(
     settings: &LabelSettings,
 ) -> LabelTable {
     let owner_of = |name: &[u8]| {
-        let facts = topology.links.get(name);
-        owners.iter().find_map(|o| o.get(name, facts))
+        let ifindex = topology.links.get(name).and_then(|f| f.ifindex);
+        owners.iter().find_map(|o| o.get(name, ifindex))
     };
 
     // A bridge with a VLAN port tags its other ports with that VLAN (lowest id wins).
@@ -260,7 +200,11 @@ pub fn compose(
 
 #[cfg(test)]
 mod tests {
+    use regex::Regex;
+
     use super::*;
+    use crate::labels::InterfaceFilter;
+    use crate::sources::Owner;
 
     fn eth(ifindex: u32, iflink: u32) -> LinkFacts {
         LinkFacts {

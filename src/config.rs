@@ -9,9 +9,9 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::cli::Cli;
-use crate::compose::{InterfaceFilter, LabelSettings};
+use crate::labels::{InterfaceFilter, LABEL_NAMES, LabelSettings, OWNER_LABEL};
 use crate::resolver::Schedule;
-use crate::sources::vm::{VmSettings, VmSourceKind};
+use crate::sources::vm::{VmLookup, VmSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -67,7 +67,7 @@ pub struct RawVm {
     pub interval: Option<String>,
     pub timeout: Option<String>,
     pub command_timeout: Option<String>,
-    pub sources: Option<Vec<VmSourceKind>>,
+    pub sources: Option<Vec<VmLookup>>,
     pub midclt_command: Option<Vec<String>>,
     pub virsh_command: Option<Vec<String>>,
     pub virsh_uri: Option<String>,
@@ -160,31 +160,47 @@ impl LogLevel {
     }
 }
 
-/// A resolver's checked settings.
+/// What the process does; decided once, dispatched once in `main`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResolverConfig {
-    pub enabled: bool,
+pub enum RunMode {
+    /// Serve HTTP until SIGTERM (the default).
+    Serve,
+    /// `--once`: refresh every resolver once, print one scrape, exit.
+    Once,
+    /// `--healthcheck`: ask the exporter at the listen address whether it answers.
+    Healthcheck,
+}
+
+/// Docker's checked settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerConfig {
+    pub socket: PathBuf,
     pub schedule: Schedule,
 }
 
-/// The checked configuration the exporter runs with.
+/// The VM resolver's checked settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    pub schedule: Schedule,
+    pub settings: VmSettings,
+}
+
+/// The checked configuration the exporter runs with. A resolver that is off
+/// is `None`: [`Config::build`] is the one place that decides.
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub mode: RunMode,
     pub listen_address: String,
     pub telemetry_path: String,
     pub rootfs: PathBuf,
     pub procfs: PathBuf,
-    /// `None` when the socket path is empty, which disables Docker as
-    /// `[docker] enabled = false` does.
-    pub docker_socket: Option<PathBuf>,
     pub log_level: LogLevel,
     pub labels: LabelSettings,
-    pub topology: ResolverConfig,
-    pub docker: ResolverConfig,
-    pub vm: ResolverConfig,
-    pub vm_settings: VmSettings,
-    pub lxc: ResolverConfig,
-    pub once: bool,
+    pub topology: Option<Schedule>,
+    /// Off with `[docker] enabled = false` or an empty socket path.
+    pub docker: Option<DockerConfig>,
+    pub vm: Option<VmConfig>,
+    pub lxc: Option<Schedule>,
 }
 
 impl Config {
@@ -237,7 +253,7 @@ impl Config {
             }
         };
 
-        let owner_label = raw.labels.owner_label.unwrap_or_else(|| "instance".into());
+        let owner_label = raw.labels.owner_label.unwrap_or_else(|| OWNER_LABEL.into());
         check_owner_label(&owner_label)?;
 
         let docker_socket = cli
@@ -245,8 +261,50 @@ impl Config {
             .clone()
             .or(raw.docker.socket)
             .unwrap_or_else(|| "/var/run/docker.sock".into());
+        let docker = resolver_key(
+            ("docker.interval", "docker.timeout"),
+            RawResolver {
+                enabled: raw.docker.enabled,
+                interval: raw.docker.interval,
+                timeout: raw.docker.timeout,
+            },
+            Duration::from_secs(30),
+            Duration::from_secs(10),
+        )?
+        .filter(|_| !docker_socket.is_empty())
+        .map(|schedule| DockerConfig {
+            socket: docker_socket.into(),
+            schedule,
+        });
+
+        let vm_schedule = resolver_key(
+            ("vm.interval", "vm.timeout"),
+            RawResolver {
+                enabled: raw.vm.enabled,
+                interval: raw.vm.interval,
+                timeout: raw.vm.timeout,
+            },
+            // midclt is a Python client that takes seconds to start.
+            Duration::from_secs(60),
+            Duration::from_secs(30),
+        )?;
+        let vm_settings = vm_settings(
+            raw.vm.sources,
+            raw.vm.midclt_command,
+            raw.vm.virsh_command,
+            raw.vm.virsh_uri,
+            raw.vm.chroot,
+            raw.vm.command_timeout,
+        )?;
+
+        let mode = match (cli.once, cli.healthcheck) {
+            (_, true) => RunMode::Healthcheck,
+            (true, false) => RunMode::Once,
+            (false, false) => RunMode::Serve,
+        };
 
         Ok(Config {
+            mode,
             listen_address,
             telemetry_path,
             rootfs: cli
@@ -259,7 +317,6 @@ impl Config {
                 .clone()
                 .or(raw.paths.procfs)
                 .unwrap_or_else(|| "/proc".into()),
-            docker_socket: (!docker_socket.is_empty()).then(|| docker_socket.into()),
             log_level,
             labels: LabelSettings {
                 owner_label,
@@ -274,61 +331,31 @@ impl Config {
                 Duration::from_secs(10),
                 Duration::from_secs(5),
             )?,
-            docker: resolver_key(
-                ("docker.interval", "docker.timeout"),
-                RawResolver {
-                    enabled: raw.docker.enabled,
-                    interval: raw.docker.interval,
-                    timeout: raw.docker.timeout,
-                },
-                Duration::from_secs(30),
-                Duration::from_secs(10),
-            )?,
-            vm: resolver_key(
-                ("vm.interval", "vm.timeout"),
-                RawResolver {
-                    enabled: raw.vm.enabled,
-                    interval: raw.vm.interval,
-                    timeout: raw.vm.timeout,
-                },
-                // midclt is a Python client that takes seconds to start.
-                Duration::from_secs(60),
-                Duration::from_secs(30),
-            )?,
-            vm_settings: vm_settings(
-                raw.vm.sources,
-                raw.vm.midclt_command,
-                raw.vm.virsh_command,
-                raw.vm.virsh_uri,
-                raw.vm.chroot,
-                raw.vm.command_timeout,
-            )?,
+            docker,
+            vm: vm_schedule.map(|schedule| VmConfig {
+                schedule,
+                settings: vm_settings,
+            }),
             lxc: resolver_key(
                 ("lxc.interval", "lxc.timeout"),
                 raw.lxc,
                 Duration::from_secs(30),
                 Duration::from_secs(10),
             )?,
-            once: cli.once,
         })
     }
 }
 
 fn vm_settings(
-    sources: Option<Vec<VmSourceKind>>,
+    sources: Option<Vec<VmLookup>>,
     midclt: Option<Vec<String>>,
     virsh: Option<Vec<String>>,
     virsh_uri: Option<String>,
     chroot: Option<bool>,
     command_timeout: Option<String>,
 ) -> Result<VmSettings, ConfigError> {
-    let sources = sources.unwrap_or_else(|| {
-        vec![
-            VmSourceKind::Midclt,
-            VmSourceKind::Virsh,
-            VmSourceKind::Qemu,
-        ]
-    });
+    let sources =
+        sources.unwrap_or_else(|| vec![VmLookup::Midclt, VmLookup::Virsh, VmLookup::Qemu]);
     if sources.is_empty() {
         return Err(invalid(
             "vm.sources",
@@ -365,7 +392,7 @@ fn check_listen_address(addr: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// Prometheus label names; and the exporter's other labels are taken.
+/// A Prometheus label name that none of the exporter's other labels uses.
 fn check_owner_label(name: &str) -> Result<(), ConfigError> {
     let valid = Regex::new("^[a-zA-Z_][a-zA-Z0-9_]*$").is_ok_and(|r| r.is_match(name));
     if !valid || name.starts_with("__") {
@@ -374,16 +401,7 @@ fn check_owner_label(name: &str) -> Result<(), ConfigError> {
             format!("{name:?} is not a valid Prometheus label name"),
         ));
     }
-    if [
-        "interface",
-        "instance_type",
-        "app",
-        "bridge",
-        "state",
-        "vlan",
-    ]
-    .contains(&name)
-    {
+    if name != OWNER_LABEL && LABEL_NAMES.contains(&name) {
         return Err(invalid(
             "labels.owner_label",
             format!("{name:?} is already one of the exporter's labels"),
@@ -416,19 +434,19 @@ fn duration_key(
     Ok(d)
 }
 
+/// A resolver's schedule, or `None` when it is switched off. Its keys are
+/// checked either way, so a typo in a disabled section is still an error.
 fn resolver_key(
     keys: (&'static str, &'static str),
     raw: RawResolver,
     interval: Duration,
     timeout: Duration,
-) -> Result<ResolverConfig, ConfigError> {
-    Ok(ResolverConfig {
-        enabled: raw.enabled.unwrap_or(true),
-        schedule: Schedule {
-            interval: duration_key(keys.0, raw.interval, interval)?,
-            timeout: duration_key(keys.1, raw.timeout, timeout)?,
-        },
-    })
+) -> Result<Option<Schedule>, ConfigError> {
+    let schedule = Schedule {
+        interval: duration_key(keys.0, raw.interval, interval)?,
+        timeout: duration_key(keys.1, raw.timeout, timeout)?,
+    };
+    Ok(raw.enabled.unwrap_or(true).then_some(schedule))
 }
 
 #[cfg(test)]
@@ -447,12 +465,16 @@ mod tests {
         assert_eq!(c.rootfs, Path::new("/"));
         assert_eq!(c.procfs, Path::new("/proc"));
         assert_eq!(
-            c.docker_socket.as_deref(),
+            c.docker.as_ref().map(|d| d.socket.as_path()),
             Some(Path::new("/var/run/docker.sock"))
         );
         assert_eq!(c.log_level, LogLevel::Info);
         assert_eq!(c.labels.owner_label, "instance");
-        assert_eq!(c.topology.schedule.interval, Duration::from_secs(10));
+        assert_eq!(
+            c.topology.map(|s| s.interval),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(c.mode, RunMode::Serve);
     }
 
     #[test]
@@ -476,8 +498,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.listen_address, "127.0.0.1:1");
-        assert_eq!(c.docker_socket, None, "empty socket disables Docker");
-        assert_eq!(c.topology.schedule.interval, Duration::from_secs(90));
+        assert_eq!(c.docker, None, "empty socket disables Docker");
+        assert_eq!(
+            c.topology.map(|s| s.interval),
+            Some(Duration::from_secs(90))
+        );
+        let off = build("[docker]\nenabled = false\n", &Cli::default()).unwrap();
+        assert_eq!(off.docker, None, "and so does enabled = false");
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! The exporter as one value: configuration, the hub of snapshots, the
-//! exporter's own metrics, and the two entry points built on them: starting
-//! the resolver tasks, and producing one scrape.
+//! The exporter as one value: its configuration, the hub of snapshots and the
+//! exporter's own metrics. It builds the list of enabled resolvers (which
+//! serving and `--once` both use) and produces scrapes.
 
 use std::io;
 use std::path::PathBuf;
@@ -8,20 +8,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinSet;
-
 use crate::compose::LabelTable;
-use crate::compose::Owners;
 use crate::config::Config;
-use crate::config::ResolverConfig;
-use crate::hub::{Hub, OwnerSource};
-use crate::resolver::{self, Health, Source};
+use crate::hub::Hub;
+use crate::resolver::{AnyResolver, Publish, Resolver, Schedule};
 use crate::scrape::{self, JoinStats, Scrape};
 use crate::sources::docker::DockerSource;
 use crate::sources::lxc::LxcSource;
 use crate::sources::topology::TopologySource;
 use crate::sources::vm::VmSource;
+use crate::sources::{Owners, ResolverId, Source};
 use crate::telemetry::Telemetry;
 
 pub struct Exporter {
@@ -47,142 +43,66 @@ impl Exporter {
         })
     }
 
-    fn topology_source(&self) -> TopologySource {
-        TopologySource::new(&self.config.rootfs, &self.config.procfs)
-    }
-
-    /// Starts every enabled resolver on its own schedule.
-    pub fn spawn_resolvers(
-        self: &Arc<Self>,
-        tasks: &mut JoinSet<()>,
-        shutdown: &watch::Receiver<bool>,
-    ) {
-        let topo = self.config.topology;
-        if topo.enabled {
+    /// Every enabled resolver, each publishing into the hub.
+    pub fn resolvers(self: &Arc<Self>) -> Vec<Box<dyn AnyResolver>> {
+        let c = &self.config;
+        let mut list = Vec::new();
+        if let Some(schedule) = c.topology {
             let me = Arc::clone(self);
-            tasks.spawn(resolver::run(
-                self.topology_source(),
-                topo.schedule,
-                Arc::clone(&self.hub.wake_topology),
-                Health::new(self.telemetry.resolver(TopologySource::NAME)),
-                move |snapshot| me.hub.publish_topology(snapshot),
-                shutdown.clone(),
-            ));
+            let publish: Publish<_> = Box::new(move |s| me.hub.publish_topology(s));
+            let source = TopologySource::new(&c.rootfs, &c.procfs);
+            list.push(self.resolver(source, schedule, publish));
         }
-        if let Some(docker) = self.docker_source() {
+        if let Some(docker) = &c.docker {
             // An engine event also changes sysfs (a veth comes or goes).
             let wakes = vec![
-                Arc::clone(&self.hub.wake_docker),
-                Arc::clone(&self.hub.wake_topology),
+                self.hub.wake(ResolverId::Docker),
+                self.hub.wake(ResolverId::Topology),
             ];
-            tasks.spawn(Arc::clone(&docker).watch_events(wakes, shutdown.clone()));
-            let wake = Arc::clone(&self.hub.wake_docker);
-            self.spawn_owner(
-                tasks,
-                shutdown,
-                docker,
-                self.config.docker,
-                wake,
-                OwnerSource::Docker,
-            );
+            let source =
+                DockerSource::new(&docker.socket, &c.procfs, docker.schedule.timeout, wakes);
+            list.push(self.owner_resolver(source, docker.schedule));
         }
-        if let Some(vm) = self.vm_source() {
-            let wake = Arc::clone(&self.hub.wake_vm);
-            self.spawn_owner(tasks, shutdown, vm, self.config.vm, wake, OwnerSource::Vm);
+        if let Some(vm) = &c.vm {
+            let source = VmSource::new(vm.settings.clone(), &c.rootfs, &c.procfs);
+            list.push(self.owner_resolver(source, vm.schedule));
         }
-        if let Some(lxc) = self.lxc_source() {
-            let wake = Arc::clone(&self.hub.wake_lxc);
-            self.spawn_owner(
-                tasks,
-                shutdown,
-                lxc,
-                self.config.lxc,
-                wake,
-                OwnerSource::Lxc,
-            );
+        if let Some(schedule) = c.lxc {
+            list.push(self.owner_resolver(LxcSource::new(&c.procfs), schedule));
         }
+        list
     }
 
-    fn spawn_owner<S: Source<Snapshot = Owners>>(
-        self: &Arc<Self>,
-        tasks: &mut JoinSet<()>,
-        shutdown: &watch::Receiver<bool>,
-        source: S,
-        config: ResolverConfig,
-        wake: Arc<Notify>,
-        slot: OwnerSource,
-    ) {
-        let me = Arc::clone(self);
-        tasks.spawn(resolver::run(
-            source,
-            config.schedule,
-            wake,
-            Health::new(self.telemetry.resolver(S::NAME)),
-            move |owners| me.hub.publish_owners(slot, owners),
-            shutdown.clone(),
-        ));
-    }
-
-    fn docker_source(&self) -> Option<Arc<DockerSource>> {
-        let socket = self
-            .config
-            .docker_socket
-            .as_deref()
-            .filter(|_| self.config.docker.enabled)?;
-        let timeout = self.config.docker.schedule.timeout;
-        Some(DockerSource::new(socket, &self.config.procfs, timeout))
-    }
-
-    fn vm_source(&self) -> Option<VmSource> {
-        let c = &self.config;
-        c.vm.enabled
-            .then(|| VmSource::new(c.vm_settings.clone(), &c.rootfs, &c.procfs))
-    }
-
-    fn lxc_source(&self) -> Option<LxcSource> {
-        self.config
-            .lxc
-            .enabled
-            .then(|| LxcSource::new(&self.config.procfs))
-    }
-
-    /// Refreshes every enabled resolver once, in the calling task (`--once`).
-    pub async fn refresh_all_once(&self) {
-        let topo = self.config.topology;
-        if topo.enabled {
-            let mut health = Health::new(self.telemetry.resolver(TopologySource::NAME));
-            let source = self.topology_source();
-            if let Some(s) =
-                resolver::refresh_once(&source, topo.schedule.timeout, &mut health).await
-            {
-                self.hub.publish_topology(s);
-            }
-        }
-        if let Some(docker) = self.docker_source() {
-            self.owner_once(&docker, self.config.docker, OwnerSource::Docker)
-                .await;
-        }
-        if let Some(vm) = self.vm_source() {
-            self.owner_once(&vm, self.config.vm, OwnerSource::Vm).await;
-        }
-        if let Some(lxc) = self.lxc_source() {
-            self.owner_once(&lxc, self.config.lxc, OwnerSource::Lxc)
-                .await;
-        }
-    }
-
-    async fn owner_once<S: Source<Snapshot = Owners>>(
+    fn resolver<S: Source>(
         &self,
-        source: &S,
-        config: ResolverConfig,
-        slot: OwnerSource,
-    ) {
-        let mut health = Health::new(self.telemetry.resolver(S::NAME));
-        if let Some(owners) =
-            resolver::refresh_once(source, config.schedule.timeout, &mut health).await
-        {
-            self.hub.publish_owners(slot, owners);
-        }
+        source: S,
+        schedule: Schedule,
+        publish: Publish<S::Snapshot>,
+    ) -> Box<dyn AnyResolver> {
+        let metrics = self.telemetry.resolver(S::ID.name());
+        Box::new(Resolver::new(
+            source,
+            schedule,
+            self.hub.wake(S::ID),
+            metrics,
+            publish,
+        ))
+    }
+
+    fn owner_resolver<S: Source<Snapshot = Owners>>(
+        self: &Arc<Self>,
+        source: S,
+        schedule: Schedule,
+    ) -> Box<dyn AnyResolver> {
+        let me = Arc::clone(self);
+        let publish: Publish<_> = Box::new(move |owners| me.hub.publish_owners(S::ID, owners));
+        self.resolver(source, schedule, publish)
+    }
+
+    /// Refreshes every enabled resolver once, concurrently (`--once`).
+    pub async fn refresh_all_once(self: &Arc<Self>) {
+        let mut resolvers = self.resolvers();
+        futures_util::future::join_all(resolvers.iter_mut().map(|r| r.refresh())).await;
     }
 
     /// One scrape: the `net_interface_*` families followed by the exporter's own

@@ -1,6 +1,6 @@
 //! The shared state between resolvers and scrapes: each resolver's latest
-//! snapshot, and the label table composed from them. Resolvers publish here;
-//! scrapes only `load()` the table, which is lock-free.
+//! snapshot, the label table composed from them, and each resolver's wake-up.
+//! Resolvers publish here; scrapes only `load()` the table, which is lock-free.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,33 +9,21 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
-use crate::compose::{self, LabelSettings, LabelTable, Owners};
+use crate::compose::{self, LabelTable};
+use crate::labels::LabelSettings;
 use crate::sources::topology::TopologySnapshot;
-
-/// Resolvers that claim interfaces, in precedence order (earlier wins).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OwnerSource {
-    Docker,
-    Lxc,
-    Vm,
-}
-
-impl OwnerSource {
-    const ALL: [OwnerSource; 3] = [OwnerSource::Docker, OwnerSource::Lxc, OwnerSource::Vm];
-}
+use crate::sources::{Owners, ResolverId};
 
 pub struct Hub {
     settings: Arc<LabelSettings>,
     topology: ArcSwap<TopologySnapshot>,
-    owners: [ArcSwap<Owners>; 3],
+    /// Indexed by [`ResolverId`]; the topology's slot stays empty.
+    owners: [ArcSwap<Owners>; ResolverId::COUNT],
     table: ArcSwap<LabelTable>,
     /// Serialises compositions so a slower, older one cannot overwrite a newer table.
     compose_lock: Mutex<()>,
-    /// Woken by scrapes that meet an interface the table doesn't know.
-    pub wake_topology: Arc<Notify>,
-    pub wake_docker: Arc<Notify>,
-    pub wake_vm: Arc<Notify>,
-    pub wake_lxc: Arc<Notify>,
+    /// Indexed by [`ResolverId`]: a notification makes that resolver refresh soon.
+    wakes: [Arc<Notify>; ResolverId::COUNT],
     born: Instant,
     /// Milliseconds since `born` of the last scrape-triggered wake; 0 = never.
     last_unknown_wake: AtomicU64,
@@ -53,10 +41,7 @@ impl Hub {
             owners: Default::default(),
             table: ArcSwap::default(),
             compose_lock: Mutex::new(()),
-            wake_topology: Arc::new(Notify::new()),
-            wake_docker: Arc::new(Notify::new()),
-            wake_vm: Arc::new(Notify::new()),
-            wake_lxc: Arc::new(Notify::new()),
+            wakes: Default::default(),
             born: Instant::now(),
             last_unknown_wake: AtomicU64::new(0),
             composed: AtomicBool::new(false),
@@ -72,6 +57,12 @@ impl Hub {
         self.table.load_full()
     }
 
+    /// The wake-up of resolver `id`: notified by scrapes that meet an unknown
+    /// interface, and by sources that learn of a change (Docker's events).
+    pub fn wake(&self, id: ResolverId) -> Arc<Notify> {
+        Arc::clone(&self.wakes[id.index()])
+    }
+
     /// Replaces the topology snapshot; recomposes only if it changed.
     pub fn publish_topology(&self, snapshot: TopologySnapshot) {
         if **self.topology.load() == snapshot {
@@ -82,8 +73,8 @@ impl Hub {
     }
 
     /// Replaces one owner resolver's snapshot; recomposes only if it changed.
-    pub fn publish_owners(&self, source: OwnerSource, snapshot: Owners) {
-        let slot = &self.owners[source as usize];
+    pub fn publish_owners(&self, id: ResolverId, snapshot: Owners) {
+        let slot = &self.owners[id.index()];
         if **slot.load() == snapshot {
             return;
         }
@@ -91,7 +82,7 @@ impl Hub {
         self.recompose();
     }
 
-    /// A scrape met interfaces it could not label: ask the resolvers to look
+    /// A scrape met interfaces it could not label: ask every resolver to look
     /// again, at most once per [`UNKNOWN_WAKE_GAP`]. An interface that no
     /// resolver will ever find (say, `--path.procfs` of the host with the
     /// rootfs of a container) must not turn every scrape into refreshes.
@@ -108,12 +99,7 @@ impl Hub {
         }
         // 0 means "never"; a wake in the first millisecond is stored as 1.
         self.last_unknown_wake.store(now.max(1), Ordering::Relaxed);
-        for wake in [
-            &self.wake_topology,
-            &self.wake_docker,
-            &self.wake_vm,
-            &self.wake_lxc,
-        ] {
+        for wake in &self.wakes {
             wake.notify_one();
         }
     }
@@ -121,7 +107,7 @@ impl Hub {
     fn recompose(&self) {
         let _guard = self.compose_lock.lock().unwrap_or_else(|p| p.into_inner());
         let topology = self.topology.load();
-        let owners = OwnerSource::ALL.map(|s| self.owners[s as usize].load_full());
+        let owners = ResolverId::ALL.map(|id| self.owners[id.index()].load_full());
         let refs: Vec<&Owners> = owners.iter().map(|o| o.as_ref()).collect();
         let table = compose::compose(&topology, &refs, &self.settings);
         self.table.store(Arc::new(table));
@@ -138,24 +124,18 @@ mod tests {
     #[test]
     fn unknown_wakes_are_rate_limited_and_wait_for_a_first_table() {
         let hub = Hub::new(LabelSettings::default());
+        let woken = |id| hub.wake(id).notified().now_or_never().is_some();
         hub.wake_for_unknown();
-        assert!(
-            hub.wake_topology.notified().now_or_never().is_none(),
-            "no table yet: no wake"
-        );
+        assert!(!woken(ResolverId::Topology), "no table yet: no wake");
 
         let mut topology = TopologySnapshot::default();
         topology.links.insert(b"eth0".to_vec(), Default::default());
         hub.publish_topology(topology);
         hub.wake_for_unknown();
-        assert!(hub.wake_topology.notified().now_or_never().is_some());
-        assert!(hub.wake_docker.notified().now_or_never().is_some());
-        assert!(hub.wake_vm.notified().now_or_never().is_some());
-        assert!(hub.wake_lxc.notified().now_or_never().is_some());
+        for id in ResolverId::ALL {
+            assert!(woken(id), "{id:?}");
+        }
         hub.wake_for_unknown();
-        assert!(
-            hub.wake_topology.notified().now_or_never().is_none(),
-            "within the gap"
-        );
+        assert!(!woken(ResolverId::Topology), "within the gap");
     }
 }

@@ -1,5 +1,56 @@
-//! The label contract: interface kinds, Prometheus label-value escaping, and the
-//! pre-rendered label blocks that the scrape path copies verbatim.
+//! The label contract: the label names, interface kinds, Prometheus label-value
+//! escaping, the settings that shape labels (owner label name, interface
+//! filter), and the pre-rendered label blocks that the scrape path copies verbatim.
+
+use regex::Regex;
+
+/// Every label the exporter writes, in output order. The counters carry all
+/// but `vlan`; `net_interface_info` carries all but `state`. `instance` is the
+/// default name of the owner label ([`LabelSettings::owner_label`]).
+pub const LABEL_NAMES: [&str; 7] = [
+    "interface",
+    "instance",
+    "instance_type",
+    "app",
+    "bridge",
+    "state",
+    "vlan",
+];
+
+/// The default name of the owner label.
+pub const OWNER_LABEL: &str = "instance";
+
+/// Include/exclude regexes over interface names; exclude wins.
+#[derive(Debug, Clone, Default)]
+pub struct InterfaceFilter {
+    pub include: Option<Regex>,
+    pub exclude: Option<Regex>,
+}
+
+impl InterfaceFilter {
+    pub fn allows(&self, name: &[u8]) -> bool {
+        let name = String::from_utf8_lossy(name);
+        self.include.as_ref().is_none_or(|r| r.is_match(&name))
+            && !self.exclude.as_ref().is_some_and(|r| r.is_match(&name))
+    }
+}
+
+/// Settings that shape labels; fixed for the process lifetime.
+#[derive(Debug, Clone)]
+pub struct LabelSettings {
+    /// Name of the label that carries the resolved owner (`instance` by default).
+    pub owner_label: String,
+    pub filter: InterfaceFilter,
+}
+
+impl Default for LabelSettings {
+    fn default() -> Self {
+        LabelSettings {
+            owner_label: OWNER_LABEL.into(),
+            filter: InterfaceFilter::default(),
+        }
+    }
+}
 
 /// What an interface is (`instance_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,6 +120,14 @@ pub fn push_escaped(out: &mut String, value: &[u8]) {
     }
 }
 
+/// Appends `name="value"`, the value escaped.
+fn push_label(out: &mut String, name: &str, value: &[u8]) {
+    out.push_str(name);
+    out.push_str("=\"");
+    push_escaped(out, value);
+    out.push('"');
+}
+
 /// Everything the exporter says about one interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterfaceLabels<'a> {
@@ -96,24 +155,24 @@ pub struct Rendered {
 
 impl Rendered {
     pub fn new(l: &InterfaceLabels<'_>, owner_label: &str) -> Rendered {
+        let [interface, _, instance_type, app, bridge, state, _] = LABEL_NAMES;
         let mut s = String::with_capacity(128);
-        s.push_str("interface=\"");
-        push_escaped(&mut s, l.interface);
-        s.push_str("\",");
-        s.push_str(owner_label);
-        s.push_str("=\"");
-        push_escaped(&mut s, l.instance);
-        s.push_str("\",instance_type=\"");
-        s.push_str(l.kind.as_str());
-        s.push_str("\",app=\"");
-        push_escaped(&mut s, l.app);
-        s.push_str("\",bridge=\"");
-        push_escaped(&mut s, l.bridge);
-        s.push('"');
+        let pairs = [
+            (interface, l.interface),
+            (owner_label, l.instance),
+            (instance_type, l.kind.as_str().as_bytes()),
+            (app, l.app),
+            (bridge, l.bridge),
+        ];
+        for (i, (name, value)) in pairs.into_iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            push_label(&mut s, name, value);
+        }
         let common = s.len();
-        s.push_str(",state=\"");
-        push_escaped(&mut s, l.state);
-        s.push('"');
+        s.push(',');
+        push_label(&mut s, state, l.state);
         Rendered {
             counters: s.into_boxed_str(),
             common,
@@ -129,7 +188,9 @@ impl Rendered {
     /// Appends `interface="..",<owner>="..",instance_type="..",app="..",bridge="..",vlan=".."`.
     pub fn write_info(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.counters.as_bytes()[..self.common]);
-        out.extend_from_slice(b",vlan=\"");
+        out.push(b',');
+        out.extend_from_slice(LABEL_NAMES[6].as_bytes());
+        out.extend_from_slice(b"=\"");
         if let Some(id) = self.vlan {
             out.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
         }

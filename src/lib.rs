@@ -4,9 +4,11 @@
 //! Resolvers ([`sources`], driven by [`resolver`]) refresh in the background
 //! into the [`hub`]; the [`compose`]r joins their snapshots into one label
 //! table; each [`scrape`] reads net/dev and joins it against that table;
-//! [`server`] answers HTTP. [`config`] and [`cli`] build the settings.
+//! [`server`] answers HTTP. [`config`] and [`cli`] build the settings;
+//! [`exporter`] ties them together.
 
 pub mod cli;
+pub mod command;
 pub mod compose;
 pub mod config;
 pub mod exporter;
@@ -49,7 +51,9 @@ pub async fn run(
             .spawn(move || {
                 resolver_runtime.block_on(async {
                     let mut tasks = tokio::task::JoinSet::new();
-                    exporter.spawn_resolvers(&mut tasks, &stop_rx);
+                    for resolver in exporter.resolvers() {
+                        tasks.spawn(resolver.run(stop_rx.clone()));
+                    }
                     while tasks.join_next().await.is_some() {}
                 })
             })?

@@ -5,37 +5,45 @@ use std::io::Write;
 use anyhow::Context;
 use clap::Parser;
 use truenas_net_exporter::cli::Cli;
+use truenas_net_exporter::config::RunMode;
 use truenas_net_exporter::{Config, bind, healthcheck, once, run};
 
 fn main() -> anyhow::Result<()> {
     limit_malloc_arenas();
     let cli = Cli::parse();
     let config = Config::from_cli(&cli)?;
-    if cli.healthcheck {
-        return healthcheck(&config.listen_address, std::time::Duration::from_secs(5))
-            .with_context(|| format!("exporter at {} is not healthy", config.listen_address));
+    match config.mode {
+        RunMode::Healthcheck => {
+            healthcheck(&config.listen_address, std::time::Duration::from_secs(5))
+                .with_context(|| format!("exporter at {} is not healthy", config.listen_address))
+        }
+        RunMode::Once => runtime(&config)?.block_on(print_once(config)),
+        RunMode::Serve => runtime(&config)?.block_on(serve(config)),
     }
+}
+
+/// Logging, then the async runtime that serves or runs `--once`.
+fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(
             config.log_level.as_str(),
         ))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async_main(config))
+        .context("cannot start the async runtime")
 }
 
-async fn async_main(config: Config) -> anyhow::Result<()> {
-    if config.once {
-        let body = once(config).await?;
-        std::io::stdout()
-            .write_all(&body)
-            .context("cannot write to stdout")?;
-        return Ok(());
-    }
+async fn print_once(config: Config) -> anyhow::Result<()> {
+    let body = once(config).await?;
+    std::io::stdout()
+        .write_all(&body)
+        .context("cannot write to stdout")
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = bind(&config.listen_address)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen_address))?;

@@ -2,31 +2,13 @@
 //! exporter publishes. Runs on every scrape, so it borrows from the input buffer
 //! and never allocates.
 
-/// Indexes into [`Counters::values`], in the order the metrics are written.
-pub const COUNTER_NAMES: [(&str, &str); 8] = [
-    ("net_interface_rx_bytes_total", "Total bytes received."),
-    ("net_interface_tx_bytes_total", "Total bytes transmitted."),
-    ("net_interface_rx_packets_total", "Total packets received."),
-    (
-        "net_interface_tx_packets_total",
-        "Total packets transmitted.",
-    ),
-    ("net_interface_rx_errors_total", "Total receive errors."),
-    ("net_interface_tx_errors_total", "Total transmit errors."),
-    (
-        "net_interface_rx_dropped_total",
-        "Total received packets dropped.",
-    ),
-    (
-        "net_interface_tx_dropped_total",
-        "Total transmitted packets dropped.",
-    ),
-];
-
 /// Column of each published counter among the 16 numbers of a `net/dev` line
 /// (rx: bytes packets errs drop fifo frame compressed multicast, then tx: bytes packets errs drop ...).
 const COLUMNS: [usize; 8] = [0, 8, 1, 9, 2, 10, 3, 11];
 
+/// The eight published counters of one interface: rx then tx bytes, packets,
+/// errors, dropped, in the order of the counter families in
+/// [`scrape::FAMILIES`](crate::scrape::FAMILIES).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counters {
     pub values: [u64; 8],

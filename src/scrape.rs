@@ -11,9 +11,9 @@ use std::io::{self, Read};
 use std::ops::{Deref, Range};
 use std::path::Path;
 
-use crate::compose::{self, Entry, LabelSettings, LabelTable};
-use crate::labels::Rendered;
-use crate::netdev::{self, COUNTER_NAMES, Counters};
+use crate::compose::{self, Entry, LabelTable};
+use crate::labels::{LabelSettings, Rendered};
+use crate::netdev::{self, Counters};
 
 /// What one join produced besides the text.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +34,50 @@ pub fn read_netdev(path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
     Ok(())
 }
 
-const INFO: &str = "net_interface_info";
-const INFO_HELP: &str = "Labels of each interface, with its 802.1Q id; always 1.";
-/// Families in output order: the eight counters, then `net_interface_info`.
-const FAMILIES: usize = COUNTER_NAMES.len() + 1;
+/// One metric family of the output contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Family {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// `counter` or `gauge`.
+    pub kind: &'static str,
+}
+
+const fn counter(name: &'static str, help: &'static str) -> Family {
+    Family {
+        name,
+        help,
+        kind: "counter",
+    }
+}
+
+/// The output contract: every `net_interface_*` family, in output order. The
+/// eight counters come first, in the order of [`Counters::values`]; the info
+/// family carries the labels and the VLAN id.
+pub const FAMILIES: [Family; 9] = [
+    counter("net_interface_rx_bytes_total", "Total bytes received."),
+    counter("net_interface_tx_bytes_total", "Total bytes transmitted."),
+    counter("net_interface_rx_packets_total", "Total packets received."),
+    counter(
+        "net_interface_tx_packets_total",
+        "Total packets transmitted.",
+    ),
+    counter("net_interface_rx_errors_total", "Total receive errors."),
+    counter("net_interface_tx_errors_total", "Total transmit errors."),
+    counter(
+        "net_interface_rx_dropped_total",
+        "Total received packets dropped.",
+    ),
+    counter(
+        "net_interface_tx_dropped_total",
+        "Total transmitted packets dropped.",
+    ),
+    Family {
+        name: "net_interface_info",
+        help: "Labels of each interface, with its 802.1Q id; always 1.",
+        kind: "gauge",
+    },
+];
 
 struct Row {
     /// The interface name's position in the net/dev buffer.
@@ -123,15 +163,12 @@ impl<T: Deref<Target = LabelTable>> Scrape<T> {
     /// scrape is complete. Returns `true` while there is more to write.
     pub fn write_chunk(&mut self, out: &mut Vec<u8>, limit: usize) -> bool {
         let mut num = itoa::Buffer::new();
-        while self.family < FAMILIES {
-            let (name, help, kind) = match COUNTER_NAMES.get(self.family) {
-                Some((name, help)) => (*name, *help, "counter"),
-                None => (INFO, INFO_HELP, "gauge"),
-            };
+        while let Some(family) = FAMILIES.get(self.family) {
+            let name = family.name;
             let mut next = match self.row {
                 Some(next) => next,
                 None => {
-                    write_header(out, name, help, kind);
+                    write_header(out, family);
                     0
                 }
             };
@@ -166,7 +203,7 @@ impl<T: Deref<Target = LabelTable>> Scrape<T> {
     /// A rough upper bound of the bytes still to write (nine lines of at most
     /// ~200 bytes per interface), to size buffers without over-allocating.
     pub fn remaining_hint(&self) -> usize {
-        let rows_left = (FAMILIES - self.family.min(FAMILIES)) * self.rows.len();
+        let rows_left = FAMILIES.len().saturating_sub(self.family) * self.rows.len();
         rows_left * 200 + 4096
     }
 
@@ -189,7 +226,8 @@ pub fn join_and_write(
     scrape.stats
 }
 
-fn write_header(out: &mut Vec<u8>, name: &str, help: &str, kind: &str) {
+fn write_header(out: &mut Vec<u8>, family: &Family) {
+    let Family { name, help, kind } = *family;
     for part in [
         "# HELP ",
         name,
@@ -208,7 +246,8 @@ fn write_header(out: &mut Vec<u8>, name: &str, help: &str, kind: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compose::{InterfaceFilter, compose};
+    use crate::compose::compose;
+    use crate::labels::InterfaceFilter;
     use crate::sources::topology::{LinkFacts, TopologySnapshot};
 
     const NETDEV: &[u8] = b"Inter-|   Receive |  Transmit\n face |bytes packets|bytes packets\n\

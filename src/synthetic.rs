@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::compose::{Owner, Owners};
 use crate::labels::Kind;
 use crate::sources::topology::{LinkFacts, TopologySnapshot};
+use crate::sources::{Owner, Owners};
 
 /// A host with `n` Docker veths on compose bridges, with owners: the net/dev
 /// text, the topology and the Docker owners.

@@ -173,6 +173,13 @@ impl Telemetry {
     }
 }
 
+impl Telemetry {
+    /// A fresh render, bypassing the cache (tests, diagnostics).
+    pub fn render_fresh(&self) -> String {
+        self.handle.render()
+    }
+}
+
 impl Default for Telemetry {
     fn default() -> Self {
         Telemetry::new()

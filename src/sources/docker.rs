@@ -14,10 +14,8 @@ use bollard::query_parameters::EventsOptions;
 use futures_util::{StreamExt, stream};
 use tokio::sync::{Notify, OnceCell, watch};
 
-use crate::compose::{Owner, Owners};
 use crate::labels::Kind;
-use crate::resolver::{self, Source};
-use crate::sources::procfs;
+use crate::sources::{self, Owner, Owners, Panicked, ResolverId, Source, procfs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -32,7 +30,7 @@ pub enum DockerError {
         source: bollard::errors::Error,
     },
     #[error(transparent)]
-    Panicked(#[from] crate::resolver::Panicked),
+    Panicked(#[from] Panicked),
 }
 
 /// `ix-grafana` -> `grafana`: TrueNAS names its Compose projects `ix-<app>`.
@@ -159,16 +157,26 @@ pub struct DockerSource {
     procfs: PathBuf,
     request_timeout: Duration,
     client: OnceCell<Docker>,
+    /// Notified on every engine event that may change the mapping.
+    wakes: Vec<Arc<Notify>>,
 }
 
 impl DockerSource {
-    pub fn new(socket: &Path, procfs: &Path, request_timeout: Duration) -> Arc<DockerSource> {
-        Arc::new(DockerSource {
+    /// `wakes`: the resolvers to wake on an engine event (this one, and the
+    /// topology: a container's start or stop adds or removes a veth).
+    pub fn new(
+        socket: &Path,
+        procfs: &Path,
+        request_timeout: Duration,
+        wakes: Vec<Arc<Notify>>,
+    ) -> DockerSource {
+        DockerSource {
             socket: socket.to_owned(),
             procfs: procfs.to_owned(),
             request_timeout,
             client: OnceCell::new(),
-        })
+            wakes,
+        }
     }
 
     /// The process's one client, created and version-negotiated on first
@@ -246,11 +254,8 @@ impl DockerSource {
 
     /// Forwards engine events that change the mapping to `wakes`, reconnecting
     /// with backoff. Each (re)connection also wakes them: events may have been missed.
-    pub async fn watch_events(
-        self: Arc<Self>,
-        wakes: Vec<Arc<Notify>>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    async fn watch_events(&self, mut shutdown: watch::Receiver<bool>) {
+        let wakes = &self.wakes;
         let mut backoff = Duration::from_millis(250);
         loop {
             if let Ok(docker) = self.client().await {
@@ -305,7 +310,11 @@ impl DockerSource {
 impl Source for DockerSource {
     type Snapshot = Owners;
     type Error = DockerError;
-    const NAME: &'static str = "docker";
+    const ID: ResolverId = ResolverId::Docker;
+
+    async fn watch(&self, shutdown: watch::Receiver<bool>) {
+        self.watch_events(shutdown).await;
+    }
 
     async fn refresh(&self) -> Result<Owners, DockerError> {
         let docker = self.client().await?;
@@ -335,7 +344,7 @@ impl Source for DockerSource {
             }
         }
         let procfs = self.procfs.clone();
-        let by_ifindex = resolver::blocking(move || map_veths(&procfs, containers)).await?;
+        let by_ifindex = sources::blocking(move || map_veths(&procfs, containers)).await?;
 
         let mut by_interface = HashMap::new();
         for net in &networks {

@@ -6,10 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::compose::{Owner, Owners};
 use crate::labels::Kind;
-use crate::resolver::{self, Source};
-use crate::sources::procfs;
+use crate::sources::{self, Owner, Owners, Panicked, ResolverId, Source, procfs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LxcError {
@@ -19,7 +17,7 @@ pub enum LxcError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Panicked(#[from] crate::resolver::Panicked),
+    Panicked(#[from] Panicked),
 }
 
 /// The container name in a `/proc/<pid>/cgroup` file, if the process runs in
@@ -93,11 +91,11 @@ impl LxcSource {
 impl Source for LxcSource {
     type Snapshot = Owners;
     type Error = LxcError;
-    const NAME: &'static str = "lxc";
+    const ID: ResolverId = ResolverId::Lxc;
 
     async fn refresh(&self) -> Result<Owners, LxcError> {
         let procfs = self.procfs.clone();
-        resolver::blocking(move || scan(&procfs).map(|found| owners(&procfs, &found))).await?
+        sources::blocking(move || scan(&procfs).map(|found| owners(&procfs, &found))).await?
     }
 }
 

@@ -1,9 +1,112 @@
-//! Resolvers: each source of facts about interfaces lives in its own module and
-//! produces an immutable snapshot that the composer joins. Docker, VM and LXC
-//! sources publish [`Owners`](crate::compose::Owners); topology publishes kernel facts.
+//! Sources of facts about interfaces, one module each. A source produces an
+//! immutable snapshot per refresh; [`resolver`](crate::resolver) runs it on a
+//! schedule and the [`compose`](crate::compose)r joins the snapshots.
+//! Topology publishes kernel facts; the others publish [`Owners`]: who holds
+//! which interface. This module has what they share: the [`Source`] trait, the
+//! [`ResolverId`] that names them, and the [`Owners`] snapshot.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use tokio::sync::watch;
+
+use crate::labels::Kind;
 
 pub mod docker;
 pub mod lxc;
 pub mod procfs;
 pub mod topology;
 pub mod vm;
+
+/// Every resolver, in the order their owner claims take precedence: when two
+/// claim one interface, the earlier wins (a Docker veth is Docker's even if an
+/// LXC scan also sees it). Indexes wakes, snapshots and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResolverId {
+    Topology,
+    Docker,
+    Lxc,
+    Vm,
+}
+
+impl ResolverId {
+    pub const COUNT: usize = 4;
+    pub const ALL: [ResolverId; ResolverId::COUNT] = [
+        ResolverId::Topology,
+        ResolverId::Docker,
+        ResolverId::Lxc,
+        ResolverId::Vm,
+    ];
+
+    /// The `resolver` label value and the name in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResolverId::Topology => "topology",
+            ResolverId::Docker => "docker",
+            ResolverId::Lxc => "lxc",
+            ResolverId::Vm => "vm",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Something a resolver refreshes from.
+pub trait Source: Send + Sync + 'static {
+    type Snapshot: Send + 'static;
+    type Error: std::fmt::Display + Send;
+    const ID: ResolverId;
+
+    fn refresh(&self) -> impl Future<Output = Result<Self::Snapshot, Self::Error>> + Send;
+
+    /// Work that runs beside the refresh loop for the resolver's lifetime and
+    /// ends when `shutdown` changes: Docker follows the engine's event stream
+    /// here. Most sources have none.
+    fn watch(&self, shutdown: watch::Receiver<bool>) -> impl Future<Output = ()> + Send {
+        let _ = shutdown;
+        async {}
+    }
+}
+
+/// Who owns an interface, as claimed by the Docker, VM or LXC resolver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub kind: Kind,
+    pub instance: String,
+    pub app: String,
+}
+
+/// An owner resolver's snapshot. Interfaces are claimed by name where the
+/// resolver knows it (a Docker bridge, a VM's tap) or by host ifindex where it
+/// only knows the peer's `iflink` (a container's veth).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owners {
+    pub by_interface: HashMap<Vec<u8>, Owner>,
+    pub by_ifindex: HashMap<u32, Owner>,
+}
+
+impl Owners {
+    /// The owner of interface `name`, whose host ifindex is `ifindex` if known.
+    pub fn get(&self, name: &[u8], ifindex: Option<u32>) -> Option<&Owner> {
+        self.by_interface
+            .get(name)
+            .or_else(|| ifindex.and_then(|i| self.by_ifindex.get(&i)))
+    }
+}
+
+/// A source's blocking work that panicked.
+#[derive(Debug, thiserror::Error)]
+#[error("blocking read panicked: {0}")]
+pub struct Panicked(String);
+
+/// Runs a source's sysfs and /proc reads on the blocking pool: they block,
+/// and the resolver runtime has a single thread.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Panicked> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Panicked(e.to_string()))
+}

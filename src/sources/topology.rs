@@ -7,7 +7,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::resolver::{self, Source};
+use crate::sources::{self, Panicked, ResolverId, Source};
 
 /// What sysfs says about one interface. Every field is optional because a
 /// fixture, an old kernel or a vanishing interface may lack any file.
@@ -49,7 +49,7 @@ pub enum TopologyError {
     #[error("cannot read {path}: {source}")]
     VlanConfig { path: PathBuf, source: io::Error },
     #[error(transparent)]
-    Panicked(#[from] crate::resolver::Panicked),
+    Panicked(#[from] Panicked),
 }
 
 /// One row of `/proc/net/vlan/config`.
@@ -98,8 +98,8 @@ fn exists(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok()
 }
 
-/// Reads one interface directory. Missing files leave their field unset.
-pub fn read_link(dir: &Path) -> LinkFacts {
+/// Reads one interface's sysfs directory. Missing files leave their field unset.
+pub fn read_interface(dir: &Path) -> LinkFacts {
     fn num<T: std::str::FromStr>(dir: &Path, f: &str) -> Option<T> {
         read_trimmed(&dir.join(f)).and_then(|s| s.parse().ok())
     }
@@ -148,7 +148,7 @@ pub fn read(rootfs: &Path, procfs: &Path) -> Result<TopologySnapshot, TopologyEr
         if !entry.path().is_dir() {
             continue;
         }
-        links.insert(name.as_bytes().to_vec(), read_link(&entry.path()));
+        links.insert(name.as_bytes().to_vec(), read_interface(&entry.path()));
     }
 
     let vlan_path = procfs.join("1/net/vlan/config");
@@ -189,11 +189,11 @@ impl TopologySource {
 impl Source for TopologySource {
     type Snapshot = TopologySnapshot;
     type Error = TopologyError;
-    const NAME: &'static str = "topology";
+    const ID: ResolverId = ResolverId::Topology;
 
     async fn refresh(&self) -> Result<TopologySnapshot, TopologyError> {
         let (rootfs, procfs) = (self.rootfs.clone(), self.procfs.clone());
-        resolver::blocking(move || read(&rootfs, &procfs)).await?
+        sources::blocking(move || read(&rootfs, &procfs)).await?
     }
 }
 

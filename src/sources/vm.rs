@@ -5,23 +5,20 @@
 //! says `iff:<name>`, its macvtaps the fds on `/dev/tapN` (N = ifindex).
 //! Parsers are pure; commands run with a timeout and are killed past it.
 
-use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::compose::{Owner, Owners};
+use crate::command::{self, CommandError};
 use crate::labels::Kind;
-use crate::resolver::{self, Source};
-use crate::sources::procfs;
+use crate::sources::{self, Owner, Owners, Panicked, ResolverId, Source, procfs};
 
-/// Where VMs are looked up.
+/// Where VMs are looked up (`[vm] sources`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum VmSourceKind {
+pub enum VmLookup {
     Midclt,
     Virsh,
     Qemu,
@@ -29,19 +26,8 @@ pub enum VmSourceKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
-    #[error("{command}: cannot start: {source}")]
-    Spawn {
-        command: String,
-        source: std::io::Error,
-    },
-    #[error("{command}: timed out after {timeout:?}; killed")]
-    Timeout { command: String, timeout: Duration },
-    #[error("{command}: exited with {status}: {stderr}")]
-    Failed {
-        command: String,
-        status: std::process::ExitStatus,
-        stderr: String,
-    },
+    #[error(transparent)]
+    Command(#[from] CommandError),
     #[error("midclt vm.query output is not the expected JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("cannot scan {path}: {source}")]
@@ -50,10 +36,8 @@ pub enum VmError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Panicked(#[from] crate::resolver::Panicked),
-    #[error("the command is empty")]
-    EmptyCommand,
-    #[error("no VM source worked: {0}")]
+    Panicked(#[from] Panicked),
+    #[error("no VM lookup worked: {0}")]
     AllFailed(String),
 }
 
@@ -225,63 +209,10 @@ pub fn owners_of_vm_processes(procfs: &Path, vms: &[RunningVm]) -> Owners {
     owners
 }
 
-/// Runs `argv` (inside `chroot_to` when given), bounded by `timeout`. Past it
-/// the child is killed (`kill_on_drop`) and tokio reaps it.
-pub async fn run_command(
-    argv: &[String],
-    chroot_to: Option<&Path>,
-    timeout: Duration,
-) -> Result<String, VmError> {
-    let (program, args) = argv.split_first().ok_or(VmError::EmptyCommand)?;
-    let command = argv.join(" ");
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if let Some(root) = chroot_to {
-        let root = CString::new(root.as_os_str().as_bytes()).map_err(|e| VmError::Spawn {
-            command: command.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        // SAFETY: only async-signal-safe calls (chroot, chdir) between fork and
-        // exec; the path was allocated before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::chroot(root.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    let child = cmd.spawn().map_err(|source| VmError::Spawn {
-        command: command.clone(),
-        source,
-    })?;
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Err(_) => Err(VmError::Timeout { command, timeout }),
-        Ok(Err(source)) => Err(VmError::Spawn { command, source }),
-        Ok(Ok(out)) if out.status.success() => {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        }
-        Ok(Ok(out)) => Err(VmError::Failed {
-            command,
-            status: out.status,
-            stderr: String::from_utf8_lossy(&out.stderr)
-                .trim()
-                .chars()
-                .take(200)
-                .collect(),
-        }),
-    }
-}
-
 /// The VM resolver's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmSettings {
-    pub sources: Vec<VmSourceKind>,
+    pub sources: Vec<VmLookup>,
     pub midclt_command: Vec<String>,
     pub virsh_command: Vec<String>,
     /// `-c` for virsh; empty: virsh's default connection.
@@ -311,12 +242,12 @@ impl VmSource {
     }
 
     async fn run(&self, argv: &[String]) -> Result<String, VmError> {
-        run_command(argv, self.chroot(), self.settings.command_timeout).await
+        Ok(command::run(argv, self.chroot(), self.settings.command_timeout).await?)
     }
 
     async fn owners_of_processes(&self, vms: Vec<RunningVm>) -> Result<Owners, VmError> {
         let procfs = self.procfs.clone();
-        Ok(resolver::blocking(move || owners_of_vm_processes(&procfs, &vms)).await?)
+        Ok(sources::blocking(move || owners_of_vm_processes(&procfs, &vms)).await?)
     }
 
     async fn virsh(&self, args: &[&str]) -> Result<String, VmError> {
@@ -345,16 +276,16 @@ impl VmSource {
         Ok(owners)
     }
 
-    async fn via(&self, kind: VmSourceKind) -> Result<Owners, VmError> {
-        match kind {
-            VmSourceKind::Midclt => {
+    async fn via(&self, lookup: VmLookup) -> Result<Owners, VmError> {
+        match lookup {
+            VmLookup::Midclt => {
                 let json = self.run(&self.settings.midclt_command).await?;
                 self.owners_of_processes(parse_vm_query(&json)?).await
             }
-            VmSourceKind::Virsh => self.via_virsh().await,
-            VmSourceKind::Qemu => {
+            VmLookup::Virsh => self.via_virsh().await,
+            VmLookup::Qemu => {
                 let procfs = self.procfs.clone();
-                let vms = resolver::blocking(move || scan_qemu(&procfs)).await??;
+                let vms = sources::blocking(move || scan_qemu(&procfs)).await??;
                 self.owners_of_processes(vms).await
             }
         }
@@ -364,20 +295,20 @@ impl VmSource {
 impl Source for VmSource {
     type Snapshot = Owners;
     type Error = VmError;
-    const NAME: &'static str = "vm";
+    const ID: ResolverId = ResolverId::Vm;
 
-    /// The first source, in configured order, that answers decides.
+    /// The first lookup, in configured order, that answers decides.
     async fn refresh(&self) -> Result<Owners, VmError> {
         let mut failures = Vec::new();
-        for &kind in &self.settings.sources {
-            match self.via(kind).await {
+        for &lookup in &self.settings.sources {
+            match self.via(lookup).await {
                 Ok(owners) => {
                     if !failures.is_empty() {
-                        tracing::debug!(source = ?kind, skipped = %failures.join("; "), "VM source fell back");
+                        tracing::debug!(source = ?lookup, skipped = %failures.join("; "), "VM source fell back");
                     }
                     return Ok(owners);
                 }
-                Err(e) => failures.push(format!("{kind:?}: {e}")),
+                Err(e) => failures.push(format!("{lookup:?}: {e}")),
             }
         }
         Err(VmError::AllFailed(failures.join("; ")))

@@ -5,7 +5,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use truenas_net_exporter::compose::{LabelSettings, compose};
+use truenas_net_exporter::compose::compose;
+use truenas_net_exporter::labels::LabelSettings;
 use truenas_net_exporter::scrape::{Scrape, join_and_write};
 use truenas_net_exporter::synthetic;
 
