@@ -78,3 +78,28 @@ fn healthcheck_fails_when_nothing_listens() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not healthy"));
 }
+
+#[test]
+fn healthcheck_fails_on_a_non_200_answer() {
+    use std::io::{Read, Write};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut request = [0u8; 1024];
+        let n = conn.read(&mut request).unwrap();
+        conn.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        String::from_utf8_lossy(&request[..n]).into_owned()
+    });
+    let out = Command::new(bin())
+        .args(["--healthcheck", &format!("--web.listen-address={addr}")])
+        .output()
+        .unwrap();
+    let request = server.join().unwrap();
+    assert!(request.starts_with("GET / HTTP/1.1\r\n"), "{request}");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not healthy") && err.contains("503"), "{err}");
+}

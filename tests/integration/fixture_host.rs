@@ -187,6 +187,11 @@ fn vm_taps_and_macvtaps_map_to_their_vms() {
     assert_eq!(owner("vnet1"), ("pritunl".into(), "vm".into()));
     assert_eq!(owner("vnet2"), ("vyos".into(), "vm".into()));
     assert_eq!(
+        owner("macvtap0"),
+        ("vyos".into(), "macvtap".into()),
+        "held through /dev/tapN"
+    );
+    assert_eq!(
         owner("vnet5"),
         ("vnet5".into(), "vm".into()),
         "held by no running VM"

@@ -6,6 +6,11 @@
 set -euo pipefail
 mount -t sysfs sysfs "$ROOT/sys"
 net="$ROOT/sys/class/net"
+# No IPv6 in this namespace: autoconfiguration on a fresh link would send
+# router solicitations and MLD reports through the bridge at random moments.
+for f in all default; do
+  [ ! -e "/proc/sys/net/ipv6/conf/$f" ] || echo 1 > "/proc/sys/net/ipv6/conf/$f/disable_ipv6"
+done
 
 ip link set lo up
 ip link add lan type bridge                                  # a bridge not named br*

@@ -1,6 +1,7 @@
 //! One integration-test binary; each module is a layer from design.md.
 //! Tests that need root or a tool print `SKIP: <reason>` when it is missing;
-//! with `CI=true` (or `TNE_REQUIRE_ALL=1`) a skip is a failure.
+//! with `CI` set (to anything but `false` or `0`), or `TNE_REQUIRE_ALL=1`, a
+//! skip is a failure.
 
 mod alloc;
 mod cli;

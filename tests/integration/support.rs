@@ -17,10 +17,12 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Under CI every test must run: a missing component fails instead of skipping.
+/// Under CI every test must run: a missing component fails instead of
+/// skipping. CI services set `CI` to `true`, `1` or their own name; only an
+/// empty value, `false` or `0` means "not CI".
 pub fn strict() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-        || std::env::var("TNE_REQUIRE_ALL").is_ok_and(|v| v == "1")
+    let set = |name| std::env::var(name).is_ok_and(|v| !matches!(v.as_str(), "" | "false" | "0"));
+    set("CI") || set("TNE_REQUIRE_ALL")
 }
 
 /// `true` if the test may go on; otherwise prints why it skips (or fails under CI).
