@@ -2,17 +2,20 @@
 //! every second: the seed fixture host (NICs, bridges, VMs through its fake
 //! midclt) and this host with a real Docker engine and a TrueNAS-style app.
 //! Its scrape config is the README's, and every PromQL line of the README is
-//! run through the HTTP API and must return the expected series.
+//! run through the HTTP API and must return the expected series. With the
+//! same config, two exporters of the same host stay two hosts.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::docker::{Cleanup, IMAGE, engine, server_on, shared_engine};
 use crate::fixture_host::seed_vm_toml;
 use crate::http::Server;
-use crate::support::{fixture, have, http, require, wait_for};
+use crate::support::{copy_fixture, fixture, have, http, require, wait_for};
 
 /// A fenced block of the README, by its language tag, under `## Prometheus`.
 fn readme_block(lang: &str) -> String {
@@ -48,10 +51,11 @@ impl Drop for Prometheus {
 fn start_prometheus(targets: &[SocketAddr]) -> Prometheus {
     let data = tempfile::tempdir().unwrap();
     let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
-    let scrape = readme_block("yaml").replace("\"truenas.lan:9551\"", &list.join(", "));
+    let example = r#""truenas.lan:9551", "backup-nas.lan:9551""#;
+    let scrape = readme_block("yaml").replace(example, &list.join(", "));
     assert!(
         scrape.contains(&list[0]),
-        "README scrape config names the example target"
+        "README scrape config names the example targets"
     );
     let config = format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{scrape}");
     let path = data.path().join("prometheus.yml");
@@ -95,6 +99,14 @@ fn encode(q: &str) -> String {
 
 /// The result vector of an instant query: each series' labels.
 fn query(prom: SocketAddr, q: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    query_values(prom, q).into_iter().map(|(m, _)| m).collect()
+}
+
+/// The result vector of an instant query: each series' labels and value.
+fn query_values(
+    prom: SocketAddr,
+    q: &str,
+) -> Vec<(serde_json::Map<String, serde_json::Value>, f64)> {
     let r = http(prom, "GET", &format!("/api/v1/query?query={}", encode(q)));
     assert_eq!(r.status, 200, "{q}: {}", r.body);
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
@@ -102,7 +114,10 @@ fn query(prom: SocketAddr, q: &str) -> Vec<serde_json::Map<String, serde_json::V
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["metric"].as_object().unwrap().clone())
+        .map(|s| {
+            let value = s["value"][1].as_str().unwrap().parse().unwrap();
+            (s["metric"].as_object().unwrap().clone(), value)
+        })
         .collect()
 }
 
@@ -190,4 +205,113 @@ fn readme_queries_answer_from_a_real_prometheus() {
             .iter()
             .all(|s| !s.contains_key("exported_instance"))
     );
+}
+
+/// Rewrites `enp8s0f0`'s receive bytes in a fixture host's net/dev, atomically.
+fn set_rx_bytes(host: &Path, value: u64) -> std::io::Result<()> {
+    let netdev = host.join("proc/1/net/dev");
+    let text = std::fs::read_to_string(&netdev)?;
+    let text: String = text
+        .lines()
+        .map(|line| match line.split_once("enp8s0f0: ") {
+            Some((indent, rest)) => {
+                let others = rest.split_once(' ').unwrap().1;
+                format!("{indent}enp8s0f0: {value} {others}\n")
+            }
+            None => format!("{line}\n"),
+        })
+        .collect();
+    let tmp = host.join("proc/1/net/dev.new");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(tmp, netdev)
+}
+
+/// Two NAS boxes that look alike (same interfaces, same owners), scraped in
+/// one job with the README's config: with `honor_labels` the target address
+/// is gone from `instance`, so only `host` keeps their series apart.
+#[test]
+fn two_hosts_in_one_job_stay_apart() {
+    if !require(
+        have("prometheus"),
+        "prometheus not installed (Debian package prometheus)",
+    ) {
+        return;
+    }
+    let hosts = [copy_fixture("seed-host"), copy_fixture("seed-host")];
+    // Host 0 receives 1,000 bytes/s on enp8s0f0, host 1 3,000 bytes/s.
+    let per_second = [1000u64, 3000];
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let roots: Vec<_> = hosts.iter().map(|h| h.path().to_owned()).collect();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let elapsed = start.elapsed().as_secs_f64();
+                for (root, rate) in roots.iter().zip(per_second) {
+                    // Fails only once a failed test has removed the hosts.
+                    if set_rx_bytes(root, 1_000_000 + (elapsed * rate as f64) as u64).is_err() {
+                        return;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let servers = [
+        Server::start(hosts[0].path(), ""),
+        Server::start(hosts[1].path(), ""),
+    ];
+    let prom = start_prometheus(&[servers[0].addr, servers[1].addr]);
+
+    // rate() extrapolates over its whole window: wait until it is full.
+    wait_for(Duration::from_secs(60), || {
+        let samples = query_values(
+            prom.addr,
+            r#"count_over_time(net_interface_rx_bytes_total{interface="enp8s0f0"}[5s])"#,
+        );
+        (samples.len() == 2 && samples.iter().all(|(_, n)| *n >= 5.0)).then_some(())
+    })
+    .expect("five samples of one enp8s0f0 series per host");
+    let rates = query_values(
+        prom.addr,
+        r#"rate(net_interface_rx_bytes_total{interface="enp8s0f0"}[5s])"#,
+    );
+    assert_eq!(rates.len(), 2, "{rates:?}");
+    for (labels, value) in &rates {
+        let host = labels["host"].as_str().unwrap();
+        let i = servers
+            .iter()
+            .position(|s| s.addr.to_string() == host)
+            .unwrap_or_else(|| panic!("host {host} is a target address"));
+        let expected = per_second[i] as f64;
+        assert!(
+            (value - expected).abs() < expected * 0.2,
+            "{host}: {value} bytes/s, expected {expected}: the hosts' samples mixed"
+        );
+    }
+
+    let count = |q: &str| query_values(prom.addr, q);
+    let one_host = 21.0;
+    assert_eq!(
+        count("count(net_interface_rx_bytes_total)")[0].1,
+        2.0 * one_host
+    );
+    let per_host = count("count by (host) (net_interface_rx_bytes_total)");
+    assert_eq!(per_host.len(), 2);
+    assert!(per_host.iter().all(|(_, n)| *n == one_host), "{per_host:?}");
+
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let own = http(prom.addr, "GET", "/metrics").body;
+    for counter in [
+        "prometheus_target_scrapes_sample_out_of_order_total",
+        "prometheus_target_scrapes_sample_duplicate_timestamp_total",
+    ] {
+        let line = own
+            .lines()
+            .find(|l| l.starts_with(counter))
+            .unwrap_or_else(|| panic!("{counter} missing"));
+        assert_eq!(line, format!("{counter} 0"), "samples collided");
+    }
 }
