@@ -34,7 +34,8 @@ fn netdev(c: &mut Criterion) {
     let exporter = Exporter::new(config);
     runtime.block_on(exporter.refresh_all_once());
     let mut buf = Vec::new();
-    scrape::read_netdev(&path, &mut buf).expect("read net/dev");
+    let max = exporter.config.netdev.max_bytes;
+    scrape::read_netdev(&path, max, &mut buf).expect("read net/dev");
     let interfaces = truenas_net_exporter::netdev::parse(&buf).count();
     eprintln!(
         "netdev benches: {interfaces} interfaces in {}",
@@ -44,12 +45,21 @@ fn netdev(c: &mut Criterion) {
     let mut g = c.benchmark_group(format!("netdev_{interfaces}"));
     g.bench_function("read", |b| {
         b.iter(|| {
-            scrape::read_netdev(&path, &mut buf).expect("read");
+            scrape::read_netdev(&path, max, &mut buf).expect("read");
             black_box(buf.len())
         })
     });
+    // The scrape is async (its read may leave the thread off procfs); on
+    // procfs it never suspends, so a current-thread block_on adds only a poll.
+    let local = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     g.bench_function("scrape", |b| {
-        b.iter(|| black_box(exporter.scrape().body.map(|c| c.len()).sum::<usize>()))
+        b.iter(|| {
+            let out = local.block_on(exporter.scrape());
+            black_box(out.body.map(|c| c.len()).sum::<usize>())
+        })
     });
     let table = exporter.hub.table();
     let mut out = Vec::new();

@@ -1,12 +1,19 @@
 //! Runs an external tool (`midclt`, `virsh`) for a source: optionally inside a
-//! chroot, bounded by a timeout, killed and reaped past it. The crate's only
-//! `unsafe` outside `main` (the chroot between fork and exec) is here.
+//! chroot, in a process group of its own, bounded in time and in output.
+//! However it ends, the whole group is killed, so a tool's children cannot
+//! outlive it, and the child is reaped. The crate's only `unsafe` outside
+//! `main` (the chroot between fork and exec) is here.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::telemetry::{Limit, LimitMetric, Telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -19,22 +26,76 @@ pub enum CommandError {
     },
     #[error("{command}: timed out after {timeout:?}; killed")]
     Timeout { command: String, timeout: Duration },
+    #[error("{command}: output exceeds {max} bytes; killed")]
+    TooMuchOutput { command: String, max: usize },
     #[error("{command}: exited with {status}: {stderr}")]
     Failed {
         command: String,
-        status: std::process::ExitStatus,
+        status: ExitStatus,
         stderr: String,
     },
 }
 
-/// Runs `argv` (inside `chroot_to` when given), bounded by `timeout`, and
-/// returns its stdout. Past the timeout the child is killed (`kill_on_drop`)
-/// and tokio reaps it.
-pub async fn run(
-    argv: &[String],
-    chroot_to: Option<&Path>,
+/// How a command is run.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits<'a> {
+    /// Run inside this root (chroot) when given.
+    pub chroot: Option<&'a Path>,
+    pub timeout: Duration,
+    /// stdout beyond this fails the command.
+    pub max_output: usize,
+}
+
+/// Runs commands with fixed limits, counting each limit that trips.
+pub struct Runner {
+    chroot: Option<PathBuf>,
     timeout: Duration,
-) -> Result<String, CommandError> {
+    max_output: usize,
+    timeouts: Arc<LimitMetric>,
+    overflows: Arc<LimitMetric>,
+}
+
+impl Runner {
+    pub fn new(
+        chroot: Option<PathBuf>,
+        timeout: Duration,
+        max_output: usize,
+        telemetry: &Telemetry,
+    ) -> Runner {
+        Runner {
+            chroot,
+            timeout,
+            max_output,
+            timeouts: telemetry.limit(Limit::CommandTimeout),
+            overflows: telemetry.limit(Limit::CommandOutput),
+        }
+    }
+
+    pub async fn run(&self, argv: &[String]) -> Result<String, CommandError> {
+        let limits = Limits {
+            chroot: self.chroot.as_deref(),
+            timeout: self.timeout,
+            max_output: self.max_output,
+        };
+        let result = run(argv, limits).await;
+        match &result {
+            Err(e @ CommandError::Timeout { .. }) => self.timeouts.hit(e),
+            Err(e @ CommandError::TooMuchOutput { .. }) => self.overflows.hit(e),
+            _ => {}
+        }
+        result
+    }
+}
+
+/// Of stderr only the start is kept, for the error message.
+const STDERR_KEPT: usize = 4096;
+
+/// After the tool exits, its output pipes get this long to reach end of file:
+/// a child it left behind may hold them open, and is then killed with the group.
+const DRAIN_GRACE: Duration = Duration::from_millis(250);
+
+/// Runs `argv` and returns its stdout (lossy UTF-8).
+pub async fn run(argv: &[String], limits: Limits<'_>) -> Result<String, CommandError> {
     let (program, args) = argv.split_first().ok_or(CommandError::Empty)?;
     let command = argv.join(" ");
     let mut cmd = tokio::process::Command::new(program);
@@ -42,8 +103,9 @@ pub async fn run(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
-    if let Some(root) = chroot_to {
+    if let Some(root) = limits.chroot {
         let root = CString::new(root.as_os_str().as_bytes()).map_err(|e| CommandError::Spawn {
             command: command.clone(),
             source: std::io::Error::other(e),
@@ -52,31 +114,199 @@ pub async fn run(
         // exec; the path was allocated before the fork.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::chroot(root.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                rustix::process::chroot(root.as_c_str())?;
+                rustix::process::chdir(c"/")?;
                 Ok(())
             });
         }
     }
-    let child = cmd.spawn().map_err(|source| CommandError::Spawn {
+    let mut child = cmd.spawn().map_err(|source| CommandError::Spawn {
         command: command.clone(),
         source,
     })?;
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Err(_) => Err(CommandError::Timeout { command, timeout }),
-        Ok(Err(source)) => Err(CommandError::Spawn { command, source }),
-        Ok(Ok(out)) if out.status.success() => {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        }
-        Ok(Ok(out)) => Err(CommandError::Failed {
+    let group = child.id().and_then(|id| i32::try_from(id).ok());
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        kill_group(group);
+        return Err(CommandError::Spawn {
             command,
-            status: out.status,
-            stderr: String::from_utf8_lossy(&out.stderr)
+            source: std::io::Error::other("no pipes to the child"),
+        });
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let outcome = tokio::time::timeout(limits.timeout, async {
+        let mut output = Box::pin(async {
+            tokio::try_join!(
+                read_capped(stdout, &mut out, limits.max_output),
+                read_capped(stderr, &mut err, STDERR_KEPT),
+            )
+        });
+        // Output and exit, in either order; once the tool has exited, its
+        // pipes get a short grace to close.
+        let status = tokio::select! {
+            read = &mut output => match read {
+                Ok((true, _)) => child.wait().await,
+                Ok((false, _)) => return Ok(None),
+                Err(e) => Err(e),
+            },
+            status = child.wait() => match tokio::time::timeout(DRAIN_GRACE, &mut output).await {
+                Ok(Ok((false, _))) => return Ok(None),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok((true, _))) | Err(_) => status,
+            },
+        };
+        status.map(Some)
+    })
+    .await;
+    kill_group(group);
+    match outcome {
+        Err(_) => Err(CommandError::Timeout {
+            command,
+            timeout: limits.timeout,
+        }),
+        Ok(Err(source)) => Err(CommandError::Spawn { command, source }),
+        Ok(Ok(None)) => Err(CommandError::TooMuchOutput {
+            command,
+            max: limits.max_output,
+        }),
+        Ok(Ok(Some(status))) if status.success() => Ok(String::from_utf8_lossy(&out).into_owned()),
+        Ok(Ok(Some(status))) => Err(CommandError::Failed {
+            command,
+            status,
+            stderr: String::from_utf8_lossy(&err)
                 .trim()
                 .chars()
                 .take(200)
                 .collect(),
         }),
+    }
+}
+
+/// Reads `pipe` to its end into `buf`, keeping at most `max` bytes. Returns
+/// whether everything fit; past `max` it stops reading.
+async fn read_capped(
+    pipe: impl AsyncRead + Unpin,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<bool> {
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    pipe.take(limit).read_to_end(buf).await?;
+    if buf.len() > max {
+        buf.truncate(max);
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// SIGKILL to the tool's whole process group (a no-op once it is empty).
+fn kill_group(group: Option<i32>) {
+    if let Some(group) = group.and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Vec<String> {
+        vec!["/bin/sh".into(), "-c".into(), script.into()]
+    }
+
+    fn limits(timeout_ms: u64, max_output: usize) -> Limits<'static> {
+        Limits {
+            chroot: None,
+            timeout: Duration::from_millis(timeout_ms),
+            max_output,
+        }
+    }
+
+    #[tokio::test]
+    async fn output_exit_status_and_stderr() {
+        assert_eq!(
+            run(&sh("echo hello"), limits(5000, 100)).await.unwrap(),
+            "hello\n"
+        );
+        let err = run(&sh("echo broken >&2; exit 3"), limits(5000, 100))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("exit status: 3") && err.contains("broken"),
+            "{err}"
+        );
+        assert!(matches!(
+            run(&[], limits(5000, 100)).await,
+            Err(CommandError::Empty)
+        ));
+    }
+
+    #[tokio::test]
+    async fn endless_output_is_cut_and_the_tool_killed() {
+        let err = run(&sh("yes"), limits(10_000, 1 << 16)).await.unwrap_err();
+        assert!(
+            matches!(err, CommandError::TooMuchOutput { max: 65536, .. }),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_child_holding_stdout_is_killed_with_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild");
+        // The tool prints, leaves a child holding its stdout, and exits.
+        let script = format!(
+            "echo done; sleep 600 & echo $! > {}; exit 0",
+            pidfile.display()
+        );
+        let started = std::time::Instant::now();
+        let out = run(&sh(&script), limits(5000, 100)).await.unwrap();
+        assert_eq!(out, "done\n");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "did not wait for the child"
+        );
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let alive = || exists(pid) && !is_zombie(pid);
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            !alive()
+        });
+        assert!(gone, "the grandchild {pid} outlived the command");
+    }
+
+    #[tokio::test]
+    async fn a_hung_tool_and_its_children_are_killed_at_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child");
+        let script = format!("sleep 600 & echo $! > {}; wait", pidfile.display());
+        let err = run(&sh(&script), limits(300, 100)).await.unwrap_err();
+        assert!(matches!(err, CommandError::Timeout { .. }), "{err}");
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            !exists(pid) || is_zombie(pid)
+        });
+        assert!(gone, "the tool's child {pid} outlived the timeout");
+    }
+
+    fn exists(pid: i32) -> bool {
+        std::path::Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    /// Killed but not yet reaped by its new parent.
+    fn is_zombie(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
     }
 }

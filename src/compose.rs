@@ -2,7 +2,7 @@
 //! [`LabelTable`], mapping interface name -> pre-rendered label blocks.
 //! Classification order (design.md): the owner first, then kernel facts, then the name.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::labels::{InterfaceLabels, Kind, LabelSettings, Rendered};
 use crate::sources::Owners;
@@ -21,6 +21,12 @@ pub struct Entry {
 pub struct LabelTable {
     index: HashMap<Box<[u8]>, u32>,
     entries: Vec<Entry>,
+    /// Written `interface` values that hold an escape. Only those can equal
+    /// another interface's (a name with invalid UTF-8 is written with `\xNN`,
+    /// which a real name could spell out), so only they are checked.
+    escaped: HashSet<Box<str>>,
+    /// Interfaces left out because their labels would repeat another's.
+    pub collisions: Vec<String>,
 }
 
 impl LabelTable {
@@ -51,6 +57,13 @@ impl LabelTable {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Whether an interface outside the table, written as `rendered`, would
+    /// repeat the labels of one inside it.
+    pub fn collides(&self, rendered: &Rendered) -> bool {
+        let interface = rendered.interface();
+        interface.contains('\\') && self.escaped.contains(interface)
     }
 }
 
@@ -144,9 +157,9 @@ pub fn compose(
 
     // A bridge with a VLAN port tags its other ports with that VLAN (lowest id wins).
     let mut bridge_vlan: HashMap<&[u8], u16> = HashMap::new();
-    for facts in topology.links.values() {
-        if let (Some(bridge), Some(id)) = (&facts.bridge, facts.vlan_id) {
-            let slot = bridge_vlan.entry(bridge.as_slice()).or_insert(id);
+    for (name, facts) in &topology.links {
+        if let (Some(bridge), Some(id)) = (bridge_of(topology, name, facts), facts.vlan_id) {
+            let slot = bridge_vlan.entry(bridge).or_insert(id);
             *slot = (*slot).min(id);
         }
     }
@@ -154,6 +167,7 @@ pub fn compose(
     let mut table = LabelTable {
         index: HashMap::with_capacity(topology.links.len()),
         entries: Vec::with_capacity(topology.links.len()),
+        ..LabelTable::default()
     };
     for (name, facts) in &topology.links {
         if !settings.filter.allows(name) {
@@ -162,19 +176,14 @@ pub fn compose(
         }
         let owner = owner_of(name);
         let kind = owner.map_or_else(|| classify(name, facts), |o| o.kind);
-        let bridge = facts.bridge.as_deref().unwrap_or(b"");
+        let bridge = bridge_of(topology, name, facts).unwrap_or(b"");
         let app = match owner {
             Some(o) => o.app.as_bytes(),
             // Orphan veth: the app of the Docker network its bridge belongs to.
             None if kind == Kind::Docker => owner_of(bridge).map_or(&b""[..], |b| b.app.as_bytes()),
             None => b"",
         };
-        let vlan = facts.vlan_id.or_else(|| {
-            facts
-                .bridge
-                .as_deref()
-                .and_then(|b| bridge_vlan.get(b).copied())
-        });
+        let vlan = facts.vlan_id.or_else(|| bridge_vlan.get(bridge).copied());
         let labels = InterfaceLabels {
             interface: name,
             instance: owner.map_or(name.as_slice(), |o| o.instance.as_bytes()),
@@ -188,14 +197,30 @@ pub fn compose(
             vlan,
         };
         let rendered = Rendered::new(&labels, &settings.owner_label);
-        table.insert(
-            name,
-            Entry {
-                rendered: Some(rendered),
-            },
-        );
+        let interface = rendered.interface();
+        let rendered = if !interface.contains('\\') || table.escaped.insert(interface.into()) {
+            Some(rendered)
+        } else {
+            // Names are visited in byte order: the first keeps the labels.
+            table.collisions.push(interface.to_owned());
+            None
+        };
+        table.insert(name, Entry { rendered });
     }
     table
+}
+
+/// The bridge `name` is a port of: sysfs's `master`, if it names another
+/// interface of this host (a broken tree's link may point anywhere, itself included).
+fn bridge_of<'a>(
+    topology: &TopologySnapshot,
+    name: &[u8],
+    facts: &'a LinkFacts,
+) -> Option<&'a [u8]> {
+    facts
+        .bridge
+        .as_deref()
+        .filter(|b| *b != name && topology.links.contains_key(*b))
 }
 
 #[cfg(test)]

@@ -45,6 +45,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub paths: RawPaths,
     #[serde(default)]
+    pub netdev: RawNetdev,
+    #[serde(default)]
     pub log: RawLog,
     #[serde(default)]
     pub labels: RawLabels,
@@ -72,6 +74,7 @@ pub struct RawVm {
     pub virsh_command: Option<Vec<String>>,
     pub virsh_uri: Option<String>,
     pub chroot: Option<bool>,
+    pub max_output_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +82,18 @@ pub struct RawVm {
 pub struct RawWeb {
     pub listen_address: Option<String>,
     pub telemetry_path: Option<String>,
+    pub read_header_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub write_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub shutdown_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetdev {
+    pub max_bytes: Option<usize>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +137,7 @@ pub struct RawDocker {
     pub enabled: Option<bool>,
     pub interval: Option<String>,
     pub timeout: Option<String>,
+    pub max_response_bytes: Option<usize>,
 }
 
 impl RawConfig {
@@ -176,6 +192,31 @@ pub enum RunMode {
 pub struct DockerConfig {
     pub socket: PathBuf,
     pub schedule: Schedule,
+    /// A larger API response fails the call.
+    pub max_response_bytes: usize,
+}
+
+/// Bounds on HTTP clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// From a connection's first byte (or its accept) to its request's last header.
+    pub read_header_timeout: Duration,
+    /// A keep-alive connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// A response that makes no progress (the client does not read) this long is cut.
+    pub write_timeout: Duration,
+    /// Open connections; above it an idle one is closed for a new one.
+    pub max_connections: usize,
+    /// After SIGTERM, in-flight requests get this long before the process exits.
+    pub shutdown_timeout: Duration,
+}
+
+/// Bounds on reading net/dev.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetdevLimits {
+    pub max_bytes: usize,
+    /// For a net/dev that is not on procfs (a fixture tree, another mount).
+    pub timeout: Duration,
 }
 
 /// The VM resolver's checked settings.
@@ -192,8 +233,10 @@ pub struct Config {
     pub mode: RunMode,
     pub listen_address: String,
     pub telemetry_path: String,
+    pub http: HttpLimits,
     pub rootfs: PathBuf,
     pub procfs: PathBuf,
+    pub netdev: NetdevLimits,
     pub log_level: LogLevel,
     pub labels: LabelSettings,
     pub topology: Option<Schedule>,
@@ -275,6 +318,7 @@ impl Config {
         .map(|schedule| DockerConfig {
             socket: docker_socket.into(),
             schedule,
+            max_response_bytes: raw.docker.max_response_bytes.unwrap_or(16 << 20),
         });
 
         let vm_schedule = resolver_key(
@@ -295,7 +339,35 @@ impl Config {
             raw.vm.virsh_uri,
             raw.vm.chroot,
             raw.vm.command_timeout,
+            raw.vm.max_output_bytes,
         )?;
+        let http = HttpLimits {
+            read_header_timeout: duration_key(
+                "web.read_header_timeout",
+                raw.web.read_header_timeout,
+                Duration::from_secs(10),
+            )?,
+            idle_timeout: duration_key(
+                "web.idle_timeout",
+                raw.web.idle_timeout,
+                Duration::from_secs(120),
+            )?,
+            write_timeout: duration_key(
+                "web.write_timeout",
+                raw.web.write_timeout,
+                Duration::from_secs(10),
+            )?,
+            max_connections: positive("web.max_connections", raw.web.max_connections, 256)?,
+            shutdown_timeout: duration_key(
+                "web.shutdown_timeout",
+                raw.web.shutdown_timeout,
+                Duration::from_secs(5),
+            )?,
+        };
+        let netdev = NetdevLimits {
+            max_bytes: positive("netdev.max_bytes", raw.netdev.max_bytes, 32 << 20)?,
+            timeout: duration_key("netdev.timeout", raw.netdev.timeout, Duration::from_secs(5))?,
+        };
 
         let mode = match (cli.once, cli.healthcheck) {
             (_, true) => RunMode::Healthcheck,
@@ -307,6 +379,8 @@ impl Config {
             mode,
             listen_address,
             telemetry_path,
+            http,
+            netdev,
             rootfs: cli
                 .rootfs
                 .clone()
@@ -353,6 +427,7 @@ fn vm_settings(
     virsh_uri: Option<String>,
     chroot: Option<bool>,
     command_timeout: Option<String>,
+    max_output_bytes: Option<usize>,
 ) -> Result<VmSettings, ConfigError> {
     let sources =
         sources.unwrap_or_else(|| vec![VmLookup::Midclt, VmLookup::Virsh, VmLookup::Qemu]);
@@ -378,6 +453,7 @@ fn vm_settings(
             command_timeout,
             Duration::from_secs(15),
         )?,
+        max_output_bytes: positive("vm.max_output_bytes", max_output_bytes, 16 << 20)?,
     })
 }
 
@@ -436,6 +512,18 @@ fn duration_key(
 
 /// A resolver's schedule, or `None` when it is switched off. Its keys are
 /// checked either way, so a typo in a disabled section is still an error.
+fn positive(key: &'static str, value: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    match value {
+        Some(0) => Err(invalid(key, "must be greater than zero")),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
+/// Resolver intervals below this are refused: "1ms" is a typo for "1m" far
+/// more often than a wish, and it would spin a core.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
 fn resolver_key(
     keys: (&'static str, &'static str),
     raw: RawResolver,
@@ -446,6 +534,16 @@ fn resolver_key(
         interval: duration_key(keys.0, raw.interval, interval)?,
         timeout: duration_key(keys.1, raw.timeout, timeout)?,
     };
+    if schedule.interval < MIN_INTERVAL {
+        return Err(invalid(
+            keys.0,
+            format!(
+                "{} is below the minimum of {} (a typo for \"1m\"?)",
+                humantime::format_duration(schedule.interval),
+                humantime::format_duration(MIN_INTERVAL)
+            ),
+        ));
+    }
     Ok(raw.enabled.unwrap_or(true).then_some(schedule))
 }
 
@@ -532,6 +630,11 @@ mod tests {
             ("[vm]\nmidclt_command = []", "vm.midclt_command"),
             ("[vm]\ncommand_timeout = \"x\"", "vm.command_timeout"),
             ("[vm]\nsources = [\"libvirt\"]", "libvirt"),
+            ("[topology]\ninterval = \"1ms\"", "topology.interval"),
+            ("[docker]\ninterval = \"999ms\"", "docker.interval"),
+            ("[web]\nmax_connections = 0", "web.max_connections"),
+            ("[web]\nidle_timeout = \"never\"", "web.idle_timeout"),
+            ("[netdev]\nmax_bytes = 0", "netdev.max_bytes"),
         ] {
             let err = build(toml, &Cli::default()).unwrap_err().to_string();
             assert!(err.contains(key), "{toml}: {err}");

@@ -3,16 +3,15 @@
 //! serving and `--once` both use) and produces scrapes.
 
 use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::compose::LabelTable;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::resolver::{AnyResolver, Publish, Resolver, Schedule};
-use crate::scrape::{self, JoinStats, Scrape};
+use crate::scrape::{JoinStats, NetdevReader, Scrape};
 use crate::sources::docker::DockerSource;
 use crate::sources::lxc::LxcSource;
 use crate::sources::topology::TopologySource;
@@ -24,21 +23,19 @@ pub struct Exporter {
     pub config: Config,
     pub hub: Hub,
     pub telemetry: Telemetry,
-    netdev_path: PathBuf,
-    /// Size of the last net/dev read, to allocate the next buffer once.
-    last_netdev_len: AtomicUsize,
+    netdev: NetdevReader,
     /// Whether the last net/dev read failed, so the log fires on change only.
     netdev_failing: AtomicBool,
 }
 
 impl Exporter {
     pub fn new(config: Config) -> Arc<Exporter> {
+        let telemetry = Telemetry::new();
         Arc::new(Exporter {
-            netdev_path: config.procfs.join("1/net/dev"),
+            netdev: NetdevReader::new(&config.procfs, config.netdev, &telemetry),
             hub: Hub::new(config.labels.clone()),
-            telemetry: Telemetry::new(),
+            telemetry,
             config,
-            last_netdev_len: AtomicUsize::new(0),
             netdev_failing: AtomicBool::new(false),
         })
     }
@@ -50,7 +47,7 @@ impl Exporter {
         if let Some(schedule) = c.topology {
             let me = Arc::clone(self);
             let publish: Publish<_> = Box::new(move |s| me.hub.publish_topology(s));
-            let source = TopologySource::new(&c.rootfs, &c.procfs);
+            let source = TopologySource::new(&c.rootfs, &c.procfs, schedule.timeout);
             list.push(self.resolver(source, schedule, publish));
         }
         if let Some(docker) = &c.docker {
@@ -59,16 +56,22 @@ impl Exporter {
                 self.hub.wake(ResolverId::Docker),
                 self.hub.wake(ResolverId::Topology),
             ];
-            let source =
-                DockerSource::new(&docker.socket, &c.procfs, docker.schedule.timeout, wakes);
+            let source = DockerSource::new(docker, &c.procfs, wakes, &self.telemetry);
             list.push(self.owner_resolver(source, docker.schedule));
         }
         if let Some(vm) = &c.vm {
-            let source = VmSource::new(vm.settings.clone(), &c.rootfs, &c.procfs);
+            let source = VmSource::new(
+                vm.settings.clone(),
+                &c.rootfs,
+                &c.procfs,
+                vm.schedule.timeout,
+                &self.telemetry,
+            );
             list.push(self.owner_resolver(source, vm.schedule));
         }
         if let Some(schedule) = c.lxc {
-            list.push(self.owner_resolver(LxcSource::new(&c.procfs), schedule));
+            let source = LxcSource::new(&c.procfs, schedule.timeout);
+            list.push(self.owner_resolver(source, schedule));
         }
         list
     }
@@ -110,13 +113,15 @@ impl Exporter {
     /// be read the body holds only the own metrics and the error is returned
     /// beside it; the caller decides what that means (`--once` exits non-zero,
     /// the server still answers).
-    pub fn scrape(self: &Arc<Self>) -> ScrapeOutput {
+    pub async fn scrape(self: &Arc<Self>) -> ScrapeOutput {
         let started = Instant::now();
-        let mut netdev = Vec::with_capacity(self.last_netdev_len.load(Ordering::Relaxed) + 1024);
-        let (scrape, netdev_error) = match scrape::read_netdev(&self.netdev_path, &mut netdev) {
-            Ok(()) => {
-                self.last_netdev_len.store(netdev.len(), Ordering::Relaxed);
-                let scrape = Scrape::new(&netdev, self.hub.table(), self.hub.settings());
+        let (scrape, netdev_error) = match self.netdev.read().await {
+            Ok(netdev) => {
+                let table = self.hub.table();
+                self.telemetry
+                    .label_collisions
+                    .set(table.collisions.len() as f64);
+                let scrape = Scrape::new(&netdev, table, self.hub.settings());
                 self.after_join(&scrape.stats);
                 (Some(scrape), None)
             }
@@ -124,12 +129,8 @@ impl Exporter {
                 self.telemetry.read_errors.increment(1);
                 if !self.netdev_failing.swap(true, Ordering::Relaxed) {
                     self.telemetry.state_changed();
-                    tracing::error!(path = %self.netdev_path.display(), error = %e, "cannot read net/dev; serving only the exporter's own metrics");
+                    tracing::error!(error = %e, "cannot read net/dev; serving only the exporter's own metrics");
                 }
-                let e = io::Error::new(
-                    e.kind(),
-                    format!("cannot read {}: {e}", self.netdev_path.display()),
-                );
                 (None, Some(e))
             }
         };
@@ -153,7 +154,7 @@ impl Exporter {
         }
         if self.netdev_failing.swap(false, Ordering::Relaxed) {
             self.telemetry.state_changed();
-            tracing::info!(path = %self.netdev_path.display(), "net/dev readable again");
+            tracing::info!(path = %self.netdev.path().display(), "net/dev readable again");
         }
     }
 }

@@ -20,8 +20,9 @@ pub struct Hub {
     /// Indexed by [`ResolverId`]; the topology's slot stays empty.
     owners: [ArcSwap<Owners>; ResolverId::COUNT],
     table: ArcSwap<LabelTable>,
-    /// Serialises compositions so a slower, older one cannot overwrite a newer table.
-    compose_lock: Mutex<()>,
+    /// Serialises compositions so a slower, older one cannot overwrite a newer
+    /// table; holds the last table's label collisions, to log only changes.
+    compose_lock: Mutex<Vec<String>>,
     /// Indexed by [`ResolverId`]: a notification makes that resolver refresh soon.
     wakes: [Arc<Notify>; ResolverId::COUNT],
     born: Instant,
@@ -40,7 +41,7 @@ impl Hub {
             topology: ArcSwap::default(),
             owners: Default::default(),
             table: ArcSwap::default(),
-            compose_lock: Mutex::new(()),
+            compose_lock: Mutex::new(Vec::new()),
             wakes: Default::default(),
             born: Instant::now(),
             last_unknown_wake: AtomicU64::new(0),
@@ -105,11 +106,17 @@ impl Hub {
     }
 
     fn recompose(&self) {
-        let _guard = self.compose_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut collisions = self.compose_lock.lock().unwrap_or_else(|p| p.into_inner());
         let topology = self.topology.load();
         let owners = ResolverId::ALL.map(|id| self.owners[id.index()].load_full());
         let refs: Vec<&Owners> = owners.iter().map(|o| o.as_ref()).collect();
         let table = compose::compose(&topology, &refs, &self.settings);
+        if table.collisions != *collisions {
+            if !table.collisions.is_empty() {
+                tracing::warn!(interfaces = ?table.collisions, "interfaces left out: their labels would repeat another interface's");
+            }
+            collisions.clone_from(&table.collisions);
+        }
         self.table.store(Arc::new(table));
         self.composed.store(true, Ordering::Relaxed);
     }

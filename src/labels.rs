@@ -103,7 +103,8 @@ impl Kind {
 }
 
 /// Appends `value` escaped for a Prometheus text-format label value.
-/// Invalid UTF-8 (possible in kernel interface names) becomes U+FFFD.
+/// Bytes that are not UTF-8 (possible in kernel interface names) are written
+/// as `\xNN`, so two names that differ only there stay two label values.
 pub fn push_escaped(out: &mut String, value: &[u8]) {
     for chunk in value.utf8_chunks() {
         for c in chunk.valid().chars() {
@@ -114,8 +115,9 @@ pub fn push_escaped(out: &mut String, value: &[u8]) {
                 c => out.push(c),
             }
         }
-        if !chunk.invalid().is_empty() {
-            out.push(char::REPLACEMENT_CHARACTER);
+        for byte in chunk.invalid() {
+            // The label value is `\xNN`; its backslash is escaped in the text format.
+            out.push_str(&format!("\\\\x{byte:02x}"));
         }
     }
 }
@@ -185,6 +187,20 @@ impl Rendered {
         &self.counters
     }
 
+    /// The `interface` value as written (escaped), without its quotes.
+    pub fn interface(&self) -> &str {
+        let value = &self.counters[LABEL_NAMES[0].len() + 2..];
+        let mut escaped = false;
+        for (i, c) in value.char_indices() {
+            match c {
+                '"' if !escaped => return &value[..i],
+                '\\' => escaped = !escaped,
+                _ => escaped = false,
+            }
+        }
+        value
+    }
+
     /// Appends `interface="..",<owner>="..",instance_type="..",app="..",bridge="..",vlan=".."`.
     pub fn write_info(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.counters.as_bytes()[..self.common]);
@@ -220,7 +236,8 @@ mod tests {
         assert_eq!(esc(br#"a\b"c"#), r#"a\\b\"c"#);
         assert_eq!(esc(b"line1\nline2"), r"line1\nline2");
         assert_eq!(esc("grüße-日本".as_bytes()), "grüße-日本");
-        assert_eq!(esc(b"bad\xffname"), "bad\u{fffd}name");
+        assert_eq!(esc(b"bad\xffname"), r"bad\\xffname");
+        assert_ne!(esc(b"a\xffb"), esc(b"a\xfeb"), "invalid bytes stay apart");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! [`server`] answers HTTP. [`config`] and [`cli`] build the settings;
 //! [`exporter`] ties them together.
 
+pub mod bounded;
 pub mod cli;
 pub mod command;
 pub mod compose;
@@ -55,7 +56,10 @@ pub async fn run(
                         tasks.spawn(resolver.run(stop_rx.clone()));
                     }
                     while tasks.join_next().await.is_some() {}
-                })
+                });
+                // A read stuck in the kernel keeps its blocking thread: leave
+                // it behind rather than wait for it (dropping the runtime would).
+                resolver_runtime.shutdown_background();
             })?
     };
     server::serve(Arc::clone(&exporter), listener, shutdown).await;
@@ -68,14 +72,15 @@ pub async fn run(
     Ok(())
 }
 
-/// `--once`: refresh every enabled resolver, then return one scrape.
-pub async fn once(config: Config) -> std::io::Result<Vec<u8>> {
+/// `--once`: refresh every enabled resolver, then one scrape, whose body
+/// writes itself chunk by chunk (the caller streams it).
+pub async fn once(config: Config) -> std::io::Result<exporter::ScrapeBody> {
     let exporter = Exporter::new(config);
     exporter.refresh_all_once().await;
-    let out = exporter.scrape();
+    let out = exporter.scrape().await;
     match out.netdev_error {
         Some(e) => Err(e),
-        None => Ok(out.body.into_vec()),
+        None => Ok(out.body),
     }
 }
 

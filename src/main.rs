@@ -1,6 +1,7 @@
 //! Entry point: flags, config, logging, then the library does the work.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
@@ -8,7 +9,20 @@ use truenas_net_exporter::cli::Cli;
 use truenas_net_exporter::config::RunMode;
 use truenas_net_exporter::{Config, bind, healthcheck, once, run};
 
-fn main() -> anyhow::Result<()> {
+/// Errors end the process as one line on stderr, causes included, whatever
+/// `RUST_BACKTRACE` says: they are about the configuration or the host, not
+/// about this program's code.
+fn main() -> ExitCode {
+    match try_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_main() -> anyhow::Result<()> {
     limit_malloc_arenas();
     let cli = Cli::parse();
     let config = Config::from_cli(&cli)?;
@@ -17,9 +31,21 @@ fn main() -> anyhow::Result<()> {
             healthcheck(&config.listen_address, std::time::Duration::from_secs(5))
                 .with_context(|| format!("exporter at {} is not healthy", config.listen_address))
         }
-        RunMode::Once => runtime(&config)?.block_on(print_once(config)),
-        RunMode::Serve => runtime(&config)?.block_on(serve(config)),
+        RunMode::Once => on_runtime(&config, print_once(config.clone())),
+        RunMode::Serve => on_runtime(&config, serve(config.clone())),
     }
+}
+
+/// Runs `work` on the async runtime; then leaves behind any blocking read that
+/// is stuck in the kernel instead of waiting for it (dropping the runtime would).
+fn on_runtime(
+    config: &Config,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let runtime = runtime(config)?;
+    let result = runtime.block_on(work);
+    runtime.shutdown_background();
+    result
 }
 
 /// Logging, then the async runtime that serves or runs `--once`.
@@ -29,6 +55,8 @@ fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
             config.log_level.as_str(),
         ))
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: `docker logs` shows them raw.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -36,11 +64,15 @@ fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Streams the scrape to stdout: a host with 100,000 interfaces writes tens
+/// of megabytes, which need not sit in memory at once.
 async fn print_once(config: Config) -> anyhow::Result<()> {
     let body = once(config).await?;
-    std::io::stdout()
-        .write_all(&body)
-        .context("cannot write to stdout")
+    let mut stdout = std::io::stdout().lock();
+    for chunk in body {
+        stdout.write_all(&chunk).context("cannot write to stdout")?;
+    }
+    stdout.flush().context("cannot write to stdout")
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -174,10 +174,13 @@ async fn refresh<S: Source>(
             false
         }
         Err(_) => {
-            let error = format!(
+            let mut error = format!(
                 "refresh timed out after {}",
                 humantime::format_duration(timeout)
             );
+            if let Some(what) = source.stuck_on() {
+                error.push_str(&format!(" while reading {what}"));
+            }
             health.failed(S::ID, &error);
             false
         }

@@ -6,10 +6,17 @@
 //! with 10,000 interfaces (13 MB of text) never holds its whole response in
 //! memory: the server streams the chunks as it writes them.
 
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::ops::{Deref, Range};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::OnceCell;
+
+use crate::bounded::{self, Worker};
+use crate::config::NetdevLimits;
+use crate::telemetry::{Limit, LimitMetric, Telemetry};
 
 use crate::compose::{self, Entry, LabelTable};
 use crate::labels::{LabelSettings, Rendered};
@@ -20,18 +27,111 @@ use crate::netdev::{self, Counters};
 pub struct JoinStats {
     /// Interfaces written.
     pub interfaces: usize,
-    /// Lines skipped because they did not parse.
+    /// Lines skipped because they did not parse, repeated an interface
+    /// already listed, or would have repeated another interface's labels.
     pub malformed: u64,
     /// Interfaces present in net/dev but absent from the label table.
     pub unknown: usize,
 }
 
-/// Reads a whole procfs file into `buf` (cleared first). procfs hands
-/// `net/dev` out a page per `read`, so this loops to EOF.
-pub fn read_netdev(path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
-    buf.clear();
-    File::open(path)?.read_to_end(buf)?;
-    Ok(())
+/// Reads `<procfs>/1/net/dev` for each scrape, bounded in bytes and in time.
+/// On procfs, the real case, the read happens inline: procfs answers from
+/// memory and cannot hang, and a hop to another thread would cost more than
+/// the read (~60 µs at 50 interfaces). Anywhere else (a fixture tree, a mount
+/// that is not procfs) it runs on a blocking thread under a timeout, one read
+/// at a time, so a FIFO or a hung filesystem costs at most one thread.
+pub struct NetdevReader {
+    path: PathBuf,
+    limits: NetdevLimits,
+    /// Whether `path` is on procfs, once known.
+    on_procfs: OnceCell<bool>,
+    worker: Worker,
+    /// Size of the last read, to allocate the next buffer once.
+    last_len: AtomicUsize,
+    too_large: Arc<LimitMetric>,
+    timeouts: Arc<LimitMetric>,
+}
+
+impl NetdevReader {
+    pub fn new(procfs: &Path, limits: NetdevLimits, telemetry: &Telemetry) -> NetdevReader {
+        NetdevReader {
+            path: procfs.join("1/net/dev"),
+            limits,
+            on_procfs: OnceCell::new(),
+            worker: Worker::new(limits.timeout),
+            last_len: AtomicUsize::new(0),
+            too_large: telemetry.limit(Limit::NetdevSize),
+            timeouts: telemetry.limit(Limit::NetdevTimeout),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The whole file; an error names the path.
+    pub async fn read(&self) -> io::Result<Vec<u8>> {
+        let capacity = self.last_len.load(Ordering::Relaxed) + 1024;
+        let max = self.limits.max_bytes;
+        let result = if self.on_procfs().await {
+            let mut buf = Vec::with_capacity(capacity.min(max + 1));
+            bounded::read_procfs_into(&self.path, max, &mut buf).map(|()| buf)
+        } else {
+            let path = self.path.clone();
+            let job = self.worker.run(move || {
+                let mut buf = Vec::with_capacity(capacity.min(max + 1));
+                bounded::read_into(&path, max, &mut buf).map(|()| buf)
+            });
+            match job.await {
+                Ok(read) => read,
+                Err(e) => {
+                    self.timeouts.hit(&e);
+                    Err(io::Error::new(io::ErrorKind::TimedOut, e.to_string()))
+                }
+            }
+        };
+        match result {
+            Ok(buf) => {
+                self.last_len.store(buf.len(), Ordering::Relaxed);
+                Ok(buf)
+            }
+            Err(e) => {
+                if e.kind() == io::ErrorKind::FileTooLarge {
+                    self.too_large.hit(&format!("{}: {e}", self.path.display()));
+                }
+                Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot read {}: {e}", self.path.display()),
+                ))
+            }
+        }
+    }
+
+    /// Decided once, off the async threads and under the timeout: `statfs` on
+    /// a hung mount blocks too. Until it can be decided, reads go off-thread.
+    async fn on_procfs(&self) -> bool {
+        let decided = self.on_procfs.get_or_try_init(|| async {
+            let path = self.path.clone();
+            let check = tokio::task::spawn_blocking(move || is_procfs(&path));
+            match tokio::time::timeout(self.limits.timeout, check).await {
+                Ok(Ok(Ok(answer))) => Ok(answer),
+                _ => Err(()),
+            }
+        });
+        decided.await.copied().unwrap_or(false)
+    }
+}
+
+/// Whether `path` lives on procfs.
+fn is_procfs(path: &Path) -> io::Result<bool> {
+    let stat = rustix::fs::statfs(path)?;
+    Ok(stat.f_type == rustix::fs::PROC_SUPER_MAGIC)
+}
+
+/// Reads a net/dev file on procfs inline into `buf`, as a scrape does
+/// (benchmarks of the raw read).
+pub fn read_netdev(path: &Path, max: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+    bounded::read_procfs_into(path, max, buf)
 }
 
 /// One metric family of the output contract.
@@ -129,6 +229,10 @@ impl<T: Deref<Target = LabelTable>> Scrape<T> {
                     let Entry { rendered: Some(r) } = compose::fallback(name, settings) else {
                         continue;
                     };
+                    if table.collides(&r) {
+                        stats.malformed += 1;
+                        continue;
+                    }
                     fallbacks.push(r);
                     Slot::Fallback(u32::try_from(fallbacks.len() - 1).unwrap_or(u32::MAX))
                 }
@@ -140,7 +244,15 @@ impl<T: Deref<Target = LabelTable>> Scrape<T> {
                 labels,
             });
         }
-        rows.sort_unstable_by(|a, b| netdev[a.name.clone()].cmp(&netdev[b.name.clone()]));
+        // By name; a name listed twice keeps its first line.
+        rows.sort_unstable_by(|a, b| {
+            netdev[a.name.clone()]
+                .cmp(&netdev[b.name.clone()])
+                .then(a.name.start.cmp(&b.name.start))
+        });
+        let listed = rows.len();
+        rows.dedup_by(|later, first| netdev[later.name.clone()] == netdev[first.name.clone()]);
+        stats.malformed += (listed - rows.len()) as u64;
         stats.interfaces = rows.len();
         Scrape {
             table,

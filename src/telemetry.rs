@@ -2,8 +2,8 @@
 //! recorder (not the global one, so tests can run many exporters in one process)
 //! and appended to every scrape.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -19,6 +19,9 @@ const UP: &str = "truenas_net_exporter_resolver_up";
 const LAST_SUCCESS: &str = "truenas_net_exporter_resolver_last_success_timestamp_seconds";
 const REFRESH_DURATION: &str = "truenas_net_exporter_resolver_refresh_duration_seconds";
 const ERRORS: &str = "truenas_net_exporter_resolver_errors_total";
+const LIMIT_HITS: &str = "truenas_net_exporter_limit_hits_total";
+const CONNECTIONS: &str = "truenas_net_exporter_http_connections";
+const LABEL_COLLISIONS: &str = "truenas_net_exporter_label_collisions";
 
 static METADATA: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
 
@@ -45,6 +48,9 @@ pub struct Telemetry {
     pub read_errors: Counter,
     /// Tasks alive in the HTTP runtime: the server and one per open connection.
     pub tasks: Gauge,
+    pub connections: Gauge,
+    pub label_collisions: Gauge,
+    limits: Vec<Arc<LimitMetric>>,
 }
 
 /// One resolver's health metrics, labelled `resolver="<name>"`.
@@ -102,6 +108,15 @@ impl Telemetry {
         );
         describe(REFRESH_DURATION, "Duration of the resolver's last refresh.");
         describe(ERRORS, "Failed resolver refreshes (errors and timeouts).");
+        describe(
+            LIMIT_HITS,
+            "Times a limit on something outside the exporter tripped (README: Limits).",
+        );
+        describe(CONNECTIONS, "Open HTTP connections.");
+        describe(
+            LABEL_COLLISIONS,
+            "Interfaces left out of the last label table because their labels would repeat another's.",
+        );
 
         let key = |name: &'static str| Key::from_static_name(name);
         let build_info = recorder.register_gauge(
@@ -117,6 +132,21 @@ impl Telemetry {
             malformed_lines: recorder.register_counter(&key(MALFORMED), &METADATA),
             read_errors: recorder.register_counter(&key(READ_ERRORS), &METADATA),
             tasks: recorder.register_gauge(&key(TASKS), &METADATA),
+            connections: recorder.register_gauge(&key(CONNECTIONS), &METADATA),
+            label_collisions: recorder.register_gauge(&key(LABEL_COLLISIONS), &METADATA),
+            limits: Limit::ALL
+                .iter()
+                .map(|&limit| {
+                    let key = Key::from_parts(LIMIT_HITS, vec![Label::new("limit", limit.name())]);
+                    let hits = recorder.register_counter(&key, &METADATA);
+                    hits.increment(0);
+                    Arc::new(LimitMetric {
+                        limit,
+                        hits,
+                        burst: Mutex::new(None),
+                    })
+                })
+                .collect(),
             recorder,
             handle,
             cache: ArcSwapOption::empty(),
@@ -126,6 +156,11 @@ impl Telemetry {
         t.malformed_lines.increment(0);
         t.read_errors.increment(0);
         t
+    }
+
+    /// The counter and log of one limit.
+    pub fn limit(&self, limit: Limit) -> Arc<LimitMetric> {
+        Arc::clone(&self.limits[limit as usize])
     }
 
     pub fn resolver(&self, name: &'static str) -> ResolverMetrics {
@@ -183,5 +218,89 @@ impl Telemetry {
 impl Default for Telemetry {
     fn default() -> Self {
         Telemetry::new()
+    }
+}
+
+/// A limit on something outside the exporter: a client, a file, a command, a
+/// socket. The names are the `limit` label of `..._limit_hits_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// A client did not send its request headers in time.
+    HttpHeaderTimeout,
+    /// A client did not take the response (no write progress) in time.
+    HttpWriteTimeout,
+    /// The connection cap: an idle connection was closed for a new one, or a
+    /// new one refused because every connection was busy.
+    HttpConnections,
+    /// net/dev larger than its limit.
+    NetdevSize,
+    /// A read of net/dev (off procfs) that did not finish in time.
+    NetdevTimeout,
+    /// A command's output larger than its limit.
+    CommandOutput,
+    /// A command that did not finish in time.
+    CommandTimeout,
+    /// A Docker API response larger than its limit.
+    DockerResponse,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 8] = [
+        Limit::HttpHeaderTimeout,
+        Limit::HttpWriteTimeout,
+        Limit::HttpConnections,
+        Limit::NetdevSize,
+        Limit::NetdevTimeout,
+        Limit::CommandOutput,
+        Limit::CommandTimeout,
+        Limit::DockerResponse,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::HttpHeaderTimeout => "http_header_timeout",
+            Limit::HttpWriteTimeout => "http_write_timeout",
+            Limit::HttpConnections => "http_connections",
+            Limit::NetdevSize => "netdev_size",
+            Limit::NetdevTimeout => "netdev_timeout",
+            Limit::CommandOutput => "command_output",
+            Limit::CommandTimeout => "command_timeout",
+            Limit::DockerResponse => "docker_response",
+        }
+    }
+}
+
+/// Hits of one limit come in bursts (a client flood, a stuck mount): the first
+/// hit of a burst is logged, with what tripped it; the rest are counted, and
+/// the next burst's first log line says how many there were.
+pub struct LimitMetric {
+    limit: Limit,
+    hits: Counter,
+    /// When the current burst's last hit was, and how many hits it had.
+    burst: Mutex<Option<(Instant, u64)>>,
+}
+
+/// A burst ends after this long without a hit.
+const BURST_QUIET: Duration = Duration::from_secs(60);
+
+impl LimitMetric {
+    /// Counts a hit; logs it if it starts a burst. `what` names the client,
+    /// file or command.
+    pub fn hit(&self, what: &dyn std::fmt::Display) {
+        self.hits.increment(1);
+        let mut burst = self.burst.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match &mut *burst {
+            Some((last, count)) if now.duration_since(*last) < BURST_QUIET => {
+                *last = now;
+                *count += 1;
+                tracing::debug!(limit = self.limit.name(), %what, "limit reached again");
+            }
+            previous => {
+                let before = previous.map_or(0, |(_, count)| count);
+                tracing::warn!(limit = self.limit.name(), %what, previous_burst = before, "limit reached; further hits this minute are only counted");
+                *previous = Some((now, 1));
+            }
+        }
     }
 }

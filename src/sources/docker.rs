@@ -14,23 +14,41 @@ use bollard::query_parameters::EventsOptions;
 use futures_util::{StreamExt, stream};
 use tokio::sync::{Notify, OnceCell, watch};
 
+use crate::config::DockerConfig;
 use crate::labels::Kind;
-use crate::sources::{self, Owner, Owners, Panicked, ResolverId, Source, procfs};
+use crate::sources::{Owner, Owners, ResolverId, Source, Worker, WorkerError, procfs};
+use crate::telemetry::{Limit, LimitMetric, Telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
-    #[error("cannot connect to the Docker socket {path}: {source}")]
+    #[error("cannot connect to the Docker socket {path}: {}", chain(source))]
     Connect {
         path: PathBuf,
         source: bollard::errors::Error,
     },
-    #[error("Docker API {call} failed: {source}")]
+    #[error("Docker API {call} failed: {}", chain(source))]
     Api {
         call: &'static str,
         source: bollard::errors::Error,
     },
     #[error(transparent)]
-    Panicked(#[from] Panicked),
+    Worker(#[from] WorkerError),
+}
+
+/// An error and its causes on one line: bollard's own message for a failed
+/// body read is "error reading a body from connection"; the cause says why.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
 }
 
 /// `ix-grafana` -> `grafana`: TrueNAS names its Compose projects `ix-<app>`.
@@ -159,23 +177,30 @@ pub struct DockerSource {
     client: OnceCell<Docker>,
     /// Notified on every engine event that may change the mapping.
     wakes: Vec<Arc<Notify>>,
+    worker: Worker,
+    /// A larger API response fails the call.
+    max_response: usize,
+    oversize: Arc<LimitMetric>,
 }
 
 impl DockerSource {
     /// `wakes`: the resolvers to wake on an engine event (this one, and the
     /// topology: a container's start or stop adds or removes a veth).
     pub fn new(
-        socket: &Path,
+        config: &DockerConfig,
         procfs: &Path,
-        request_timeout: Duration,
         wakes: Vec<Arc<Notify>>,
+        telemetry: &Telemetry,
     ) -> DockerSource {
         DockerSource {
-            socket: socket.to_owned(),
+            socket: config.socket.clone(),
             procfs: procfs.to_owned(),
-            request_timeout,
+            request_timeout: config.schedule.timeout,
             client: OnceCell::new(),
             wakes,
+            worker: Worker::new(config.schedule.timeout),
+            max_response: config.max_response_bytes,
+            oversize: telemetry.limit(Limit::DockerResponse),
         }
     }
 
@@ -185,10 +210,9 @@ impl DockerSource {
         let client = self
             .client
             .get_or_try_init(|| async {
-                let path = self.socket.to_string_lossy();
                 let timeout = self.request_timeout.as_secs().max(1);
                 let client =
-                    Docker::connect_with_socket(&path, timeout, bollard::API_DEFAULT_VERSION)
+                    transport::client(&self.socket, self.max_response, &self.oversize, timeout)
                         .map_err(|source| DockerError::Connect {
                             path: self.socket.clone(),
                             source,
@@ -316,6 +340,10 @@ impl Source for DockerSource {
         self.watch_events(shutdown).await;
     }
 
+    fn stuck_on(&self) -> Option<String> {
+        self.worker.stuck_on()
+    }
+
     async fn refresh(&self) -> Result<Owners, DockerError> {
         let docker = self.client().await?;
         let listed = docker
@@ -344,7 +372,10 @@ impl Source for DockerSource {
             }
         }
         let procfs = self.procfs.clone();
-        let by_ifindex = sources::blocking(move || map_veths(&procfs, containers)).await?;
+        let by_ifindex = self
+            .worker
+            .run(move || map_veths(&procfs, containers))
+            .await?;
 
         let mut by_interface = HashMap::new();
         for net in &networks {
@@ -364,6 +395,140 @@ impl Source for DockerSource {
             by_interface,
             by_ifindex,
         })
+    }
+}
+
+/// The engine's unix socket, under a cap on each response: bollard collects a
+/// response whole, so the cap sits in the connection, which fails once a
+/// request's answer runs past it. (The events stream reads without end on
+/// its connection: past the cap it reconnects, which costs nothing.)
+mod transport {
+    use std::io;
+    use std::path::{Path, PathBuf};
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use bollard::Docker;
+    use futures_util::future::BoxFuture;
+    use hyper_util::client::legacy::connect::{Connected, Connection};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio::net::UnixStream;
+
+    use crate::telemetry::LimitMetric;
+
+    pub fn client(
+        socket: &Path,
+        max_response: usize,
+        oversize: &Arc<LimitMetric>,
+        timeout_secs: u64,
+    ) -> Result<Docker, bollard::errors::Error> {
+        let connector = Connector {
+            socket: Arc::new(socket.to_owned()),
+            max_response,
+            oversize: Arc::clone(oversize),
+        };
+        let client =
+            hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
+        Docker::connect_with_custom_transport(
+            move |request| {
+                let client = client.clone();
+                async move { Ok(client.request(request).await?) }
+            },
+            // The connector ignores the address: every request goes to the socket.
+            Some("http://docker"),
+            timeout_secs,
+            bollard::API_DEFAULT_VERSION,
+        )
+    }
+
+    #[derive(Clone)]
+    struct Connector {
+        socket: Arc<PathBuf>,
+        max_response: usize,
+        oversize: Arc<LimitMetric>,
+    }
+
+    impl tower_service::Service<http::Uri> for Connector {
+        type Response = TokioIo<Capped>;
+        type Error = io::Error;
+        type Future = BoxFuture<'static, io::Result<TokioIo<Capped>>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Uri) -> Self::Future {
+            let me = self.clone();
+            Box::pin(async move {
+                let stream = UnixStream::connect(me.socket.as_path()).await?;
+                Ok(TokioIo::new(Capped {
+                    stream,
+                    read_since_write: 0,
+                    connector: me,
+                }))
+            })
+        }
+    }
+
+    /// A connection that counts what it reads after each request it writes.
+    pub struct Capped {
+        stream: UnixStream,
+        read_since_write: usize,
+        connector: Connector,
+    }
+
+    impl AsyncRead for Capped {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let before = buf.filled().len();
+            let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
+            if poll.is_ready() {
+                self.read_since_write += buf.filled().len() - before;
+                let max = self.connector.max_response;
+                if self.read_since_write > max {
+                    let socket = self.connector.socket.display().to_string();
+                    let error = format!("a response from {socket} ran past {max} bytes");
+                    self.connector.oversize.hit(&error);
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::FileTooLarge, error)));
+                }
+            }
+            poll
+        }
+    }
+
+    impl AsyncWrite for Capped {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
+            if let Poll::Ready(Ok(n)) = poll
+                && n > 0
+            {
+                self.read_since_write = 0;
+            }
+            poll
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.stream).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.stream).poll_shutdown(cx)
+        }
+    }
+
+    impl Connection for Capped {
+        fn connected(&self) -> Connected {
+            Connected::new()
+        }
     }
 }
 

@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::bounded;
 use crate::labels::Kind;
-use crate::sources::{self, Owner, Owners, Panicked, ResolverId, Source, procfs};
+use crate::sources::{Owner, Owners, ResolverId, Source, Worker, WorkerError, procfs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LxcError {
@@ -17,7 +18,7 @@ pub enum LxcError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Panicked(#[from] Panicked),
+    Worker(#[from] WorkerError),
 }
 
 /// The container name in a `/proc/<pid>/cgroup` file, if the process runs in
@@ -30,6 +31,9 @@ pub fn payload_name(cgroup: &str) -> Option<&str> {
     })
 }
 
+/// A `/proc/<pid>/cgroup` is a line per hierarchy: a few hundred bytes.
+const CGROUP_MAX: usize = 64 * 1024;
+
 /// Container name -> lowest pid in its payload cgroup.
 pub fn scan(procfs: &Path) -> Result<BTreeMap<String, u32>, LxcError> {
     let processes = procfs::pids(procfs).map_err(|source| LxcError::Scan {
@@ -38,10 +42,10 @@ pub fn scan(procfs: &Path) -> Result<BTreeMap<String, u32>, LxcError> {
     })?;
     let mut found = BTreeMap::new();
     for (pid, dir) in processes {
-        let Ok(cgroup) = std::fs::read_to_string(dir.join("cgroup")) else {
+        let Ok(cgroup) = bounded::read(&dir.join("cgroup"), CGROUP_MAX) else {
             continue;
         };
-        if let Some(name) = payload_name(&cgroup) {
+        if let Some(name) = payload_name(&String::from_utf8_lossy(&cgroup)) {
             let slot = found.entry(name.to_owned()).or_insert(pid);
             *slot = (*slot).min(pid);
         }
@@ -78,12 +82,15 @@ pub fn owners(procfs: &Path, containers: &BTreeMap<String, u32>) -> Owners {
 
 pub struct LxcSource {
     procfs: PathBuf,
+    worker: Worker,
 }
 
 impl LxcSource {
-    pub fn new(procfs: &Path) -> LxcSource {
+    /// `timeout` bounds each scan (the refresh timeout).
+    pub fn new(procfs: &Path, timeout: std::time::Duration) -> LxcSource {
         LxcSource {
             procfs: procfs.to_owned(),
+            worker: Worker::new(timeout),
         }
     }
 }
@@ -95,7 +102,13 @@ impl Source for LxcSource {
 
     async fn refresh(&self) -> Result<Owners, LxcError> {
         let procfs = self.procfs.clone();
-        sources::blocking(move || scan(&procfs).map(|found| owners(&procfs, &found))).await?
+        self.worker
+            .run(move || scan(&procfs).map(|found| owners(&procfs, &found)))
+            .await?
+    }
+
+    fn stuck_on(&self) -> Option<String> {
+        self.worker.stuck_on()
     }
 }
 

@@ -10,6 +10,7 @@ use std::future::Future;
 
 use tokio::sync::watch;
 
+pub use crate::bounded::{Worker, WorkerError};
 use crate::labels::Kind;
 
 pub mod docker;
@@ -68,6 +69,12 @@ pub trait Source: Send + Sync + 'static {
         let _ = shutdown;
         async {}
     }
+
+    /// What a refresh that timed out was busy with (a file, a command), for
+    /// the error; `None` if the source cannot tell.
+    fn stuck_on(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Who owns an interface, as claimed by the Docker, VM or LXC resolver.
@@ -94,19 +101,4 @@ impl Owners {
             .get(name)
             .or_else(|| ifindex.and_then(|i| self.by_ifindex.get(&i)))
     }
-}
-
-/// A source's blocking work that panicked.
-#[derive(Debug, thiserror::Error)]
-#[error("blocking read panicked: {0}")]
-pub struct Panicked(String);
-
-/// Runs a source's sysfs and /proc reads on the blocking pool: they block,
-/// and the resolver runtime has a single thread.
-pub async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Panicked> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Panicked(e.to_string()))
 }

@@ -4,8 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::bounded;
+
 /// Every process directory under `procfs`, as `(pid, <procfs>/<pid>)`.
 pub fn pids(procfs: &Path) -> std::io::Result<impl Iterator<Item = (u32, PathBuf)>> {
+    bounded::note(procfs);
     Ok(std::fs::read_dir(procfs)?.flatten().filter_map(|entry| {
         let pid = entry.file_name().to_str()?.parse().ok()?;
         Some((pid, entry.path()))
@@ -14,7 +17,9 @@ pub fn pids(procfs: &Path) -> std::io::Result<impl Iterator<Item = (u32, PathBuf
 
 /// The `net:[inode]` link of a process's network namespace.
 pub fn netns_of(procfs: &Path, pid: &str) -> Option<String> {
-    std::fs::read_link(procfs.join(pid).join("ns/net"))
+    let link = procfs.join(pid).join("ns/net");
+    bounded::note(&link);
+    std::fs::read_link(link)
         .ok()
         .map(|p| p.to_string_lossy().into_owned())
 }
@@ -24,12 +29,9 @@ pub fn netns_of(procfs: &Path, pid: &str) -> Option<String> {
 pub fn peer_ifindexes(procfs: &Path, pid: u32) -> std::io::Result<Vec<u32>> {
     let class = procfs.join(pid.to_string()).join("root/sys/class/net");
     let read = |dir: &Path, f: &str| -> Option<u32> {
-        std::fs::read_to_string(dir.join(f))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        bounded::sysfs_text(&dir.join(f))?.trim().parse().ok()
     };
+    bounded::note(&class);
     let mut out = Vec::new();
     for entry in std::fs::read_dir(class)?.flatten() {
         if entry.file_name() == "lo" {

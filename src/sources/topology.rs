@@ -7,7 +7,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::sources::{self, Panicked, ResolverId, Source};
+use crate::bounded;
+use crate::sources::{ResolverId, Source, Worker, WorkerError};
 
 /// What sysfs says about one interface. Every field is optional because a
 /// fixture, an old kernel or a vanishing interface may lack any file.
@@ -49,8 +50,13 @@ pub enum TopologyError {
     #[error("cannot read {path}: {source}")]
     VlanConfig { path: PathBuf, source: io::Error },
     #[error(transparent)]
-    Panicked(#[from] Panicked),
+    Worker(#[from] WorkerError),
 }
+
+/// Label values read from sysfs (operstate, a bridge's name) are cut to this
+/// many bytes: the kernel's are short (IFNAMSIZ is 16), a broken or hostile
+/// tree's need not be.
+pub const MAX_LABEL_VALUE: usize = 64;
 
 /// One row of `/proc/net/vlan/config`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,13 +93,8 @@ pub fn parse_tun_flags(text: &str) -> Option<u32> {
     u32::from_str_radix(hex, 16).ok()
 }
 
-fn read_trimmed(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim_end().to_owned())
-}
-
 fn exists(path: &Path) -> bool {
+    bounded::note(path);
     // symlink_metadata: a dangling `device/driver` link in a fixture still counts.
     std::fs::symlink_metadata(path).is_ok()
 }
@@ -101,18 +102,24 @@ fn exists(path: &Path) -> bool {
 /// Reads one interface's sysfs directory. Missing files leave their field unset.
 pub fn read_interface(dir: &Path) -> LinkFacts {
     fn num<T: std::str::FromStr>(dir: &Path, f: &str) -> Option<T> {
-        read_trimmed(&dir.join(f)).and_then(|s| s.parse().ok())
+        bounded::sysfs_text(&dir.join(f)).and_then(|s| s.parse().ok())
     }
+    let text =
+        |f: &str| bounded::sysfs_text(&dir.join(f)).map(|s| bounded::cap(s, MAX_LABEL_VALUE));
     let mut has_lower = false;
+    bounded::note(dir);
     if let Ok(entries) = std::fs::read_dir(dir) {
         has_lower = entries
             .flatten()
             .any(|e| e.file_name().as_bytes().starts_with(b"lower_"));
     }
     let bridge = if exists(&dir.join("brport")) {
-        std::fs::read_link(dir.join("master"))
-            .ok()
-            .and_then(|t| t.file_name().map(|n| n.as_bytes().to_vec()))
+        let master = dir.join("master");
+        bounded::note(&master);
+        std::fs::read_link(master).ok().and_then(|t| {
+            let name = t.file_name()?.as_bytes();
+            Some(name[..name.len().min(MAX_LABEL_VALUE)].to_vec())
+        })
     } else {
         None
     };
@@ -120,23 +127,27 @@ pub fn read_interface(dir: &Path) -> LinkFacts {
         ifindex: num(dir, "ifindex"),
         iflink: num(dir, "iflink"),
         link_type: num(dir, "type"),
-        devtype: read_trimmed(&dir.join("uevent"))
-            .and_then(|u| parse_devtype(&u).map(str::to_owned)),
+        devtype: bounded::sysfs_text(&dir.join("uevent"))
+            .and_then(|u| parse_devtype(&u).map(|d| bounded::cap(d.to_owned(), MAX_LABEL_VALUE))),
         is_bridge: exists(&dir.join("bridge")),
         bridge,
         has_lower,
-        tun_flags: read_trimmed(&dir.join("tun_flags")).and_then(|s| parse_tun_flags(&s)),
+        tun_flags: bounded::sysfs_text(&dir.join("tun_flags")).and_then(|s| parse_tun_flags(&s)),
         is_macvtap: exists(&dir.join("macvtap")),
         has_driver: exists(&dir.join("device/driver")),
-        operstate: read_trimmed(&dir.join("operstate")),
+        operstate: text("operstate"),
         vlan_id: None,
     }
 }
+
+/// `vlan/config` holds a ~40-byte row per VLAN: 1 MiB is 4094 VLANs many times over.
+const VLAN_CONFIG_MAX: usize = 1 << 20;
 
 /// Reads the whole topology: `<rootfs>/sys/class/net` and `<procfs>/1/net/vlan/config`.
 /// A missing vlan table means the 8021q module is not loaded: no VLANs, not an error.
 pub fn read(rootfs: &Path, procfs: &Path) -> Result<TopologySnapshot, TopologyError> {
     let class = rootfs.join("sys/class/net");
+    bounded::note(&class);
     let entries = std::fs::read_dir(&class).map_err(|source| TopologyError::ListInterfaces {
         path: class.clone(),
         source,
@@ -152,9 +163,9 @@ pub fn read(rootfs: &Path, procfs: &Path) -> Result<TopologySnapshot, TopologyEr
     }
 
     let vlan_path = procfs.join("1/net/vlan/config");
-    match std::fs::read_to_string(&vlan_path) {
-        Ok(text) => {
-            for v in parse_vlan_config(&text) {
+    match bounded::read(&vlan_path, VLAN_CONFIG_MAX) {
+        Ok(bytes) => {
+            for v in parse_vlan_config(&String::from_utf8_lossy(&bytes)) {
                 if let Some(facts) = links.get_mut(v.name.as_bytes()) {
                     facts.vlan_id = Some(v.id);
                 }
@@ -175,13 +186,16 @@ pub fn read(rootfs: &Path, procfs: &Path) -> Result<TopologySnapshot, TopologyEr
 pub struct TopologySource {
     rootfs: PathBuf,
     procfs: PathBuf,
+    worker: Worker,
 }
 
 impl TopologySource {
-    pub fn new(rootfs: &Path, procfs: &Path) -> TopologySource {
+    /// `timeout` bounds each read of the whole tree (the refresh timeout).
+    pub fn new(rootfs: &Path, procfs: &Path, timeout: std::time::Duration) -> TopologySource {
         TopologySource {
             rootfs: rootfs.to_owned(),
             procfs: procfs.to_owned(),
+            worker: Worker::new(timeout),
         }
     }
 }
@@ -193,7 +207,11 @@ impl Source for TopologySource {
 
     async fn refresh(&self) -> Result<TopologySnapshot, TopologyError> {
         let (rootfs, procfs) = (self.rootfs.clone(), self.procfs.clone());
-        sources::blocking(move || read(&rootfs, &procfs)).await?
+        self.worker.run(move || read(&rootfs, &procfs)).await?
+    }
+
+    fn stuck_on(&self) -> Option<String> {
+        self.worker.stuck_on()
     }
 }
 

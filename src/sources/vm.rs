@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::command::{self, CommandError};
+use crate::bounded;
+use crate::command::{CommandError, Runner};
 use crate::labels::Kind;
-use crate::sources::{self, Owner, Owners, Panicked, ResolverId, Source, procfs};
+use crate::sources::{Owner, Owners, ResolverId, Source, Worker, WorkerError, procfs};
+use crate::telemetry::Telemetry;
 
 /// Where VMs are looked up (`[vm] sources`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -36,7 +38,7 @@ pub enum VmError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Panicked(#[from] Panicked),
+    Worker(#[from] WorkerError),
     #[error("no VM lookup worked: {0}")]
     AllFailed(String),
 }
@@ -139,17 +141,26 @@ pub fn fdinfo_iff(fdinfo: &str) -> Option<&str> {
         .filter(|n| !n.is_empty())
 }
 
+/// An fd's `fdinfo` is a few lines (an epoll fd's one per watched fd).
+const FDINFO_MAX: usize = 64 * 1024;
+/// QEMU command lines from libvirt run to a few kilobytes.
+const CMDLINE_MAX: usize = 256 * 1024;
+
 /// Taps (by name) and macvtaps (by ifindex) held open by a process.
 pub fn held_interfaces(procfs: &Path, pid: u32) -> std::io::Result<(Vec<String>, Vec<u32>)> {
     let base = procfs.join(pid.to_string());
     let (mut taps, mut macvtaps) = (Vec::new(), Vec::new());
-    for entry in std::fs::read_dir(base.join("fd"))?.flatten() {
+    let fds = base.join("fd");
+    bounded::note(&fds);
+    for entry in std::fs::read_dir(fds)?.flatten() {
+        bounded::note(&entry.path());
         let Ok(target) = std::fs::read_link(entry.path()) else {
             continue;
         };
         let target = target.as_os_str().as_bytes();
         if target == b"/dev/net/tun" {
-            let info = std::fs::read_to_string(base.join("fdinfo").join(entry.file_name()));
+            let info = bounded::read(&base.join("fdinfo").join(entry.file_name()), FDINFO_MAX);
+            let info = info.map(|b| String::from_utf8_lossy(&b).into_owned());
             if let Some(name) = info.ok().as_deref().and_then(fdinfo_iff) {
                 taps.push(name.to_owned());
             }
@@ -170,7 +181,7 @@ pub fn scan_qemu(procfs: &Path) -> Result<Vec<RunningVm>, VmError> {
     })?;
     let mut vms = Vec::new();
     for (pid, dir) in processes {
-        let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
+        let Ok(cmdline) = bounded::read(&dir.join("cmdline"), CMDLINE_MAX) else {
             continue;
         };
         if let Some(name) = qemu_guest_name(&cmdline) {
@@ -220,34 +231,52 @@ pub struct VmSettings {
     /// Run commands inside `rootfs` when it is not `/`.
     pub chroot: bool,
     pub command_timeout: Duration,
+    /// Output beyond this fails the command, which is killed.
+    pub max_output_bytes: usize,
 }
 
 pub struct VmSource {
     settings: VmSettings,
-    rootfs: PathBuf,
     procfs: PathBuf,
+    runner: Runner,
+    worker: Worker,
 }
 
 impl VmSource {
-    pub fn new(settings: VmSettings, rootfs: &Path, procfs: &Path) -> VmSource {
+    /// `timeout` bounds each blocking scan (the resolver's refresh timeout).
+    pub fn new(
+        settings: VmSettings,
+        rootfs: &Path,
+        procfs: &Path,
+        timeout: Duration,
+        telemetry: &Telemetry,
+    ) -> VmSource {
+        // In a container the tools live on the host: run them inside its root.
+        let chroot = (settings.chroot && rootfs != Path::new("/")).then(|| rootfs.to_owned());
+        let runner = Runner::new(
+            chroot,
+            settings.command_timeout,
+            settings.max_output_bytes,
+            telemetry,
+        );
         VmSource {
             settings,
-            rootfs: rootfs.to_owned(),
             procfs: procfs.to_owned(),
+            runner,
+            worker: Worker::new(timeout),
         }
     }
 
-    fn chroot(&self) -> Option<&Path> {
-        (self.settings.chroot && self.rootfs != Path::new("/")).then_some(self.rootfs.as_path())
-    }
-
     async fn run(&self, argv: &[String]) -> Result<String, VmError> {
-        Ok(command::run(argv, self.chroot(), self.settings.command_timeout).await?)
+        Ok(self.runner.run(argv).await?)
     }
 
     async fn owners_of_processes(&self, vms: Vec<RunningVm>) -> Result<Owners, VmError> {
         let procfs = self.procfs.clone();
-        Ok(sources::blocking(move || owners_of_vm_processes(&procfs, &vms)).await?)
+        Ok(self
+            .worker
+            .run(move || owners_of_vm_processes(&procfs, &vms))
+            .await?)
     }
 
     async fn virsh(&self, args: &[&str]) -> Result<String, VmError> {
@@ -285,7 +314,7 @@ impl VmSource {
             VmLookup::Virsh => self.via_virsh().await,
             VmLookup::Qemu => {
                 let procfs = self.procfs.clone();
-                let vms = sources::blocking(move || scan_qemu(&procfs)).await??;
+                let vms = self.worker.run(move || scan_qemu(&procfs)).await??;
                 self.owners_of_processes(vms).await
             }
         }
@@ -296,6 +325,10 @@ impl Source for VmSource {
     type Snapshot = Owners;
     type Error = VmError;
     const ID: ResolverId = ResolverId::Vm;
+
+    fn stuck_on(&self) -> Option<String> {
+        self.worker.stuck_on()
+    }
 
     /// The first lookup, in configured order, that answers decides.
     async fn refresh(&self) -> Result<Owners, VmError> {

@@ -1,7 +1,6 @@
-//! HTTP: `GET|HEAD <telemetry path>` scrapes, `GET|HEAD /` is a small landing
-//! page, anything else is 404 (or 405 for other methods).
+//! The routes: `GET|HEAD <telemetry path>` scrapes, `GET|HEAD /` is a small
+//! landing page, anything else is 404 (or 405 for other methods).
 
-use std::future::Future;
 use std::sync::Arc;
 
 use warp::http::{Method, Response, StatusCode, header};
@@ -39,7 +38,11 @@ fn respond(
 }
 
 /// Routes one request.
-pub fn handle(exporter: &Arc<Exporter>, method: &Method, path: &str) -> warp::reply::Response {
+pub async fn handle(
+    exporter: &Arc<Exporter>,
+    method: &Method,
+    path: &str,
+) -> warp::reply::Response {
     let path_known = path == "/" || path == exporter.config.telemetry_path;
     if !path_known {
         return respond(
@@ -69,6 +72,7 @@ pub fn handle(exporter: &Arc<Exporter>, method: &Method, path: &str) -> warp::re
     // still carries the exporter's own metrics so the failure is visible.
     let body = exporter
         .scrape()
+        .await
         .body
         .map(Ok::<_, std::convert::Infallible>);
     let mut resp = warp::reply::stream(futures_util::stream::iter(body)).into_response();
@@ -79,18 +83,14 @@ pub fn handle(exporter: &Arc<Exporter>, method: &Method, path: &str) -> warp::re
     resp
 }
 
-/// Serves until `shutdown` resolves, then finishes in-flight requests.
-pub async fn serve(
+/// Every route, as one warp filter.
+pub fn routes(
     exporter: Arc<Exporter>,
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let routes = warp::method().and(warp::path::full()).map(
-        move |method: Method, path: warp::path::FullPath| handle(&exporter, &method, path.as_str()),
-    );
-    warp::serve(routes)
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
+    warp::method().and(warp::path::full()).then(
+        move |method: Method, path: warp::path::FullPath| {
+            let exporter = Arc::clone(&exporter);
+            async move { handle(&exporter, &method, path.as_str()).await }
+        },
+    )
 }

@@ -1,0 +1,325 @@
+//! Reads of files that come from outside (procfs, sysfs, fixture trees),
+//! bounded in bytes and never left waiting on something that is not a file:
+//! the open does not block (`O_NONBLOCK`, so a FIFO cannot hold it), and
+//! anything but a regular file is refused before a byte is read. What is left,
+//! a regular file on a filesystem that hangs, is bounded in time by callers:
+//! they read through a [`Worker`], one blocking thread at a time, under a timeout.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+thread_local! {
+    /// Where this thread records the path it is about to touch, when someone
+    /// may give up waiting for it and want to say what it was stuck on.
+    static PROGRESS: RefCell<Option<Arc<Mutex<PathBuf>>>> = const { RefCell::new(None) };
+}
+
+/// Runs `work`, recording into `slot` each path it reads through this module
+/// (or names with [`note`]).
+pub fn with_progress<T>(slot: Arc<Mutex<PathBuf>>, work: impl FnOnce() -> T) -> T {
+    PROGRESS.with(|p| *p.borrow_mut() = Some(slot));
+    let out = work();
+    PROGRESS.with(|p| *p.borrow_mut() = None);
+    out
+}
+
+/// Records `path` as the one this thread is about to touch (see [`with_progress`]).
+pub fn note(path: &Path) {
+    PROGRESS.with(|p| {
+        if let Some(slot) = &*p.borrow() {
+            let mut current = slot.lock().unwrap_or_else(|e| e.into_inner());
+            current.as_mut_os_string().clear();
+            current.push(path);
+        }
+    });
+}
+
+/// Opens `path` for reading without blocking and checks it is a regular file.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    note(path);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what}, not a regular file"),
+        ));
+    }
+    Ok(file)
+}
+
+/// Reads the regular file at `path` into `buf` (cleared first), failing if it
+/// holds more than `max` bytes. procfs hands out a page per `read`, so this
+/// loops to EOF.
+pub fn read_into(path: &Path, max: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    let file = open_regular(path)?;
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    file.take(limit).read_to_end(buf)?;
+    if buf.len() > max {
+        buf.clear();
+        return Err(too_large(max));
+    }
+    Ok(())
+}
+
+/// [`read_into`] for a file on procfs, which is never a FIFO or a device:
+/// without the check of its type (a `statx` per scrape).
+pub fn read_procfs_into(path: &Path, max: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    File::open(path)?.take(limit).read_to_end(buf)?;
+    if buf.len() > max {
+        buf.clear();
+        return Err(too_large(max));
+    }
+    Ok(())
+}
+
+fn too_large(max: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::FileTooLarge,
+        format!("larger than the limit of {max} bytes"),
+    )
+}
+
+/// [`read_into`] a fresh buffer.
+pub fn read(path: &Path, max: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    read_into(path, max, &mut buf)?;
+    Ok(buf)
+}
+
+/// The largest sysfs attribute the kernel writes is one page.
+pub const SYSFS_MAX: usize = 4096;
+
+/// A sysfs attribute as text, without its trailing newline; `None` if it is
+/// missing, unreadable, not a regular file or longer than a page.
+pub fn sysfs_text(path: &Path) -> Option<String> {
+    let bytes = read(path, SYSFS_MAX).ok()?;
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    text.truncate(text.trim_end().len());
+    Some(text)
+}
+
+/// Cuts `value` to at most `max` bytes, on a character boundary.
+pub fn cap(mut value: String, max: usize) -> String {
+    if value.len() > max {
+        let mut end = max;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
+    }
+    value
+}
+
+/// Why a blocking job did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("a blocking read panicked: {0}")]
+    Panicked(String),
+    #[error("no answer within {after:?} while reading {path}")]
+    Timeout { path: String, after: Duration },
+    #[error("an earlier read is still stuck on {path} (for {stuck_for:?})")]
+    Stuck { path: String, stuck_for: Duration },
+}
+
+/// Runs blocking reads (sysfs, /proc, a net/dev off procfs) on the blocking
+/// pool, each under a timeout. A read that hangs in the kernel (a hung
+/// filesystem) keeps its thread until it returns; while any job is overdue,
+/// new jobs fail at once, naming the path it is stuck on, so a stuck mount
+/// costs a few threads, not one per refresh or per scrape.
+pub struct Worker {
+    timeout: Duration,
+    next: AtomicU64,
+    jobs: Arc<Mutex<HashMap<u64, Job>>>,
+}
+
+struct Job {
+    started: Instant,
+    /// The path the job last touched.
+    path: Arc<Mutex<PathBuf>>,
+}
+
+impl Job {
+    fn path(&self) -> String {
+        let path = self.path.lock().unwrap_or_else(|e| e.into_inner());
+        path.display().to_string()
+    }
+}
+
+impl Worker {
+    pub fn new(timeout: Duration) -> Worker {
+        Worker {
+            timeout,
+            next: AtomicU64::new(0),
+            jobs: Arc::default(),
+        }
+    }
+
+    pub async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, WorkerError> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let path = Arc::new(Mutex::new(PathBuf::new()));
+        {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(stuck) = jobs.values().find(|j| j.started.elapsed() > self.timeout) {
+                return Err(WorkerError::Stuck {
+                    path: stuck.path(),
+                    stuck_for: stuck.started.elapsed(),
+                });
+            }
+            let started = Instant::now();
+            let path = Arc::clone(&path);
+            jobs.insert(id, Job { started, path });
+        }
+        let jobs = Arc::clone(&self.jobs);
+        let progress = Arc::clone(&path);
+        let handle = tokio::task::spawn_blocking(move || {
+            // Removed however the job ends, even if nobody awaits it any more.
+            struct Done(Arc<Mutex<HashMap<u64, Job>>>, u64);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    self.0
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&self.1);
+                }
+            }
+            let _done = Done(jobs, id);
+            with_progress(progress, job)
+        });
+        match tokio::time::timeout(self.timeout, handle).await {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) => Err(WorkerError::Panicked(e.to_string())),
+            Err(_) => Err(WorkerError::Timeout {
+                path: path
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .display()
+                    .to_string(),
+                after: self.timeout,
+            }),
+        }
+    }
+
+    /// The path the longest-running job last touched, if a job runs.
+    pub fn stuck_on(&self) -> Option<String> {
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.values().min_by_key(|j| j.started).map(Job::path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_what_is_not_a_file_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let err = read(&fifo, 100).unwrap_err();
+        assert!(err.to_string().contains("FIFO"), "{err}");
+        let err = read(dir.path(), 100).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert!(read(Path::new("/dev/zero"), 100).is_err(), "a device");
+    }
+
+    #[test]
+    fn bounds_the_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"0123456789").unwrap();
+        assert_eq!(read(&f, 10).unwrap(), b"0123456789");
+        let err = read(&f, 9).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+        std::fs::write(&f, "up\n").unwrap();
+        assert_eq!(sysfs_text(&f).as_deref(), Some("up"));
+        std::fs::write(&f, "x".repeat(SYSFS_MAX + 1)).unwrap();
+        assert_eq!(sysfs_text(&f), None, "longer than a sysfs page");
+    }
+
+    /// A job that never returns (a read stuck in the kernel) keeps one thread;
+    /// later jobs fail at once and name its path instead of piling up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_stuck_job_costs_one_thread_and_is_named() {
+        let worker = Worker::new(Duration::from_millis(200));
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let started = Arc::new(AtomicU64::new(0));
+        let count = Arc::clone(&started);
+        let err = worker
+            .run(move || {
+                count.fetch_add(1, Ordering::Relaxed);
+                note(Path::new("/sys/class/net/eth0/operstate"));
+                let _ = hold.recv();
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, WorkerError::Timeout { path, .. } if path.ends_with("eth0/operstate")),
+            "{err}"
+        );
+        for _ in 0..50 {
+            let count = Arc::clone(&started);
+            let err = worker
+                .run(move || count.fetch_add(1, Ordering::Relaxed))
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("still stuck on /sys/class/net/eth0/operstate"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            started.load(Ordering::Relaxed),
+            1,
+            "no job started beside the stuck one"
+        );
+        assert_eq!(
+            worker.stuck_on().as_deref(),
+            Some("/sys/class/net/eth0/operstate")
+        );
+        release.send(()).unwrap();
+        let back = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            worker.stuck_on().is_none()
+        });
+        assert!(back, "the stuck job returned");
+        assert_eq!(worker.run(|| 7).await.unwrap(), 7, "and jobs run again");
+    }
+
+    #[test]
+    fn caps_on_char_boundaries() {
+        assert_eq!(cap("abcdef".into(), 4), "abcd");
+        assert_eq!(cap("aé".into(), 2), "a", "é is two bytes");
+        assert_eq!(cap("ab".into(), 4), "ab");
+    }
+}

@@ -1,0 +1,297 @@
+//! One HTTP connection under the limits. A connection is, at any moment,
+//! reading a request's head, busy with a request, or idle between requests
+//! (keep-alive). Reading a head has `read_header_timeout` from its first byte
+//! (or from the accept); idling has `idle_timeout`; a busy connection has no
+//! deadline, but a response that makes no progress for `write_timeout` (the
+//! client stopped reading) fails its connection. The [`Registry`] holds every
+//! open connection, so the acceptor can close the longest-waiting idle one
+//! when the cap is reached.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
+
+use crate::config::HttpLimits;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for, or reading, a request's head.
+    Head = 0,
+    /// A request is being answered.
+    Busy = 1,
+    /// Keep-alive: between requests.
+    Idle = 2,
+}
+
+/// Why a connection was closed by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    HeaderTimeout,
+    IdleTimeout,
+}
+
+/// What the connection's task, its I/O and its responses share.
+pub struct ConnState {
+    pub peer: SocketAddr,
+    phase: AtomicU8,
+    /// Milliseconds since the registry's epoch at which `phase` began.
+    since: AtomicU64,
+    epoch: Instant,
+    /// Counts phase changes, so the connection's task can tell one happened.
+    generation: AtomicU64,
+    /// The acceptor closed this connection to make room.
+    pub evicted: Notify,
+    /// A write made no progress for the write timeout.
+    pub write_timed_out: AtomicBool,
+}
+
+impl ConnState {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => Phase::Head,
+            1 => Phase::Busy,
+            _ => Phase::Idle,
+        }
+    }
+
+    /// Phases change only inside the connection's own poll (its I/O, its
+    /// service, its response body), so no wake-up is needed: the task looks
+    /// at [`ConnState::generation`] after each poll.
+    pub fn set(&self, phase: Phase) {
+        self.since.store(self.now_ms(), Ordering::Release);
+        self.phase.store(phase as u8, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// When the current phase expires, and why; `None` while busy.
+    pub fn deadline(&self, limits: &HttpLimits) -> Option<(Instant, Expired)> {
+        let (timeout, why) = match self.phase() {
+            Phase::Busy => return None,
+            Phase::Head => (limits.read_header_timeout, Expired::HeaderTimeout),
+            Phase::Idle => (limits.idle_timeout, Expired::IdleTimeout),
+        };
+        let since = self.epoch + Duration::from_millis(self.since.load(Ordering::Acquire));
+        Some((since + timeout, why))
+    }
+}
+
+/// Every open connection, by id.
+pub struct Registry {
+    epoch: Instant,
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<ConnState>>>,
+}
+
+/// What [`Registry::admit`] did to make room.
+pub enum Admitted {
+    /// Below the cap.
+    Room(u64, Arc<ConnState>),
+    /// At the cap: this idle connection was told to close.
+    Evicted(u64, Arc<ConnState>, SocketAddr),
+    /// At the cap and every connection is busy.
+    Full,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry {
+            epoch: Instant::now(),
+            next: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnState>>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a new connection from `peer`, closing the longest-waiting
+    /// connection that is not busy if `max` are open.
+    pub fn admit(&self, peer: SocketAddr, max: usize) -> Admitted {
+        let mut open = self.lock();
+        let mut evicted = None;
+        if open.len() >= max {
+            let victim = open
+                .iter()
+                .filter(|(_, c)| c.phase() != Phase::Busy)
+                .min_by_key(|(_, c)| c.since.load(Ordering::Acquire))
+                .map(|(&id, _)| id);
+            let Some(victim) = victim.and_then(|id| open.remove(&id)) else {
+                return Admitted::Full;
+            };
+            victim.evicted.notify_one();
+            evicted = Some(victim.peer);
+        }
+        let state = Arc::new(ConnState {
+            peer,
+            phase: AtomicU8::new(Phase::Head as u8),
+            since: AtomicU64::new(0),
+            epoch: self.epoch,
+            generation: AtomicU64::new(0),
+            evicted: Notify::new(),
+            write_timed_out: AtomicBool::new(false),
+        });
+        state.since.store(state.now_ms(), Ordering::Release);
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        open.insert(id, Arc::clone(&state));
+        match evicted {
+            None => Admitted::Room(id, state),
+            Some(victim) => Admitted::Evicted(id, state, victim),
+        }
+    }
+
+    pub fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+}
+
+/// The connection's I/O: marks the first byte of a request's head, and fails
+/// a write that makes no progress for the write timeout.
+pub struct TimedIo<T> {
+    inner: T,
+    state: Arc<ConnState>,
+    write_timeout: Duration,
+    stall: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> TimedIo<T> {
+    pub fn new(inner: T, state: Arc<ConnState>, write_timeout: Duration) -> TimedIo<T> {
+        TimedIo {
+            inner,
+            state,
+            write_timeout,
+            stall: None,
+        }
+    }
+
+    /// Ready results clear the stall timer; a pending one arms it, and once it
+    /// fires the write fails.
+    fn bound<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        if poll.is_ready() {
+            self.stall = None;
+            return poll;
+        }
+        let timeout = self.write_timeout;
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stall.as_mut().poll(cx).is_ready() {
+            self.state.write_timed_out.store(true, Ordering::Relaxed);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took nothing for the write timeout",
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before && self.state.phase() == Phase::Idle {
+            // The next request's first byte: its head now has the header timeout.
+            self.state.set(Phase::Head);
+        }
+        poll
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.bound(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.bound(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.bound(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.bound(cx, poll)
+    }
+}
+
+/// A response body that marks its connection idle once it is done (written
+/// to the end, or dropped when the connection fails).
+pub struct Tracked<B> {
+    body: B,
+    state: Arc<ConnState>,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(body: B, state: Arc<ConnState>) -> Tracked<B> {
+        Tracked { body, state }
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        self.state.set(Phase::Idle);
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}

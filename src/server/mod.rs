@@ -1,0 +1,253 @@
+//! HTTP: the routes ([`routes`]) served over HTTP/1.1 by hyper, one task per
+//! connection ([`conn`]), under the limits of `[web]`: header-read, idle and
+//! write timeouts, a cap on open connections, and a deadline at shutdown.
+//! warp 0.4's own server has none of these, so its filter is served here.
+
+mod conn;
+pub mod routes;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use self::conn::{Admitted, ConnState, Expired, Phase, Registry, TimedIo, Tracked};
+use crate::config::HttpLimits;
+use crate::exporter::Exporter;
+use crate::telemetry::{Limit, LimitMetric};
+
+/// A request head (request line and headers) larger than this is refused;
+/// Prometheus sends a few hundred bytes. It also bounds an idle connection's
+/// read buffer.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Serves until `shutdown` resolves; then stops accepting at once, lets
+/// requests in flight finish within the shutdown timeout, and returns.
+pub async fn serve(
+    exporter: Arc<Exporter>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let limits = exporter.config.http;
+    let service = warp::service(routes::routes(Arc::clone(&exporter)));
+    let registry = Arc::new(Registry::new());
+    let hits = Hits {
+        header: exporter.telemetry.limit(Limit::HttpHeaderTimeout),
+        write: exporter.telemetry.limit(Limit::HttpWriteTimeout),
+        connections: exporter.telemetry.limit(Limit::HttpConnections),
+    };
+    let (stop_tx, stop) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let mut accept_failing = false;
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {
+                exporter.telemetry.connections.set(registry.len() as f64);
+                continue;
+            }
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait for some to close.
+                    if !std::mem::replace(&mut accept_failing, true) {
+                        tracing::warn!(error = %e, "cannot accept connections");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if std::mem::replace(&mut accept_failing, false) {
+            tracing::info!("accepting connections again");
+        }
+        let (id, state) = match registry.admit(peer, limits.max_connections) {
+            Admitted::Room(id, state) => (id, state),
+            Admitted::Evicted(id, state, victim) => {
+                hits.connections.hit(&format!(
+                    "closed idle connection from {victim} for one from {peer}"
+                ));
+                (id, state)
+            }
+            Admitted::Full => {
+                hits.connections
+                    .hit(&format!("refused {peer}: every connection is busy"));
+                continue;
+            }
+        };
+        exporter.telemetry.connections.set(registry.len() as f64);
+        let _ = stream.set_nodelay(true);
+        let connection = Connection {
+            state,
+            limits,
+            service: service.clone(),
+            stop: stop.clone(),
+            hits: hits.clone(),
+        };
+        let registry = Arc::clone(&registry);
+        tasks.spawn(async move {
+            connection.run(stream).await;
+            registry.remove(id);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let open = tasks.len();
+    let drained = tokio::time::timeout(limits.shutdown_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            still_open = tasks.len(),
+            of = open,
+            "connections still busy at the shutdown deadline; closing them"
+        );
+        tasks.shutdown().await;
+    }
+    exporter.telemetry.connections.set(0.0);
+}
+
+enum Event {
+    Done(hyper::Result<()>),
+    Timer,
+    Evicted,
+    Stop,
+}
+
+#[derive(Clone)]
+struct Hits {
+    header: Arc<LimitMetric>,
+    write: Arc<LimitMetric>,
+    connections: Arc<LimitMetric>,
+}
+
+struct Connection<S> {
+    state: Arc<ConnState>,
+    limits: HttpLimits,
+    service: S,
+    stop: watch::Receiver<bool>,
+    hits: Hits,
+}
+
+impl<S> Connection<S>
+where
+    S: tower_service::Service<
+            http::Request<Incoming>,
+            Response = warp::reply::Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    async fn run(self, stream: tokio::net::TcpStream) {
+        let peer = self.state.peer;
+        let io = TimedIo::new(stream, Arc::clone(&self.state), self.limits.write_timeout);
+        let state = Arc::clone(&self.state);
+        let service = self.service.clone();
+        let service = hyper::service::service_fn(move |request| {
+            state.set(Phase::Busy);
+            let state = Arc::clone(&state);
+            let mut service = service.clone();
+            let response = service.call(request);
+            async move {
+                let response = response.await?;
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, state)))
+            }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            // Head and idle deadlines are ours: hyper's header timer also runs
+            // while a keep-alive connection waits for its next request.
+            .header_read_timeout(None)
+            .max_buf_size(MAX_HEAD.max(8192))
+            .serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let evicted = self.state.evicted.notified();
+        tokio::pin!(evicted);
+        let mut stop = self.stop.clone();
+        let stopping = stop.changed();
+        tokio::pin!(stopping);
+        let mut draining = false;
+        // One timer for the connection's life, moved only when a deadline
+        // comes earlier (a request's first byte); a later one is found when
+        // the timer fires. Re-arming it on every request cost ~15% more CPU
+        // per scrape (benches/load.sh http).
+        let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
+        let mut armed = self
+            .state
+            .deadline(&self.limits)
+            .map_or_else(far, |(at, _)| at);
+        let timer = tokio::time::sleep_until(armed);
+        tokio::pin!(timer);
+        let mut seen = self.state.generation();
+        loop {
+            let event = std::future::poll_fn(|cx| {
+                if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Done(result));
+                }
+                let generation = self.state.generation();
+                if generation != seen {
+                    seen = generation;
+                    if let Some((at, _)) = self.state.deadline(&self.limits)
+                        && at < armed
+                    {
+                        armed = at;
+                        timer.as_mut().reset(at);
+                    }
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Timer);
+                }
+                if evicted.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Evicted);
+                }
+                if !draining && stopping.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Stop);
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Event::Done(result) => {
+                    if self.state.write_timed_out.load(Ordering::Relaxed) {
+                        self.hits.write.hit(&peer);
+                    } else if let Err(e) = result {
+                        // A client that goes away mid-request is routine.
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                Event::Timer => match self.state.deadline(&self.limits) {
+                    Some((at, why)) if at <= tokio::time::Instant::now() => {
+                        match why {
+                            Expired::HeaderTimeout => self.hits.header.hit(&peer),
+                            Expired::IdleTimeout => {
+                                tracing::debug!(%peer, "closing an idle keep-alive connection")
+                            }
+                        }
+                        return;
+                    }
+                    next => {
+                        armed = next.map_or_else(far, |(at, _)| at);
+                        timer.as_mut().reset(armed);
+                    }
+                },
+                Event::Evicted => return,
+                Event::Stop => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
