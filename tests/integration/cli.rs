@@ -45,6 +45,7 @@ fn config_errors_name_the_key() {
     for (text, needle) in [
         ("[topology]\nintervall = \"5s\"\n", "intervall"),
         ("[topology]\ninterval = \"often\"\n", "topology.interval"),
+        ("[vm]\ninterval = \"1ms\"\n", "vm.interval"),
         ("[interfaces]\ninclude = \"[\"\n", "interfaces.include"),
         ("not toml at all", "config"),
     ] {
@@ -102,4 +103,55 @@ fn healthcheck_fails_on_a_non_200_answer() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not healthy") && err.contains("503"), "{err}");
+}
+
+/// stderr is not a terminal here, as under `docker logs`: plain text, no
+/// colour codes; a client that hangs up mid-response is not an error; a bad
+/// config is one line even with `RUST_BACKTRACE=1`.
+#[test]
+fn logs_are_plain_quiet_about_clients_and_one_line_per_error() {
+    use std::io::{Read, Write};
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let host = crate::limits::big_host(2_000);
+    let mut exporter = crate::limits::Exporter::start(
+        host.path(),
+        "[log]\nlevel = \"debug\"\n",
+        std::fs::File::create(&log).unwrap().into(),
+    );
+    for _ in 0..3 {
+        let mut s = std::net::TcpStream::connect(exporter.addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut start = [0u8; 64];
+        s.read_exact(&mut start).unwrap();
+        drop(s); // hang up with most of the body unread
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    exporter.terminate();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("listening"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "colour codes in a non-terminal log: {text}"
+    );
+    assert!(
+        !text.contains("ERROR"),
+        "a hang-up logged as an error: {text}"
+    );
+    assert!(text.contains("connection ended"), "logged at debug: {text}");
+
+    let out = Command::new(bin())
+        .args(["--once", "--log.level=loud"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: invalid value for log.level"),
+        "{err}"
+    );
 }

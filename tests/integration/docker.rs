@@ -38,6 +38,8 @@ pub fn docker(args: &[&str]) -> String {
 
 /// `true` when an engine answers and the test image exists (built on demand).
 pub fn engine() -> bool {
+    // Not while the restart test has the engine down.
+    let _engine = shared_engine();
     let up = have("docker")
         && Command::new("docker")
             .arg("version")
@@ -388,7 +390,7 @@ fn socket_absent_at_start_then_found() {
     let _engine = shared_engine();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("docker.sock");
-    let server = server_on(socket.to_str().unwrap(), "[docker]\ninterval = \"200ms\"\n");
+    let server = server_on(socket.to_str().unwrap(), "[docker]\ninterval = \"1s\"\n");
     let body = wait_for(Duration::from_secs(10), || {
         let body = server.metrics();
         (docker_up(&body) == Some(0.0)).then_some(body)
@@ -422,7 +424,7 @@ fn hung_daemon_times_out_without_stalling_scrapes() {
     });
     let server = server_on(
         socket.to_str().unwrap(),
-        "[docker]\ninterval = \"200ms\"\ntimeout = \"1s\"\n",
+        "[docker]\ninterval = \"1s\"\ntimeout = \"1s\"\n",
     );
     let body = wait_for(Duration::from_secs(15), || {
         let body = server.metrics();
@@ -500,7 +502,7 @@ fn daemon_restart_loses_no_scrape_and_keeps_labels() {
 
     let server = server_on(
         "/var/run/docker.sock",
-        "[docker]\ninterval = \"250ms\"\ntimeout = \"2s\"\n",
+        "[docker]\ninterval = \"1s\"\ntimeout = \"2s\"\n",
     );
     wait_for(Duration::from_secs(10), || {
         labels_of(&server.metrics(), &veth).filter(|l| l["instance"] == name)

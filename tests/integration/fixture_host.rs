@@ -267,7 +267,10 @@ fn hostile_interface_names_are_escaped() {
     );
     assert!(text.contains(r#"interface="back\\slash""#));
     assert!(text.contains("interface=\"café\""));
-    assert!(text.contains("interface=\"bad\u{fffd}byte\""));
+    assert!(
+        text.contains(r#"interface="bad\\xffbyte""#),
+        "invalid UTF-8 written as \\xNN"
+    );
     let samples = parse(&text);
     assert_eq!(
         one(&samples, "net_interface_rx_bytes_total", "we\"ird").label("state"),
@@ -276,6 +279,107 @@ fn hostile_interface_names_are_escaped() {
     assert_eq!(
         one(&samples, "net_interface_rx_bytes_total", "back\\slash").value,
         1.0
+    );
+    promtool_check(&text);
+}
+
+/// One series per label set, whatever the host's names: names that differ
+/// only in bytes that are not UTF-8 stay apart, a name that spells out another
+/// one's escape gives way (counted), a name listed twice in net/dev is written
+/// once (counted), a `master` link to itself is no bridge, and a sysfs value
+/// that is huge, endless or not a file does not become a label.
+#[test]
+fn colliding_names_and_oversized_values_stay_one_series_each() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let host = tempfile::tempdir().unwrap();
+    let net = host.path().join("sys/class/net");
+    let names: [&[u8]; 6] = [
+        br"bad\xffa", // a real name that spells out the next one's escape
+        b"bad\xffa",
+        b"bad\xfea",
+        b"longstate",
+        b"selfish",
+        b"fifostate",
+    ];
+    let mut netdev =
+        b"Inter-|   Receive |  Transmit\n face |bytes packets|bytes packets\n".to_vec();
+    for (i, name) in names.iter().enumerate() {
+        let dir = net.join(OsStr::from_bytes(name));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (f, v) in [("ifindex", i + 2), ("iflink", i + 2), ("type", 1)] {
+            std::fs::write(dir.join(f), format!("{v}\n")).unwrap();
+        }
+        std::fs::write(dir.join("operstate"), "up\n").unwrap();
+        netdev.extend_from_slice(name);
+        netdev.extend_from_slice(format!(": {i} 1 0 0 0 0 0 0 {i} 1 0 0 0 0 0 0\n").as_bytes());
+    }
+    // Listed twice: the second line is dropped.
+    netdev.extend_from_slice(b"selfish: 99 1 0 0 0 0 0 0 99 1 0 0 0 0 0 0\n");
+    std::fs::write(net.join("longstate/operstate"), "x".repeat(100)).unwrap();
+    std::fs::create_dir_all(net.join("selfish/brport")).unwrap();
+    std::os::unix::fs::symlink("../selfish", net.join("selfish/master")).unwrap();
+    std::fs::remove_file(net.join("fifostate/operstate")).unwrap();
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(net.join("fifostate/operstate"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    std::fs::create_dir_all(host.path().join("proc/1/net")).unwrap();
+    std::fs::write(host.path().join("proc/1/net/dev"), netdev).unwrap();
+
+    let text = once_on_host(host.path(), &[]);
+    let samples = parse(&text);
+    let rx: Vec<_> = samples
+        .iter()
+        .filter(|s| s.name == "net_interface_rx_bytes_total")
+        .collect();
+    let mut label_sets: Vec<_> = rx.iter().map(|s| format!("{:?}", s.labels)).collect();
+    label_sets.sort();
+    label_sets.dedup();
+    assert_eq!(label_sets.len(), rx.len(), "a label set twice: {text}");
+    let interfaces: Vec<_> = rx.iter().map(|s| s.label("interface").unwrap()).collect();
+    assert_eq!(
+        interfaces,
+        [
+            r"bad\xffa",
+            r"bad\xfea",
+            "fifostate",
+            "longstate",
+            "selfish"
+        ],
+        "the real name spelling out an escape sorts first and keeps it; the other gives way"
+    );
+    assert_eq!(
+        one(&samples, "net_interface_rx_bytes_total", r"bad\xffa").value,
+        0.0
+    );
+    assert_eq!(
+        one(&samples, "net_interface_rx_bytes_total", "selfish").value,
+        4.0
+    );
+    let gauge = |name: &str| samples.iter().find(|s| s.name == name).unwrap().value;
+    assert_eq!(gauge("truenas_net_exporter_label_collisions"), 1.0);
+    assert_eq!(
+        gauge("truenas_net_exporter_netdev_malformed_lines_total"),
+        1.0,
+        "the repeated line"
+    );
+    assert_eq!(
+        one(&samples, "net_interface_rx_bytes_total", "selfish").label("bridge"),
+        Some(""),
+        "a master link to itself is no bridge"
+    );
+    assert_eq!(
+        one(&samples, "net_interface_rx_bytes_total", "longstate").label("state"),
+        Some("x".repeat(64).as_str()),
+        "sysfs values are cut to 64 bytes"
+    );
+    assert_eq!(
+        one(&samples, "net_interface_rx_bytes_total", "fifostate").label("state"),
+        Some("unknown"),
+        "a FIFO is not read"
     );
     promtool_check(&text);
 }

@@ -239,7 +239,7 @@ fn unknown_interface_is_exported_at_once_and_wakes_topology() {
 #[test]
 fn failing_topology_keeps_last_labels_and_recovers() {
     let host = copy_fixture("seed-host");
-    let server = Server::start(host.path(), "[topology]\ninterval = \"100ms\"\n");
+    let server = Server::start(host.path(), "[topology]\ninterval = \"1s\"\n");
     server.wait_labelled("vlan1", "br0");
 
     let class = host.path().join("sys/class/net");

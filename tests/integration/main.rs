@@ -11,5 +11,6 @@ mod docs;
 mod fixture_host;
 mod http;
 mod kernel;
+mod limits;
 mod prometheus;
 mod support;

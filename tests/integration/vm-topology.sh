@@ -100,7 +100,7 @@ virsh_command = [\"$ROOT/fake-virsh\"]
 virsh_uri = \"qemu+unix:///system?socket=/run/truenas_libvirt/libvirt-sock\""
 
 # A midclt that hangs: killed at its timeout while the server keeps answering.
-printf '[vm]\nsources = ["midclt"]\nchroot = false\nmidclt_command = ["%s"]\ninterval = "500ms"\ncommand_timeout = "1s"\ntimeout = "3s"\n' \
+printf '[vm]\nsources = ["midclt"]\nchroot = false\nmidclt_command = ["%s"]\ninterval = "1s"\ncommand_timeout = "1s"\ntimeout = "3s"\n' \
   "$ROOT/hung-midclt" > "$ROOT/out/hung.toml"
 "$BIN" --web.listen-address=127.0.0.1:19600 --path.rootfs="$ROOT" --docker.socket= \
   --config.file="$ROOT/out/hung.toml" --log.level=error &
