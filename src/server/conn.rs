@@ -132,16 +132,10 @@ impl Registry {
         let mut open = self.lock();
         let mut evicted = None;
         if open.len() >= max {
-            let victim = open
-                .iter()
-                .filter(|(_, c)| c.phase() != Phase::Busy)
-                .min_by_key(|(_, c)| c.since.load(Ordering::Acquire))
-                .map(|(&id, _)| id);
-            let Some(victim) = victim.and_then(|id| open.remove(&id)) else {
+            let Some(victim) = Registry::evict(&mut open) else {
                 return Admitted::Full;
             };
-            victim.evicted.notify_one();
-            evicted = Some(victim.peer);
+            evicted = Some(victim);
         }
         let state = Arc::new(ConnState {
             peer,
@@ -163,6 +157,23 @@ impl Registry {
 
     pub fn remove(&self, id: u64) {
         self.lock().remove(&id);
+    }
+
+    /// Closes the connection that has waited longest without being busy (out
+    /// of file descriptors, say); returns its peer.
+    pub fn evict_one(&self) -> Option<SocketAddr> {
+        Registry::evict(&mut self.lock())
+    }
+
+    fn evict(open: &mut HashMap<u64, Arc<ConnState>>) -> Option<SocketAddr> {
+        let victim = open
+            .iter()
+            .filter(|(_, c)| c.phase() != Phase::Busy)
+            .min_by_key(|(_, c)| c.since.load(Ordering::Acquire))
+            .map(|(&id, _)| id)?;
+        let victim = open.remove(&victim)?;
+        victim.evicted.notify_one();
+        Some(victim.peer)
     }
 }
 

@@ -58,7 +58,14 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    // Out of file descriptors, most likely: wait for some to close.
+                    // Out of file descriptors, most likely: an idle connection
+                    // makes room; otherwise wait for one to close.
+                    if let Some(victim) = registry.evict_one() {
+                        hits.connections.hit(&format!("closed idle connection from {victim}: {e}"));
+                        // Give its task a moment to close it before trying again.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
                     if !std::mem::replace(&mut accept_failing, true) {
                         tracing::warn!(error = %e, "cannot accept connections");
                     }

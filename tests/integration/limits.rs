@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{bin, copy_fixture, http, parse, wait_for};
+use crate::support::{bin, copy_fixture, have, http, parse, wait_for};
 
 /// The exporter as a child process, killed when dropped.
 pub struct Exporter {
@@ -28,6 +28,18 @@ impl Exporter {
 
     /// As [`Exporter::start`], with the Docker socket at `docker`.
     pub fn start_with(root: &Path, toml: &str, docker: &str, stderr: Stdio) -> Exporter {
+        Exporter::start_in(Command::new(bin()), root, toml, docker, stderr)
+    }
+
+    /// As [`Exporter::start_with`], run by `command` (a wrapper such as
+    /// `prlimit`, with the binary as its last argument so far).
+    pub fn start_in(
+        mut command: Command,
+        root: &Path,
+        toml: &str,
+        docker: &str,
+        stderr: Stdio,
+    ) -> Exporter {
         let config = tempfile::tempdir().unwrap();
         let file = config.path().join("config.toml");
         std::fs::write(&file, toml).unwrap();
@@ -37,7 +49,7 @@ impl Exporter {
             .unwrap()
             .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new(bin())
+        let child = command
             .arg(format!("--web.listen-address={addr}"))
             .arg(format!("--path.rootfs={}", root.display()))
             .arg(format!("--path.procfs={}", root.join("proc").display()))
@@ -527,4 +539,44 @@ fn fake_engine(conn: std::os::unix::net::UnixStream) {
             let _ = out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
         }
     }
+}
+
+/// With few file descriptors (here 48), idle keep-alive connections that hold
+/// them all cannot lock out a scrape: the longest-idle one makes room.
+#[test]
+fn idle_connections_cannot_use_up_the_descriptors() {
+    if !crate::support::require(have("prlimit"), "prlimit not installed (util-linux)") {
+        return;
+    }
+    let host = copy_fixture("seed-host");
+    let mut prlimit = Command::new("prlimit");
+    prlimit.args(["--nofile=48:48", "--"]).arg(bin());
+    let exporter = Exporter::start_in(prlimit, host.path(), "", "", Stdio::null());
+    let addr = exporter.addr;
+    // Keep-alive clients that each made one request and then sit idle.
+    let idle: Vec<TcpStream> = (0..80)
+        .filter_map(|_| {
+            let mut s = TcpStream::connect(addr).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).ok()?;
+            Some(s)
+        })
+        .collect();
+    assert!(
+        exporter.fds() >= 40,
+        "the descriptors are used up: {}",
+        exporter.fds()
+    );
+    for _ in 0..10 {
+        let r = http(addr, "GET", "/metrics");
+        assert_eq!(r.status, 200);
+        assert!(r.body.contains("net_interface_rx_bytes_total{"));
+    }
+    assert!(
+        exporter.metric("truenas_net_exporter_limit_hits_total{limit=\"http_connections\"}")
+            >= 10.0
+    );
+    drop(idle);
 }
