@@ -102,7 +102,10 @@ for i in range(n):
     os.makedirs(os.path.join(d, "brport"))
     for f, v in (("ifindex", i + 100), ("iflink", i + 50000), ("type", 1), ("operstate", "up")):
         open(os.path.join(d, f), "w").write(f"{v}\n")
-    os.symlink(f"../br-{i // 20:012x}", os.path.join(d, "master"))
+    bridge = f"br-{i // 20:012x}"
+    os.symlink(f"../{bridge}", os.path.join(d, "master"))
+    # The bridge must exist for its ports to name it (as it always does in sysfs).
+    os.makedirs(os.path.join(net, bridge, "bridge"), exist_ok=True)
     lines.append(f"{name:>15}: {i * 1000003} {i * 17} 0 0 0 0 0 0 {i * 999983} {i * 13} 0 0 0 0 0 0")
 open(os.path.join(root, "proc/1/net/dev"), "w").write("\n".join(lines) + "\n")
 PY

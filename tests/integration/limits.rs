@@ -138,6 +138,9 @@ pub fn big_host(n: usize) -> tempfile::TempDir {
         let name = format!("veth{i:07x}");
         let dir = net.join(&name);
         std::fs::create_dir_all(dir.join("brport")).unwrap();
+        let bridge = format!("br-{:012x}", i / 20);
+        std::fs::create_dir_all(net.join(&bridge).join("bridge")).unwrap();
+        std::os::unix::fs::symlink(format!("../{bridge}"), dir.join("master")).unwrap();
         for (f, v) in [
             ("ifindex", (i + 100).to_string()),
             ("iflink", (i + 50_000).to_string()),
