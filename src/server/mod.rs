@@ -36,7 +36,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let limits = exporter.config.http;
+    let mut limits = exporter.config.http;
+    limits.max_connections = connection_cap(limits.max_connections);
     let service = warp::service(routes::routes(Arc::clone(&exporter)));
     let registry = Arc::new(Registry::new());
     let hits = Hits {
@@ -122,6 +123,34 @@ pub async fn serve(
         tasks.shutdown().await;
     }
     exporter.telemetry.connections.set(0.0);
+}
+
+/// File descriptors kept for the exporter's own work (net/dev, sysfs, the
+/// tools' pipes, the Docker and Incus sockets, the runtime's own) when the
+/// process may open few files.
+const FD_RESERVE: u64 = 64;
+
+/// The configured connection cap, lowered if the process may open so few
+/// files that connections could take them all: a scrape must still be able to
+/// open net/dev.
+fn connection_cap(configured: usize) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let Some(files) = limit.current else {
+        return configured;
+    };
+    let room = files.saturating_sub(FD_RESERVE).max(files / 4);
+    let cap = usize::try_from(room)
+        .unwrap_or(usize::MAX)
+        .clamp(1, configured);
+    if cap < configured {
+        tracing::warn!(
+            max_connections = cap,
+            configured,
+            open_files_limit = files,
+            "fewer connections than configured: the process may open only so many files"
+        );
+    }
+    cap
 }
 
 enum Event {
