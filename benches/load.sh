@@ -7,6 +7,7 @@
 #   benches/load.sh http     /metrics over keep-alive HTTP vs node_exporter's netdev-only scrape
 #   benches/load.sh memory   RSS, fds and threads across 10,000 scrapes of 10,000 interfaces
 #   benches/load.sh procscan the VM (QEMU scan) and LXC resolvers' /proc scans with 2,000 processes
+#   benches/load.sh midclt   what a VM and an LXC refresh cost through a fake midclt (sh, python3)
 #   benches/load.sh docker   100 containers on a running dockerd: refresh time, scrape latency
 #                            idle vs during refreshes, label freshness, 10,000 scrapes' fds/threads/RSS
 #
@@ -147,6 +148,44 @@ procscan)
     kill $(jobs -p) 2>/dev/null || true
   '
   ;;
+midclt)
+  # The middleware's client starts a Python interpreter per call; a fake in sh
+  # and one in python3 bound what the exporter adds around it.
+  cargo build --release -q
+  cat > "$work/midclt.sh" <<'SH'
+#!/bin/sh
+case "$2" in
+  vm.query) echo '[{"id": 1, "name": "vm1", "status": {"state": "RUNNING", "pid": 1, "domain_state": "RUNNING"}}]' ;;
+  container.query) echo '[]' ;;
+  *) echo "Method does not exist" >&2; exit 1 ;;
+esac
+SH
+  cat > "$work/midclt.py" <<'PY'
+#!/usr/bin/env python3
+import json, sys
+if sys.argv[2] == "vm.query":
+    print(json.dumps([{"id": 1, "name": "vm1", "status": {"state": "RUNNING", "pid": 1, "domain_state": "RUNNING"}}]))
+elif sys.argv[2] == "container.query":
+    print("[]")
+else:
+    print("Method does not exist", file=sys.stderr); sys.exit(1)
+PY
+  chmod +x "$work/midclt.sh" "$work/midclt.py"
+  for fake in midclt.sh midclt.py; do
+    printf '[vm]
+sources = ["midclt"]
+[truenas]
+midclt_command = ["%s", "call"]
+[incus]
+enabled = false
+' "$work/$fake" > "$work/c.toml"
+    echo "== $fake (5 runs of --once): refresh durations, seconds"
+    for run in 1 2 3 4 5; do
+      ./target/release/truenas-net-exporter --once --docker.socket= --config.file="$work/c.toml" \
+        | awk -v run=$run '/refresh_duration_seconds\{resolver="(vm|lxc)"/ {printf "  run %s %s %s\n", run, $1, $2}'
+    done
+  done
+  ;;
 docker)
   # Uses the host's dockerd (started by hand or by .ci/run) and the test image
   # the integration tests import (tne-busybox:test). Listens on 127.0.0.1 only.
@@ -217,7 +256,7 @@ docker)
   kill "$pid"
   ;;
 *)
-  echo "usage: $0 bench|http|memory|docker" >&2
+  echo "usage: $0 bench|http|memory|procscan|midclt|docker" >&2
   exit 2
   ;;
 esac

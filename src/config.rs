@@ -60,6 +60,36 @@ pub struct RawConfig {
     pub vm: RawVm,
     #[serde(default)]
     pub lxc: RawResolver,
+    #[serde(default)]
+    pub incus: RawIncus,
+    #[serde(default)]
+    pub truenas: RawTrueNas,
+    #[serde(default)]
+    pub commands: RawCommands,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIncus {
+    pub enabled: Option<bool>,
+    pub socket: Option<PathBuf>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub max_response_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrueNas {
+    pub midclt_command: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommands {
+    pub chroot: Option<bool>,
+    pub timeout: Option<String>,
+    pub max_output_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,13 +98,14 @@ pub struct RawVm {
     pub enabled: Option<bool>,
     pub interval: Option<String>,
     pub timeout: Option<String>,
-    pub command_timeout: Option<String>,
     pub sources: Option<Vec<VmLookup>>,
-    pub midclt_command: Option<Vec<String>>,
     pub virsh_command: Option<Vec<String>>,
     pub virsh_uri: Option<String>,
-    pub chroot: Option<bool>,
-    pub max_output_bytes: Option<usize>,
+    // Keys that moved, kept only to say where they went.
+    pub midclt_command: Option<toml::Value>,
+    pub chroot: Option<toml::Value>,
+    pub command_timeout: Option<toml::Value>,
+    pub max_output_bytes: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -226,6 +257,26 @@ pub struct VmConfig {
     pub settings: VmSettings,
 }
 
+/// The Incus resolver's checked settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncusConfig {
+    pub schedule: Schedule,
+    /// A path on the host (under `--path.rootfs`).
+    pub socket: PathBuf,
+    pub max_response_bytes: usize,
+}
+
+/// How external tools (midclt, virsh) are run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandConfig {
+    /// Inside `--path.rootfs` (chroot) when that is not `/`.
+    pub chroot: bool,
+    pub timeout: Duration,
+    pub max_output_bytes: usize,
+    /// TrueNAS's middleware client, before the method: `midclt call`.
+    pub midclt: Vec<String>,
+}
+
 /// The checked configuration the exporter runs with. A resolver that is off
 /// is `None`: [`Config::build`] is the one place that decides.
 #[derive(Debug, Clone)]
@@ -244,6 +295,8 @@ pub struct Config {
     pub docker: Option<DockerConfig>,
     pub vm: Option<VmConfig>,
     pub lxc: Option<Schedule>,
+    pub incus: Option<IncusConfig>,
+    pub commands: CommandConfig,
 }
 
 impl Config {
@@ -332,15 +385,65 @@ impl Config {
             Duration::from_secs(60),
             Duration::from_secs(30),
         )?;
-        let vm_settings = vm_settings(
-            raw.vm.sources,
-            raw.vm.midclt_command,
-            raw.vm.virsh_command,
-            raw.vm.virsh_uri,
-            raw.vm.chroot,
-            raw.vm.command_timeout,
-            raw.vm.max_output_bytes,
-        )?;
+        for (key, value, now) in [
+            (
+                "vm.midclt_command",
+                raw.vm.midclt_command.is_some(),
+                "truenas.midclt_command (without the method)",
+            ),
+            ("vm.chroot", raw.vm.chroot.is_some(), "commands.chroot"),
+            (
+                "vm.command_timeout",
+                raw.vm.command_timeout.is_some(),
+                "commands.timeout",
+            ),
+            (
+                "vm.max_output_bytes",
+                raw.vm.max_output_bytes.is_some(),
+                "commands.max_output_bytes",
+            ),
+        ] {
+            if value {
+                return Err(invalid(key, format!("has moved to {now}")));
+            }
+        }
+        let vm_settings = vm_settings(raw.vm.sources, raw.vm.virsh_command, raw.vm.virsh_uri)?;
+        let commands = CommandConfig {
+            chroot: raw.commands.chroot.unwrap_or(true),
+            timeout: duration_key(
+                "commands.timeout",
+                raw.commands.timeout,
+                Duration::from_secs(15),
+            )?,
+            max_output_bytes: positive(
+                "commands.max_output_bytes",
+                raw.commands.max_output_bytes,
+                16 << 20,
+            )?,
+            midclt: program(
+                "truenas.midclt_command",
+                raw.truenas.midclt_command,
+                &["midclt", "call"],
+            )?,
+        };
+        let incus = resolver_key(
+            ("incus.interval", "incus.timeout"),
+            RawResolver {
+                enabled: raw.incus.enabled,
+                interval: raw.incus.interval,
+                timeout: raw.incus.timeout,
+            },
+            Duration::from_secs(30),
+            Duration::from_secs(10),
+        )?
+        .map(|schedule| IncusConfig {
+            schedule,
+            socket: raw
+                .incus
+                .socket
+                .unwrap_or_else(|| "/var/lib/incus/unix.socket".into()),
+            max_response_bytes: raw.incus.max_response_bytes.unwrap_or(16 << 20),
+        });
         let http = HttpLimits {
             read_header_timeout: duration_key(
                 "web.read_header_timeout",
@@ -416,18 +519,16 @@ impl Config {
                 Duration::from_secs(30),
                 Duration::from_secs(10),
             )?,
+            incus,
+            commands,
         })
     }
 }
 
 fn vm_settings(
     sources: Option<Vec<VmLookup>>,
-    midclt: Option<Vec<String>>,
     virsh: Option<Vec<String>>,
     virsh_uri: Option<String>,
-    chroot: Option<bool>,
-    command_timeout: Option<String>,
-    max_output_bytes: Option<usize>,
 ) -> Result<VmSettings, ConfigError> {
     let sources =
         sources.unwrap_or_else(|| vec![VmLookup::Midclt, VmLookup::Virsh, VmLookup::Qemu]);
@@ -437,24 +538,30 @@ fn vm_settings(
             "is empty; set vm.enabled = false to turn VMs off",
         ));
     }
-    let command = |key, value: Option<Vec<String>>, default: &[&str]| match value {
+    let mut seen = sources.clone();
+    seen.sort();
+    seen.dedup();
+    if seen.len() != sources.len() {
+        return Err(invalid("vm.sources", "names a source twice"));
+    }
+    Ok(VmSettings {
+        sources,
+        virsh_command: program("vm.virsh_command", virsh, &["virsh"])?,
+        virsh_uri: virsh_uri.unwrap_or_default(),
+    })
+}
+
+/// A command line from the config: a program and its arguments.
+fn program(
+    key: &'static str,
+    value: Option<Vec<String>>,
+    default: &[&str],
+) -> Result<Vec<String>, ConfigError> {
+    match value {
         Some(v) if v.is_empty() || v[0].is_empty() => Err(invalid(key, "must name a program")),
         Some(v) => Ok(v),
         None => Ok(default.iter().map(|s| s.to_string()).collect()),
-    };
-    Ok(VmSettings {
-        sources,
-        midclt_command: command("vm.midclt_command", midclt, &["midclt", "call", "vm.query"])?,
-        virsh_command: command("vm.virsh_command", virsh, &["virsh"])?,
-        virsh_uri: virsh_uri.unwrap_or_default(),
-        chroot: chroot.unwrap_or(true),
-        command_timeout: duration_key(
-            "vm.command_timeout",
-            command_timeout,
-            Duration::from_secs(15),
-        )?,
-        max_output_bytes: positive("vm.max_output_bytes", max_output_bytes, 16 << 20)?,
-    })
+    }
 }
 
 fn check_listen_address(addr: &str) -> Result<(), ConfigError> {
@@ -627,8 +734,15 @@ mod tests {
             ("[web]\nlisten_address = \"9551\"", "web.listen_address"),
             ("[log]\nlevel = \"loud\"", "log.level"),
             ("[vm]\nsources = []", "vm.sources"),
-            ("[vm]\nmidclt_command = []", "vm.midclt_command"),
-            ("[vm]\ncommand_timeout = \"x\"", "vm.command_timeout"),
+            ("[truenas]\nmidclt_command = []", "truenas.midclt_command"),
+            ("[commands]\ntimeout = \"x\"", "commands.timeout"),
+            ("[vm]\ncommand_timeout = \"15s\"", "commands.timeout"),
+            (
+                "[vm]\nmidclt_command = [\"midclt\", \"call\", \"vm.query\"]",
+                "truenas.midclt_command",
+            ),
+            ("[vm]\nsources = [\"qemu\", \"qemu\"]", "vm.sources"),
+            ("[incus]\ninterval = \"10ms\"", "incus.interval"),
             ("[vm]\nsources = [\"libvirt\"]", "libvirt"),
             ("[topology]\ninterval = \"1ms\"", "topology.interval"),
             ("[docker]\ninterval = \"999ms\"", "docker.interval"),

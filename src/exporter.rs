@@ -3,19 +3,23 @@
 //! serving and `--once` both use) and produces scrapes.
 
 use std::io;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use crate::command::Runner;
 use crate::compose::LabelTable;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::resolver::{AnyResolver, Publish, Resolver, Schedule};
 use crate::scrape::{JoinStats, NetdevReader, Scrape};
 use crate::sources::docker::DockerSource;
+use crate::sources::incus::IncusSource;
 use crate::sources::lxc::LxcSource;
+use crate::sources::middleware::Middleware;
 use crate::sources::topology::TopologySource;
-use crate::sources::vm::VmSource;
+use crate::sources::vm::{VmLookup, VmSource};
 use crate::sources::{Owners, ResolverId, Source};
 use crate::telemetry::Telemetry;
 
@@ -59,21 +63,65 @@ impl Exporter {
             let source = DockerSource::new(docker, &c.procfs, wakes, &self.telemetry);
             list.push(self.owner_resolver(source, docker.schedule));
         }
+        let middleware = Arc::new(self.middleware());
+        if let Some(incus) = &c.incus {
+            let source = IncusSource::new(
+                &incus.socket,
+                &c.rootfs,
+                incus.max_response_bytes,
+                Some(Arc::clone(&middleware)),
+            );
+            list.push(self.owner_resolver(source, incus.schedule));
+        }
+        if let Some(schedule) = c.lxc {
+            let source = LxcSource::new(
+                &c.procfs,
+                Arc::clone(&middleware),
+                schedule.timeout,
+                &self.telemetry,
+            );
+            list.push(self.owner_resolver(source, schedule));
+        }
         if let Some(vm) = &c.vm {
             let source = VmSource::new(
                 vm.settings.clone(),
-                &c.rootfs,
-                &c.procfs,
+                (&c.rootfs, &c.procfs),
+                self.runner(),
+                middleware,
                 vm.schedule.timeout,
                 &self.telemetry,
             );
             list.push(self.owner_resolver(source, vm.schedule));
         }
-        if let Some(schedule) = c.lxc {
-            let source = LxcSource::new(&c.procfs, schedule.timeout);
-            list.push(self.owner_resolver(source, schedule));
-        }
         list
+    }
+
+    /// Runs the host's tools: inside its root when the exporter has its own.
+    fn runner(&self) -> Runner {
+        let c = &self.config;
+        let chroot = (c.commands.chroot && c.rootfs != Path::new("/")).then(|| c.rootfs.clone());
+        Runner::new(
+            chroot,
+            c.commands.timeout,
+            c.commands.max_output_bytes,
+            &self.telemetry,
+        )
+    }
+
+    /// TrueNAS's middleware, shared by the resolvers that ask it something.
+    fn middleware(&self) -> Middleware {
+        let c = &self.config;
+        let mut every_refresh = Vec::new();
+        if c.vm
+            .as_ref()
+            .is_some_and(|vm| vm.settings.sources.contains(&VmLookup::Midclt))
+        {
+            every_refresh.push("vm.query");
+        }
+        if c.lxc.is_some() {
+            every_refresh.push("container.query");
+        }
+        Middleware::new(c.commands.midclt.clone(), self.runner(), every_refresh)
     }
 
     fn resolver<S: Source>(

@@ -59,6 +59,8 @@ pub enum Kind {
     Bridge,
     Docker,
     Incus,
+    /// A TrueNAS 26 system container (libvirt-LXC).
+    Lxc,
     Vm,
     Vlan,
     Macvtap,
@@ -73,6 +75,7 @@ impl Kind {
             Kind::Bridge => "bridge",
             Kind::Docker => "docker",
             Kind::Incus => "incus",
+            Kind::Lxc => "lxc",
             Kind::Vm => "vm",
             Kind::Vlan => "vlan",
             Kind::Macvtap => "macvtap",

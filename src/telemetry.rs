@@ -20,6 +20,8 @@ const LAST_SUCCESS: &str = "truenas_net_exporter_resolver_last_success_timestamp
 const REFRESH_DURATION: &str = "truenas_net_exporter_resolver_refresh_duration_seconds";
 const ERRORS: &str = "truenas_net_exporter_resolver_errors_total";
 const LIMIT_HITS: &str = "truenas_net_exporter_limit_hits_total";
+const SOURCE_UP: &str = "truenas_net_exporter_source_up";
+const SOURCE_ERRORS: &str = "truenas_net_exporter_source_errors_total";
 const CONNECTIONS: &str = "truenas_net_exporter_http_connections";
 const LABEL_COLLISIONS: &str = "truenas_net_exporter_label_collisions";
 
@@ -114,6 +116,11 @@ impl Telemetry {
         );
         describe(CONNECTIONS, "Open HTTP connections.");
         describe(
+            SOURCE_UP,
+            "1 if the source (one lookup of a resolver that has several) answered in its last refresh.",
+        );
+        describe(SOURCE_ERRORS, "Failed lookups of a source of a resolver.");
+        describe(
             LABEL_COLLISIONS,
             "Interfaces left out of the last label table because their labels would repeat another's.",
         );
@@ -156,6 +163,25 @@ impl Telemetry {
         t.malformed_lines.increment(0);
         t.read_errors.increment(0);
         t
+    }
+
+    /// The health metrics of one source of a resolver that has several.
+    pub fn source(&self, resolver: &'static str, source: &'static str) -> (Gauge, Counter) {
+        let key = |metric: &'static str| {
+            Key::from_parts(
+                metric,
+                vec![
+                    Label::new("resolver", resolver),
+                    Label::new("source", source),
+                ],
+            )
+        };
+        let up = self.recorder.register_gauge(&key(SOURCE_UP), &METADATA);
+        let errors = self
+            .recorder
+            .register_counter(&key(SOURCE_ERRORS), &METADATA);
+        errors.increment(0);
+        (up, errors)
     }
 
     /// The counter and log of one limit.

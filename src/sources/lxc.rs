@@ -1,14 +1,27 @@
-//! LXC/Incus resolver: container processes sit in cgroup
-//! `lxc.payload.<name>/...` (cgroup v2: `0::/lxc.payload.<name>/init.scope`);
-//! the lowest such pid per container is read like a Docker container's, through
-//! `<procfs>/<pid>/root/sys/class/net/*/iflink`, to claim its host veths.
+//! System containers, through two lookups whose union is the answer:
+//! - `cgroups`: LXC and Incus containers (without Incus's API) have their
+//!   processes in cgroup `lxc.payload.<name>/...` (cgroup v2:
+//!   `0::/lxc.payload.<name>/init.scope`) -> `instance_type="incus"`;
+//! - `midclt`: TrueNAS 26's libvirt-LXC containers, from the middleware's
+//!   `container.query` and its `status.pid` -> `instance_type="lxc"`.
+//!
+//! Each container's process is read like a Docker container's, through
+//! `<procfs>/<pid>/root/sys/class/net/*/iflink`, to claim its host veths
+//! (libvirt names them `vnetN`, like VM taps: the claim goes by ifindex, not
+//! by name).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
 
 use crate::bounded;
+use crate::command::CommandError;
 use crate::labels::Kind;
-use crate::sources::{Owner, Owners, ResolverId, Source, Worker, WorkerError, procfs};
+use crate::sources::middleware::Middleware;
+use crate::sources::{Lookup, Owner, Owners, ResolverId, Source, Worker, WorkerError, procfs};
+use crate::telemetry::Telemetry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LxcError {
@@ -19,6 +32,35 @@ pub enum LxcError {
     },
     #[error(transparent)]
     Worker(#[from] WorkerError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("midclt container.query output is not the expected JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("no container lookup worked: {0}")]
+    AllFailed(String),
+}
+
+#[derive(Deserialize)]
+struct QueryContainer {
+    name: String,
+    status: Option<QueryStatus>,
+}
+
+#[derive(Deserialize)]
+struct QueryStatus {
+    pid: Option<i64>,
+}
+
+/// `midclt call container.query`: container name -> pid, for those running.
+pub fn parse_container_query(json: &str) -> Result<BTreeMap<String, u32>, serde_json::Error> {
+    let containers: Vec<QueryContainer> = serde_json::from_str(json)?;
+    Ok(containers
+        .into_iter()
+        .filter_map(|c| {
+            let pid = u32::try_from(c.status?.pid?).ok().filter(|&p| p > 0)?;
+            Some((c.name, pid))
+        })
+        .collect())
 }
 
 /// The container name in a `/proc/<pid>/cgroup` file, if the process runs in
@@ -53,19 +95,19 @@ pub fn scan(procfs: &Path) -> Result<BTreeMap<String, u32>, LxcError> {
     Ok(found)
 }
 
-/// Claims each container's host veths.
-pub fn owners(procfs: &Path, containers: &BTreeMap<String, u32>) -> Owners {
+/// Claims each container's host veths, as `kind`.
+pub fn owners(procfs: &Path, containers: &BTreeMap<String, u32>, kind: Kind) -> Owners {
     let host_ns = procfs::netns_of(procfs, "1");
     let mut owners = Owners::default();
     for (name, &pid) in containers {
-        if procfs::netns_of(procfs, &pid.to_string()) == host_ns {
+        let Some(pid) = procfs::in_own_netns(procfs, pid, host_ns.as_deref()) else {
             continue;
-        }
+        };
         match procfs::peer_ifindexes(procfs, pid) {
             Ok(indexes) => {
                 for index in indexes {
                     let owner = Owner {
-                        kind: Kind::Incus,
+                        kind,
                         instance: name.clone(),
                         app: String::new(),
                     };
@@ -83,15 +125,46 @@ pub fn owners(procfs: &Path, containers: &BTreeMap<String, u32>) -> Owners {
 pub struct LxcSource {
     procfs: PathBuf,
     worker: Worker,
+    middleware: Arc<Middleware>,
+    cgroups: Lookup,
+    midclt: Lookup,
 }
 
 impl LxcSource {
     /// `timeout` bounds each scan (the refresh timeout).
-    pub fn new(procfs: &Path, timeout: std::time::Duration) -> LxcSource {
+    pub fn new(
+        procfs: &Path,
+        middleware: Arc<Middleware>,
+        timeout: std::time::Duration,
+        telemetry: &Telemetry,
+    ) -> LxcSource {
         LxcSource {
             procfs: procfs.to_owned(),
             worker: Worker::new(timeout),
+            middleware,
+            cgroups: Lookup::new(ResolverId::Lxc, "cgroups", telemetry),
+            midclt: Lookup::new(ResolverId::Lxc, "midclt", telemetry),
         }
+    }
+
+    async fn via_cgroups(&self) -> Result<Owners, LxcError> {
+        let procfs = self.procfs.clone();
+        self.worker
+            .run(move || scan(&procfs).map(|found| owners(&procfs, &found, Kind::Incus)))
+            .await?
+    }
+
+    async fn via_midclt(&self) -> Result<Owners, LxcError> {
+        // No middleware, or a release before 26: no such containers here.
+        let Some(json) = self.middleware.call("container.query").await? else {
+            return Ok(Owners::default());
+        };
+        let containers = parse_container_query(&json)?;
+        let procfs = self.procfs.clone();
+        Ok(self
+            .worker
+            .run(move || owners(&procfs, &containers, Kind::Lxc))
+            .await?)
     }
 }
 
@@ -101,10 +174,19 @@ impl Source for LxcSource {
     const ID: ResolverId = ResolverId::Lxc;
 
     async fn refresh(&self) -> Result<Owners, LxcError> {
-        let procfs = self.procfs.clone();
-        self.worker
-            .run(move || scan(&procfs).map(|found| owners(&procfs, &found)))
-            .await?
+        let from_middleware = self.midclt.record(self.via_midclt().await);
+        let from_cgroups = self.cgroups.record(self.via_cgroups().await);
+        match (from_middleware, from_cgroups) {
+            (Err(a), Err(b)) => Err(LxcError::AllFailed(format!("midclt: {a}; cgroups: {b}"))),
+            (a, b) => {
+                // TrueNAS's own containers first: the middleware knows them by name.
+                let mut all = a.unwrap_or_default();
+                for (index, owner) in b.unwrap_or_default().by_ifindex {
+                    all.by_ifindex.entry(index).or_insert(owner);
+                }
+                Ok(all)
+            }
+        }
     }
 
     fn stuck_on(&self) -> Option<String> {
@@ -130,5 +212,16 @@ mod tests {
         assert_eq!(payload_name("0::/system.slice/lxc.payload.x\n"), None);
         assert_eq!(payload_name("0::/lxc.payload.\n"), None);
         assert_eq!(payload_name(""), None);
+    }
+
+    #[test]
+    fn container_query_running_with_pid() {
+        let json = r#"[
+          {"id": 1, "uuid": "0c1f6b4e-3a2d-4f7e-9a51-2b8e6d0c7a11", "name": "debian", "status": {"state": "RUNNING", "pid": 4242, "domain_state": "RUNNING"}},
+          {"id": 2, "uuid": "5a7d1e2c-8b3f-4c6a-9e0d-1f2a3b4c5d6e", "name": "off", "status": {"state": "STOPPED", "pid": null, "domain_state": "SHUTOFF"}}
+        ]"#;
+        let found = parse_container_query(json).unwrap();
+        assert_eq!(found, BTreeMap::from([("debian".to_owned(), 4242)]));
+        assert!(parse_container_query("{}").is_err());
     }
 }

@@ -14,9 +14,12 @@ pub use crate::bounded::{Worker, WorkerError};
 use crate::labels::Kind;
 
 pub mod docker;
+pub mod incus;
 pub mod lxc;
+pub mod middleware;
 pub mod procfs;
 pub mod topology;
+pub mod unix_http;
 pub mod vm;
 
 /// Every resolver, in the order their owner claims take precedence: when two
@@ -26,15 +29,18 @@ pub mod vm;
 pub enum ResolverId {
     Topology,
     Docker,
+    /// Names host interfaces exactly (`volatile.<nic>.host_name`): before the scans.
+    Incus,
     Lxc,
     Vm,
 }
 
 impl ResolverId {
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 5;
     pub const ALL: [ResolverId; ResolverId::COUNT] = [
         ResolverId::Topology,
         ResolverId::Docker,
+        ResolverId::Incus,
         ResolverId::Lxc,
         ResolverId::Vm,
     ];
@@ -44,6 +50,7 @@ impl ResolverId {
         match self {
             ResolverId::Topology => "topology",
             ResolverId::Docker => "docker",
+            ResolverId::Incus => "incus",
             ResolverId::Lxc => "lxc",
             ResolverId::Vm => "vm",
         }
@@ -74,6 +81,59 @@ pub trait Source: Send + Sync + 'static {
     /// the error; `None` if the source cannot tell.
     fn stuck_on(&self) -> Option<String> {
         None
+    }
+}
+
+/// One of several lookups of a resolver (the VM resolver asks the
+/// middleware, virsh and the process table): a lookup that fails is logged
+/// once per change and counted, and the others still apply; the resolver
+/// fails only when every lookup does.
+pub struct Lookup {
+    resolver: ResolverId,
+    name: &'static str,
+    up: metrics::Gauge,
+    errors: metrics::Counter,
+    failing: std::sync::Mutex<Option<bool>>,
+}
+
+impl Lookup {
+    pub fn new(
+        resolver: ResolverId,
+        name: &'static str,
+        telemetry: &crate::telemetry::Telemetry,
+    ) -> Lookup {
+        let (up, errors) = telemetry.source(resolver.name(), name);
+        Lookup {
+            resolver,
+            name,
+            up,
+            errors,
+            failing: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Records one outcome; passes it on.
+    pub fn record<T, E: std::fmt::Display>(&self, result: Result<T, E>) -> Result<T, E> {
+        let failed = result.is_err();
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        let (resolver, source) = (self.resolver.name(), self.name);
+        match &result {
+            Ok(_) => {
+                self.up.set(1.0);
+                if *failing == Some(true) {
+                    tracing::info!(resolver, source, "source recovered");
+                }
+            }
+            Err(e) => {
+                self.up.set(0.0);
+                self.errors.increment(1);
+                if *failing != Some(true) {
+                    tracing::warn!(resolver, source, error = %e, "source failing; the resolver's other sources still apply");
+                }
+            }
+        }
+        *failing = Some(failed);
+        result
     }
 }
 

@@ -24,6 +24,25 @@ pub fn netns_of(procfs: &Path, pid: &str) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
+/// The process of a container that is in the container's own network
+/// namespace: `pid` itself, or, if `pid` is still in the host's namespace (a
+/// supervisor such as libvirt's `libvirt_lxc`), its first child that is not.
+pub fn in_own_netns(procfs: &Path, pid: u32, host_ns: Option<&str>) -> Option<u32> {
+    let outside = |pid: u32| {
+        let ns = netns_of(procfs, &pid.to_string());
+        ns.is_some() && ns.as_deref() != host_ns
+    };
+    if outside(pid) {
+        return Some(pid);
+    }
+    let children = procfs.join(format!("{pid}/task/{pid}/children"));
+    let children = bounded::read(&children, 64 * 1024).ok()?;
+    String::from_utf8_lossy(&children)
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .find(|&child| outside(child))
+}
+
 /// Host ifindexes of a process's network interfaces: each non-`lo` interface
 /// under `<procfs>/<pid>/root/sys/class/net` whose `iflink` points elsewhere.
 pub fn peer_ifindexes(procfs: &Path, pid: u32) -> std::io::Result<Vec<u32>> {

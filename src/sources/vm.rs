@@ -1,12 +1,24 @@
 //! VM resolver: which VM holds each tap (`vnetN`, Incus' `tapXXXXXXXX`) and
-//! each macvtap. VMs are found, in a configurable order, through TrueNAS's
-//! middleware (`midclt call vm.query`), `virsh`, or a scan of `/proc` for QEMU
-//! processes; a VM process's taps are the `/dev/net/tun` fds whose `fdinfo`
-//! says `iff:<name>`, its macvtaps the fds on `/dev/tapN` (N = ifindex).
-//! Parsers are pure; commands run with a timeout and are killed past it.
+//! each macvtap. Three lookups, each optional (`[vm] sources`), and the
+//! answer is their union, never the first that answers:
+//! - `qemu`: every QEMU process in `/proc`; it holds its taps as fds on
+//!   `/dev/net/tun` (`fdinfo` says `iff:<name>`) and its macvtaps as fds on
+//!   their character devices (`/dev/tapN`, N = ifindex, or any node with the
+//!   device numbers of `macvtap/tapN/dev`). Its name is the command line's
+//!   `-name`, which on TrueNAS 26 is the domain's UUID;
+//! - `midclt` (`vm.query`): the middleware's VMs and their QEMU pids: adds
+//!   VMs the scan could not name and names them as TrueNAS does;
+//! - `virsh`: each active domain's interfaces (`domiflist`).
+//!
+//! Where lookups name one interface differently, the order of `[vm] sources`
+//! decides. A lookup that fails is logged and counted and the others still
+//! apply; the resolver fails only when all do.
 
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -14,16 +26,27 @@ use serde::Deserialize;
 use crate::bounded;
 use crate::command::{CommandError, Runner};
 use crate::labels::Kind;
-use crate::sources::{Owner, Owners, ResolverId, Source, Worker, WorkerError, procfs};
+use crate::sources::middleware::Middleware;
+use crate::sources::{Lookup, Owner, Owners, ResolverId, Source, Worker, WorkerError, procfs};
 use crate::telemetry::Telemetry;
 
 /// Where VMs are looked up (`[vm] sources`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VmLookup {
     Midclt,
     Virsh,
     Qemu,
+}
+
+impl VmLookup {
+    pub fn name(self) -> &'static str {
+        match self {
+            VmLookup::Midclt => "midclt",
+            VmLookup::Virsh => "virsh",
+            VmLookup::Qemu => "qemu",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,9 +66,9 @@ pub enum VmError {
     AllFailed(String),
 }
 
-/// A running VM: display name and, when known, its QEMU process.
+/// A VM's QEMU process and the name one lookup gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunningVm {
+pub struct VmProcess {
     pub name: String,
     pub pid: u32,
 }
@@ -70,19 +93,19 @@ struct QueryVm {
 
 #[derive(Deserialize)]
 struct QueryStatus {
-    state: Option<String>,
     pid: Option<i64>,
 }
 
-/// `midclt call vm.query`: the RUNNING VMs that have a QEMU pid.
-pub fn parse_vm_query(json: &str) -> Result<Vec<RunningVm>, serde_json::Error> {
+/// `midclt call vm.query`: every VM with a QEMU process. The middleware sets
+/// `status.pid` while the VM runs or is paused (SUSPENDED): a paused VM still
+/// holds its taps, so the state does not matter, the pid does.
+pub fn parse_vm_query(json: &str) -> Result<Vec<VmProcess>, serde_json::Error> {
     let vms: Vec<QueryVm> = serde_json::from_str(json)?;
     Ok(vms
         .into_iter()
         .filter_map(|vm| {
-            let status = vm.status?;
-            let pid = u32::try_from(status.pid?).ok().filter(|&p| p > 0)?;
-            (status.state.as_deref() == Some("RUNNING")).then(|| RunningVm {
+            let pid = u32::try_from(vm.status?.pid?).ok().filter(|&p| p > 0)?;
+            Some(VmProcess {
                 name: display_name(&vm.name).to_owned(),
                 pid,
             })
@@ -90,7 +113,7 @@ pub fn parse_vm_query(json: &str) -> Result<Vec<RunningVm>, serde_json::Error> {
         .collect())
 }
 
-/// `virsh list --name --state-running`: one domain per line.
+/// `virsh list --name`: one active (running or paused) domain per line.
 pub fn parse_virsh_list(text: &str) -> Vec<&str> {
     text.lines()
         .map(str::trim)
@@ -146,15 +169,82 @@ const FDINFO_MAX: usize = 64 * 1024;
 /// QEMU command lines from libvirt run to a few kilobytes.
 const CMDLINE_MAX: usize = 256 * 1024;
 
-/// Taps (by name) and macvtaps (by ifindex) held open by a process.
-pub fn held_interfaces(procfs: &Path, pid: u32) -> std::io::Result<(Vec<String>, Vec<u32>)> {
+/// What a process holds open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Taps, by name.
+    pub taps: Vec<String>,
+    /// Macvtaps, by ifindex.
+    pub macvtaps: Vec<u32>,
+}
+
+/// The host's macvtaps, from `<rootfs>/sys/class/net/<if>/macvtap/tapN`.
+#[derive(Debug, Default)]
+pub struct Macvtaps {
+    /// Device number (`macvtap/tapN/dev`) -> ifindex N.
+    pub by_device: HashMap<u64, u32>,
+    /// ifindex -> interface name.
+    pub names: HashMap<u32, String>,
+}
+
+pub fn macvtaps(rootfs: &Path) -> Macvtaps {
+    let class = rootfs.join("sys/class/net");
+    let mut found = Macvtaps::default();
+    bounded::note(&class);
+    let Ok(interfaces) = std::fs::read_dir(&class) else {
+        return found;
+    };
+    for interface in interfaces.flatten() {
+        let Ok(taps) = std::fs::read_dir(interface.path().join("macvtap")) else {
+            continue;
+        };
+        for tap in taps.flatten() {
+            let name = tap.file_name();
+            let Some(index) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("tap"))
+                .and_then(|n| n.parse().ok())
+            else {
+                continue;
+            };
+            found
+                .names
+                .insert(index, interface.file_name().to_string_lossy().into_owned());
+            if let Some(dev) =
+                bounded::sysfs_text(&tap.path().join("dev")).and_then(|d| parse_dev(&d))
+            {
+                found.by_device.insert(dev, index);
+            }
+        }
+    }
+    found
+}
+
+/// A sysfs `dev` file: `major:minor`.
+pub fn parse_dev(text: &str) -> Option<u64> {
+    let (major, minor) = text.trim().split_once(':')?;
+    Some(rustix::fs::makedev(
+        major.parse().ok()?,
+        minor.parse().ok()?,
+    ))
+}
+
+/// Taps and macvtaps held open by a process. A macvtap fd is recognised by
+/// its device numbers (`devices`: [`Macvtaps::by_device`]), or, where sysfs
+/// has no numbers (a fixture tree), by its node's name `/dev/tapN`.
+pub fn held_interfaces(
+    procfs: &Path,
+    pid: u32,
+    devices: &HashMap<u64, u32>,
+) -> std::io::Result<Held> {
     let base = procfs.join(pid.to_string());
-    let (mut taps, mut macvtaps) = (Vec::new(), Vec::new());
+    let mut held = Held::default();
     let fds = base.join("fd");
     bounded::note(&fds);
     for entry in std::fs::read_dir(fds)?.flatten() {
-        bounded::note(&entry.path());
-        let Ok(target) = std::fs::read_link(entry.path()) else {
+        let fd = entry.path();
+        bounded::note(&fd);
+        let Ok(target) = std::fs::read_link(&fd) else {
             continue;
         };
         let target = target.as_os_str().as_bytes();
@@ -162,19 +252,28 @@ pub fn held_interfaces(procfs: &Path, pid: u32) -> std::io::Result<(Vec<String>,
             let info = bounded::read(&base.join("fdinfo").join(entry.file_name()), FDINFO_MAX);
             let info = info.map(|b| String::from_utf8_lossy(&b).into_owned());
             if let Some(name) = info.ok().as_deref().and_then(fdinfo_iff) {
-                taps.push(name.to_owned());
+                held.taps.push(name.to_owned());
             }
-        } else if let Some(n) = target.strip_prefix(b"/dev/tap")
-            && let Some(index) = std::str::from_utf8(n).ok().and_then(|n| n.parse().ok())
-        {
-            macvtaps.push(index);
+            continue;
+        }
+        // stat through the fd: the device it is open on, whatever its node is called.
+        let by_device = std::fs::metadata(&fd)
+            .ok()
+            .filter(|m| m.file_type().is_char_device())
+            .and_then(|m| devices.get(&m.rdev()).copied());
+        let by_name = || {
+            let n = target.strip_prefix(b"/dev/tap")?;
+            std::str::from_utf8(n).ok()?.parse().ok()
+        };
+        if let Some(index) = by_device.or_else(by_name) {
+            held.macvtaps.push(index);
         }
     }
-    Ok((taps, macvtaps))
+    Ok(held)
 }
 
 /// Every QEMU process under `procfs`, with its guest name.
-pub fn scan_qemu(procfs: &Path) -> Result<Vec<RunningVm>, VmError> {
+pub fn scan_qemu(procfs: &Path) -> Result<Vec<VmProcess>, VmError> {
     let processes = procfs::pids(procfs).map_err(|source| VmError::Scan {
         path: procfs.to_owned(),
         source,
@@ -185,36 +284,71 @@ pub fn scan_qemu(procfs: &Path) -> Result<Vec<RunningVm>, VmError> {
             continue;
         };
         if let Some(name) = qemu_guest_name(&cmdline) {
-            vms.push(RunningVm { name, pid });
+            vms.push(VmProcess { name, pid });
         }
     }
     vms.sort_by_key(|v| v.pid);
     Ok(vms)
 }
 
-/// Owners for VMs whose processes are known: their taps and macvtaps.
-pub fn owners_of_vm_processes(procfs: &Path, vms: &[RunningVm]) -> Owners {
+/// What the lookups found, before they are joined.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// QEMU pid -> the name each lookup that knows the process gives it.
+    pub processes: BTreeMap<u32, BTreeMap<VmLookup, String>>,
+    /// What each process holds.
+    pub held: BTreeMap<u32, Held>,
+    /// virsh: interface name -> (VM name, tap or macvtap).
+    pub virsh: HashMap<String, (String, Kind)>,
+    /// Host macvtap names by ifindex, to find a held macvtap in virsh's list.
+    pub macvtap_names: HashMap<u32, String>,
+}
+
+/// Joins the lookups: every interface any of them knows, named by the first
+/// lookup in `order` that names it.
+pub fn combine(order: &[VmLookup], found: &Found) -> Owners {
     let mut owners = Owners::default();
-    for vm in vms {
-        let owner = |kind| Owner {
+    let pick = |pid: u32, interface: Option<&str>| {
+        order.iter().find_map(|lookup| match lookup {
+            VmLookup::Virsh => interface.and_then(|i| found.virsh.get(i)).map(|(n, _)| n),
+            other => found.processes.get(&pid)?.get(other),
+        })
+    };
+    for (&pid, held) in &found.held {
+        let owner = |name: &String, kind| Owner {
             kind,
-            instance: vm.name.clone(),
+            instance: name.clone(),
             app: String::new(),
         };
-        match held_interfaces(procfs, vm.pid) {
-            Ok((taps, macvtaps)) => {
-                for tap in taps {
-                    owners
-                        .by_interface
-                        .insert(tap.into_bytes(), owner(Kind::Vm));
-                }
-                for index in macvtaps {
-                    owners.by_ifindex.insert(index, owner(Kind::Macvtap));
-                }
+        for tap in &held.taps {
+            if let Some(name) = pick(pid, Some(tap)) {
+                owners
+                    .by_interface
+                    .insert(tap.clone().into_bytes(), owner(name, Kind::Vm));
             }
-            Err(e) => {
-                tracing::debug!(vm = %vm.name, pid = vm.pid, error = %e, "cannot read the VM process's fds")
+        }
+        for index in &held.macvtaps {
+            let interface = found.macvtap_names.get(index).map(String::as_str);
+            if let Some(name) = pick(pid, interface) {
+                owners.by_ifindex.insert(*index, owner(name, Kind::Macvtap));
             }
+        }
+    }
+    // Interfaces only virsh knows (no process of it could be read).
+    for (interface, (name, kind)) in &found.virsh {
+        let claimed_by_index = found
+            .macvtap_names
+            .iter()
+            .any(|(i, n)| n == interface && owners.by_ifindex.contains_key(i));
+        if !claimed_by_index {
+            owners
+                .by_interface
+                .entry(interface.clone().into_bytes())
+                .or_insert(Owner {
+                    kind: *kind,
+                    instance: name.clone(),
+                    app: String::new(),
+                });
         }
     }
     owners
@@ -224,59 +358,47 @@ pub fn owners_of_vm_processes(procfs: &Path, vms: &[RunningVm]) -> Owners {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmSettings {
     pub sources: Vec<VmLookup>,
-    pub midclt_command: Vec<String>,
     pub virsh_command: Vec<String>,
     /// `-c` for virsh; empty: virsh's default connection.
     pub virsh_uri: String,
-    /// Run commands inside `rootfs` when it is not `/`.
-    pub chroot: bool,
-    pub command_timeout: Duration,
-    /// Output beyond this fails the command, which is killed.
-    pub max_output_bytes: usize,
 }
 
 pub struct VmSource {
     settings: VmSettings,
     procfs: PathBuf,
+    rootfs: PathBuf,
+    /// Runs virsh.
     runner: Runner,
+    middleware: Arc<Middleware>,
     worker: Worker,
+    lookups: BTreeMap<VmLookup, Lookup>,
 }
 
 impl VmSource {
     /// `timeout` bounds each blocking scan (the resolver's refresh timeout).
     pub fn new(
         settings: VmSettings,
-        rootfs: &Path,
-        procfs: &Path,
+        paths: (&Path, &Path),
+        runner: Runner,
+        middleware: Arc<Middleware>,
         timeout: Duration,
         telemetry: &Telemetry,
     ) -> VmSource {
-        // In a container the tools live on the host: run them inside its root.
-        let chroot = (settings.chroot && rootfs != Path::new("/")).then(|| rootfs.to_owned());
-        let runner = Runner::new(
-            chroot,
-            settings.command_timeout,
-            settings.max_output_bytes,
-            telemetry,
-        );
+        let (rootfs, procfs) = paths;
+        let lookups = settings
+            .sources
+            .iter()
+            .map(|&l| (l, Lookup::new(ResolverId::Vm, l.name(), telemetry)))
+            .collect();
         VmSource {
             settings,
             procfs: procfs.to_owned(),
+            rootfs: rootfs.to_owned(),
             runner,
+            middleware,
             worker: Worker::new(timeout),
+            lookups,
         }
-    }
-
-    async fn run(&self, argv: &[String]) -> Result<String, VmError> {
-        Ok(self.runner.run(argv).await?)
-    }
-
-    async fn owners_of_processes(&self, vms: Vec<RunningVm>) -> Result<Owners, VmError> {
-        let procfs = self.procfs.clone();
-        Ok(self
-            .worker
-            .run(move || owners_of_vm_processes(&procfs, &vms))
-            .await?)
     }
 
     async fn virsh(&self, args: &[&str]) -> Result<String, VmError> {
@@ -285,39 +407,32 @@ impl VmSource {
             argv.extend(["-c".to_owned(), self.settings.virsh_uri.clone()]);
         }
         argv.extend(args.iter().map(|a| a.to_string()));
-        self.run(&argv).await
+        Ok(self.runner.run(&argv).await?)
     }
 
-    async fn via_virsh(&self) -> Result<Owners, VmError> {
-        let list = self.virsh(&["list", "--name", "--state-running"]).await?;
-        let mut owners = Owners::default();
+    async fn via_virsh(&self) -> Result<HashMap<String, (String, Kind)>, VmError> {
+        let list = self.virsh(&["list", "--name"]).await?;
+        let mut interfaces = HashMap::new();
         for domain in parse_virsh_list(&list) {
             let rows = self.virsh(&["domiflist", domain]).await?;
             for (iface, kind) in parse_domiflist(&rows) {
-                let owner = Owner {
-                    kind,
-                    instance: display_name(domain).to_owned(),
-                    app: String::new(),
-                };
-                owners.by_interface.insert(iface.as_bytes().to_vec(), owner);
+                interfaces.insert(iface.to_owned(), (display_name(domain).to_owned(), kind));
             }
         }
-        Ok(owners)
+        Ok(interfaces)
     }
 
-    async fn via(&self, lookup: VmLookup) -> Result<Owners, VmError> {
-        match lookup {
-            VmLookup::Midclt => {
-                let json = self.run(&self.settings.midclt_command).await?;
-                self.owners_of_processes(parse_vm_query(&json)?).await
-            }
-            VmLookup::Virsh => self.via_virsh().await,
-            VmLookup::Qemu => {
-                let procfs = self.procfs.clone();
-                let vms = self.worker.run(move || scan_qemu(&procfs)).await??;
-                self.owners_of_processes(vms).await
-            }
+    async fn via_midclt(&self) -> Result<Vec<VmProcess>, VmError> {
+        match self.middleware.call("vm.query").await? {
+            Some(json) => Ok(parse_vm_query(&json)?),
+            // No middleware, or a release without vm.query (25.04.0-1): no VMs here.
+            None => Ok(Vec::new()),
         }
+    }
+
+    async fn via_qemu(&self) -> Result<Vec<VmProcess>, VmError> {
+        let procfs = self.procfs.clone();
+        self.worker.run(move || scan_qemu(&procfs)).await?
     }
 }
 
@@ -330,21 +445,59 @@ impl Source for VmSource {
         self.worker.stuck_on()
     }
 
-    /// The first lookup, in configured order, that answers decides.
     async fn refresh(&self) -> Result<Owners, VmError> {
+        let mut found = Found::default();
         let mut failures = Vec::new();
-        for &lookup in &self.settings.sources {
-            match self.via(lookup).await {
-                Ok(owners) => {
-                    if !failures.is_empty() {
-                        tracing::debug!(source = ?lookup, skipped = %failures.join("; "), "VM source fell back");
-                    }
-                    return Ok(owners);
+        for (&lookup, health) in &self.lookups {
+            let outcome = match lookup {
+                VmLookup::Virsh => self.via_virsh().await.map(|v| found.virsh = v),
+                VmLookup::Midclt | VmLookup::Qemu => {
+                    let vms = if lookup == VmLookup::Midclt {
+                        self.via_midclt().await
+                    } else {
+                        self.via_qemu().await
+                    };
+                    vms.map(|vms| {
+                        for vm in vms {
+                            found
+                                .processes
+                                .entry(vm.pid)
+                                .or_default()
+                                .insert(lookup, vm.name);
+                        }
+                    })
                 }
-                Err(e) => failures.push(format!("{lookup:?}: {e}")),
+            };
+            if let Err(e) = health.record(outcome) {
+                failures.push(format!("{}: {e}", lookup.name()));
             }
         }
-        Err(VmError::AllFailed(failures.join("; ")))
+        if failures.len() == self.lookups.len() {
+            return Err(VmError::AllFailed(failures.join("; ")));
+        }
+        let (procfs, rootfs) = (self.procfs.clone(), self.rootfs.clone());
+        let pids: Vec<u32> = found.processes.keys().copied().collect();
+        let (held, macvtap_names) = self
+            .worker
+            .run(move || {
+                let macvtaps = macvtaps(&rootfs);
+                let mut held = BTreeMap::new();
+                for pid in pids {
+                    match held_interfaces(&procfs, pid, &macvtaps.by_device) {
+                        Ok(h) => {
+                            held.insert(pid, h);
+                        }
+                        Err(e) => {
+                            tracing::debug!(pid, error = %e, "cannot read the VM process's fds")
+                        }
+                    }
+                }
+                (held, macvtaps.names)
+            })
+            .await?;
+        found.held = held;
+        found.macvtap_names = macvtap_names;
+        Ok(combine(&self.settings.sources, &found))
     }
 }
 
@@ -363,22 +516,99 @@ mod tests {
     }
 
     #[test]
-    fn vm_query_running_with_pid() {
+    fn vm_query_every_vm_with_a_process() {
         let json = r#"[
           {"id": 3, "name": "vyos", "devices": [], "status": {"state": "RUNNING", "pid": 7730, "domain_state": "RUNNING"}},
           {"id": 4, "name": "pihole", "status": {"state": "STOPPED", "pid": null, "domain_state": "SHUTOFF"}},
           {"id": 5, "name": "odd", "status": {"state": "RUNNING", "pid": null}},
-          {"id": 6, "name": "nostatus"}
+          {"id": 6, "name": "nostatus"},
+          {"id": 7, "uuid": "6f1c2a4e-8d3b-4e5f-a6b7-c8d9e0f1a2b3", "name": "paused", "status": {"state": "SUSPENDED", "pid": 8800, "domain_state": "PAUSED"}}
         ]"#;
+        let vm = |name: &str, pid| VmProcess {
+            name: name.into(),
+            pid,
+        };
         assert_eq!(
             parse_vm_query(json).unwrap(),
-            [RunningVm {
-                name: "vyos".into(),
-                pid: 7730
-            }]
+            [vm("vyos", 7730), vm("paused", 8800)],
+            "a paused VM still holds its taps"
         );
         assert!(parse_vm_query("not json").is_err());
         assert!(parse_vm_query("{}").is_err());
+    }
+
+    #[test]
+    fn union_of_lookups_named_in_their_order() {
+        use VmLookup::{Midclt, Qemu, Virsh};
+        let uuid = "6f1c2a4e-8d3b-4e5f-a6b7-c8d9e0f1a2b3";
+        let mut found = Found::default();
+        // 100: known to all three; 200: a 26-style VM, UUID on its command
+        // line; 300: a QEMU the middleware does not know (an Incus VM).
+        found.processes.insert(
+            100,
+            BTreeMap::from([(Midclt, "vyos".into()), (Qemu, "vyos".into())]),
+        );
+        found.processes.insert(
+            200,
+            BTreeMap::from([(Midclt, "homeassistant".into()), (Qemu, uuid.into())]),
+        );
+        found
+            .processes
+            .insert(300, BTreeMap::from([(Qemu, "c2".into())]));
+        let held = |taps: &[&str], macvtaps: &[u32]| Held {
+            taps: taps.iter().map(|t| t.to_string()).collect(),
+            macvtaps: macvtaps.to_vec(),
+        };
+        found.held.insert(100, held(&["vnet0"], &[14]));
+        found.held.insert(200, held(&["vnet2"], &[]));
+        found.held.insert(300, held(&["tap1a2b3c4d"], &[]));
+        found.macvtap_names.insert(14, "macvtap0".into());
+        found
+            .virsh
+            .insert("vnet0".into(), ("router".into(), Kind::Vm));
+        found
+            .virsh
+            .insert("macvtap0".into(), ("router".into(), Kind::Macvtap));
+        found
+            .virsh
+            .insert("vnet9".into(), ("elsewhere".into(), Kind::Vm));
+
+        let name_of =
+            |owners: &Owners, iface: &str| owners.by_interface[iface.as_bytes()].instance.clone();
+        let owners = combine(&[Midclt, Virsh, Qemu], &found);
+        assert_eq!(name_of(&owners, "vnet0"), "vyos", "midclt first");
+        assert_eq!(owners.by_ifindex[&14].instance, "vyos");
+        assert_eq!(owners.by_ifindex[&14].kind, Kind::Macvtap);
+        assert_eq!(name_of(&owners, "vnet2"), "homeassistant", "not the UUID");
+        assert_eq!(
+            name_of(&owners, "tap1a2b3c4d"),
+            "c2",
+            "only the scan knows it"
+        );
+        assert_eq!(
+            name_of(&owners, "vnet9"),
+            "elsewhere",
+            "only virsh knows it"
+        );
+        assert!(
+            !owners.by_interface.contains_key(&b"macvtap0"[..]),
+            "claimed by ifindex already"
+        );
+
+        let owners = combine(&[Virsh, Qemu, Midclt], &found);
+        assert_eq!(name_of(&owners, "vnet0"), "router", "virsh first now");
+        assert_eq!(owners.by_ifindex[&14].instance, "router");
+        assert_eq!(
+            name_of(&owners, "vnet2"),
+            uuid,
+            "the scan before the middleware"
+        );
+    }
+
+    #[test]
+    fn device_numbers() {
+        assert_eq!(parse_dev("240:3\n"), Some(rustix::fs::makedev(240, 3)));
+        assert_eq!(parse_dev("x"), None);
     }
 
     #[test]

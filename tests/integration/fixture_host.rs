@@ -40,7 +40,7 @@ fn seed_vm_config(dir: &std::path::Path) -> String {
 pub fn seed_vm_toml() -> String {
     let midclt = fixture("seed-host").join("usr/bin/midclt");
     format!(
-        "[vm]\nsources = [\"midclt\"]\nchroot = false\nmidclt_command = [{:?}, \"call\", \"vm.query\"]\n",
+        "[vm]\nsources = [\"midclt\"]\n[commands]\nchroot = false\n[truenas]\nmidclt_command = [{:?}, \"call\"]\n",
         midclt.display().to_string()
     )
 }
@@ -201,6 +201,17 @@ fn vm_taps_and_macvtaps_map_to_their_vms() {
         .find(|s| s.name == "truenas_net_exporter_resolver_up" && s.label("resolver") == Some("vm"))
         .unwrap();
     assert_eq!(up.value, 1.0);
+    // The fixture is a 24.10 host: its middleware has no container.query, which
+    // is "no such containers here", not a failure of the LXC resolver.
+    let midclt = samples
+        .iter()
+        .find(|s| {
+            s.name == "truenas_net_exporter_source_up"
+                && s.label("resolver") == Some("lxc")
+                && s.label("source") == Some("midclt")
+        })
+        .unwrap();
+    assert_eq!(midclt.value, 1.0);
 }
 
 #[test]

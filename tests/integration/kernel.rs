@@ -90,16 +90,18 @@ fn real_devices_are_classified_and_counted() {
     assert_eq!(moved("net_interface_rx_packets_total", "lan"), 0.0);
 }
 
-/// Real QEMU processes holding taps and a macvtap, and an "LXC container",
-/// resolved through each VM source: the QEMU scan, a fake `midclt` run directly
-/// and through `chroot` into a busybox root, a fake `virsh`; and a `midclt`
-/// that hangs, killed at its timeout while the server keeps answering.
+/// Real QEMU processes (a TrueNAS VM, an Incus VM, a 26-style VM named by
+/// UUID and paused), an LXC container found by its cgroup, a 26-style
+/// libvirt-LXC container, and Incus instances behind a fake Incus API: each
+/// maps to its owner through the union of the VM lookups and each lookup
+/// alone, through a failing midclt, and on a 26-style host; and a `midclt`
+/// that hangs is killed at its timeout while the server keeps answering.
 #[test]
-fn vms_and_lxc_containers_map_to_their_owners() {
+fn vms_and_system_containers_map_to_their_owners() {
     if !require(is_root(), "VM test needs root (unshare, taps, cgroups)")
         || !require(
-            have("ip") && have("unshare") && have("curl"),
-            "VM test needs iproute2, util-linux and curl",
+            have("ip") && have("unshare") && have("curl") && have("mknod"),
+            "VM test needs iproute2, util-linux, coreutils and curl",
         )
         || !require(
             have("qemu-system-x86_64"),
@@ -113,6 +115,7 @@ fn vms_and_lxc_containers_map_to_their_owners() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
+    let incus = fake_incus(&root.path().join("var/lib/incus/unix.socket"));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/vm-topology.sh");
     let out = Command::new("unshare")
         .args(["-n", "-p", "-f", "-m", "--mount-proc", "bash"])
@@ -127,35 +130,137 @@ fn vms_and_lxc_containers_map_to_their_owners() {
         "VM script failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(
+        incus.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "the Incus API was asked"
+    );
     let read = |f: &str| std::fs::read_to_string(root.path().join("out").join(f)).unwrap();
     let lxc = read("lxc-name").trim().to_owned();
+    let uuid = "6f1c2a4e-8d3b-4e5f-a6b7-c8d9e0f1a2b3";
 
-    for source in ["qemu", "midclt", "chroot", "virsh"] {
-        let samples = parse(&read(&format!("{source}.prom")));
-        let expected = [
-            ("vnet0", "vyos", "vm", "br0"),
-            ("vnet1", "vyos", "vm", "br0"),
-            ("macvtap0", "vyos", "macvtap", ""),
-            ("tap1a2b3c4d", "c2", "vm", ""),
-            ("vethlxc0", lxc.as_str(), "incus", "br0"),
-        ];
-        for (iface, instance, kind, bridge) in expected {
+    let owners = |run: &str, expected: &[(&str, &str, &str, &str)]| {
+        let samples = parse(&read(&format!("{run}.prom")));
+        for &(iface, instance, kind, bridge) in expected {
             let s = one(&samples, "net_interface_rx_bytes_total", iface);
             let got = (
                 s.label("instance").unwrap(),
                 s.label("instance_type").unwrap(),
                 s.label("bridge").unwrap(),
             );
-            assert_eq!(got, (instance, kind, bridge), "{iface} via {source}");
+            assert_eq!(got, (instance, kind, bridge), "{iface} in run {run}");
         }
-        let up = samples
+        samples
+    };
+    let gauge = |samples: &[crate::support::Sample], name: &str, labels: &[(&str, &str)]| {
+        samples
             .iter()
-            .find(|s| {
-                s.name == "truenas_net_exporter_resolver_up" && s.label("resolver") == Some("vm")
-            })
-            .unwrap();
-        assert_eq!(up.value, 1.0, "{source}");
+            .find(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(v)))
+            .unwrap_or_else(|| panic!("{name}{labels:?}"))
+            .value
+    };
+    let vyos = [
+        ("vnet0", "vyos", "vm", "br0"),
+        ("vnet1", "vyos", "vm", "br0"),
+        ("macvtap0", "vyos", "macvtap", ""),
+    ];
+    let ha = |name| {
+        [
+            ("vnet2", name, "vm", "br0"),
+            ("macvtap1", name, "macvtap", ""),
+        ]
+    };
+
+    // The union: the middleware names vyos and the UUID VM (paused), the scan
+    // adds the QEMU it does not know; Incus and cgroups name the containers.
+    let union = owners("union", &vyos);
+    owners("union", &ha("homeassistant"));
+    owners(
+        "union",
+        &[
+            ("tap1a2b3c4d", "c2", "vm", ""),
+            ("vethlxc0", lxc.as_str(), "incus", "br0"),
+            ("veth7e3a1b2c", "web", "incus", ""),
+            ("mac0a1b2c3d", "web", "macvtap", ""),
+            ("tap5d4c3b2a", "winvm", "vm", ""),
+        ],
+    );
+    for resolver in ["vm", "lxc", "incus"] {
+        let up = gauge(
+            &union,
+            "truenas_net_exporter_resolver_up",
+            &[("resolver", resolver)],
+        );
+        assert_eq!(up, 1.0, "{resolver}");
     }
+    for (resolver, source) in [
+        ("vm", "midclt"),
+        ("vm", "virsh"),
+        ("vm", "qemu"),
+        ("lxc", "midclt"),
+        ("lxc", "cgroups"),
+    ] {
+        let labels = [("resolver", resolver), ("source", source)];
+        assert_eq!(
+            gauge(&union, "truenas_net_exporter_source_up", &labels),
+            1.0,
+            "{labels:?}"
+        );
+    }
+    let log = read("union.log");
+    assert!(
+        log.contains("TrueNAS middleware methods")
+            && log.contains("answers=vm.query")
+            && log.contains("not_on_this_release=container.query"),
+        "the middleware's methods, said once: {log}"
+    );
+
+    // Each lookup alone.
+    owners("qemu", &vyos);
+    owners("qemu", &ha(uuid));
+    owners("qemu", &[("tap1a2b3c4d", "c2", "vm", "")]);
+    for run in ["midclt", "chroot"] {
+        owners(run, &vyos);
+        owners(run, &ha("homeassistant"));
+        owners(run, &[("tap1a2b3c4d", "tap1a2b3c4d", "unknown", "")]);
+    }
+    owners("virsh", &vyos);
+
+    // midclt fails: the other lookups still apply; only it is down.
+    let broken = owners("broken", &vyos);
+    owners("broken", &ha(uuid));
+    let vm_up = &[("resolver", "vm")];
+    assert_eq!(
+        gauge(&broken, "truenas_net_exporter_resolver_up", vm_up),
+        1.0
+    );
+    let midclt = &[("resolver", "vm"), ("source", "midclt")];
+    assert_eq!(
+        gauge(&broken, "truenas_net_exporter_source_up", midclt),
+        0.0
+    );
+    assert!(gauge(&broken, "truenas_net_exporter_source_errors_total", midclt) >= 1.0);
+    assert!(
+        read("broken.log").contains("source failing"),
+        "{}",
+        read("broken.log")
+    );
+
+    // A TrueNAS 26 host: container.query names the libvirt-LXC container
+    // (through its supervisor's pid), vm.query the UUID VM; no virt.* and no
+    // Incus socket, which is not a failure.
+    let tn26 = owners("truenas26", &[("vnet7", "debian", "lxc", "truenasbr0")]);
+    owners("truenas26", &ha("homeassistant"));
+    for resolver in ["vm", "lxc", "incus"] {
+        let up = gauge(
+            &tn26,
+            "truenas_net_exporter_resolver_up",
+            &[("resolver", resolver)],
+        );
+        assert_eq!(up, 1.0, "{resolver}");
+    }
+    let log = read("truenas26.log");
+    assert!(log.contains("no Incus socket"), "{log}");
+    assert!(log.contains("answers=container.query, vm.query"), "{log}");
 
     // The hung midclt: every scrape answered, the resolver says so, no child left behind.
     let codes = read("hung-codes.txt");
@@ -189,4 +294,56 @@ fn vms_and_lxc_containers_map_to_their_owners() {
         "0",
         "killed midclts were reaped"
     );
+}
+
+/// A fake Incus API on a unix socket: `GET /1.0/instances?recursion=1...`
+/// answers in the real shape, claiming the Incus devices vm-topology.sh
+/// makes. Returns a count of the requests it served.
+fn fake_incus(socket: &Path) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    let served = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&served);
+    let body = r#"{"type": "sync", "status": "Success", "status_code": 200, "operation": "", "error_code": 0, "error": "",
+ "metadata": [
+  {"name": "web", "type": "container", "project": "default", "status": "Running", "status_code": 103,
+   "architecture": "x86_64", "ephemeral": false, "stateful": false, "description": "",
+   "config": {"image.os": "Debian", "volatile.base_image": "5f2c", "volatile.eth0.host_name": "veth7e3a1b2c",
+              "volatile.eth0.hwaddr": "00:16:3e:12:34:56", "volatile.eth1.host_name": "mac0a1b2c3d",
+              "volatile.eth1.hwaddr": "00:16:3e:12:34:57"},
+   "devices": {}, "expanded_devices": {"eth0": {"network": "incusbr0", "type": "nic"}}},
+  {"name": "winvm", "type": "virtual-machine", "project": "default", "status": "Running", "status_code": 103,
+   "config": {"volatile.eth0.host_name": "tap5d4c3b2a", "volatile.eth0.hwaddr": "00:16:3e:aa:bb:cc"},
+   "devices": {}},
+  {"name": "stopped", "type": "container", "project": "default", "status": "Stopped", "status_code": 102,
+   "config": {"volatile.eth0.hwaddr": "00:16:3e:00:00:01"}, "devices": {}}
+ ]}"#;
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                    break;
+                }
+            }
+            let mut conn = conn;
+            if request.starts_with("GET /1.0/instances?recursion=1") {
+                count.fetch_add(1, Ordering::Relaxed);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            } else {
+                let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+            }
+        }
+    });
+    served
 }
