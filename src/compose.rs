@@ -79,6 +79,8 @@ pub fn fallback(name: &[u8], settings: &LabelSettings) -> Entry {
             bridge: b"",
             state: b"unknown",
             vlan: None,
+            speed_bytes: None,
+            mtu: None,
         };
         Rendered::new(&labels, &settings.owner_label)
     });
@@ -195,6 +197,8 @@ pub fn compose(
                 .as_deref()
                 .map_or(&b"unknown"[..], str::as_bytes),
             vlan,
+            speed_bytes: facts.speed_bytes,
+            mtu: facts.mtu,
         };
         let rendered = Rendered::new(&labels, &settings.owner_label);
         let interface = rendered.interface();

@@ -143,6 +143,9 @@ pub struct InterfaceLabels<'a> {
     pub bridge: &'a [u8],
     pub state: &'a [u8],
     pub vlan: Option<u16>,
+    /// Link speed in bytes/s, where known.
+    pub speed_bytes: Option<u64>,
+    pub mtu: Option<u32>,
 }
 
 /// One interface's label blocks, rendered once per composition so that a scrape
@@ -156,6 +159,8 @@ pub struct Rendered {
     /// Length of the part shared with the info block (everything before `,state=`).
     common: usize,
     vlan: Option<u16>,
+    pub speed_bytes: Option<u64>,
+    pub mtu: Option<u32>,
 }
 
 impl Rendered {
@@ -182,6 +187,8 @@ impl Rendered {
             counters: s.into_boxed_str(),
             common,
             vlan: l.vlan,
+            speed_bytes: l.speed_bytes,
+            mtu: l.mtu,
         }
     }
 
@@ -279,6 +286,8 @@ mod tests {
             bridge: b"br-2c852816592c",
             state: b"up",
             vlan: None,
+            speed_bytes: None,
+            mtu: None,
         };
         let r = Rendered::new(&l, "instance");
         assert_eq!(

@@ -141,34 +141,61 @@ pub struct Family {
     pub help: &'static str,
     /// `counter` or `gauge`.
     pub kind: &'static str,
+    pub value: Value,
 }
 
-const fn counter(name: &'static str, help: &'static str) -> Family {
+/// Where a family's value and labels come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value {
+    /// The counter at this index of [`Counters::values`], with the counter labels.
+    Counter(usize),
+    /// 1, with the info labels (the VLAN instead of the state).
+    Info,
+    /// The link speed from sysfs, with the counter labels; only where known.
+    Speed,
+    /// The MTU from sysfs, with the counter labels; only where known.
+    Mtu,
+}
+
+const fn counter(index: usize, name: &'static str, help: &'static str) -> Family {
     Family {
         name,
         help,
         kind: "counter",
+        value: Value::Counter(index),
     }
 }
 
 /// The output contract: every `net_interface_*` family, in output order. The
 /// eight counters come first, in the order of [`Counters::values`]; the info
-/// family carries the labels and the VLAN id.
-pub const FAMILIES: [Family; 9] = [
-    counter("net_interface_rx_bytes_total", "Total bytes received."),
-    counter("net_interface_tx_bytes_total", "Total bytes transmitted."),
-    counter("net_interface_rx_packets_total", "Total packets received."),
+/// family carries the labels and the VLAN id; the link facts come from the
+/// last topology refresh, not from net/dev.
+pub const FAMILIES: [Family; 11] = [
+    counter(0, "net_interface_rx_bytes_total", "Total bytes received."),
     counter(
+        1,
+        "net_interface_tx_bytes_total",
+        "Total bytes transmitted.",
+    ),
+    counter(
+        2,
+        "net_interface_rx_packets_total",
+        "Total packets received.",
+    ),
+    counter(
+        3,
         "net_interface_tx_packets_total",
         "Total packets transmitted.",
     ),
-    counter("net_interface_rx_errors_total", "Total receive errors."),
-    counter("net_interface_tx_errors_total", "Total transmit errors."),
+    counter(4, "net_interface_rx_errors_total", "Total receive errors."),
+    counter(5, "net_interface_tx_errors_total", "Total transmit errors."),
     counter(
+        6,
         "net_interface_rx_dropped_total",
         "Total received packets dropped.",
     ),
     counter(
+        7,
         "net_interface_tx_dropped_total",
         "Total transmitted packets dropped.",
     ),
@@ -176,6 +203,19 @@ pub const FAMILIES: [Family; 9] = [
         name: "net_interface_info",
         help: "Labels of each interface, with its 802.1Q id; always 1.",
         kind: "gauge",
+        value: Value::Info,
+    },
+    Family {
+        name: "net_interface_speed_bytes",
+        help: "Link speed in bytes per second, where the kernel reports one.",
+        kind: "gauge",
+        value: Value::Speed,
+    },
+    Family {
+        name: "net_interface_mtu_bytes",
+        help: "Maximum transmission unit in bytes.",
+        kind: "gauge",
+        value: Value::Mtu,
     },
 ];
 
@@ -294,16 +334,25 @@ impl<T: Deref<Target = LabelTable>> Scrape<T> {
                 let Some(labels) = self.labels(row) else {
                     continue;
                 };
-                out.extend_from_slice(name.as_bytes());
-                out.push(b'{');
-                if let Some(value) = row.counters.values.get(self.family) {
+                let value = match family.value {
+                    Value::Counter(i) => Some(row.counters.values[i]),
+                    Value::Info => {
+                        out.extend_from_slice(name.as_bytes());
+                        out.push(b'{');
+                        labels.write_info(out);
+                        out.extend_from_slice(b"} 1\n");
+                        continue;
+                    }
+                    Value::Speed => labels.speed_bytes,
+                    Value::Mtu => labels.mtu.map(u64::from),
+                };
+                if let Some(value) = value {
+                    out.extend_from_slice(name.as_bytes());
+                    out.push(b'{');
                     out.extend_from_slice(labels.counters().as_bytes());
                     out.extend_from_slice(b"} ");
-                    out.extend_from_slice(num.format(*value).as_bytes());
+                    out.extend_from_slice(num.format(value).as_bytes());
                     out.push(b'\n');
-                } else {
-                    labels.write_info(out);
-                    out.extend_from_slice(b"} 1\n");
                 }
             }
             self.family += 1;
@@ -339,7 +388,9 @@ pub fn join_and_write(
 }
 
 fn write_header(out: &mut Vec<u8>, family: &Family) {
-    let Family { name, help, kind } = *family;
+    let Family {
+        name, help, kind, ..
+    } = *family;
     for part in [
         "# HELP ",
         name,
@@ -378,11 +429,19 @@ mod tests {
             ..LinkFacts::default()
         };
         let mut links = std::collections::BTreeMap::new();
-        links.insert(b"eth0".to_vec(), facts(true, "up"));
+        links.insert(
+            b"eth0".to_vec(),
+            LinkFacts {
+                speed_bytes: Some(125_000_000),
+                mtu: Some(9000),
+                ..facts(true, "up")
+            },
+        );
         links.insert(
             b"lo".to_vec(),
             LinkFacts {
                 link_type: Some(772),
+                mtu: Some(65536),
                 ..facts(false, "unknown")
             },
         );
@@ -420,8 +479,21 @@ mod tests {
         ));
         assert!(text.contains(r#"net_interface_tx_dropped_total{interface="eth0",instance="eth0",instance_type="physical",app="",bridge="",state="up"} 7"#));
         assert!(text.contains(r#"net_interface_rx_errors_total{interface="eth0",instance="eth0",instance_type="physical",app="",bridge="",state="up"} 3"#));
-        assert!(text.ends_with("net_interface_info{interface=\"vnew\",instance=\"vnew\",instance_type=\"unknown\",app=\"\",bridge=\"\",vlan=\"\"} 1\n"));
-        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 9 * 3);
+        assert!(text.contains("net_interface_info{interface=\"vnew\",instance=\"vnew\",instance_type=\"unknown\",app=\"\",bridge=\"\",vlan=\"\"} 1\n# HELP net_interface_speed_bytes"));
+        // Link facts only where sysfs gave them: eth0's speed, eth0's and lo's MTU.
+        assert!(text.ends_with(concat!(
+            "# HELP net_interface_speed_bytes Link speed in bytes per second, where the kernel reports one.\n",
+            "# TYPE net_interface_speed_bytes gauge\n",
+            "net_interface_speed_bytes{interface=\"eth0\",instance=\"eth0\",instance_type=\"physical\",app=\"\",bridge=\"\",state=\"up\"} 125000000\n",
+            "# HELP net_interface_mtu_bytes Maximum transmission unit in bytes.\n",
+            "# TYPE net_interface_mtu_bytes gauge\n",
+            "net_interface_mtu_bytes{interface=\"eth0\",instance=\"eth0\",instance_type=\"physical\",app=\"\",bridge=\"\",state=\"up\"} 9000\n",
+            "net_interface_mtu_bytes{interface=\"lo\",instance=\"lo\",instance_type=\"loopback\",app=\"\",bridge=\"\",state=\"unknown\"} 65536\n",
+        )));
+        assert_eq!(
+            text.lines().filter(|l| !l.starts_with('#')).count(),
+            9 * 3 + 3
+        );
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct LinkFacts {
     pub operstate: Option<String>,
     /// 802.1Q id, from `vlan/config`.
     pub vlan_id: Option<u16>,
+    /// Link speed in bytes/s, where the kernel reports a positive one.
+    pub speed_bytes: Option<u64>,
+    pub mtu: Option<u32>,
 }
 
 /// Kernel facts for every interface in the host's network namespace.
@@ -137,7 +140,16 @@ pub fn read_interface(dir: &Path) -> LinkFacts {
         has_driver: exists(&dir.join("device/driver")),
         operstate: text("operstate"),
         vlan_id: None,
+        speed_bytes: bounded::sysfs_text(&dir.join("speed")).and_then(|s| parse_speed(&s)),
+        mtu: num(dir, "mtu"),
     }
+}
+
+/// sysfs `speed` is in Mb/s; a link that is down or has no speed (bridges,
+/// taps) reads -1 or fails to read. Bytes/s, so it divides byte rates.
+pub fn parse_speed(text: &str) -> Option<u64> {
+    let mbps: u64 = text.trim().parse().ok().filter(|&v| v > 0)?;
+    mbps.checked_mul(125_000)
 }
 
 /// `vlan/config` holds a ~40-byte row per VLAN: 1 MiB is 4094 VLANs many times over.
@@ -243,6 +255,14 @@ mod tests {
             ]
         );
         assert_eq!(parse_vlan_config("").count(), 0);
+    }
+
+    #[test]
+    fn speeds() {
+        assert_eq!(parse_speed("10000\n"), Some(1_250_000_000));
+        assert_eq!(parse_speed("-1\n"), None, "down or unknown");
+        assert_eq!(parse_speed("0"), None);
+        assert_eq!(parse_speed("fast"), None);
     }
 
     #[test]

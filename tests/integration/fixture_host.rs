@@ -173,6 +173,42 @@ fn info_metric_carries_vlan_ids() {
     assert_eq!(info.value, 1.0);
 }
 
+/// Speed and MTU from sysfs, with the counters' labels: Mb/s become bytes/s,
+/// and `-1` (a bridge) or no file at all (a tap) means no speed.
+#[test]
+fn link_facts_come_from_sysfs() {
+    let samples = parse(&seed_scrape(&[]));
+    let gauge = |name: &str, iface: &str| {
+        samples
+            .iter()
+            .find(|s| s.name == name && s.label("interface") == Some(iface))
+            .map(|s| s.value)
+    };
+    assert_eq!(gauge("net_interface_speed_bytes", "enp8s0f0"), Some(1.25e9));
+    assert_eq!(gauge("net_interface_speed_bytes", "enp8s0f1"), Some(1.25e8));
+    assert_eq!(gauge("net_interface_speed_bytes", "br0"), None, "speed -1");
+    assert_eq!(
+        gauge("net_interface_speed_bytes", "vnet3"),
+        None,
+        "no speed file"
+    );
+    assert_eq!(gauge("net_interface_mtu_bytes", "enp8s0f0"), Some(9000.0));
+    assert_eq!(gauge("net_interface_mtu_bytes", "lo"), Some(65536.0));
+    assert_eq!(gauge("net_interface_mtu_bytes", "vnet3"), Some(1500.0));
+    let speed = samples
+        .iter()
+        .find(|s| s.name == "net_interface_speed_bytes")
+        .unwrap();
+    let keys: Vec<_> = speed.labels.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, LABELS, "the counters' label set");
+    let counter = one(&samples, "net_interface_rx_bytes_total", "enp8s0f0");
+    assert_eq!(
+        &one(&samples, "net_interface_speed_bytes", "enp8s0f0").labels,
+        &counter.labels,
+        "so a rate divides by it"
+    );
+}
+
 #[test]
 fn vm_taps_and_macvtaps_map_to_their_vms() {
     let samples = parse(&seed_scrape(&[]));

@@ -24,7 +24,7 @@ ip tuntap add dev vnet9 mode tap                             # an unowned libvir
 ip link set vnet9 master lan
 ip tuntap add dev tapx mode tap                              # an unowned tap with another name
 ip link add up0 type veth peer name up1
-for i in lan brfake0 peer0 up0 up1; do ip link set "$i" up; done
+for i in lan vethbr brfake0 peer0 up0 up1; do ip link set "$i" up; done
 ip addr add 10.77.0.1/24 dev up0
 ip neigh add 10.77.0.2 lladdr "$(cat "$net/up1/address")" dev up0 nud permanent
 
@@ -34,5 +34,7 @@ for _ in $(seq 25); do echo "across the veth" > /dev/udp/10.77.0.2/9; done
 scrape after.prom
 for dir in "$net"/*/; do
   i=$(basename "$dir")
-  echo "$i $(cat "$dir/operstate")"
-done > "$ROOT/operstate.txt"
+  echo "$i $(cat "$dir/operstate")" >> "$ROOT/operstate.txt"
+  echo "$i $(cat "$dir/mtu")" >> "$ROOT/mtu.txt"
+  echo "$i $(cat "$dir/speed" 2>/dev/null || echo none)" >> "$ROOT/speed.txt"
+done

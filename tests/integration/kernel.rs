@@ -88,6 +88,57 @@ fn real_devices_are_classified_and_counted() {
         "UDP+IP+Ethernet headers per datagram"
     );
     assert_eq!(moved("net_interface_rx_packets_total", "lan"), 0.0);
+
+    // Link facts as sysfs has them: an up veth says 10000 Mb/s, a bridge with
+    // no port has no speed (-1; with ports the kernel gives their best), a
+    // down device none (EINVAL); every device has an MTU.
+    let table = |file: &str| -> HashMap<String, String> {
+        std::fs::read_to_string(root.path().join(file))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())))
+            .collect()
+    };
+    let (mtu, speed) = (table("mtu.txt"), table("speed.txt"));
+    let gauge = |name: &str, iface: &str| {
+        after
+            .iter()
+            .find(|s| s.name == name && s.label("interface") == Some(iface))
+            .map(|s| s.value)
+    };
+    assert_eq!(speed["up0"], "10000");
+    assert_eq!(gauge("net_interface_speed_bytes", "up0"), Some(1.25e9));
+    assert_eq!(speed["vethbr"], "-1");
+    assert_eq!(
+        gauge("net_interface_speed_bytes", "vethbr"),
+        None,
+        "a bridge without ports has no speed"
+    );
+    for (iface, value) in &speed {
+        let expected = value
+            .parse::<f64>()
+            .ok()
+            .filter(|v| *v > 0.0)
+            .map(|v| v * 125_000.0);
+        assert_eq!(
+            gauge("net_interface_speed_bytes", iface),
+            expected,
+            "{iface}"
+        );
+    }
+    for (iface, value) in &mtu {
+        assert_eq!(
+            gauge("net_interface_mtu_bytes", iface),
+            value.parse().ok(),
+            "{iface}"
+        );
+    }
+    let s = one(&after, "net_interface_speed_bytes", "up0");
+    assert_eq!(
+        s.label("instance_type"),
+        Some("docker"),
+        "the counters' labels"
+    );
 }
 
 /// Real QEMU processes (a TrueNAS VM, an Incus VM, a 26-style VM named by
