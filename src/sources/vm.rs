@@ -372,6 +372,8 @@ pub struct VmSource {
     middleware: Arc<Middleware>,
     worker: Worker,
     lookups: BTreeMap<VmLookup, Lookup>,
+    /// virsh is not installed (said once).
+    no_virsh: std::sync::atomic::AtomicBool,
 }
 
 impl VmSource {
@@ -398,6 +400,7 @@ impl VmSource {
             middleware,
             worker: Worker::new(timeout),
             lookups,
+            no_virsh: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -411,7 +414,21 @@ impl VmSource {
     }
 
     async fn via_virsh(&self) -> Result<HashMap<String, (String, Kind)>, VmError> {
-        let list = self.virsh(&["list", "--name"]).await?;
+        let list = match self.virsh(&["list", "--name"]).await {
+            Err(VmError::Command(CommandError::Spawn { source, .. }))
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                // No libvirt client here: nothing of that kind, not a failure.
+                if !self
+                    .no_virsh
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::info!(command = %self.settings.virsh_command[0], "no virsh on this host");
+                }
+                return Ok(HashMap::new());
+            }
+            list => list?,
+        };
         let mut interfaces = HashMap::new();
         for domain in parse_virsh_list(&list) {
             let rows = self.virsh(&["domiflist", domain]).await?;
