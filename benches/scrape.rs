@@ -97,5 +97,38 @@ fn join_write_10k(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, netdev, join_write_10k);
+/// The response body at 50 and 10,000 interfaces, plain and gzipped as the
+/// server streams it (128 KiB chunks through the encoder): the CPU gzip adds
+/// per scrape, and the bytes it saves, decide `[web] compression = "auto"`.
+fn gzip(c: &mut Criterion) {
+    use truenas_net_exporter::scrape::Scrape;
+    use truenas_net_exporter::server::routes::Gzipped;
+
+    for n in [50, 10_000] {
+        let (buf, topo, owners) = synthetic::host(n);
+        let settings = LabelSettings::default();
+        let table = compose::compose(&topo, &[&owners], &settings);
+        let chunks = || {
+            let mut scrape = Scrape::new(&buf, &table, &settings);
+            std::iter::from_fn(move || {
+                let mut out = Vec::with_capacity(136 * 1024);
+                let more = scrape.write_chunk(&mut out, 128 * 1024);
+                (more || !out.is_empty()).then_some(out)
+            })
+        };
+        let plain: usize = chunks().map(|c| c.len()).sum();
+        let gzipped: usize = Gzipped::new(chunks()).map(|c| c.len()).sum();
+        eprintln!("gzip_{n}: {plain} bytes plain, {gzipped} gzipped");
+        let mut g = c.benchmark_group(format!("gzip_{n}"));
+        g.bench_function("plain", |b| {
+            b.iter(|| black_box(chunks().map(|c| c.len()).sum::<usize>()))
+        });
+        g.bench_function("gzip", |b| {
+            b.iter(|| black_box(Gzipped::new(chunks()).map(|c| c.len()).sum::<usize>()))
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, netdev, join_write_10k, gzip);
 criterion_main!(benches);

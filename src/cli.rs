@@ -21,6 +21,12 @@ pub struct Cli {
     /// Path under which to expose metrics [default: /metrics].
     #[arg(long = "web.telemetry-path", value_name = "PATH")]
     pub telemetry_path: Option<String>,
+    /// Web config file (exporter-toolkit format): TLS, basic auth, headers.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    pub web_config_file: Option<PathBuf>,
+    /// Maximum number of scrapes served at once; 0 means no limit [default: 40].
+    #[arg(long = "web.max-requests", value_name = "N")]
+    pub max_requests: Option<usize>,
     /// Host root filesystem; /host in a container [default: /].
     #[arg(long = "path.rootfs", value_name = "PATH")]
     pub rootfs: Option<PathBuf>,

@@ -118,6 +118,9 @@ pub struct RawWeb {
     pub write_timeout: Option<String>,
     pub max_connections: Option<usize>,
     pub shutdown_timeout: Option<String>,
+    pub max_requests: Option<usize>,
+    pub config_file: Option<PathBuf>,
+    pub compression: Option<Compression>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -240,6 +243,21 @@ pub struct HttpLimits {
     pub max_connections: usize,
     /// After SIGTERM, in-flight requests get this long before the process exits.
     pub shutdown_timeout: Duration,
+    /// Scrapes served at once (node_exporter's `--web.max-requests`); above
+    /// it, 503. `None`: no limit.
+    pub max_requests: Option<usize>,
+    /// When a client that accepts gzip gets it.
+    pub compression: Compression,
+}
+
+/// When a scrape is gzipped for a client that accepts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Above [`crate::server::routes::GZIP_MIN_INTERFACES`] interfaces, where it pays.
+    Auto,
+    Always,
+    Never,
 }
 
 /// Bounds on reading net/dev.
@@ -285,6 +303,8 @@ pub struct Config {
     pub listen_address: String,
     pub telemetry_path: String,
     pub http: HttpLimits,
+    /// TLS, basic auth and headers (exporter-toolkit format).
+    pub web_config_file: Option<PathBuf>,
     pub rootfs: PathBuf,
     pub procfs: PathBuf,
     pub netdev: NetdevLimits,
@@ -466,6 +486,9 @@ impl Config {
                 raw.web.shutdown_timeout,
                 Duration::from_secs(5),
             )?,
+            max_requests: Some(cli.max_requests.or(raw.web.max_requests).unwrap_or(40))
+                .filter(|&n| n > 0),
+            compression: raw.web.compression.unwrap_or(Compression::Auto),
         };
         let netdev = NetdevLimits {
             max_bytes: positive("netdev.max_bytes", raw.netdev.max_bytes, 32 << 20)?,
@@ -483,6 +506,11 @@ impl Config {
             listen_address,
             telemetry_path,
             http,
+            web_config_file: cli
+                .web_config_file
+                .clone()
+                .or(raw.web.config_file)
+                .filter(|p| !p.as_os_str().is_empty()),
             netdev,
             rootfs: cli
                 .rootfs

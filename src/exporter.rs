@@ -226,6 +226,11 @@ pub struct ScrapeBody {
 }
 
 impl ScrapeBody {
+    /// Interfaces this body writes (0 if net/dev could not be read).
+    pub fn interfaces(&self) -> usize {
+        self.scrape.as_ref().map_or(0, |s| s.stats.interfaces)
+    }
+
     /// The whole body in one buffer (`--once`, tests).
     pub fn into_vec(self) -> Vec<u8> {
         self.flatten().collect()

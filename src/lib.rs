@@ -13,9 +13,11 @@ pub mod command;
 pub mod compose;
 pub mod config;
 pub mod exporter;
+mod healthcheck;
 pub mod hub;
 pub mod labels;
 pub mod netdev;
+pub mod process;
 pub mod resolver;
 pub mod scrape;
 pub mod server;
@@ -40,6 +42,8 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let access = server::access::Access::load(config.web_config_file.as_deref())
+        .map_err(std::io::Error::other)?;
     let exporter = Exporter::new(config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let resolver_runtime = tokio::runtime::Builder::new_current_thread()
@@ -62,7 +66,7 @@ pub async fn run(
                 resolver_runtime.shutdown_background();
             })?
     };
-    server::serve(Arc::clone(&exporter), listener, shutdown).await;
+    server::serve(Arc::clone(&exporter), listener, Arc::new(access), shutdown).await;
     let _ = stop_tx.send(true);
     // Joining blocks: do it off the async workers.
     let joined = tokio::task::spawn_blocking(move || resolvers.join()).await;
@@ -96,33 +100,4 @@ pub async fn bind(listen_address: &str) -> std::io::Result<tokio::net::TcpListen
     }
 }
 
-/// `--healthcheck`: GET `/` from the exporter at `listen_address` (`:PORT`
-/// means this host). Blocking and std-only: it runs in a fresh process.
-pub fn healthcheck(listen_address: &str, timeout: std::time::Duration) -> std::io::Result<()> {
-    use std::io::{Read, Write};
-    use std::net::ToSocketAddrs;
-
-    let target = match listen_address.strip_prefix(':') {
-        Some(port) => format!("127.0.0.1:{port}"),
-        None => listen_address
-            .replace("0.0.0.0:", "127.0.0.1:")
-            .replace("[::]:", "[::1]:"),
-    };
-    let addr = target
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::other(format!("{target}: no address")))?;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head)?;
-    if head.starts_with(b"HTTP/1.1 200") {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!(
-            "{target} answered {}",
-            String::from_utf8_lossy(&head)
-        )))
-    }
-}
+pub use healthcheck::healthcheck;

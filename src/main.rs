@@ -82,7 +82,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, path = %config.telemetry_path, "listening");
     run(config, listener, shutdown_signal())
         .await
-        .context("cannot start the resolvers")
+        .context("cannot start")
 }
 
 /// Resolves on SIGINT or SIGTERM (what `docker stop` sends).

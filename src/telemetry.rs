@@ -1,6 +1,6 @@
 //! The exporter's own metrics, kept in a process-local `metrics-exporter-prometheus`
 //! recorder (not the global one, so tests can run many exporters in one process)
-//! and appended to every scrape.
+//! and appended to every scrape, with the standard `process_*` ones.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +20,7 @@ const LAST_SUCCESS: &str = "truenas_net_exporter_resolver_last_success_timestamp
 const REFRESH_DURATION: &str = "truenas_net_exporter_resolver_refresh_duration_seconds";
 const ERRORS: &str = "truenas_net_exporter_resolver_errors_total";
 const LIMIT_HITS: &str = "truenas_net_exporter_limit_hits_total";
+const TLS_HANDSHAKE_ERRORS: &str = "truenas_net_exporter_tls_handshake_errors_total";
 const SOURCE_UP: &str = "truenas_net_exporter_source_up";
 const SOURCE_ERRORS: &str = "truenas_net_exporter_source_errors_total";
 const CONNECTIONS: &str = "truenas_net_exporter_http_connections";
@@ -51,6 +52,7 @@ pub struct Telemetry {
     /// Tasks alive in the HTTP runtime: the server and one per open connection.
     pub tasks: Gauge,
     pub connections: Gauge,
+    pub tls_handshake_errors: Counter,
     pub label_collisions: Gauge,
     limits: Vec<Arc<LimitMetric>>,
 }
@@ -116,6 +118,10 @@ impl Telemetry {
         );
         describe(CONNECTIONS, "Open HTTP connections.");
         describe(
+            TLS_HANDSHAKE_ERRORS,
+            "TLS handshakes that failed (no or a bad client certificate, a client that does not speak TLS).",
+        );
+        describe(
             SOURCE_UP,
             "1 if the source (one lookup of a resolver that has several) answered in its last refresh.",
         );
@@ -140,6 +146,7 @@ impl Telemetry {
             read_errors: recorder.register_counter(&key(READ_ERRORS), &METADATA),
             tasks: recorder.register_gauge(&key(TASKS), &METADATA),
             connections: recorder.register_gauge(&key(CONNECTIONS), &METADATA),
+            tls_handshake_errors: recorder.register_counter(&key(TLS_HANDSHAKE_ERRORS), &METADATA),
             label_collisions: recorder.register_gauge(&key(LABEL_COLLISIONS), &METADATA),
             limits: Limit::ALL
                 .iter()
@@ -162,6 +169,7 @@ impl Telemetry {
         // Present from the first scrape, so absence never has to mean zero.
         t.malformed_lines.increment(0);
         t.read_errors.increment(0);
+        t.tls_handshake_errors.increment(0);
         t
     }
 
@@ -227,6 +235,7 @@ impl Telemetry {
         let start = out.len();
         // Writing into a Vec cannot fail.
         let _ = self.handle.render_to_write(out);
+        crate::process::write(&crate::process::read(), out);
         self.cache.store(Some(Arc::new(CachedRender {
             at: Instant::now(),
             text: out[start..].to_vec(),
@@ -258,6 +267,8 @@ pub enum Limit {
     /// The connection cap: an idle connection was closed for a new one, or a
     /// new one refused because every connection was busy.
     HttpConnections,
+    /// `--web.max-requests`: a scrape refused with 503.
+    HttpRequests,
     /// net/dev larger than its limit.
     NetdevSize,
     /// A read of net/dev (off procfs) that did not finish in time.
@@ -271,10 +282,11 @@ pub enum Limit {
 }
 
 impl Limit {
-    pub const ALL: [Limit; 8] = [
+    pub const ALL: [Limit; 9] = [
         Limit::HttpHeaderTimeout,
         Limit::HttpWriteTimeout,
         Limit::HttpConnections,
+        Limit::HttpRequests,
         Limit::NetdevSize,
         Limit::NetdevTimeout,
         Limit::CommandOutput,
@@ -287,6 +299,7 @@ impl Limit {
             Limit::HttpHeaderTimeout => "http_header_timeout",
             Limit::HttpWriteTimeout => "http_write_timeout",
             Limit::HttpConnections => "http_connections",
+            Limit::HttpRequests => "http_requests",
             Limit::NetdevSize => "netdev_size",
             Limit::NetdevTimeout => "netdev_timeout",
             Limit::CommandOutput => "command_output",

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::{Instant, Sleep};
 
 use crate::config::HttpLimits;
@@ -52,6 +52,8 @@ pub struct ConnState {
     pub evicted: Notify,
     /// A write made no progress for the write timeout.
     pub write_timed_out: AtomicBool,
+    /// The `--web.max-requests` slot of the scrape being answered, if any.
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl ConnState {
@@ -78,6 +80,16 @@ impl ConnState {
 
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// Keeps a scrape's slot until its response is done or stalls.
+    pub fn hold(&self, permit: OwnedSemaphorePermit) {
+        *self.permit.lock().unwrap_or_else(|e| e.into_inner()) = Some(permit);
+    }
+
+    /// Gives the slot back.
+    pub fn release(&self) {
+        self.permit.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// When the current phase expires, and why; `None` while busy.
@@ -145,6 +157,7 @@ impl Registry {
             generation: AtomicU64::new(0),
             evicted: Notify::new(),
             write_timed_out: AtomicBool::new(false),
+            permit: Mutex::new(None),
         });
         state.since.store(state.now_ms(), Ordering::Release);
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -177,13 +190,20 @@ impl Registry {
     }
 }
 
-/// The connection's I/O: marks the first byte of a request's head, and fails
-/// a write that makes no progress for the write timeout.
+/// A response whose client has taken nothing for this long gives its
+/// `--web.max-requests` slot back: one client that stops reading must not
+/// hold a slot until the write timeout while other scrapes get 503.
+const STALL_RELEASE: Duration = Duration::from_secs(1);
+
+/// The connection's I/O: marks the first byte of a request's head, gives a
+/// stalled response's slot back, and fails a write that makes no progress
+/// for the write timeout.
 pub struct TimedIo<T> {
     inner: T,
     state: Arc<ConnState>,
     write_timeout: Duration,
-    stall: Option<Pin<Box<Sleep>>>,
+    /// While a write waits: when it began, and the timer of its next step.
+    stall: Option<(Instant, Pin<Box<Sleep>>)>,
 }
 
 impl<T> TimedIo<T> {
@@ -196,23 +216,30 @@ impl<T> TimedIo<T> {
         }
     }
 
-    /// Ready results clear the stall timer; a pending one arms it, and once it
-    /// fires the write fails.
+    /// Ready results clear the stall; a pending one starts it. Past
+    /// [`STALL_RELEASE`] the slot goes back, past the write timeout the write
+    /// fails.
     fn bound<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         if poll.is_ready() {
             self.stall = None;
             return poll;
         }
-        let timeout = self.write_timeout;
-        let stall = self
-            .stall
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        if stall.as_mut().poll(cx).is_ready() {
-            self.state.write_timed_out.store(true, Ordering::Relaxed);
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client took nothing for the write timeout",
-            )));
+        let (timeout, first) = (self.write_timeout, STALL_RELEASE.min(self.write_timeout));
+        let (since, timer) = self.stall.get_or_insert_with(|| {
+            let now = Instant::now();
+            (now, Box::pin(tokio::time::sleep_until(now + first)))
+        });
+        while timer.as_mut().poll(cx).is_ready() {
+            if since.elapsed() >= timeout {
+                self.state.write_timed_out.store(true, Ordering::Relaxed);
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client took nothing for the write timeout",
+                )));
+            }
+            self.state.release();
+            let deadline = *since + timeout;
+            timer.as_mut().reset(deadline);
         }
         Poll::Pending
     }
@@ -283,6 +310,7 @@ impl<B> Tracked<B> {
 
 impl<B> Drop for Tracked<B> {
     fn drop(&mut self) {
+        self.state.release();
         self.state.set(Phase::Idle);
     }
 }

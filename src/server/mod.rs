@@ -3,8 +3,10 @@
 //! write timeouts, a cap on open connections, and a deadline at shutdown.
 //! warp 0.4's own server has none of these, so its filter is served here.
 
+pub mod access;
 mod conn;
 pub mod routes;
+pub mod web_config;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,9 +18,14 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use warp::Reply;
 
+use tokio::io::AsyncWriteExt;
+use tokio_rustls::TlsAcceptor;
+
+use self::access::{Access, AccessState};
 use self::conn::{Admitted, ConnState, Expired, Phase, Registry, TimedIo, Tracked};
 use crate::config::HttpLimits;
 use crate::exporter::Exporter;
@@ -34,6 +41,7 @@ const MAX_HEAD: usize = 16 * 1024;
 pub async fn serve(
     exporter: Arc<Exporter>,
     listener: TcpListener,
+    access: Arc<Access>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let mut limits = exporter.config.http;
@@ -44,7 +52,15 @@ pub async fn serve(
         header: exporter.telemetry.limit(Limit::HttpHeaderTimeout),
         write: exporter.telemetry.limit(Limit::HttpWriteTimeout),
         connections: exporter.telemetry.limit(Limit::HttpConnections),
+        handshakes: exporter.telemetry.tls_handshake_errors.clone(),
     };
+    let gate = Arc::new(Gate {
+        access,
+        scrape_paths: vec![exporter.config.telemetry_path.clone()],
+        scrapes: limits.max_requests.map(|n| Arc::new(Semaphore::new(n))),
+        max_requests: limits.max_requests.unwrap_or(0),
+        refused: exporter.telemetry.limit(Limit::HttpRequests),
+    });
     let (stop_tx, stop) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut accept_failing = false;
@@ -94,16 +110,18 @@ pub async fn serve(
         };
         exporter.telemetry.connections.set(registry.len() as f64);
         let _ = stream.set_nodelay(true);
+        let tls = gate.access.current().tls.clone();
         let connection = Connection {
             state,
             limits,
             service: service.clone(),
+            gate: Arc::clone(&gate),
             stop: stop.clone(),
             hits: hits.clone(),
         };
         let registry = Arc::clone(&registry);
         tasks.spawn(async move {
-            connection.run(stream).await;
+            connection.run(stream, tls).await;
             registry.remove(id);
         });
     }
@@ -165,14 +183,87 @@ struct Hits {
     header: Arc<LimitMetric>,
     write: Arc<LimitMetric>,
     connections: Arc<LimitMetric>,
+    handshakes: metrics::Counter,
 }
+
+/// The answer to plain HTTP on the TLS port.
+const PLAIN_TO_TLS: &str = "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+     Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
 
 struct Connection<S> {
     state: Arc<ConnState>,
     limits: HttpLimits,
     service: S,
+    gate: Arc<Gate>,
     stop: watch::Receiver<bool>,
     hits: Hits,
+}
+
+/// What a request must pass before the routes see it: basic auth (from the
+/// web config), then the cap on scrapes served at once.
+struct Gate {
+    access: Arc<Access>,
+    /// Paths that scrape (read net/dev and write every interface).
+    scrape_paths: Vec<String>,
+    scrapes: Option<Arc<Semaphore>>,
+    max_requests: usize,
+    refused: Arc<LimitMetric>,
+}
+
+impl Gate {
+    /// `Ok` to route the request; otherwise the answer.
+    async fn admit(
+        &self,
+        access: &AccessState,
+        request: &http::Request<Incoming>,
+        state: &ConnState,
+    ) -> Result<(), warp::reply::Response> {
+        if access.needs_auth() {
+            let authorization = request.headers().get(http::header::AUTHORIZATION);
+            if !self.access.authorize(access, authorization).await {
+                let mut response =
+                    warp::reply::with_status("401 unauthorized\n", http::StatusCode::UNAUTHORIZED)
+                        .into_response();
+                response.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static(
+                        "Basic realm=\"truenas-net-exporter\", charset=\"UTF-8\"",
+                    ),
+                );
+                return Err(response);
+            }
+        }
+        let Some(scrapes) = &self.scrapes else {
+            return Ok(());
+        };
+        if !self.scrape_paths.iter().any(|p| p == request.uri().path()) {
+            return Ok(());
+        }
+        match Arc::clone(scrapes).try_acquire_owned() {
+            Ok(permit) => {
+                state.hold(permit);
+                Ok(())
+            }
+            Err(_) => {
+                let body = format!(
+                    "503 too many scrapes at once: {} are being served (--web.max-requests); try again\n",
+                    self.max_requests
+                );
+                self.refused.hit(&format!(
+                    "{}: {} scrapes already being served",
+                    state.peer, self.max_requests
+                ));
+                let mut response =
+                    warp::reply::with_status(body, http::StatusCode::SERVICE_UNAVAILABLE)
+                        .into_response();
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                Err(response)
+            }
+        }
+    }
 }
 
 impl<S> Connection<S>
@@ -186,18 +277,59 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    async fn run(self, stream: tokio::net::TcpStream) {
+    /// Serves the connection, over TLS when the web config says so.
+    async fn run(self, mut stream: tokio::net::TcpStream, tls: Option<TlsAcceptor>) {
+        let Some(acceptor) = tls else {
+            return self.drive(stream).await;
+        };
+        let peer = self.state.peer;
+        // The handshake is part of the request's head: same deadline.
+        let handshake = tokio::time::timeout(self.limits.read_header_timeout, async {
+            let mut first = [0u8; 1];
+            stream.peek(&mut first).await?;
+            if first[0].is_ascii_alphabetic() {
+                // "GET ...": plain HTTP on the TLS port. Say so, as Go's servers do.
+                stream.write_all(PLAIN_TO_TLS.as_bytes()).await?;
+                let _ = stream.shutdown().await;
+                return Ok(None);
+            }
+            acceptor.accept(stream).await.map(Some)
+        })
+        .await;
+        match handshake {
+            Ok(Ok(Some(tls_stream))) => self.drive(tls_stream).await,
+            Ok(Ok(None)) => tracing::debug!(%peer, "plain HTTP on the TLS port; answered 400"),
+            Ok(Err(e)) => {
+                self.hits.handshakes.increment(1);
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            }
+            Err(_) => self.hits.header.hit(&peer),
+        }
+    }
+
+    async fn drive<I>(self, stream: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let peer = self.state.peer;
         let io = TimedIo::new(stream, Arc::clone(&self.state), self.limits.write_timeout);
         let state = Arc::clone(&self.state);
         let service = self.service.clone();
-        let service = hyper::service::service_fn(move |request| {
+        let gate = Arc::clone(&self.gate);
+        let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
             state.set(Phase::Busy);
             let state = Arc::clone(&state);
             let mut service = service.clone();
-            let response = service.call(request);
+            let gate = Arc::clone(&gate);
             async move {
-                let response = response.await?;
+                let access = gate.access.current();
+                let mut response = match gate.admit(&access, &request, &state).await {
+                    Ok(()) => service.call(request).await?,
+                    Err(refused) => refused,
+                };
+                for (name, value) in &access.config.headers {
+                    response.headers_mut().insert(name.clone(), value.clone());
+                }
                 Ok::<_, Infallible>(response.map(|body| Tracked::new(body, state)))
             }
         });

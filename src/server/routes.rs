@@ -6,6 +6,7 @@ use std::sync::Arc;
 use warp::http::{Method, Response, StatusCode, header};
 use warp::{Filter, Reply};
 
+use crate::config::Compression;
 use crate::exporter::Exporter;
 
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -37,11 +38,74 @@ fn respond(
     resp
 }
 
+/// With `[web] compression = "auto"`, a scrape of at least this many
+/// interfaces is gzipped for a client that accepts it. Measured on this
+/// project's 2-core machine (benches/scrape.rs, `gzip_*`): see the README.
+pub const GZIP_MIN_INTERFACES: usize = 1000;
+
+/// Whether an `Accept-Encoding` value accepts gzip (`gzip` or `*`, not `q=0`).
+pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
+    accept_encoding.is_some_and(|value| {
+        value.split(',').any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
+    })
+}
+
+/// A body of chunks, gzipped as it goes: each chunk is fed to the encoder
+/// and whatever it has produced is passed on; the last chunk ends the stream.
+pub struct Gzipped<I> {
+    chunks: I,
+    encoder: Option<flate2::write::GzEncoder<Vec<u8>>>,
+}
+
+impl<I> Gzipped<I> {
+    pub fn new(chunks: I) -> Gzipped<I> {
+        // The fastest level: a scrape is text with long repeats (the label
+        // blocks), which level 1 already shrinks ~20-fold.
+        let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        Gzipped {
+            chunks,
+            encoder: Some(encoder),
+        }
+    }
+}
+
+impl<I: Iterator<Item = Vec<u8>>> Iterator for Gzipped<I> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        use std::io::Write;
+        loop {
+            let encoder = self.encoder.as_mut()?;
+            match self.chunks.next() {
+                Some(chunk) => {
+                    // Writing into a Vec cannot fail.
+                    let _ = encoder.write_all(&chunk);
+                    let out = std::mem::take(encoder.get_mut());
+                    if !out.is_empty() {
+                        return Some(out);
+                    }
+                }
+                None => return self.encoder.take()?.finish().ok(),
+            }
+        }
+    }
+}
+
 /// Routes one request.
 pub async fn handle(
     exporter: &Arc<Exporter>,
     method: &Method,
     path: &str,
+    accept_encoding: Option<&str>,
 ) -> warp::reply::Response {
     let path_known = path == "/" || path == exporter.config.telemetry_path;
     if !path_known {
@@ -70,12 +134,30 @@ pub async fn handle(
     }
     // A net/dev read error is logged and counted inside scrape(); the response
     // still carries the exporter's own metrics so the failure is visible.
-    let body = exporter
-        .scrape()
-        .await
-        .body
-        .map(Ok::<_, std::convert::Infallible>);
-    let mut resp = warp::reply::stream(futures_util::stream::iter(body)).into_response();
+    let body = exporter.scrape().await.body;
+    let gzip = accepts_gzip(accept_encoding)
+        && match exporter.config.http.compression {
+            Compression::Always => true,
+            Compression::Never => false,
+            Compression::Auto => body.interfaces() >= GZIP_MIN_INTERFACES,
+        };
+    let chunks: Box<dyn Iterator<Item = Vec<u8>> + Send + Sync> = if gzip {
+        Box::new(Gzipped::new(body))
+    } else {
+        Box::new(body)
+    };
+    let stream = futures_util::stream::iter(chunks.map(Ok::<_, std::convert::Infallible>));
+    let mut resp = warp::reply::stream(stream).into_response();
+    resp.headers_mut().insert(
+        header::VARY,
+        header::HeaderValue::from_static("Accept-Encoding"),
+    );
+    if gzip {
+        resp.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            header::HeaderValue::from_static("gzip"),
+        );
+    }
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static(METRICS_CONTENT_TYPE),
@@ -87,10 +169,65 @@ pub async fn handle(
 pub fn routes(
     exporter: Arc<Exporter>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
-    warp::method().and(warp::path::full()).then(
-        move |method: Method, path: warp::path::FullPath| {
-            let exporter = Arc::clone(&exporter);
-            async move { handle(&exporter, &method, path.as_str()).await }
-        },
-    )
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::header::headers_cloned())
+        .then(
+            move |method: Method, path: warp::path::FullPath, headers: header::HeaderMap| {
+                let exporter = Arc::clone(&exporter);
+                async move {
+                    let encoding = headers
+                        .get(header::ACCEPT_ENCODING)
+                        .and_then(|v| v.to_str().ok());
+                    handle(&exporter, &method, path.as_str(), encoding).await
+                }
+            },
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    #[test]
+    fn gzip_is_asked_for_by_name_or_star_unless_refused() {
+        assert!(accepts_gzip(Some("gzip")));
+        assert!(accepts_gzip(Some("deflate, GZIP;q=0.5")));
+        assert!(accepts_gzip(Some("*")));
+        assert!(!accepts_gzip(Some("gzip;q=0")));
+        assert!(!accepts_gzip(Some("identity, br")));
+        assert!(!accepts_gzip(None));
+    }
+
+    /// Chunk by chunk, the gzipped stream decompresses to exactly the chunks.
+    #[test]
+    fn gzipped_chunks_decompress_to_the_whole() {
+        let chunks: Vec<Vec<u8>> = (0..300)
+            .map(|i| {
+                format!("net_interface_rx_bytes_total{{interface=\"veth{i}\"}} {i}\n").repeat(400)
+            })
+            .map(String::into_bytes)
+            .collect();
+        let plain: Vec<u8> = chunks.concat();
+        let gzipped: Vec<u8> = Gzipped::new(chunks.into_iter()).flatten().collect();
+        assert!(
+            gzipped.len() * 10 < plain.len(),
+            "{} -> {}",
+            plain.len(),
+            gzipped.len()
+        );
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gzipped[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, plain);
+        let empty: Vec<u8> = Gzipped::new(std::iter::empty()).flatten().collect();
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&empty[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert!(back.is_empty(), "an empty body is a valid gzip stream");
+    }
 }
