@@ -11,6 +11,8 @@ fn help_lists_the_seed_flags() {
     for flag in [
         "--web.listen-address",
         "--web.telemetry-path",
+        "--web.config.file",
+        "--web.max-requests",
         "--path.rootfs",
         "--path.procfs",
         "--docker.socket",

@@ -115,6 +115,20 @@ fn routes_methods_and_content_types() {
         Some("text/plain; version=0.0.4; charset=utf-8")
     );
     assert!(body.contains("truenas_net_exporter_build_info{version=\""));
+    // client_golang's process metrics, with its types.
+    for (family, kind) in [
+        ("process_cpu_seconds_total", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_virtual_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE {family} {kind}\n")),
+            "{family}"
+        );
+    }
     assert!(body.contains("truenas_net_exporter_scrape_duration_seconds_bucket{le="));
     let tasks = parse(&body)
         .into_iter()

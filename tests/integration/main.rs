@@ -13,4 +13,5 @@ mod http;
 mod kernel;
 mod limits;
 mod prometheus;
+mod security;
 mod support;

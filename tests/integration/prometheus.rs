@@ -35,9 +35,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Prometheus {
+pub struct Prometheus {
     child: Child,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
     _data: tempfile::TempDir,
 }
 
@@ -49,7 +49,6 @@ impl Drop for Prometheus {
 }
 
 fn start_prometheus(targets: &[SocketAddr]) -> Prometheus {
-    let data = tempfile::tempdir().unwrap();
     let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
     let example = r#""truenas.lan:9551", "backup-nas.lan:9551""#;
     let scrape = readme_block("yaml").replace(example, &list.join(", "));
@@ -57,7 +56,24 @@ fn start_prometheus(targets: &[SocketAddr]) -> Prometheus {
         scrape.contains(&list[0]),
         "README scrape config names the example targets"
     );
-    let config = format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{scrape}");
+    start_prometheus_with(&scrape, &[])
+}
+
+/// A Prometheus scraping every second with `scrape` (a `scrape_configs:`
+/// block) and `rule_files` loaded.
+pub fn start_prometheus_with(scrape: &str, rule_files: &[&Path]) -> Prometheus {
+    let data = tempfile::tempdir().unwrap();
+    let rules: String = rule_files
+        .iter()
+        .map(|f| format!("  - {:?}\n", f.display().to_string()))
+        .collect();
+    let rules = if rules.is_empty() {
+        String::new()
+    } else {
+        format!("rule_files:\n{rules}")
+    };
+    let config =
+        format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rules}{scrape}");
     let path = data.path().join("prometheus.yml");
     std::fs::write(&path, config).unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -103,7 +119,7 @@ fn query(prom: SocketAddr, q: &str) -> Vec<serde_json::Map<String, serde_json::V
 }
 
 /// The result vector of an instant query: each series' labels and value.
-fn query_values(
+pub fn query_values(
     prom: SocketAddr,
     q: &str,
 ) -> Vec<(serde_json::Map<String, serde_json::Value>, f64)> {

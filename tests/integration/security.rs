@@ -1,0 +1,498 @@
+//! The edge: TLS and basic auth from a web config file in exporter-toolkit
+//! format, checked by a real Prometheus (TLS with basic auth, mutual TLS), by
+//! curl and openssl (every refusal, a certificate replaced on disk), and by
+//! promtool (the README's example file); gzip; and the cap on scrapes served
+//! at once. Certificates come from openssl, made fresh for each run.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use crate::limits::{Exporter, big_host};
+use crate::prometheus::{query_values, start_prometheus_with};
+use crate::support::{bin, copy_fixture, have, http, parse, require, wait_for};
+
+/// A CA, a server certificate for localhost and 127.0.0.1, a client certificate.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let pki = Pki {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        pki.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=tne-test-ca",
+        ]);
+        pki.issue(
+            "server",
+            "localhost",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        );
+        pki.issue("client", "prometheus", "extendedKeyUsage=clientAuth\n");
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `<name>.crt` and `<name>.key`, signed by the CA.
+    fn issue(&self, name: &str, cn: &str, extensions: &str) {
+        std::fs::write(self.path(&format!("{name}.ext")), extensions).unwrap();
+        let (key, csr, crt, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={cn}"),
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    }
+
+    /// A web config file in this directory.
+    fn web_config(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+fn tools_present() -> bool {
+    require(have("openssl"), "openssl not installed")
+        && require(have("curl"), "curl not installed")
+        && require(
+            have("prometheus") && have("promtool"),
+            "prometheus not installed (Debian package prometheus)",
+        )
+}
+
+const PASSWORD: &str = "s3cret";
+
+fn users() -> String {
+    format!(
+        "basic_auth_users:\n  prometheus: {}\n",
+        bcrypt::hash(PASSWORD, 8).unwrap()
+    )
+}
+
+/// The exporter on the seed fixture with `web` as its web config.
+fn exporter(host: &Path, web: &Path, extra: &str) -> Exporter {
+    let toml = format!(
+        "[web]\nconfig_file = {:?}\n{extra}",
+        web.display().to_string()
+    );
+    Exporter::start(host, &toml, Stdio::null())
+}
+
+/// `curl` with `args`; its exit code and `%{http_code}`, plus the body.
+fn curl(args: &[&str]) -> (i32, String, String) {
+    let body = tempfile::NamedTempFile::new().unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "-o"])
+        .arg(body.path())
+        .args(["-w", "%{http_code}", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        std::fs::read_to_string(body.path()).unwrap_or_default(),
+    )
+}
+
+fn healthcheck(addr: SocketAddr) -> bool {
+    Command::new(bin())
+        .args(["--healthcheck", &format!("--web.listen-address={addr}")])
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn prometheus_scrapes_over_tls_with_basic_auth_and_over_mutual_tls() {
+    if !tools_present() {
+        return;
+    }
+    let pki = Pki::new();
+    let host = copy_fixture("seed-host");
+    let auth = pki.web_config(
+        "auth.yml",
+        &format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{}",
+            users()
+        ),
+    );
+    let mutual = pki.web_config(
+        "mutual.yml",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+         client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",
+    );
+    // The first also gzips every scrape: Prometheus asks for it.
+    let a = exporter(host.path(), &auth, "compression = \"always\"\n");
+    let b = exporter(host.path(), &mutual, "");
+    let ca = pki.path("ca.crt").display().to_string();
+    let scrape = format!(
+        "scrape_configs:
+  - job_name: tls-auth
+    scheme: https
+    tls_config: {{ca_file: {ca:?}, server_name: localhost}}
+    basic_auth: {{username: prometheus, password: {PASSWORD}}}
+    static_configs: [{{targets: [\"{}\"]}}]
+  - job_name: mutual-tls
+    scheme: https
+    tls_config: {{ca_file: {ca:?}, server_name: localhost, cert_file: {:?}, key_file: {:?}}}
+    static_configs: [{{targets: [\"{}\"]}}]
+",
+        a.addr,
+        pki.path("client.crt").display().to_string(),
+        pki.path("client.key").display().to_string(),
+        b.addr
+    );
+    let prom = start_prometheus_with(&scrape, &[]);
+    let counted = wait_for(Duration::from_secs(30), || {
+        let r = query_values(prom.addr, "count by (job) (net_interface_rx_bytes_total)");
+        (r.len() == 2).then_some(r)
+    })
+    .expect("both jobs scraped");
+    for (labels, count) in counted {
+        assert_eq!(count, 21.0, "{labels:?}: every interface");
+    }
+    let up = query_values(prom.addr, "up");
+    assert!(up.iter().all(|(_, v)| *v == 1.0), "{up:?}");
+
+    // The scrape Prometheus took was gzipped: the same request, by hand.
+    let (code, status, _) = curl(&[
+        "--cacert",
+        &ca,
+        "-u",
+        &format!("prometheus:{PASSWORD}"),
+        "-H",
+        "Accept-Encoding: gzip",
+        "-D",
+        "/dev/stderr",
+        &format!("https://localhost:{}/metrics", a.addr.port()),
+    ]);
+    assert_eq!((code, status.as_str()), (0, "200"));
+}
+
+#[test]
+fn every_refusal_is_clean_and_a_new_certificate_needs_no_restart() {
+    if !tools_present() {
+        return;
+    }
+    let pki = Pki::new();
+    let host = copy_fixture("seed-host");
+    let auth = pki.web_config(
+        "auth.yml",
+        &format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{}",
+            users()
+        ),
+    );
+    let mutual = pki.web_config(
+        "mutual.yml",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+         client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",
+    );
+    let a = exporter(host.path(), &auth, "");
+    let b = exporter(host.path(), &mutual, "");
+    let ca = pki.path("ca.crt").display().to_string();
+    let url = |e: &Exporter| format!("https://localhost:{}/metrics", e.addr.port());
+
+    let right = format!("prometheus:{PASSWORD}");
+    let (_, status, body) = curl(&["--cacert", &ca, "-u", &right, &url(&a)]);
+    assert_eq!(status, "200");
+    assert!(body.contains("net_interface_rx_bytes_total{"));
+    for user in ["prometheus:wrong", "nobody:s3cret"] {
+        assert_eq!(
+            curl(&["--cacert", &ca, "-u", user, &url(&a)]).1,
+            "401",
+            "{user}"
+        );
+    }
+    let (_, status, _) = curl(&["--cacert", &ca, &url(&a)]);
+    assert_eq!(status, "401", "no credentials");
+    let (_, status, body) = curl(&[&format!("http://127.0.0.1:{}/metrics", a.addr.port())]);
+    assert_eq!(status, "400", "plain HTTP to the TLS port");
+    assert!(body.contains("HTTP request to an HTTPS server"), "{body}");
+
+    let (code, status, _) = curl(&["--cacert", &ca, &url(&b)]);
+    assert!(
+        code != 0 && status == "000",
+        "no client certificate: curl {code}, {status}"
+    );
+    let cert = pki.path("client.crt").display().to_string();
+    let key = pki.path("client.key").display().to_string();
+    let (_, status, _) = curl(&["--cacert", &ca, "--cert", &cert, "--key", &key, &url(&b)]);
+    assert_eq!(status, "200", "with one");
+
+    assert!(healthcheck(a.addr), "healthcheck with TLS and auth on");
+    assert!(
+        healthcheck(b.addr),
+        "healthcheck with client certificates required"
+    );
+
+    // A renewed certificate, written over the old files, is served at once.
+    let served = |e: &Exporter| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "openssl s_client -connect 127.0.0.1:{} -servername localhost </dev/null 2>/dev/null \
+                 | openssl x509 -noout -serial",
+                e.addr.port()
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let before = served(&a);
+    assert!(before.starts_with("serial="), "{before}");
+    pki.issue(
+        "server",
+        "localhost",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    );
+    let after = wait_for(Duration::from_secs(10), || {
+        let now = served(&a);
+        (now != before).then_some(now)
+    })
+    .expect("the new certificate is served");
+    assert!(after.starts_with("serial="));
+    assert_eq!(curl(&["--cacert", &ca, "-u", &right, &url(&a)]).1, "200");
+}
+
+/// The README's example web config: promtool accepts it, and so does the
+/// exporter (which serves with it).
+#[test]
+fn the_readme_web_config_is_valid() {
+    if !tools_present() {
+        return;
+    }
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = &readme[readme.find("### TLS and basic auth").expect("the section")..];
+    let start = section.find("```yaml\n").unwrap() + 8;
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    let pki = Pki::new();
+    for (from, to) in [("server.crt", "tls.crt"), ("server.key", "tls.key")] {
+        std::fs::copy(pki.path(from), pki.path(to)).unwrap();
+    }
+    let web = pki.web_config("web.yml", example);
+    let out = Command::new("promtool")
+        .args(["check", "web-config"])
+        .arg(&web)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let host = copy_fixture("seed-host");
+    let e = exporter(host.path(), &web, "");
+    let (_, status, _) = curl(&[
+        "--cacert",
+        &pki.path("ca.crt").display().to_string(),
+        "--cert",
+        &pki.path("client.crt").display().to_string(),
+        "--key",
+        &pki.path("client.key").display().to_string(),
+        "-u",
+        "prometheus:change-me",
+        &format!("https://localhost:{}/metrics", e.addr.port()),
+    ]);
+    assert_eq!(status, "200");
+}
+
+/// A client that asks for gzip gets it (with `always`), and it decompresses
+/// to the plain scrape; promtool accepts both. A client that does not ask
+/// gets plain text.
+#[test]
+fn gzip_decompresses_to_the_plain_scrape() {
+    if !require(have("curl"), "curl not installed") {
+        return;
+    }
+    let host = copy_fixture("seed-host");
+    let e = Exporter::start(
+        host.path(),
+        "[web]\ncompression = \"always\"\n",
+        Stdio::null(),
+    );
+    let url = format!("http://{}/metrics", e.addr);
+    let headers = tempfile::NamedTempFile::new().unwrap();
+    let (_, status, gunzipped) = curl(&[
+        "--compressed",
+        "-D",
+        &headers.path().display().to_string(),
+        &url,
+    ]);
+    assert_eq!(status, "200");
+    let head = std::fs::read_to_string(headers.path())
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    let plain = http(e.addr, "GET", "/metrics");
+    assert!(
+        plain.header("content-encoding").is_none(),
+        "not asked, not gzipped"
+    );
+    // The interface lines are the same read twice (a fixture does not move);
+    // the exporter's own metrics (scrape durations) do.
+    let interfaces = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("net_interface"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(interfaces(&gunzipped), interfaces(&plain.body));
+    assert!(!interfaces(&gunzipped).is_empty());
+    crate::fixture_host::promtool_check(&gunzipped);
+    crate::fixture_host::promtool_check(&plain.body);
+}
+
+/// 64 clients at once ask for a 10,000-interface scrape with a cap of 8:
+/// the excess get 503 with a body that says why, the rest are whole.
+#[test]
+fn a_cap_of_eight_against_sixty_four_scrapes() {
+    let host = big_host(10_000);
+    let e = Exporter::start(host.path(), "[web]\nmax_requests = 8\n", Stdio::null());
+    let addr = e.addr;
+    assert_eq!(http(addr, "GET", "/metrics").status, 200);
+    let rss_before = e.rss_kib();
+    let barrier = Arc::new(Barrier::new(64));
+    let clients: Vec<_> = (0..64)
+        .map(|_| {
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                let r = http(addr, "GET", "/metrics");
+                (r.status, r.body)
+            })
+        })
+        .collect();
+    let mut peak = 0;
+    while clients.iter().any(|c| !c.is_finished()) {
+        peak = peak.max(e.peak_kib());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let answers: Vec<(u16, String)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let served: Vec<_> = answers.iter().filter(|(s, _)| *s == 200).collect();
+    let refused: Vec<_> = answers.iter().filter(|(s, _)| *s == 503).collect();
+    eprintln!(
+        "64 scrapes, cap 8: {} served, {} refused; RSS {rss_before} KiB before, peak {} KiB",
+        served.len(),
+        refused.len(),
+        e.peak_kib().max(peak)
+    );
+    assert_eq!(served.len() + refused.len(), 64, "only 200 and 503");
+    assert!(served.len() >= 8, "at least the cap is served");
+    assert!(!refused.is_empty(), "the excess is refused");
+    for (_, body) in &refused {
+        assert!(body.contains("--web.max-requests"), "{body}");
+    }
+    for (_, body) in &served {
+        let samples = parse(body);
+        let last = samples
+            .iter()
+            .filter(|s| s.name == "net_interface_info")
+            .count();
+        assert_eq!(last, 10_000, "a served scrape is whole");
+    }
+    let hits = e.metric("truenas_net_exporter_limit_hits_total{limit=\"http_requests\"}");
+    assert_eq!(hits, refused.len() as f64);
+}
+
+/// A client that stops reading gives its slot back after a second: with a cap
+/// of one, a silent reader of a 10,000-interface scrape does not lock
+/// Prometheus out until the write timeout.
+#[test]
+fn a_silent_reader_gives_its_slot_back() {
+    use std::io::Write;
+
+    let host = big_host(10_000);
+    let config = "[web]\nmax_requests = 1\nwrite_timeout = \"30s\"\n";
+    let e = Exporter::start(host.path(), config, Stdio::null());
+    let mut silent = std::net::TcpStream::connect(e.addr).unwrap();
+    silent
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let early = http(e.addr, "GET", "/metrics");
+    assert_eq!(
+        early.status, 503,
+        "the slot is taken while the response is written"
+    );
+    let later = wait_for(Duration::from_secs(5), || {
+        let r = http(e.addr, "GET", "/metrics");
+        (r.status == 200).then_some(r)
+    })
+    .expect("the stalled response gave its slot back");
+    assert!(
+        later
+            .body
+            .contains("net_interface_info{interface=\"veth0000000\"")
+    );
+    drop(silent);
+}
