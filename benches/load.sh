@@ -4,7 +4,8 @@
 # prometheus-node-exporter; `memory` needs curl.
 #
 #   benches/load.sh bench    criterion scrape benches in a namespace with ~50 interfaces
-#   benches/load.sh http     /metrics over keep-alive HTTP vs node_exporter's netdev-only scrape
+#   benches/load.sh http     /metrics over keep-alive HTTP (as Prometheus asks: Accept-Encoding
+#                            gzip), plain by default and gzipped, vs node_exporter's netdev scrape
 #   benches/load.sh memory   RSS, fds and threads across 10,000 scrapes of 10,000 interfaces
 #   benches/load.sh procscan the VM (QEMU scan) and LXC resolvers' /proc scans with 2,000 processes
 #   benches/load.sh midclt   what a VM and an LXC refresh cost through a fake midclt (sh, python3)
@@ -67,23 +68,30 @@ http)
     echo "interfaces: $(($(wc -l < /proc/1/net/dev) - 2))"
     "$BIN" --web.listen-address=127.0.0.1:19551 --docker.socket= --log.level=warn &
     ours=$!
+    # The same, gzipping every scrape for a client that asks (Prometheus does).
+    printf "[web]\ncompression = \"always\"\n" > "$WORK/gzip.toml"
+    "$BIN" --web.listen-address=127.0.0.1:19552 --docker.socket= --log.level=warn \
+      --config.file="$WORK/gzip.toml" &
+    gzipped=$!
     prometheus-node-exporter --collector.disable-defaults --collector.netdev \
       --web.listen-address=127.0.0.1:19100 --log.level=warn 2>/dev/null &
     node=$!
     sleep 2
     for target in "truenas-net-exporter $ours http://127.0.0.1:19551/metrics" \
+                  "truenas-net-exporter-gzip $gzipped http://127.0.0.1:19552/metrics" \
                   "node_exporter $node http://127.0.0.1:19100/metrics"; do
       set -- $target
-      curl -s "$3" > "$WORK/$1.txt"
-      wrk -t1 -c1 -d5s "$3" > /dev/null   # warm-up
+      curl -s -H "Accept-Encoding: gzip" "$3" > "$WORK/$1.txt"
+      wrk -t1 -c1 -d5s -H "Accept-Encoding: gzip" "$3" > /dev/null   # warm-up
       t0=$(cpu_ticks $2)
-      wrk -t1 -c1 -d20s --latency "$3" > "$WORK/$1.wrk"
+      wrk -t1 -c1 -d20s --latency -H "Accept-Encoding: gzip" "$3" > "$WORK/$1.wrk"
       t1=$(cpu_ticks $2)
       reqs=$(awk "/requests in/ {print \$1}" "$WORK/$1.wrk")
       echo "== $1: $(wc -c < "$WORK/$1.txt") bytes/response, RSS $(rss_kib $2) KiB"
       grep -E "Latency|50%|99%|Requests/sec|requests in" "$WORK/$1.wrk"
       echo "   server CPU per request: $(echo "scale=1; ($t1 - $t0) * 10000 / $reqs" | bc) us"
     done
+    kill $ours $gzipped $node
     kill $ours $node
   '
   ;;
