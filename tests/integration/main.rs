@@ -14,3 +14,4 @@ mod kernel;
 mod limits;
 mod prometheus;
 mod support;
+mod workflow;
