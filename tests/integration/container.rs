@@ -1,5 +1,6 @@
-//! The deployment: the Containerfile's runtime stage, assembled from a locally
-//! built static binary (nothing can be pulled here), run with exactly
+//! The deployment: the Containerfile's runtime stage, assembled from a static
+//! binary built locally by the build stage's own script, .ci/build-static
+//! (nothing can be pulled here), run with exactly
 //! compose.yaml's settings by Debian's docker-compose, must label the host's
 //! interfaces and containers, its own veth included, as the host-mode binary does.
 
@@ -13,45 +14,213 @@ use crate::support::{bin, have, http, parse, require, wait_for};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// A static (glibc, crt-static) release build: the image has no libc.
-fn static_binary() -> std::path::PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-q",
-            "--bin",
-            "truenas-net-exporter",
-        ])
-        .args([
-            "--target",
-            "x86_64-unknown-linux-gnu",
-            "--target-dir",
-            "target/static",
-        ])
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+/// The shipped kind of binary, built by the script the Containerfile's build
+/// stage runs (a static glibc release build: the image has no libc), into `out`.
+fn static_binary(out: &Path) {
+    let status = Command::new("sh")
+        .arg(Path::new(ROOT).join(".ci/build-static"))
+        .arg(out)
+        .arg("-q")
         .current_dir(ROOT)
         .status()
-        .expect("run cargo");
-    assert!(status.success(), "static build");
-    Path::new(ROOT).join("target/static/x86_64-unknown-linux-gnu/release/truenas-net-exporter")
+        .expect("run .ci/build-static");
+    assert!(status.success(), ".ci/build-static");
 }
 
-/// The Containerfile's last stage, copying the local binary instead of the build stage's.
-fn runtime_stage() -> String {
-    let file = std::fs::read_to_string(Path::new(ROOT).join("Containerfile")).unwrap();
-    let stage = &file[file
-        .rfind("\nFROM scratch")
-        .expect("a scratch runtime stage")
-        + 1..];
-    let copy = "COPY --from=build /truenas-net-exporter /truenas-net-exporter";
+/// An instruction: (its first word, upper-cased; the whole instruction).
+type Instruction = (String, String);
+
+/// A stage: its `FROM` instruction's words, and the instructions after it.
+type Stage = (Vec<String>, Vec<Instruction>);
+
+/// The Containerfile's instructions: (first word, upper-cased; the whole
+/// instruction with continuation lines joined). Comments and blank lines,
+/// also inside a continuation, are dropped, as Docker drops them.
+fn instructions(file: &str) -> Vec<Instruction> {
+    let mut all = Vec::new();
+    let mut current: Option<String> = None;
+    for line in file.lines() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let (part, continues) = match t.strip_suffix('\\') {
+            Some(p) => (p.trim_end(), true),
+            None => (t, false),
+        };
+        let text = match current.take() {
+            Some(mut c) => {
+                c.push(' ');
+                c.push_str(part);
+                c
+            }
+            None => part.to_owned(),
+        };
+        if continues {
+            current = Some(text);
+        } else {
+            let word = text.split_whitespace().next().unwrap().to_ascii_uppercase();
+            all.push((word, text));
+        }
+    }
     assert!(
-        stage.contains(copy),
-        "the runtime stage copies the built binary"
+        current.is_none(),
+        "the Containerfile ends inside a continuation"
     );
-    stage.replace(copy, "COPY truenas-net-exporter /truenas-net-exporter")
+    all
+}
+
+/// The Containerfile's stages, in order.
+fn stages(file: &str) -> Vec<Stage> {
+    let mut stages: Vec<Stage> = Vec::new();
+    for (word, text) in instructions(file) {
+        if word == "FROM" {
+            let words = text.split_whitespace().map(str::to_owned).collect();
+            stages.push((words, Vec::new()));
+        } else if let Some(stage) = stages.last_mut() {
+            stage.1.push((word, text));
+        }
+    }
+    stages
+}
+
+/// The binary a `COPY --from=build SRC DST` of the runtime stage takes: (SRC, DST).
+fn copied_binary(stage: &[Instruction]) -> (String, String) {
+    let copies: Vec<_> = stage
+        .iter()
+        .filter(|(w, _)| w == "COPY" || w == "ADD")
+        .collect();
+    assert_eq!(
+        copies.len(),
+        1,
+        "the runtime stage copies one file: {copies:?}"
+    );
+    let (word, text) = copies[0];
+    assert_eq!(word, "COPY", "{text}");
+    let args: Vec<&str> = text.split_whitespace().skip(1).collect();
+    assert!(
+        args.contains(&"--from=build"),
+        "copied from the build stage: {text}"
+    );
+    let paths: Vec<&str> = args.into_iter().filter(|a| !a.starts_with("--")).collect();
+    assert_eq!(paths.len(), 2, "COPY SRC DST: {text}");
+    (paths[0].to_owned(), paths[1].to_owned())
+}
+
+/// The Containerfile's last stage, copying the binary from the build context
+/// (where `name` is) instead of from the build stage.
+fn runtime_stage(file: &str, name: &str) -> String {
+    let stages = stages(file);
+    let (from, body) = stages.last().expect("a stage");
+    assert!(
+        from.len() >= 2 && from[1] == "scratch",
+        "the runtime stage is FROM scratch: {from:?}"
+    );
+    let mut out = String::from("FROM scratch\n");
+    for (word, text) in body {
+        if word == "COPY" {
+            let flags = text
+                .split_whitespace()
+                .skip(1)
+                .filter(|a| a.starts_with("--") && !a.starts_with("--from="));
+            let (_, dst) = copied_binary(body);
+            out.push_str("COPY ");
+            for flag in flags {
+                out.push_str(flag);
+                out.push(' ');
+            }
+            out.push_str(&format!("{name} {dst}\n"));
+        } else {
+            out.push_str(text);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn containerfile() -> String {
+    std::fs::read_to_string(Path::new(ROOT).join("Containerfile")).unwrap()
+}
+
+/// compose.yaml's `image:`: the test tags its build with it, so that
+/// `docker-compose up --no-build` runs exactly that build.
+fn compose_image() -> String {
+    let text = std::fs::read_to_string(Path::new(ROOT).join("compose.yaml")).unwrap();
+    let compose: serde_json::Value = serde_norway::from_str(&text).unwrap();
+    compose["services"]["truenas-net-exporter"]["image"]
+        .as_str()
+        .expect("compose.yaml names an image")
+        .to_owned()
+}
+
+#[test]
+fn image_ships_what_the_shared_script_builds() {
+    let file = containerfile();
+    let stages = stages(&file);
+    assert_eq!(stages.len(), 2, "a build stage and a runtime stage");
+    let (from, build) = &stages[0];
+    assert!(
+        from.iter().any(|w| w.eq_ignore_ascii_case("build")),
+        "the first stage is `build`: {from:?}"
+    );
+    let (src, dst) = copied_binary(&stages[1].1);
+    assert_eq!(dst, "/truenas-net-exporter");
+    // The build stage's binary comes from the script this module builds with,
+    // and no other cargo build happens there.
+    let runs: Vec<&str> = build
+        .iter()
+        .filter(|(w, _)| w == "RUN")
+        .map(|(_, t)| t.as_str())
+        .collect();
+    assert!(
+        runs.contains(&format!("RUN sh .ci/build-static {src}").as_str()),
+        "the build stage runs .ci/build-static {src}: {runs:?}"
+    );
+    assert!(
+        !runs.iter().any(|r| r.contains("cargo")),
+        "the build stage has no cargo build of its own: {runs:?}"
+    );
+    assert!(
+        build
+            .iter()
+            .any(|(w, t)| w == "COPY" && t.contains(".ci/build-static")),
+        "the build stage copies the script in"
+    );
+
+    // The extraction keeps everything but the source of the copy.
+    let stage = runtime_stage(&file, "truenas-net-exporter");
+    assert!(stage.starts_with("FROM scratch\n"), "{stage}");
+    assert!(
+        stage.contains("\nCOPY truenas-net-exporter /truenas-net-exporter\n"),
+        "{stage}"
+    );
+    for word in ["LABEL", "EXPOSE", "HEALTHCHECK", "ENTRYPOINT", "CMD"] {
+        assert!(
+            stage.contains(&format!("\n{word} ")),
+            "{word} kept: {stage}"
+        );
+    }
+    assert!(!stage.contains("--from"), "{stage}");
+    assert!(!stage.contains('#'), "comments dropped: {stage}");
+
+    // Released under the name compose.yaml runs.
+    let image = compose_image();
+    assert!(
+        image.starts_with("ghcr.io/") && image.contains("/truenas-net-exporter:"),
+        "compose.yaml runs the released image: {image}"
+    );
+}
+
+/// Removes the test's tag again, so that no local build is left standing in
+/// for the released image.
+struct Untag(String);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["image", "rm", &self.0])
+            .output();
+    }
 }
 
 struct Compose(String);
@@ -95,14 +264,21 @@ fn image_runs_with_compose_settings_and_maps_like_the_host_binary() {
     // Alone on the engine: the host-mode and container views are compared.
     let _engine = ENGINE.write().unwrap_or_else(|p| p.into_inner());
     let ctx = tempfile::tempdir().unwrap();
-    std::fs::copy(static_binary(), ctx.path().join("truenas-net-exporter")).unwrap();
-    std::fs::write(ctx.path().join("Containerfile"), runtime_stage()).unwrap();
+    static_binary(&ctx.path().join("truenas-net-exporter"));
+    std::fs::write(
+        ctx.path().join("Containerfile"),
+        runtime_stage(&containerfile(), "truenas-net-exporter"),
+    )
+    .unwrap();
     let ctx_path = ctx.path().to_str().unwrap();
+    // Tagged as compose.yaml's (released) image, for this test only.
+    let image = compose_image();
+    let _untag = Untag(image.clone());
     docker(&[
         "build",
         "-q",
         "-t",
-        "truenas-net-exporter:latest",
+        &image,
         "-f",
         &format!("{ctx_path}/Containerfile"),
         ctx_path,

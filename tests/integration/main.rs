@@ -15,3 +15,4 @@ mod limits;
 mod prometheus;
 mod security;
 mod support;
+mod workflow;
