@@ -96,7 +96,9 @@ http)
   '
   ;;
 memory)
-  cargo build --release -q
+  # BIN=<binary> measures that one instead (the image's: `docker cp` it out).
+  bin=${BIN:-$PWD/target/release/truenas-net-exporter}
+  [ -n "${BIN:-}" ] || cargo build --release -q
   n=${N:-10000}
   scrapes=${SCRAPES:-10000}
   python3 - "$work/host" "$n" <<'PY'
@@ -119,7 +121,7 @@ for i in range(n):
 open(os.path.join(root, "proc/1/net/dev"), "w").write("\n".join(lines) + "\n")
 PY
   export -f rss_kib hwm_kib fds threads
-  WORK=$work BIN=$PWD/target/release/truenas-net-exporter N=$n SCRAPES=$scrapes unshare -n bash -c '
+  WORK=$work BIN=$bin N=$n SCRAPES=$scrapes unshare -n bash -c '
     set -e
     ip link set lo up
     "$BIN" --web.listen-address=127.0.0.1:19552 --docker.socket= --path.rootfs="$WORK/host" \
@@ -144,7 +146,7 @@ PY
 procscan)
   cargo build --release -q
   n=${N:-2000}
-  WORK=$work BIN=$PWD/target/release/truenas-net-exporter N=$n unshare -n -p -f -m --mount-proc bash -c '
+  WORK=$work BIN=$bin N=$n unshare -n -p -f -m --mount-proc bash -c '
     set -e
     for _ in $(seq "$N"); do sleep 600 & done
     printf "[vm]\nsources = [\"qemu\"]\n" > "$WORK/c.toml"

@@ -12,6 +12,7 @@ mod fixture_host;
 mod http;
 mod kernel;
 mod limits;
+mod monitoring;
 mod prometheus;
 mod security;
 mod support;

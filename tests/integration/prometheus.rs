@@ -48,7 +48,8 @@ impl Drop for Prometheus {
     }
 }
 
-fn start_prometheus(targets: &[SocketAddr]) -> Prometheus {
+/// The README's scrape config, its example targets replaced by `targets`.
+pub fn readme_scrape_config(targets: &[SocketAddr]) -> String {
     let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
     let example = r#""truenas.lan:9551", "backup-nas.lan:9551""#;
     let scrape = readme_block("yaml").replace(example, &list.join(", "));
@@ -56,7 +57,11 @@ fn start_prometheus(targets: &[SocketAddr]) -> Prometheus {
         scrape.contains(&list[0]),
         "README scrape config names the example targets"
     );
-    start_prometheus_with(&scrape, &[])
+    scrape
+}
+
+fn start_prometheus(targets: &[SocketAddr]) -> Prometheus {
+    start_prometheus_with(&readme_scrape_config(targets), &[])
 }
 
 /// A Prometheus scraping every second with `scrape` (a `scrape_configs:`
@@ -102,7 +107,7 @@ pub fn start_prometheus_with(scrape: &str, rule_files: &[&Path]) -> Prometheus {
     p
 }
 
-fn encode(q: &str) -> String {
+pub fn encode(q: &str) -> String {
     q.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

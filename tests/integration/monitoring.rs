@@ -1,0 +1,288 @@
+//! `monitoring/`: the rules pass promtool's checks and unit tests; the
+//! dashboard has what Grafana needs to import it; and every panel's and every
+//! rule's expression runs on a real Prometheus that scrapes three hosts with
+//! the README's config (the seed fixture: NICs, bridges, VLANs, VMs; this
+//! host with a live Docker app; a fixture with an LXC container), each panel
+//! returning data, every series keeping its host. A panel added later is
+//! checked the same way: the test walks the JSON.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::docker::{Cleanup, IMAGE, engine, server_on, shared_engine};
+use crate::fixture_host::seed_vm_toml;
+use crate::http::Server;
+use crate::prometheus::{query_values, readme_scrape_config, start_prometheus_with};
+use crate::support::{copy_fixture, have, require, wait_for};
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("monitoring")
+}
+
+fn promtool(args: &[&str]) -> String {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(dir())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?}: {text}");
+    text
+}
+
+#[test]
+fn rules_pass_promtools_checks_and_unit_tests() {
+    if !require(
+        have("promtool"),
+        "promtool not installed (Debian package prometheus)",
+    ) {
+        return;
+    }
+    let checked = promtool(&[
+        "check",
+        "rules",
+        "prometheus_rules.yaml",
+        "prometheus_alerts.yaml",
+    ]);
+    assert!(checked.matches("SUCCESS").count() == 2, "{checked}");
+    let tested = promtool(&["test", "rules", "tests/alerts_test.yaml"]);
+    assert!(tested.contains("SUCCESS"), "{tested}");
+    // Every alert is exercised by the unit tests.
+    let alerts = std::fs::read_to_string(dir().join("prometheus_alerts.yaml")).unwrap();
+    let tests = std::fs::read_to_string(dir().join("tests/alerts_test.yaml")).unwrap();
+    for name in alerts
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+    {
+        assert!(
+            tests.contains(&format!("alertname: {name}")),
+            "{name} untested"
+        );
+    }
+}
+
+fn dashboard() -> Value {
+    let text = std::fs::read_to_string(dir().join("dashboards/truenas-net.json")).unwrap();
+    serde_json::from_str(&text).expect("the dashboard is JSON")
+}
+
+/// Every panel, rows' nested panels included.
+fn panels(dashboard: &Value) -> Vec<&Value> {
+    fn walk<'a>(list: &'a Value, out: &mut Vec<&'a Value>) {
+        for p in list.as_array().into_iter().flatten() {
+            out.push(p);
+            walk(&p["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dashboard["panels"], &mut out);
+    out
+}
+
+#[test]
+fn the_dashboard_has_what_grafana_needs_to_import_it() {
+    let d = dashboard();
+    let variables: Vec<&str> = d["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        variables.contains(&"datasource") && variables.contains(&"host"),
+        "{variables:?}"
+    );
+    let datasource = d["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "datasource")
+        .unwrap();
+    assert_eq!(datasource["type"], "datasource");
+    assert_eq!(datasource["query"], "prometheus");
+    assert!(d["title"].is_string() && d["uid"].is_string());
+    let mut ids = BTreeSet::new();
+    for p in panels(&d) {
+        let id = p["id"].as_u64().expect("a numeric panel id");
+        assert!(ids.insert(id), "panel id {id} twice");
+        let grid = &p["gridPos"];
+        for k in ["x", "y", "w", "h"] {
+            assert!(grid[k].is_u64(), "panel {id}: gridPos.{k}");
+        }
+        assert!(
+            grid["x"].as_u64().unwrap() + grid["w"].as_u64().unwrap() <= 24,
+            "panel {id}: wider than the grid"
+        );
+        if p["type"] != "row" {
+            assert_eq!(p["datasource"]["uid"], "${datasource}", "panel {id}");
+            for t in p["targets"].as_array().unwrap() {
+                assert_eq!(t["datasource"]["uid"], "${datasource}", "panel {id} target");
+                assert!(
+                    t["expr"].as_str().is_some_and(|e| e.contains("$host")),
+                    "panel {id}: every query follows the host variable"
+                );
+            }
+        }
+    }
+    assert!(ids.len() >= 15, "{} panels", ids.len());
+}
+
+/// A copy of the seed fixture with an LXC container (found by its cgroup)
+/// that owns veth3f3cbed (ifindex 22).
+fn host_with_a_system_container() -> tempfile::TempDir {
+    let host = copy_fixture("seed-host");
+    let proc = host.path().join("proc");
+    std::fs::create_dir_all(proc.join("1/ns")).unwrap();
+    std::os::unix::fs::symlink("net:[4026531840]", proc.join("1/ns/net")).unwrap();
+    let pid = proc.join("8800");
+    let eth0 = pid.join("root/sys/class/net/eth0");
+    std::fs::create_dir_all(&eth0).unwrap();
+    std::fs::create_dir_all(pid.join("ns")).unwrap();
+    std::os::unix::fs::symlink("net:[4026532999]", pid.join("ns/net")).unwrap();
+    std::fs::write(pid.join("cgroup"), "0::/lxc.payload.debian/init.scope\n").unwrap();
+    std::fs::write(eth0.join("iflink"), "22\n").unwrap();
+    std::fs::write(eth0.join("ifindex"), "2\n").unwrap();
+    host
+}
+
+/// Substitutes the dashboard's variables as "All" and a short window.
+fn concrete(expr: &str) -> String {
+    expr.replace("$__rate_interval", "1m")
+        .replace("$host", ".*")
+}
+
+#[test]
+fn every_panel_and_rule_answers_on_a_real_prometheus() {
+    if !require(
+        have("prometheus"),
+        "prometheus not installed (Debian package prometheus)",
+    ) || !engine()
+    {
+        return;
+    }
+    let _engine = shared_engine();
+    let n = std::process::id();
+    let app = format!("tnemon{n}");
+    let net = format!("ix-{app}_default");
+    let mut c = Cleanup::default();
+    c.network(&net, &[]);
+    c.run(
+        &format!("ix-{app}-web-1"),
+        &[
+            "--label",
+            &format!("com.docker.compose.project=ix-{app}"),
+            "--network",
+            &net,
+            IMAGE,
+            "sleep",
+            "3600",
+        ],
+    );
+    let seed = Server::start(&crate::support::fixture("seed-host"), &seed_vm_toml());
+    let containers = host_with_a_system_container();
+    let lxc = Server::start(containers.path(), "");
+    let docker_host = server_on("/var/run/docker.sock", "");
+    let targets = [seed.addr, lxc.addr, docker_host.addr];
+    let rules = [
+        dir().join("prometheus_rules.yaml"),
+        dir().join("prometheus_alerts.yaml"),
+    ];
+    let rule_refs: Vec<&Path> = rules.iter().map(PathBuf::as_path).collect();
+    let prom = start_prometheus_with(&readme_scrape_config(&targets), &rule_refs);
+
+    let d = dashboard();
+    let queries: Vec<(String, String)> = panels(&d)
+        .into_iter()
+        .flat_map(|p| {
+            let title = p["title"].as_str().unwrap_or("").to_owned();
+            p["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(move |t| Some((title.clone(), concrete(t["expr"].as_str()?))))
+        })
+        .collect();
+    // Recording rules and rate() need a few scrapes; wait until every panel answers.
+    let answered = wait_for(Duration::from_secs(90), || {
+        let results: Vec<_> = queries
+            .iter()
+            .map(|(_, q)| query_values(prom.addr, q))
+            .collect();
+        results.iter().all(|r| !r.is_empty()).then_some(results)
+    });
+    let results = answered.unwrap_or_else(|| {
+        let empty: Vec<_> = queries
+            .iter()
+            .filter(|(_, q)| query_values(prom.addr, q).is_empty())
+            .map(|(t, q)| format!("{t}: {q}"))
+            .collect();
+        panic!("panels without data: {empty:#?}")
+    });
+    for ((title, q), series) in queries.iter().zip(&results) {
+        for (labels, _) in series {
+            assert!(
+                labels.contains_key("host"),
+                "{title}: {q} mixes hosts: {labels:?}"
+            );
+        }
+    }
+    let hosts: BTreeSet<String> = results
+        .iter()
+        .flatten()
+        .filter_map(|(l, _)| l.get("host")?.as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(hosts.len(), 3, "{hosts:?}");
+
+    // The panels that matter per owner show the owners themselves.
+    let owners = |q: &str, label: &str| -> BTreeSet<String> {
+        query_values(prom.addr, q)
+            .into_iter()
+            .filter_map(|(l, _)| l.get(label)?.as_str().map(str::to_owned))
+            .collect()
+    };
+    assert!(owners("host_app:net_interface_receive_bits:rate5m", "app").contains(&app));
+    assert!(owners("host_vm:net_interface_receive_bits:rate5m", "instance").contains("vyos"));
+    assert!(
+        owners(
+            "host_system_container:net_interface_receive_bits:rate5m",
+            "instance"
+        )
+        .contains("debian")
+    );
+
+    // Every rule parses and evaluates (alerts may rightly find nothing).
+    for file in &rules {
+        let text = std::fs::read_to_string(file).unwrap();
+        let groups: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+        for group in groups["groups"].as_sequence().unwrap() {
+            for rule in group["rules"].as_sequence().unwrap() {
+                let expr = rule["expr"].as_str().unwrap();
+                let r = crate::support::http(
+                    prom.addr,
+                    "GET",
+                    &format!("/api/v1/query?query={}", crate::prometheus::encode(expr)),
+                );
+                assert_eq!(r.status, 200, "{expr}: {}", r.body);
+            }
+        }
+    }
+    let loaded = crate::support::http(prom.addr, "GET", "/api/v1/rules").body;
+    let loaded: Value = serde_json::from_str(&loaded).unwrap();
+    for group in loaded["data"]["groups"].as_array().unwrap() {
+        for rule in group["rules"].as_array().unwrap() {
+            assert_eq!(
+                rule["health"], "ok",
+                "{}: {}",
+                rule["name"], rule["lastError"]
+            );
+        }
+    }
+}
