@@ -343,10 +343,16 @@ impl Config {
             .clone()
             .or(raw.web.telemetry_path)
             .unwrap_or_else(|| "/metrics".into());
-        if !telemetry_path.starts_with('/') || telemetry_path == "/" {
+        if !telemetry_path.starts_with('/') {
             return Err(invalid(
                 "web.telemetry_path",
-                format!("{telemetry_path:?} must start with / and not be / itself"),
+                format!("{telemetry_path:?} must start with /"),
+            ));
+        }
+        if crate::server::routes::FIXED_PATHS.contains(&telemetry_path.as_str()) {
+            return Err(invalid(
+                "web.telemetry_path",
+                format!("{telemetry_path:?} is taken by the live view or the health check"),
             ));
         }
 
@@ -759,6 +765,11 @@ mod tests {
             ("[labels]\nowner_label = \"bad-name\"", "labels.owner_label"),
             ("[labels]\nowner_label = \"app\"", "labels.owner_label"),
             ("[web]\ntelemetry_path = \"metrics\"", "web.telemetry_path"),
+            ("[web]\ntelemetry_path = \"/\"", "web.telemetry_path"),
+            (
+                "[web]\ntelemetry_path = \"/api/v1/interfaces\"",
+                "web.telemetry_path",
+            ),
             ("[web]\nlisten_address = \"9551\"", "web.listen_address"),
             ("[log]\nlevel = \"loud\"", "log.level"),
             ("[vm]\nsources = []", "vm.sources"),

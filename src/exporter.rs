@@ -6,7 +6,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::command::Runner;
 use crate::compose::LabelTable;
@@ -163,24 +163,9 @@ impl Exporter {
     /// the server still answers).
     pub async fn scrape(self: &Arc<Self>) -> ScrapeOutput {
         let started = Instant::now();
-        let (scrape, netdev_error) = match self.netdev.read().await {
-            Ok(netdev) => {
-                let table = self.hub.table();
-                self.telemetry
-                    .label_collisions
-                    .set(table.collisions.len() as f64);
-                let scrape = Scrape::new(&netdev, table, self.hub.settings());
-                self.after_join(&scrape.stats);
-                (Some(scrape), None)
-            }
-            Err(e) => {
-                self.telemetry.read_errors.increment(1);
-                if !self.netdev_failing.swap(true, Ordering::Relaxed) {
-                    self.telemetry.state_changed();
-                    tracing::error!(error = %e, "cannot read net/dev; serving only the exporter's own metrics");
-                }
-                (None, Some(e))
-            }
+        let (scrape, netdev_error) = match self.join().await {
+            Ok((scrape, _)) => (Some(scrape), None),
+            Err(e) => (None, Some(e)),
         };
         ScrapeOutput {
             body: ScrapeBody {
@@ -190,6 +175,31 @@ impl Exporter {
                 done: false,
             },
             netdev_error,
+        }
+    }
+
+    /// Reads net/dev and joins it with the current label table, with the
+    /// wall-clock time of the read; a failed read is logged and counted.
+    pub async fn join(&self) -> io::Result<(Scrape<Arc<LabelTable>>, SystemTime)> {
+        match self.netdev.read().await {
+            Ok(netdev) => {
+                let time = SystemTime::now();
+                let table = self.hub.table();
+                self.telemetry
+                    .label_collisions
+                    .set(table.collisions.len() as f64);
+                let scrape = Scrape::new(&netdev, table, self.hub.settings());
+                self.after_join(&scrape.stats);
+                Ok((scrape, time))
+            }
+            Err(e) => {
+                self.telemetry.read_errors.increment(1);
+                if !self.netdev_failing.swap(true, Ordering::Relaxed) {
+                    self.telemetry.state_changed();
+                    tracing::error!(error = %e, "cannot read net/dev; serving only the exporter's own metrics");
+                }
+                Err(e)
+            }
         }
     }
 

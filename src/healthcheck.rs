@@ -1,5 +1,5 @@
 //! `--healthcheck`: is the exporter at the listen address up? It asks for
-//! `/` and needs no configuration of its own, so the container's HEALTHCHECK
+//! `/-/healthy`, which reads nothing, and needs no configuration of its own, so the container's HEALTHCHECK
 //! works whatever the web config says: plain HTTP first, and TLS when the
 //! server answers that it speaks HTTPS. With basic auth on, 401 is an answer
 //! too; with client certificates required, so is the server's refusal of a
@@ -13,7 +13,7 @@ use std::time::Duration;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+const REQUEST: &[u8] = b"GET /-/healthy HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
 
 pub fn healthcheck(listen_address: &str, timeout: Duration) -> io::Result<()> {
     let target = match listen_address.strip_prefix(':') {

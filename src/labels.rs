@@ -2,6 +2,8 @@
 //! escaping, the settings that shape labels (owner label name, interface
 //! filter), and the pre-rendered label blocks that the scrape path copies verbatim.
 
+use std::borrow::Cow;
+
 use regex::Regex;
 
 /// Every label the exporter writes, in output order. The counters carry all
@@ -199,16 +201,7 @@ impl Rendered {
 
     /// The `interface` value as written (escaped), without its quotes.
     pub fn interface(&self) -> &str {
-        let value = &self.counters[LABEL_NAMES[0].len() + 2..];
-        let mut escaped = false;
-        for (i, c) in value.char_indices() {
-            match c {
-                '"' if !escaped => return &value[..i],
-                '\\' => escaped = !escaped,
-                _ => escaped = false,
-            }
-        }
-        value
+        split_quoted(&self.counters[LABEL_NAMES[0].len() + 2..]).0
     }
 
     /// Appends `interface="..",<owner>="..",instance_type="..",app="..",bridge="..",vlan=".."`.
@@ -229,6 +222,60 @@ impl Rendered {
         self.write_info(&mut out);
         String::from_utf8_lossy(&out).into_owned()
     }
+
+    /// The counter labels' values, unescaped, in [`LABEL_NAMES`] order
+    /// (interface, owner, instance_type, app, bridge, state): what Prometheus
+    /// reads from the block. Parsed back rather than kept, so the table holds
+    /// each interface's labels once; only the live view asks.
+    pub fn values(&self) -> [Cow<'_, str>; 6] {
+        let mut rest = &*self.counters;
+        std::array::from_fn(|_| {
+            // Each pair is `name="value"`; names never hold `="`.
+            let Some((_, after)) = rest.split_once("=\"") else {
+                return Cow::Borrowed("");
+            };
+            let (value, tail) = split_quoted(after);
+            rest = tail;
+            unescape(value)
+        })
+    }
+
+    pub fn vlan(&self) -> Option<u16> {
+        self.vlan
+    }
+}
+
+/// Splits an escaped label value from what follows its closing quote.
+fn split_quoted(s: &str) -> (&str, &str) {
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            '"' if !escaped => return (&s[..i], &s[i + 1..]),
+            '\\' => escaped = !escaped,
+            _ => escaped = false,
+        }
+    }
+    (s, "")
+}
+
+/// Undoes [`push_escaped`]'s text-format escapes (`\\`, `\"`, `\n`).
+fn unescape(value: &str) -> Cow<'_, str> {
+    if !value.contains('\\') {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\\') {
+            (_, true) => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(other) => out.push(other),
+                None => {}
+            },
+            (c, false) => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -239,6 +286,35 @@ mod tests {
         let mut s = String::new();
         push_escaped(&mut s, v);
         s
+    }
+
+    #[test]
+    fn values_read_back_what_was_written() {
+        let labels = InterfaceLabels {
+            interface: b"veth\xff\"x",
+            instance: b"a\\b\"c\nd=\"e,f",
+            kind: Kind::Docker,
+            app: "grüße".as_bytes(),
+            bridge: b"",
+            state: b"up",
+            vlan: Some(7),
+            speed_bytes: None,
+            mtu: Some(1500),
+        };
+        let r = Rendered::new(&labels, "owner");
+        assert_eq!(
+            r.values(),
+            [
+                "veth\\xff\"x",
+                "a\\b\"c\nd=\"e,f",
+                "docker",
+                "grüße",
+                "",
+                "up"
+            ]
+        );
+        assert_eq!(r.interface(), r#"veth\\xff\"x"#);
+        assert_eq!(r.vlan(), Some(7));
     }
 
     #[test]

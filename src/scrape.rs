@@ -304,6 +304,13 @@ impl<T: Deref<Target = LabelTable>> Scrape<T> {
         }
     }
 
+    /// Each joined interface's labels and counters, by name (the live view).
+    pub fn interfaces(&self) -> impl Iterator<Item = (&Rendered, &Counters)> {
+        self.rows
+            .iter()
+            .filter_map(|row| Some((self.labels(row)?, &row.counters)))
+    }
+
     fn labels(&self, row: &Row) -> Option<&Rendered> {
         match row.labels {
             Slot::Table(i) => self.table.at(i).rendered.as_ref(),

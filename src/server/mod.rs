@@ -5,6 +5,7 @@
 
 pub mod access;
 mod conn;
+pub mod live;
 pub mod routes;
 pub mod web_config;
 
@@ -56,7 +57,11 @@ pub async fn serve(
     };
     let gate = Arc::new(Gate {
         access,
-        scrape_paths: vec![exporter.config.telemetry_path.clone()],
+        scrape_paths: vec![
+            exporter.config.telemetry_path.clone(),
+            routes::PAGE_PATH.to_owned(),
+            routes::API_PATH.to_owned(),
+        ],
         scrapes: limits.max_requests.map(|n| Arc::new(Semaphore::new(n))),
         max_requests: limits.max_requests.unwrap_or(0),
         refused: exporter.telemetry.limit(Limit::HttpRequests),
@@ -203,7 +208,8 @@ struct Connection<S> {
 /// web config), then the cap on scrapes served at once.
 struct Gate {
     access: Arc<Access>,
-    /// Paths that scrape (read net/dev and write every interface).
+    /// Paths that read net/dev and write every interface: the scrape and
+    /// the live view.
     scrape_paths: Vec<String>,
     scrapes: Option<Arc<Semaphore>>,
     max_requests: usize,

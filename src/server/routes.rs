@@ -1,5 +1,7 @@
-//! The routes: `GET|HEAD <telemetry path>` scrapes, `GET|HEAD /` is a small
-//! landing page, anything else is 404 (or 405 for other methods).
+//! The routes, all `GET|HEAD`: the telemetry path scrapes; `/` is the live
+//! view, with its script, style and JSON (`live`); `/-/healthy` answers
+//! without reading anything (the container healthcheck). Anything else is 404,
+//! other methods 405.
 
 use std::sync::Arc;
 
@@ -8,22 +10,9 @@ use warp::{Filter, Reply};
 
 use crate::config::Compression;
 use crate::exporter::Exporter;
+use crate::server::live;
 
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-fn landing_page(path: &str) -> String {
-    // `path` was validated to start with `/`; escape it anyway, it is config input.
-    let path = path
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('"', "&quot;");
-    format!(
-        "<!DOCTYPE html>\n<html><head><title>TrueNAS Net Exporter</title></head>\n<body>\n\
-         <h1>TrueNAS Net Exporter</h1>\n<p>Per-interface traffic with container, VM and app labels. Version {}.</p>\n\
-         <p><a href=\"{path}\">Metrics</a></p>\n</body></html>\n",
-        env!("CARGO_PKG_VERSION")
-    )
-}
 
 fn respond(
     status: StatusCode,
@@ -100,6 +89,12 @@ impl<I: Iterator<Item = Vec<u8>>> Iterator for Gzipped<I> {
     }
 }
 
+/// The live view's page and its data; both read net/dev as a scrape does.
+pub const PAGE_PATH: &str = "/";
+pub const API_PATH: &str = "/api/v1/interfaces";
+/// Every path besides the telemetry path, which may be none of them.
+pub const FIXED_PATHS: [&str; 5] = [PAGE_PATH, API_PATH, "/live.js", "/live.css", "/-/healthy"];
+
 /// Routes one request.
 pub async fn handle(
     exporter: &Arc<Exporter>,
@@ -107,7 +102,7 @@ pub async fn handle(
     path: &str,
     accept_encoding: Option<&str>,
 ) -> warp::reply::Response {
-    let path_known = path == "/" || path == exporter.config.telemetry_path;
+    let path_known = path == exporter.config.telemetry_path || FIXED_PATHS.contains(&path);
     if !path_known {
         return respond(
             StatusCode::NOT_FOUND,
@@ -125,13 +120,66 @@ pub async fn handle(
             .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
         return resp;
     }
-    if path == "/" {
-        return respond(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            landing_page(&exporter.config.telemetry_path),
-        );
+    match path {
+        "/-/healthy" => respond(StatusCode::OK, "text/plain; charset=utf-8", "OK\n"),
+        "/live.js" => live_asset("text/javascript; charset=utf-8", live::SCRIPT, "no-cache"),
+        "/live.css" => live_asset("text/css; charset=utf-8", live::STYLE, "no-cache"),
+        PAGE_PATH | API_PATH => live_view(exporter, path == PAGE_PATH).await,
+        _ => metrics(exporter, accept_encoding).await,
     }
+}
+
+/// A response of the live view, with the headers that keep a hostile name
+/// from running as script even if it slipped through as markup.
+fn live_asset(
+    content_type: &str,
+    body: impl Into<Vec<u8>>,
+    cache: &'static str,
+) -> warp::reply::Response {
+    let mut resp = respond(StatusCode::OK, content_type, body);
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(live::CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static(cache),
+    );
+    resp
+}
+
+/// `/` or `/api/v1/interfaces`: one join of net/dev, as HTML or JSON.
+async fn live_view(exporter: &Arc<Exporter>, page: bool) -> warp::reply::Response {
+    let (scrape, read_at) = match exporter.join().await {
+        Ok(joined) => joined,
+        // Logged and counted in join(); the exporter's own metrics say more.
+        Err(e) => {
+            return respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain; charset=utf-8",
+                format!("503 {e}\n"),
+            );
+        }
+    };
+    let document = live::Document::new(&scrape, read_at);
+    if page {
+        let html = document.to_html(&exporter.config.telemetry_path);
+        live_asset("text/html; charset=utf-8", html, "no-store")
+    } else {
+        live_asset("application/json", document.to_json(), "no-store")
+    }
+}
+
+async fn metrics(exporter: &Arc<Exporter>, accept_encoding: Option<&str>) -> warp::reply::Response {
     // A net/dev read error is logged and counted inside scrape(); the response
     // still carries the exporter's own metrics so the failure is visible.
     let body = exporter.scrape().await.body;

@@ -101,7 +101,10 @@ fn healthcheck_fails_on_a_non_200_answer() {
         .output()
         .unwrap();
     let request = server.join().unwrap();
-    assert!(request.starts_with("GET / HTTP/1.1\r\n"), "{request}");
+    assert!(
+        request.starts_with("GET /-/healthy HTTP/1.1\r\n"),
+        "{request}"
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not healthy") && err.contains("503"), "{err}");

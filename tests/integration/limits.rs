@@ -220,9 +220,16 @@ fn a_fifo_as_netdev_fails_fast_everywhere() {
     );
 
     let mut exporter = Exporter::start(host.path(), "", Stdio::null());
-    for path in ["/metrics", "/"] {
+    // The scrape answers with the exporter's own metrics, the live view with
+    // the reason, the health check as always.
+    for (path, status) in [
+        ("/metrics", 200),
+        ("/", 503),
+        ("/api/v1/interfaces", 503),
+        ("/-/healthy", 200),
+    ] {
         let started = Instant::now();
-        assert_eq!(http(exporter.addr, "GET", path).status, 200, "{path}");
+        assert_eq!(http(exporter.addr, "GET", path).status, status, "{path}");
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "{path} answered at once"
@@ -586,7 +593,8 @@ fn idle_connections_cannot_use_up_the_descriptors() {
         .filter_map(|_| {
             let mut s = TcpStream::connect(addr).ok()?;
             s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+            s.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+                .ok()?;
             let mut head = [0u8; 12];
             s.read_exact(&mut head).ok()?;
             Some(s)

@@ -4,6 +4,7 @@
 //! skip is a failure.
 
 mod alloc;
+mod browser;
 mod cli;
 mod container;
 mod docker;
@@ -12,6 +13,7 @@ mod fixture_host;
 mod http;
 mod kernel;
 mod limits;
+mod live;
 mod monitoring;
 mod prometheus;
 mod security;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::docker::{Cleanup, IMAGE, engine, server_on, shared_engine};
 use crate::fixture_host::seed_vm_toml;
 use crate::http::Server;
-use crate::support::{copy_fixture, fixture, have, http, require, wait_for};
+use crate::support::{copy_fixture, fixture, have, http, require, set_rx_bytes, wait_for};
 
 /// A fenced block of the README, by its language tag, under `## Prometheus`.
 fn readme_block(lang: &str) -> String {
@@ -226,25 +226,6 @@ fn readme_queries_answer_from_a_real_prometheus() {
             .iter()
             .all(|s| !s.contains_key("exported_instance"))
     );
-}
-
-/// Rewrites `enp8s0f0`'s receive bytes in a fixture host's net/dev, atomically.
-fn set_rx_bytes(host: &Path, value: u64) -> std::io::Result<()> {
-    let netdev = host.join("proc/1/net/dev");
-    let text = std::fs::read_to_string(&netdev)?;
-    let text: String = text
-        .lines()
-        .map(|line| match line.split_once("enp8s0f0: ") {
-            Some((indent, rest)) => {
-                let others = rest.split_once(' ').unwrap().1;
-                format!("{indent}enp8s0f0: {value} {others}\n")
-            }
-            None => format!("{line}\n"),
-        })
-        .collect();
-    let tmp = host.join("proc/1/net/dev.new");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(tmp, netdev)
 }
 
 /// Two NAS boxes that look alike (same interfaces, same owners), scraped in

@@ -273,3 +273,22 @@ pub fn copy_fixture(name: &str) -> tempfile::TempDir {
     assert!(status.success());
     dir
 }
+
+/// Rewrites `enp8s0f0`'s receive bytes in a fixture host's net/dev, atomically.
+pub fn set_rx_bytes(host: &Path, value: u64) -> std::io::Result<()> {
+    let netdev = host.join("proc/1/net/dev");
+    let text = std::fs::read_to_string(&netdev)?;
+    let text: String = text
+        .lines()
+        .map(|line| match line.split_once("enp8s0f0: ") {
+            Some((indent, rest)) => {
+                let others = rest.split_once(' ').unwrap().1;
+                format!("{indent}enp8s0f0: {value} {others}\n")
+            }
+            None => format!("{line}\n"),
+        })
+        .collect();
+    let tmp = host.join("proc/1/net/dev.new");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(tmp, netdev)
+}

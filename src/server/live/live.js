@@ -1,0 +1,220 @@
+/* truenas-net-exporter live view: polls api/v1/interfaces every 2 s and updates
+ * the server-rendered tables in place (same structure: see example.html).
+ * Names come from outside: the DOM is only built with createElement +
+ * textContent / setAttribute, never from HTML strings. */
+(() => {
+'use strict';
+const API = 'api/v1/interfaces', PERIOD = 2000, TIMEOUT = 5000;
+const KINDS = ['app', 'container', 'vm', 'system container', 'network', 'bridge', 'nic', 'host'];
+const UNITS = ['b/s', 'kb/s', 'Mb/s', 'Gb/s', 'Tb/s'];
+const d = document, body = d.body, $ = (r, s) => r.querySelector(s);
+const owners = $(d, '#owners'), nicBody = $(d, '#nics tbody'), statusEl = $(d, '#status');
+const pauseBtn = $(d, '#pause');
+if (!owners || !nicBody || !statusEl) return;
+
+let prev = null;        // last read: {t: server time, c: Map iface -> [rx, tx] bytes}
+let rates = new Map();  // iface -> [rx, tx] bits/s
+let refreshes = 0, lastOk = '', timer = 0, inflight = false, paused = false;
+d.documentElement.classList.remove('nojs');
+
+const str = v => v == null ? '' : String(v);
+const num = v => typeof v === 'number' && isFinite(v) ? v : NaN;
+const cmp = (a, b) => a < b ? -1 : a > b ? 1 : 0;
+const byIface = (a, b) => cmp(str(a.interface), str(b.interface));
+const rank = k => (KINDS.indexOf(k) + KINDS.length + 1) % (KINDS.length + 1);  // unknown kinds last
+const numAttr = v => isNaN(v) ? '' : String(Math.round(v * 1000) / 1000);
+const attr = (e, a) => str(e.getAttribute(a));
+const setText = (e, t) => { if (e.textContent !== t) e.textContent = t; };
+const setAttr = (e, a, v) => { if (e.getAttribute(a) !== v) e.setAttribute(a, v); };
+const add = (a, b) => isNaN(b) ? a : (isNaN(a) ? 0 : a) + b;
+// A counter that went down (reset) counts as 0 for the interval.
+const rate = (now, was, dt) => isNaN(now) || isNaN(was) ? NaN : now >= was ? (now - was) * 8 / dt : 0;
+function el(tag, cls, text, attrs) {
+  const e = d.createElement(tag);
+  if (cls) e.className = cls;
+  if (text) e.textContent = text;
+  for (const k in attrs) e.setAttribute(k, attrs[k]);
+  return e;
+}
+
+// Bits/s, 3 significant digits: "0 b/s", "999 b/s", "1.23 kb/s", "45.6 Mb/s".
+function fmtRate(bps) {
+  if (isNaN(bps)) return '';
+  if (bps <= 0) return '0 b/s';
+  let u = 0;
+  while (u < 4 && Number(bps.toPrecision(3)) >= 1000) { bps /= 1000; u++; }
+  return bps.toPrecision(3) + ' ' + UNITS[u];
+}
+// Link speed in bytes/s: "2.5 Gb/s", "10 Gb/s", "100 Mb/s"; '' if unknown.
+function fmtSpeed(bytes) {
+  let b = num(bytes) * 8, u = 0;
+  if (!(b > 0)) return '';
+  while (u < 3 && b >= 1000) { b /= 1000; u++; }
+  return Math.round(b * 100) / 100 + ' ' + UNITS[u];
+}
+
+// Make the `sel` children of `parent` (after node `after`) match `items` in
+// order: reuse elements by key, create the missing, drop the rest, move only
+// what is out of place (keeps text selection and focus).
+function sync(parent, sel, keyOf, items, key, make, update, after) {
+  const have = new Map();
+  parent.querySelectorAll(sel).forEach(n => { const k = keyOf(n); if (have.has(k)) n.remove(); else have.set(k, n); });
+  const els = items.map(it => {
+    const k = key(it);
+    let n = have.get(k);
+    if (n) have.delete(k); else n = make(it);
+    update(n, it);
+    return n;
+  });
+  have.forEach(n => n.remove());
+  let cur = after ? after.nextElementSibling : parent.firstElementChild;
+  for (const n of els) {
+    if (n === cur) cur = cur.nextElementSibling; else parent.insertBefore(n, cur);
+  }
+}
+const ifName = it => str(it.interface), ifKey = e => attr(e, 'data-interface');
+const ownerKey = (kind, name) => kind + '\0' + name;
+function setRates(e, r) {
+  const rx = r ? r[0] : NaN, tx = r ? r[1] : NaN;
+  setAttr(e, 'data-rx-bps', numAttr(rx));
+  setAttr(e, 'data-tx-bps', numAttr(tx));
+  setText($(e, '.rx-rate'), fmtRate(rx));
+  setText($(e, '.tx-rate'), fmtRate(tx));
+}
+function setState(td, s) { setAttr(td, 'data-state', s); setText(td, s); }
+function newRow(cls, name, cells) {
+  const tr = el('tr', cls, '', { 'data-interface': name, 'data-rx-bps': '', 'data-tx-bps': '' });
+  tr.append(el('td', '', name), ...cells.map(c => el('td', c)));
+  return tr;
+}
+function newOwner(g) {
+  const tb = el('tbody', 'owner', '', { 'data-kind': g.kind, 'data-name': g.name, 'data-rx-bps': '', 'data-tx-bps': '' });
+  const tr = el('tr', 'owner-head'), th = el('th', '', '', { colspan: '5' });
+  th.append(el('span', 'kind', g.kind), ' ', el('span', 'name', g.name));
+  tr.append(th, el('td', 'rx-rate'), el('td', 'tx-rate'));
+  tb.append(tr);
+  return tb;
+}
+
+function render(list) {
+  const groups = new Map();
+  for (const it of list) {
+    const o = it.owner || {}, kind = str(o.kind), name = str(o.name), k = ownerKey(kind, name);
+    const r = rates.get(ifName(it));
+    let g = groups.get(k);
+    if (!g) groups.set(k, g = { k, kind, name, ifs: [], rx: NaN, tx: NaN });
+    g.ifs.push(it);
+    if (r) { g.rx = add(g.rx, r[0]); g.tx = add(g.tx, r[1]); }
+  }
+  const total = g => isNaN(g.rx) ? -1 : g.rx + g.tx;
+  // Busiest first; owners without a rate yet last; ties: kind rank, kind, name.
+  const sorted = [...groups.values()].sort((a, b) =>
+    total(b) - total(a) || rank(a.kind) - rank(b.kind) || cmp(a.kind, b.kind) || cmp(a.name, b.name));
+  sync(owners, 'tbody.owner', e => ownerKey(attr(e, 'data-kind'), attr(e, 'data-name')), sorted, g => g.k, newOwner,
+    (tb, g) => {
+      setRates(tb, isNaN(g.rx) ? null : [g.rx, g.tx]);
+      sync(tb, 'tr.iface', ifKey, g.ifs.sort(byIface), ifName,
+        it => newRow('iface', ifName(it), ['', '', '', '', 'rx-rate', 'tx-rate']),
+        (tr, it) => {
+          const c = tr.cells, name = ifName(it), inst = str(it.instance);
+          let small = $(c[0], 'small');
+          if (inst && inst !== name && inst !== g.name) {
+            if (!small) c[0].append(small = el('small'));
+            setText(small, inst);
+          } else if (small) small.remove();
+          setText(c[1], str(it.instance_type));
+          setText(c[2], str(it.bridge));
+          setText(c[3], str(it.vlan));
+          setState(c[4], str(it.state));
+          setRates(tr, rates.get(name));
+        }, $(tb, 'tr.owner-head'));
+    }, $(owners, 'thead'));
+
+  sync(nicBody, 'tr.nic', ifKey, list.filter(it => it.owner && it.owner.kind === 'nic').sort(byIface), ifName,
+    it => newRow('nic', ifName(it), ['', '', 'rx-rate', 'tx-rate', 'util']),
+    (tr, it) => {
+      const r = rates.get(ifName(it)), cap = num(it.speed_bytes) * 8, td = $(tr, '.util');
+      // Full duplex: the busier direction's share of the link speed.
+      const util = r && cap > 0 ? Math.max(r[0], r[1]) / cap * 100 : NaN;
+      let m = $(td, 'meter');
+      setState(tr.cells[1], str(it.state));
+      setText(tr.cells[2], fmtSpeed(it.speed_bytes));
+      setRates(tr, r);
+      setAttr(tr, 'data-util', numAttr(util));
+      if (isNaN(util)) {
+        if (m) m.remove();
+        setText(td, cap > 0 ? '' : '\u2014');
+        return;
+      }
+      if (!m) {
+        td.textContent = '';
+        td.append(el('span', 'pct'), m = el('meter', '', '', { min: 0, max: 100, low: 50, high: 80, optimum: 0 }));
+      }
+      m.value = Math.min(util, 100);
+      setText(td.firstChild, util.toFixed(1) + ' %');
+    });
+}
+
+function apply(data) {
+  const t = data ? num(data.time) : NaN;
+  let list = data && data.interfaces;
+  if (isNaN(t) || !Array.isArray(list)) throw new Error('bad response');
+  list = list.filter(it => it && it.interface != null);
+  const cur = new Map(list.map(it => [ifName(it), [num(it.rx_bytes), num(it.tx_bytes)]]));
+  if (prev && t > prev.t) {
+    const dt = t - prev.t;
+    rates = new Map();
+    cur.forEach((c, name) => {
+      const b = prev.c.get(name);
+      if (b) rates.set(name, [rate(c[0], b[0], dt), rate(c[1], b[1], dt)]);
+    });
+    prev = { t, c: cur };
+  } else if (!prev || t < prev.t) {  // first read, or the server clock went back
+    rates = new Map();
+    prev = { t, c: cur };
+  }                                   // same time = same read: keep the rates
+  render(list);
+  body.setAttribute('data-refreshes', String(++refreshes));
+  lastOk = new Date().toLocaleTimeString();
+  status(paused ? 'paused' : 'ok');
+}
+
+function status(state, why) {
+  const t = lastOk ? 'updated ' + lastOk : 'no data yet';
+  body.setAttribute('data-live', state);
+  setText(statusEl, state === 'error' ? `exporter unreachable${why ? ` (${why})` : ''} \u00b7 ${lastOk ? 'last ' : ''}${t}`
+    : state === 'paused' ? 'Paused \u00b7 ' + t : state === 'ok' ? 'Live \u00b7 ' + t : 'Connecting\u2026');
+}
+
+async function tick() {
+  timer = 0;
+  if (paused || d.hidden || inflight) return;
+  inflight = true;
+  const start = Date.now(), ctl = new AbortController(), to = setTimeout(() => ctl.abort(), TIMEOUT);
+  try {
+    const res = await fetch(API, { cache: 'no-store', signal: ctl.signal, headers: { Accept: 'application/json' } });
+    if (!res.ok) throw new Error('HTTP ' + res.status);
+    apply(await res.json());
+  } catch (e) {
+    status('error', e.name === 'AbortError' ? 'timeout' : /^(HTTP|bad)/.test(e.message) ? e.message : '');
+  }
+  clearTimeout(to);
+  inflight = false;
+  if (!paused && !d.hidden) timer = setTimeout(tick, Math.max(250, PERIOD - (Date.now() - start)));
+}
+const kick = () => { if (!timer && !inflight && !paused && !d.hidden) tick(); };
+d.addEventListener('visibilitychange', kick);
+
+if (pauseBtn) {
+  pauseBtn.hidden = false;
+  pauseBtn.addEventListener('click', () => {
+    paused = !paused;
+    pauseBtn.setAttribute('aria-pressed', String(paused));
+    pauseBtn.textContent = paused ? 'Resume' : 'Pause';
+    if (paused) { clearTimeout(timer); timer = 0; status('paused'); } else kick();
+  });
+}
+
+status('wait');
+tick();
+})();

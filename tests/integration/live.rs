@@ -1,0 +1,596 @@
+//! The live view: `/api/v1/interfaces` says what `/metrics` says, `/` lists
+//! every interface without JavaScript, and in a real browser (headless
+//! Chromium over the DevTools protocol) the page shows rates from real
+//! traffic on real devices, link utilisation, and hostile names as text.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+
+use crate::browser::{Browser, chromium};
+use crate::fixture_host::seed_vm_toml;
+use crate::http::Server;
+use crate::support::{
+    Sample, copy_fixture, fixture, have, http, is_root, one, parse, require, set_rx_bytes, wait_for,
+};
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+                   img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// JSON key and `/metrics` family of each counter.
+const COUNTERS: [(&str, &str); 8] = [
+    ("rx_bytes", "net_interface_rx_bytes_total"),
+    ("tx_bytes", "net_interface_tx_bytes_total"),
+    ("rx_packets", "net_interface_rx_packets_total"),
+    ("tx_packets", "net_interface_tx_packets_total"),
+    ("rx_errors", "net_interface_rx_errors_total"),
+    ("tx_errors", "net_interface_tx_errors_total"),
+    ("rx_dropped", "net_interface_rx_dropped_total"),
+    ("tx_dropped", "net_interface_tx_dropped_total"),
+];
+
+/// The seed fixture served with its VMs resolved (through its fake midclt).
+fn seed_server() -> Server {
+    let server = Server::start(&fixture("seed-host"), &seed_vm_toml());
+    wait_for(Duration::from_secs(10), || {
+        server.metrics().contains("instance=\"vyos\"").then_some(())
+    })
+    .expect("the VMs resolved");
+    server
+}
+
+fn interfaces_of(samples: &[Sample]) -> BTreeSet<String> {
+    samples
+        .iter()
+        .filter(|s| s.name == "net_interface_rx_bytes_total")
+        .map(|s| s.label("interface").unwrap().to_owned())
+        .collect()
+}
+
+fn gauge(samples: &[Sample], family: &str, interface: &str) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| s.name == family && s.label("interface") == Some(interface))
+        .map(|s| s.value)
+}
+
+#[test]
+fn the_api_says_what_metrics_says() {
+    let server = seed_server();
+    let before = SystemTime::now();
+    let r = http(server.addr, "GET", "/api/v1/interfaces");
+    let after = SystemTime::now();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let doc: Value = serde_json::from_str(&r.body).unwrap();
+    let samples = parse(&server.metrics());
+
+    assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"));
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let time = doc["time"].as_f64().unwrap();
+    assert!(
+        secs(before) - 0.001 <= time && time <= secs(after) + 0.001,
+        "read time {time}"
+    );
+
+    let list = doc["interfaces"].as_array().unwrap();
+    let names: Vec<&str> = list
+        .iter()
+        .map(|i| i["interface"].as_str().unwrap())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted, "by name");
+    let expected = interfaces_of(&samples);
+    assert_eq!(
+        names.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
+        expected
+    );
+    assert_eq!(names.len(), expected.len(), "each once");
+
+    for it in list {
+        let name = it["interface"].as_str().unwrap();
+        let rx = one(&samples, "net_interface_rx_bytes_total", name);
+        for label in [
+            "interface",
+            "instance",
+            "instance_type",
+            "app",
+            "bridge",
+            "state",
+        ] {
+            assert_eq!(it[label].as_str(), rx.label(label), "{name}: {label}");
+        }
+        for (key, family) in COUNTERS {
+            let value = it[key].as_u64().unwrap_or_else(|| panic!("{name}: {key}"));
+            assert_eq!(
+                value as f64,
+                one(&samples, family, name).value,
+                "{name}: {key}"
+            );
+        }
+        let vlan = one(&samples, "net_interface_info", name)
+            .label("vlan")
+            .unwrap();
+        assert_eq!(
+            it["vlan"]
+                .as_u64()
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            vlan,
+            "{name}: vlan"
+        );
+        for (key, family) in [
+            ("speed_bytes", "net_interface_speed_bytes"),
+            ("mtu_bytes", "net_interface_mtu_bytes"),
+        ] {
+            assert_eq!(
+                it[key].as_u64().map(|v| v as f64),
+                gauge(&samples, family, name),
+                "{name}: {key}"
+            );
+        }
+    }
+
+    let owner = |name: &str| {
+        let it = list.iter().find(|i| i["interface"] == name).unwrap();
+        (
+            it["owner"]["kind"].as_str().unwrap().to_owned(),
+            it["owner"]["name"].as_str().unwrap().to_owned(),
+        )
+    };
+    for (interface, kind, name) in [
+        ("enp8s0f0", "nic", "enp8s0f0"),
+        ("vnet3", "vm", "vyos"),
+        ("macvtap0", "vm", "vyos"),
+        ("br0", "bridge", "br0"),
+        ("vlan1", "host", "host"),
+        // No Docker engine here: an unclaimed veth is the host's.
+        ("veth402dbe0", "host", "host"),
+        ("lo", "host", "host"),
+    ] {
+        assert_eq!(owner(interface), (kind.into(), name.into()), "{interface}");
+    }
+    // A concrete line, against the fixture's net/dev.
+    let enp = list.iter().find(|i| i["interface"] == "enp8s0f0").unwrap();
+    assert_eq!(enp["rx_bytes"], 1_111_594_096_922u64);
+    assert_eq!(enp["speed_bytes"], 1_250_000_000u64);
+}
+
+/// `data-interface` of every row of `class` in a page's markup (names here
+/// are plain, so no entity decoding is needed).
+fn rows(html: &str, class: &str) -> Vec<String> {
+    let re =
+        regex::Regex::new(&format!(r#"<tr class="{class}" data-interface="([^"]*)""#)).unwrap();
+    re.captures_iter(html).map(|c| c[1].to_owned()).collect()
+}
+
+#[test]
+fn the_page_lists_every_interface_without_javascript() {
+    let server = seed_server();
+    let samples = parse(&server.metrics());
+    let page = http(server.addr, "GET", "/");
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(page.header("content-security-policy"), Some(CSP));
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    let all = interfaces_of(&samples);
+    let physical: BTreeSet<String> = samples
+        .iter()
+        .filter(|s| {
+            s.name == "net_interface_rx_bytes_total" && s.label("instance_type") == Some("physical")
+        })
+        .map(|s| s.label("interface").unwrap().to_owned())
+        .collect();
+    let check = |html: &str, how: &str| {
+        let listed = rows(html, "iface");
+        assert_eq!(listed.len(), all.len(), "{how}: each interface once");
+        assert_eq!(listed.into_iter().collect::<BTreeSet<_>>(), all, "{how}");
+        assert_eq!(
+            rows(html, "nic").into_iter().collect::<BTreeSet<_>>(),
+            physical,
+            "{how}: the NIC table"
+        );
+        assert!(
+            html.contains(r#"<tbody class="owner" data-kind="vm" data-name="vyos""#),
+            "{how}"
+        );
+    };
+    check(&page.body, "raw HTML");
+    // The one script is the embedded file; the link to /metrics stays.
+    assert_eq!(page.body.matches("<script").count(), 1);
+    assert!(
+        page.body
+            .contains(r#"<script src="live.js" defer></script>"#)
+    );
+    assert!(page.body.contains(r#"<a href="metrics">metrics</a>"#));
+
+    let script = http(server.addr, "GET", "/live.js");
+    assert_eq!(
+        script.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    let style = http(server.addr, "GET", "/live.css");
+    assert_eq!(
+        style.header("content-type"),
+        Some("text/css; charset=utf-8")
+    );
+    let total = page.body.len() + script.body.len() + style.body.len();
+    println!(
+        "live view of the seed host ({} interfaces): page {} + script {} + style {} = {total} bytes",
+        all.len(),
+        page.body.len(),
+        script.body.len(),
+        style.body.len()
+    );
+    assert!(total < 40 * 1024, "{total} bytes");
+
+    let Some(chromium) = chromium() else {
+        require(false, "chromium not installed (Debian package chromium)");
+        return;
+    };
+    let mut browser = Browser::start(|flags| {
+        let mut c = Command::new(chromium);
+        c.args(flags);
+        c
+    });
+    let url = format!("http://{}/", server.addr);
+    let tab = browser.open(&url, false);
+    let html = browser.html(&tab);
+    assert!(
+        html.contains(r#"<html lang="en" class="nojs">"#),
+        "scripts stayed off"
+    );
+    check(&html, "Chromium without JavaScript");
+}
+
+/// A copy of the seed host whose middleware names its VMs with markup.
+fn hostile_host() -> (tempfile::TempDir, String) {
+    let host = copy_fixture("seed-host");
+    let midclt = host.path().join("usr/bin/midclt");
+    let script = std::fs::read_to_string(&midclt)
+        .unwrap()
+        .replace(
+            r#""name": "vyos""#,
+            r#""name": "<img src=x onerror=\"window.__xss=1\">""#,
+        )
+        .replace(
+            r#""name": "pihole""#,
+            r#""name": "</script><script>window.__xss=2</script>""#,
+        );
+    std::fs::write(&midclt, script).unwrap();
+    let toml = format!(
+        "[vm]\nsources = [\"midclt\"]\n[commands]\nchroot = false\n[truenas]\nmidclt_command = [{:?}, \"call\"]\n",
+        midclt.display().to_string()
+    );
+    (host, toml)
+}
+
+const IMG: &str = r#"<img src=x onerror="window.__xss=1">"#;
+const SCRIPT: &str = "</script><script>window.__xss=2</script>";
+
+/// On a fixture host whose NIC receives 1 Gb/s on its 10 Gb/s link and whose
+/// VMs are named with markup: the browser shows the rate and 10 %
+/// utilisation, the names as text, and no injected script runs.
+#[test]
+fn a_browser_shows_rates_utilisation_and_hostile_names_as_text() {
+    let Some(chromium) = chromium() else {
+        require(false, "chromium not installed (Debian package chromium)");
+        return;
+    };
+    let (host, toml) = hostile_host();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let root = host.path().to_owned();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let bytes = (start.elapsed().as_secs_f64() * 125_000_000.0) as u64;
+                if set_rx_bytes(&root, 1_000_000 + bytes).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let server = Server::start(host.path(), &toml);
+    wait_for(Duration::from_secs(10), || {
+        let r = http(server.addr, "GET", "/api/v1/interfaces");
+        r.body.contains(r#"window.__xss=2"#).then_some(())
+    })
+    .expect("the hostile VM names resolved");
+
+    let raw = http(server.addr, "GET", "/").body;
+    assert!(
+        !raw.contains("<img") && !raw.contains("<script>window"),
+        "escaped by the server"
+    );
+    assert!(raw.contains("&lt;img src=x onerror=&quot;window.__xss=1&quot;&gt;"));
+    let api: Value =
+        serde_json::from_str(&http(server.addr, "GET", "/api/v1/interfaces").body).unwrap();
+    let vm_names: BTreeSet<&str> = api["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["owner"]["kind"] == "vm")
+        .filter_map(|i| i["owner"]["name"].as_str())
+        .collect();
+    assert!(
+        vm_names.contains(IMG) && vm_names.contains(SCRIPT),
+        "{vm_names:?}"
+    );
+
+    let mut browser = Browser::start(|flags| {
+        let mut c = Command::new(chromium);
+        c.args(flags);
+        c
+    });
+    let tab = browser.open(&format!("http://{}/", server.addr), true);
+    // Three refreshes: the script has rendered twice from the API since the
+    // server's page, and has a rate from two reads.
+    let nic = wait_for(Duration::from_secs(30), || {
+        let v = browser.eval(
+            &tab,
+            r#"(() => {
+                const tr = document.querySelector('#nics tr.nic[data-interface="enp8s0f0"]');
+                return +document.body.dataset.refreshes >= 3 && tr && tr.dataset.util !== ''
+                    ? {util: +tr.dataset.util, rx: tr.querySelector('.rx-rate').textContent,
+                       shown: tr.querySelector('.util').textContent}
+                    : null;
+            })()"#,
+        );
+        (!v.is_null()).then_some(v)
+    })
+    .expect("a utilisation for enp8s0f0");
+    let util = nic["util"].as_f64().unwrap();
+    assert!((7.0..13.0).contains(&util), "1 Gb/s of 10 Gb/s: {nic}");
+    assert!(
+        nic["rx"].as_str().unwrap().ends_with(" Gb/s")
+            || nic["rx"].as_str().unwrap().ends_with(" Mb/s"),
+        "{nic}"
+    );
+    assert!(nic["shown"].as_str().unwrap().ends_with(" %"), "{nic}");
+
+    let shown = browser.eval(
+        &tab,
+        r#"[...document.querySelectorAll('#owners tbody.owner')]
+            .map(t => t.dataset.kind + '|' + t.querySelector('.name').textContent)"#,
+    );
+    let shown: Vec<&str> = shown
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(shown.contains(&format!("vm|{IMG}").as_str()), "{shown:?}");
+    assert!(
+        shown.contains(&format!("vm|{SCRIPT}").as_str()),
+        "{shown:?}"
+    );
+    // The busiest owner first: the NIC carrying 1 Gb/s.
+    assert_eq!(shown[0], "nic|enp8s0f0", "{shown:?}");
+    assert_eq!(browser.eval(&tab, "typeof window.__xss"), "undefined");
+    assert_eq!(
+        browser.eval(
+            &tab,
+            "document.querySelectorAll('img, script:not([src])').length"
+        ),
+        0
+    );
+
+    // On a phone's screen nothing is wider than the screen.
+    browser.phone(&tab, 390, 844);
+    let fits = wait_for(Duration::from_secs(5), || {
+        let v = browser.eval(
+            &tab,
+            "[window.innerWidth, document.documentElement.scrollWidth, \
+             document.querySelectorAll('#owners tr.iface').length]",
+        );
+        (v[0] == 390).then_some(v)
+    })
+    .expect("the phone viewport applied");
+    assert!(
+        fits[1].as_u64() <= Some(390),
+        "page width on a 390 px phone: {fits}"
+    );
+    assert!(fits[2].as_u64() > Some(0));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+}
+
+/// The cgroup the namespace script makes; removed here too in case the
+/// script was killed before its own cleanup.
+struct CgroupGuard(String);
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/pids"] {
+            let dir = Path::new(root).join(&self.0);
+            for _ in 0..50 {
+                let _ = std::fs::remove_dir(dir.join("init.scope"));
+                if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Real devices in a private namespace: a system container behind a veth
+/// on a bridge, UDP traffic to it that grows every 200 ms, the exporter and
+/// Chromium in the same namespace. The page shows the owners, a non-zero
+/// rate for the container's veth, and a different figure after the next
+/// refresh.
+#[test]
+fn a_browser_shows_live_traffic_on_real_devices() {
+    if !require(
+        is_root(),
+        "live view test needs root (unshare, ip link, cgroups)",
+    ) || !require(
+        have("ip") && have("unshare") && have("nsenter"),
+        "live view test needs iproute2 and util-linux",
+    ) {
+        return;
+    }
+    let Some(chromium) = chromium() else {
+        require(false, "chromium not installed (Debian package chromium)");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("sys")).unwrap();
+    let id = std::process::id().to_string();
+    let container = format!("tnelive{id}");
+    let _cgroup = CgroupGuard(format!("lxc.payload.{container}"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/live-view.sh");
+    let mut browser = Browser::start(|flags| {
+        let mut c = Command::new("unshare");
+        c.args([
+            "-n",
+            "-p",
+            "-f",
+            "-m",
+            "--mount-proc",
+            "--kill-child=SIGTERM",
+            "bash",
+        ])
+        .arg(&script)
+        .arg(chromium)
+        .args(flags)
+        .env("BIN", crate::support::bin())
+        .env("ROOT", root.path())
+        .env("TNE_ID", &id)
+        .env("PORT", "9551");
+        c
+    });
+    let log = || {
+        ["script.log", "exporter.log"]
+            .map(|f| std::fs::read_to_string(root.path().join(f)).unwrap_or_default())
+            .join("\n")
+    };
+    let tab = browser.open("http://127.0.0.1:9551/", true);
+    let probe = format!(
+        r#"(() => {{
+            const t = document.querySelector('#owners tbody.owner[data-kind="system container"][data-name="{container}"]');
+            const row = t && t.querySelector('tr.iface[data-interface="vethlive0"]');
+            return row && row.dataset.txBps !== '' ? {{
+                refreshes: +document.body.dataset.refreshes,
+                bps: +row.dataset.txBps,
+                text: row.querySelector('.tx-rate').textContent,
+                owners: [...document.querySelectorAll('#owners tbody.owner')]
+                    .map(t => t.dataset.kind + '|' + t.dataset.name),
+                js: !document.documentElement.classList.contains('nojs'),
+            }} : null;
+        }})()"#
+    );
+    let first = wait_for(Duration::from_secs(30), || {
+        let v = browser.eval(&tab, &probe);
+        (!v.is_null() && v["bps"].as_f64() > Some(0.0)).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("no rate for the container's veth; logs:\n{}", log()));
+    let owners: Vec<&str> = first["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for expected in [
+        format!("system container|{container}"),
+        "bridge|lan".into(),
+        "host|host".into(),
+    ] {
+        assert!(
+            owners.contains(&expected.as_str()),
+            "{expected}: {owners:?}"
+        );
+    }
+    assert_eq!(first["js"], true);
+    assert!(first["text"].as_str().unwrap().ends_with("b/s"), "{first}");
+
+    let refreshes = first["refreshes"].as_u64().unwrap();
+    let next = wait_for(Duration::from_secs(15), || {
+        let v = browser.eval(&tab, &probe);
+        (v["refreshes"].as_u64() > Some(refreshes)).then_some(v)
+    })
+    .expect("another refresh within 15 s");
+    assert!(next["bps"].as_f64() > Some(0.0), "{next}");
+    assert_ne!(
+        next["text"], first["text"],
+        "the figure changed: {first} -> {next}"
+    );
+    println!(
+        "vethlive0 transmit: {} then {} (refreshes {refreshes} -> {})",
+        first["text"], next["text"], next["refreshes"]
+    );
+}
+
+/// The README's `curl | jq` lines, run against a fixture host whose NIC
+/// receives 1 Gb/s: the per-owner rates put that NIC first, at about 1 Gb/s.
+#[test]
+fn the_readme_jq_example_works() {
+    if !require(
+        have("jq") && have("curl"),
+        "the README example needs jq and curl",
+    ) {
+        return;
+    }
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = &readme[readme.find("## The live view").unwrap()..];
+    let start = section.find("```sh\n").unwrap() + 6;
+    let script = &section[start..start + section[start..].find("```").unwrap()];
+    let host = copy_fixture("seed-host");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let root = host.path().to_owned();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let bytes = (start.elapsed().as_secs_f64() * 125_000_000.0) as u64;
+                if set_rx_bytes(&root, 1_000_000 + bytes).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let server = Server::start(host.path(), "");
+    server.wait_labelled("vnet3", "br0");
+    let script = script.replace("truenas.lan:9551", &server.addr.to_string());
+    assert!(
+        script.contains(&server.addr.to_string()),
+        "the example's host"
+    );
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .output()
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = stdout.lines().next().unwrap_or_default();
+    let (bps, owner) = first.split_once('\t').unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(owner, "nic enp8s0f0", "{stdout}");
+    let bps: f64 = bps.parse().unwrap();
+    assert!((0.9e9..1.1e9).contains(&bps), "{bps} bits/s for 1 Gb/s");
+}
