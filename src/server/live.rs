@@ -16,11 +16,12 @@ use std::ops::Deref;
 use std::time::SystemTime;
 
 use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 
 use crate::compose::LabelTable;
 use crate::labels::Rendered;
 use crate::netdev::Counters;
-use crate::scrape::Scrape;
+use crate::scrape::{FAMILIES, Scrape, Value};
 
 pub const SCRIPT: &str = include_str!("live/live.js");
 pub const STYLE: &str = include_str!("live/live.css");
@@ -106,32 +107,37 @@ pub struct Interface<'a> {
     pub speed_bytes: Option<u64>,
     pub mtu_bytes: Option<u32>,
     pub owner: Owner<'a>,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-    pub rx_packets: u64,
-    pub tx_packets: u64,
-    pub rx_errors: u64,
-    pub tx_errors: u64,
-    pub rx_dropped: u64,
-    pub tx_dropped: u64,
+    #[serde(flatten)]
+    pub counters: NamedCounters<'a>,
     /// For sorting owners; not sent.
     #[serde(skip)]
     owner_kind: OwnerKind,
 }
 
+/// The eight counters, each under its family's name without `net_interface_`
+/// and `_total` (`rx_bytes`, ..., `tx_dropped`), so the JSON cannot drift
+/// from `/metrics`.
+pub struct NamedCounters<'a>(pub &'a Counters);
+
+impl Serialize for NamedCounters<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.values.len()))?;
+        for family in &FAMILIES {
+            if let Value::Counter(i) = family.value {
+                let key = family
+                    .name
+                    .trim_start_matches("net_interface_")
+                    .trim_end_matches("_total");
+                map.serialize_entry(key, &self.0.values[i])?;
+            }
+        }
+        map.end()
+    }
+}
+
 impl<'a> Interface<'a> {
-    pub fn new(labels: &'a Rendered, counters: &Counters) -> Interface<'a> {
+    pub fn new(labels: &'a Rendered, counters: &'a Counters) -> Interface<'a> {
         let [interface, instance, instance_type, app, bridge, state] = labels.values();
-        let [
-            rx_bytes,
-            tx_bytes,
-            rx_packets,
-            tx_packets,
-            rx_errors,
-            tx_errors,
-            rx_dropped,
-            tx_dropped,
-        ] = counters.values;
         let (owner_kind, name) = owner(&interface, &instance, &instance_type, &app);
         Interface {
             owner: Owner {
@@ -148,14 +154,7 @@ impl<'a> Interface<'a> {
             vlan: labels.vlan(),
             speed_bytes: labels.speed_bytes,
             mtu_bytes: labels.mtu,
-            rx_bytes,
-            tx_bytes,
-            rx_packets,
-            tx_packets,
-            rx_errors,
-            tx_errors,
-            rx_dropped,
-            tx_dropped,
+            counters: NamedCounters(counters),
         }
     }
 }

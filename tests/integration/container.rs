@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::docker::{Cleanup, ENGINE, IMAGE, docker, engine};
+use crate::docker::{Cleanup, ENGINE, docker, engine};
 use crate::support::{bin, have, http, parse, require, wait_for};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -287,20 +287,8 @@ fn image_runs_with_compose_settings_and_maps_like_the_host_binary() {
     let n = std::process::id();
     let app = format!("tnect{n}");
     let mut c = Cleanup::default();
-    c.network(&format!("ix-{app}_default"), &[]);
+    c.app(&app);
     let web = format!("ix-{app}-web-1");
-    c.run(
-        &web,
-        &[
-            "--label",
-            &format!("com.docker.compose.project=ix-{app}"),
-            "--network",
-            &format!("ix-{app}_default"),
-            IMAGE,
-            "sleep",
-            "3600",
-        ],
-    );
 
     let _ = Command::new("docker")
         .args(["rm", "-f", "truenas_net_exporter"])

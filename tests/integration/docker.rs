@@ -105,6 +105,26 @@ impl Cleanup {
         all.push(name);
         docker(&all)
     }
+    /// A one-container TrueNAS app as Apps deploys it: Compose project
+    /// `ix-<app>`, its container `ix-<app>-web-1` on network
+    /// `ix-<app>_default`, which is returned.
+    pub fn app(&mut self, app: &str) -> String {
+        let net = format!("ix-{app}_default");
+        self.network(&net, &[]);
+        self.run(
+            &format!("ix-{app}-web-1"),
+            &[
+                "--label",
+                &format!("com.docker.compose.project=ix-{app}"),
+                "--network",
+                &net,
+                IMAGE,
+                "sleep",
+                "3600",
+            ],
+        );
+        net
+    }
 }
 
 impl Drop for Cleanup {

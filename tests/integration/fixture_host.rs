@@ -3,7 +3,8 @@
 
 use crate::support::{fixture, once_on_host, one, parse};
 
-const LABELS: [&str; 6] = [
+/// The counters' labels, in the contract's order.
+pub const LABELS: [&str; 6] = [
     "interface",
     "instance",
     "instance_type",
@@ -280,22 +281,16 @@ fn config_file_filters_and_renames_the_owner_label() {
     );
 }
 
-/// Kernel interface names may hold `"`, `\` and bytes that are not UTF-8
-/// (only `/`, `:`, whitespace and NUL are refused): they must come out escaped.
-#[test]
-fn hostile_interface_names_are_escaped() {
+/// Writes an up Ethernet link per name into `root`'s sysfs (ifindex from 2)
+/// and returns a net/dev whose counters are the link's position.
+fn plain_links(root: &std::path::Path, names: &[&[u8]]) -> Vec<u8> {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
 
-    let host = tempfile::tempdir().unwrap();
-    let names: [&[u8]; 4] = [b"we\"ird", b"back\\slash", b"caf\xc3\xa9", b"bad\xffbyte"];
     let mut netdev =
         b"Inter-|   Receive |  Transmit\n face |bytes packets|bytes packets\n".to_vec();
     for (i, name) in names.iter().enumerate() {
-        let dir = host
-            .path()
-            .join("sys/class/net")
-            .join(OsStr::from_bytes(name));
+        let dir = root.join("sys/class/net").join(OsStr::from_bytes(name));
         std::fs::create_dir_all(&dir).unwrap();
         for (f, v) in [("ifindex", i + 2), ("iflink", i + 2), ("type", 1)] {
             std::fs::write(dir.join(f), format!("{v}\n")).unwrap();
@@ -304,6 +299,16 @@ fn hostile_interface_names_are_escaped() {
         netdev.extend_from_slice(name);
         netdev.extend_from_slice(format!(": {i} 1 0 0 0 0 0 0 {i} 1 0 0 0 0 0 0\n").as_bytes());
     }
+    netdev
+}
+
+/// Kernel interface names may hold `"`, `\` and bytes that are not UTF-8
+/// (only `/`, `:`, whitespace and NUL are refused): they must come out escaped.
+#[test]
+fn hostile_interface_names_are_escaped() {
+    let host = tempfile::tempdir().unwrap();
+    let names: [&[u8]; 4] = [b"we\"ird", b"back\\slash", b"caf\xc3\xa9", b"bad\xffbyte"];
+    let netdev = plain_links(host.path(), &names);
     std::fs::create_dir_all(host.path().join("proc/1/net")).unwrap();
     std::fs::write(host.path().join("proc/1/net/dev"), netdev).unwrap();
 
@@ -337,9 +342,6 @@ fn hostile_interface_names_are_escaped() {
 /// that is huge, endless or not a file does not become a label.
 #[test]
 fn colliding_names_and_oversized_values_stay_one_series_each() {
-    use std::ffi::OsStr;
-    use std::os::unix::ffi::OsStrExt;
-
     let host = tempfile::tempdir().unwrap();
     let net = host.path().join("sys/class/net");
     let names: [&[u8]; 6] = [
@@ -350,18 +352,7 @@ fn colliding_names_and_oversized_values_stay_one_series_each() {
         b"selfish",
         b"fifostate",
     ];
-    let mut netdev =
-        b"Inter-|   Receive |  Transmit\n face |bytes packets|bytes packets\n".to_vec();
-    for (i, name) in names.iter().enumerate() {
-        let dir = net.join(OsStr::from_bytes(name));
-        std::fs::create_dir_all(&dir).unwrap();
-        for (f, v) in [("ifindex", i + 2), ("iflink", i + 2), ("type", 1)] {
-            std::fs::write(dir.join(f), format!("{v}\n")).unwrap();
-        }
-        std::fs::write(dir.join("operstate"), "up\n").unwrap();
-        netdev.extend_from_slice(name);
-        netdev.extend_from_slice(format!(": {i} 1 0 0 0 0 0 0 {i} 1 0 0 0 0 0 0\n").as_bytes());
-    }
+    let mut netdev = plain_links(host.path(), &names);
     // Listed twice: the second line is dropped.
     netdev.extend_from_slice(b"selfish: 99 1 0 0 0 0 0 0 99 1 0 0 0 0 0 0\n");
     std::fs::write(net.join("longstate/operstate"), "x".repeat(100)).unwrap();

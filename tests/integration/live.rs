@@ -6,17 +6,15 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
 use crate::browser::{Browser, chromium};
-use crate::fixture_host::seed_vm_toml;
+use crate::fixture_host::{LABELS, seed_vm_toml};
 use crate::http::Server;
 use crate::support::{
-    Sample, copy_fixture, fixture, have, http, is_root, one, parse, require, set_rx_bytes, wait_for,
+    GrowingRx, Sample, copy_fixture, fixture, have, http, is_root, one, parse, require, wait_for,
 };
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
@@ -101,14 +99,7 @@ fn the_api_says_what_metrics_says() {
     for it in list {
         let name = it["interface"].as_str().unwrap();
         let rx = one(&samples, "net_interface_rx_bytes_total", name);
-        for label in [
-            "interface",
-            "instance",
-            "instance_type",
-            "app",
-            "bridge",
-            "state",
-        ] {
+        for label in LABELS {
             assert_eq!(it[label].as_str(), rx.label(label), "{name}: {label}");
         }
         for (key, family) in COUNTERS {
@@ -292,21 +283,8 @@ fn a_browser_shows_rates_utilisation_and_hostile_names_as_text() {
         return;
     };
     let (host, toml) = hostile_host();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let root = host.path().to_owned();
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            let start = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                let bytes = (start.elapsed().as_secs_f64() * 125_000_000.0) as u64;
-                if set_rx_bytes(&root, 1_000_000 + bytes).is_err() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    // 1 Gb/s into enp8s0f0.
+    let _traffic = GrowingRx::start(&[(host.path(), 125_000_000)]);
     let server = Server::start(host.path(), &toml);
     wait_for(Duration::from_secs(10), || {
         let r = http(server.addr, "GET", "/api/v1/interfaces");
@@ -408,8 +386,6 @@ fn a_browser_shows_rates_utilisation_and_hostile_names_as_text() {
         "page width on a 390 px phone: {fits}"
     );
     assert!(fits[2].as_u64() > Some(0));
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
 }
 
 /// The cgroup the namespace script makes; removed here too in case the
@@ -554,21 +530,8 @@ fn the_readme_jq_example_works() {
     let start = section.find("```sh\n").unwrap() + 6;
     let script = &section[start..start + section[start..].find("```").unwrap()];
     let host = copy_fixture("seed-host");
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let root = host.path().to_owned();
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            let start = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                let bytes = (start.elapsed().as_secs_f64() * 125_000_000.0) as u64;
-                if set_rx_bytes(&root, 1_000_000 + bytes).is_err() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    // 1 Gb/s into enp8s0f0.
+    let _traffic = GrowingRx::start(&[(host.path(), 125_000_000)]);
     let server = Server::start(host.path(), "");
     server.wait_labelled("vnet3", "br0");
     let script = script.replace("truenas.lan:9551", &server.addr.to_string());
@@ -580,8 +543,6 @@ fn the_readme_jq_example_works() {
         .args(["-euo", "pipefail", "-c", &script])
         .output()
         .unwrap();
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::docker::{Cleanup, IMAGE, engine, server_on, shared_engine};
+use crate::docker::{Cleanup, engine, server_on, shared_engine};
 use crate::fixture_host::seed_vm_toml;
 use crate::http::Server;
 use crate::prometheus::{query_values, readme_scrape_config, start_prometheus_with};
@@ -171,21 +171,8 @@ fn every_panel_and_rule_answers_on_a_real_prometheus() {
     let _engine = shared_engine();
     let n = std::process::id();
     let app = format!("tnemon{n}");
-    let net = format!("ix-{app}_default");
     let mut c = Cleanup::default();
-    c.network(&net, &[]);
-    c.run(
-        &format!("ix-{app}-web-1"),
-        &[
-            "--label",
-            &format!("com.docker.compose.project=ix-{app}"),
-            "--network",
-            &net,
-            IMAGE,
-            "sleep",
-            "3600",
-        ],
-    );
+    c.app(&app);
     let seed = Server::start(&crate::support::fixture("seed-host"), &seed_vm_toml());
     let containers = host_with_a_system_container();
     let lxc = Server::start(containers.path(), "");

@@ -8,14 +8,12 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::docker::{Cleanup, IMAGE, engine, server_on, shared_engine};
+use crate::docker::{Cleanup, engine, server_on, shared_engine};
 use crate::fixture_host::seed_vm_toml;
 use crate::http::Server;
-use crate::support::{copy_fixture, fixture, have, http, require, set_rx_bytes, wait_for};
+use crate::support::{GrowingRx, copy_fixture, fixture, have, http, require, wait_for};
 
 /// A fenced block of the README, by its language tag, under `## Prometheus`.
 fn readme_block(lang: &str) -> String {
@@ -163,21 +161,8 @@ fn readme_queries_answer_from_a_real_prometheus() {
     let _engine = shared_engine();
     let n = std::process::id();
     let app = format!("tneprom{n}");
-    let net = format!("ix-{app}_default");
     let mut c = Cleanup::default();
-    c.network(&net, &[]);
-    c.run(
-        &format!("ix-{app}-web-1"),
-        &[
-            "--label",
-            &format!("com.docker.compose.project=ix-{app}"),
-            "--network",
-            &net,
-            IMAGE,
-            "sleep",
-            "3600",
-        ],
-    );
+    let net = c.app(&app);
 
     let fixture_server = Server::start(&fixture("seed-host"), &seed_vm_toml());
     let host_server = server_on("/var/run/docker.sock", "");
@@ -242,24 +227,10 @@ fn two_hosts_in_one_job_stay_apart() {
     let hosts = [copy_fixture("seed-host"), copy_fixture("seed-host")];
     // Host 0 receives 1,000 bytes/s on enp8s0f0, host 1 3,000 bytes/s.
     let per_second = [1000u64, 3000];
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let roots: Vec<_> = hosts.iter().map(|h| h.path().to_owned()).collect();
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            let start = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                let elapsed = start.elapsed().as_secs_f64();
-                for (root, rate) in roots.iter().zip(per_second) {
-                    // Fails only once a failed test has removed the hosts.
-                    if set_rx_bytes(root, 1_000_000 + (elapsed * rate as f64) as u64).is_err() {
-                        return;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let traffic = GrowingRx::start(&[
+        (hosts[0].path(), per_second[0]),
+        (hosts[1].path(), per_second[1]),
+    ]);
     let servers = [
         Server::start(hosts[0].path(), ""),
         Server::start(hosts[1].path(), ""),
@@ -303,8 +274,7 @@ fn two_hosts_in_one_job_stay_apart() {
     assert_eq!(per_host.len(), 2);
     assert!(per_host.iter().all(|(_, n)| *n == one_host), "{per_host:?}");
 
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    drop(traffic);
     let own = http(prom.addr, "GET", "/metrics").body;
     for counter in [
         "prometheus_target_scrapes_sample_out_of_order_total",

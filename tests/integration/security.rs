@@ -115,6 +115,25 @@ impl Pki {
         std::fs::write(&path, text).unwrap();
         path
     }
+
+    /// Two web configs on this PKI's server certificate: TLS with basic auth
+    /// (the users of [`users`]), and mutual TLS requiring a client
+    /// certificate from this CA.
+    fn auth_and_mutual(&self) -> (PathBuf, PathBuf) {
+        let auth = self.web_config(
+            "auth.yml",
+            &format!(
+                "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{}",
+                users()
+            ),
+        );
+        let mutual = self.web_config(
+            "mutual.yml",
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+             client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",
+        );
+        (auth, mutual)
+    }
 }
 
 fn tools_present() -> bool {
@@ -176,18 +195,7 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_over_mutual_tls() {
     }
     let pki = Pki::new();
     let host = copy_fixture("seed-host");
-    let auth = pki.web_config(
-        "auth.yml",
-        &format!(
-            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{}",
-            users()
-        ),
-    );
-    let mutual = pki.web_config(
-        "mutual.yml",
-        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
-         client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",
-    );
+    let (auth, mutual) = pki.auth_and_mutual();
     // The first also gzips every scrape: Prometheus asks for it.
     let a = exporter(host.path(), &auth, "compression = \"always\"\n");
     let b = exporter(host.path(), &mutual, "");
@@ -243,18 +251,7 @@ fn every_refusal_is_clean_and_a_new_certificate_needs_no_restart() {
     }
     let pki = Pki::new();
     let host = copy_fixture("seed-host");
-    let auth = pki.web_config(
-        "auth.yml",
-        &format!(
-            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{}",
-            users()
-        ),
-    );
-    let mutual = pki.web_config(
-        "mutual.yml",
-        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
-         client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",
-    );
+    let (auth, mutual) = pki.auth_and_mutual();
     let a = exporter(host.path(), &auth, "");
     let b = exporter(host.path(), &mutual, "");
     let ca = pki.path("ca.crt").display().to_string();

@@ -5,6 +5,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub fn bin() -> &'static str {
@@ -274,8 +276,53 @@ pub fn copy_fixture(name: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Traffic on fixture hosts: `enp8s0f0` of each receives its own steady
+/// number of bytes per second, written into its net/dev by a thread until
+/// this is dropped.
+pub struct GrowingRx {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GrowingRx {
+    pub fn start(hosts: &[(&Path, u64)]) -> GrowingRx {
+        let hosts: Vec<(PathBuf, u64)> = hosts.iter().map(|(p, r)| (p.to_path_buf(), *r)).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    let elapsed = start.elapsed().as_secs_f64();
+                    for (root, per_second) in &hosts {
+                        // Fails only once a failed test has removed the hosts.
+                        let bytes = 1_000_000 + (elapsed * *per_second as f64) as u64;
+                        if set_rx_bytes(root, bytes).is_err() {
+                            return;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        GrowingRx {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for GrowingRx {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Rewrites `enp8s0f0`'s receive bytes in a fixture host's net/dev, atomically.
-pub fn set_rx_bytes(host: &Path, value: u64) -> std::io::Result<()> {
+fn set_rx_bytes(host: &Path, value: u64) -> std::io::Result<()> {
     let netdev = host.join("proc/1/net/dev");
     let text = std::fs::read_to_string(&netdev)?;
     let text: String = text
