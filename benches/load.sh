@@ -18,6 +18,9 @@ cd "$(dirname "$0")/.."
 mode=${1:-}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# memory and procscan run $BIN if set (the image's binary: .ci/build-static
+# builds it), else this checkout's release build.
+bin=${BIN:-$PWD/target/release/truenas-net-exporter}
 
 # Inside a fresh namespace: 5 bridges, 20 veth pairs (one end on a bridge), 2 taps, lo = 48.
 make_topology() {
@@ -96,8 +99,6 @@ http)
   '
   ;;
 memory)
-  # BIN=<binary> measures that one instead (the image's: `docker cp` it out).
-  bin=${BIN:-$PWD/target/release/truenas-net-exporter}
   [ -n "${BIN:-}" ] || cargo build --release -q
   n=${N:-10000}
   scrapes=${SCRAPES:-10000}

@@ -165,7 +165,16 @@ impl Exporter {
         let started = Instant::now();
         let (scrape, netdev_error) = match self.join().await {
             Ok((scrape, _)) => (Some(scrape), None),
-            Err(e) => (None, Some(e)),
+            Err(e) => {
+                // Counted and logged per scrape only: a browser polling the
+                // live view must not inflate what alerts read.
+                self.telemetry.read_errors.increment(1);
+                if !self.netdev_failing.swap(true, Ordering::Relaxed) {
+                    self.telemetry.state_changed();
+                    tracing::error!(error = %e, "cannot read net/dev; serving only the exporter's own metrics");
+                }
+                (None, Some(e))
+            }
         };
         ScrapeOutput {
             body: ScrapeBody {
@@ -179,28 +188,17 @@ impl Exporter {
     }
 
     /// Reads net/dev and joins it with the current label table, with the
-    /// wall-clock time of the read; a failed read is logged and counted.
+    /// wall-clock time of the read (a scrape, or the live view).
     pub async fn join(&self) -> io::Result<(Scrape<Arc<LabelTable>>, SystemTime)> {
-        match self.netdev.read().await {
-            Ok(netdev) => {
-                let time = SystemTime::now();
-                let table = self.hub.table();
-                self.telemetry
-                    .label_collisions
-                    .set(table.collisions.len() as f64);
-                let scrape = Scrape::new(&netdev, table, self.hub.settings());
-                self.after_join(&scrape.stats);
-                Ok((scrape, time))
-            }
-            Err(e) => {
-                self.telemetry.read_errors.increment(1);
-                if !self.netdev_failing.swap(true, Ordering::Relaxed) {
-                    self.telemetry.state_changed();
-                    tracing::error!(error = %e, "cannot read net/dev; serving only the exporter's own metrics");
-                }
-                Err(e)
-            }
-        }
+        let netdev = self.netdev.read().await?;
+        let time = SystemTime::now();
+        let table = self.hub.table();
+        self.telemetry
+            .label_collisions
+            .set(table.collisions.len() as f64);
+        let scrape = Scrape::new(&netdev, table, self.hub.settings());
+        self.after_join(&scrape.stats);
+        Ok((scrape, time))
     }
 
     fn after_join(&self, stats: &JoinStats) {

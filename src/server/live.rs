@@ -236,15 +236,10 @@ impl<'a> Document<'a> {
 }
 
 /// An absolute path as a link relative to `/`, so that it follows a reverse
-/// proxy's prefix: `/metrics` -> `metrics` (`./a:b`, not a scheme, for `/a:b`).
-fn relative(path: &str) -> Cow<'_, str> {
-    let path = path.trim_start_matches('/');
-    let first = path.split('/').next().unwrap_or("");
-    if first.contains(':') || path.is_empty() {
-        Cow::Owned(format!("./{path}"))
-    } else {
-        Cow::Borrowed(path)
-    }
+/// proxy's prefix: `/metrics` -> `./metrics`. The `./` keeps whatever
+/// follows (`a:b`, `/x`, `\\x`) a path on this site, never a scheme or a host.
+fn relative(path: &str) -> String {
+    format!(".{path}")
 }
 
 /// Owners by kind, then name (bytes); the script re-sorts by traffic.
@@ -466,10 +461,10 @@ mod tests {
 
     #[test]
     fn the_metrics_link_is_relative() {
-        assert_eq!(relative("/metrics"), "metrics");
-        assert_eq!(relative("/x/net"), "x/net");
+        assert_eq!(relative("/metrics"), "./metrics");
+        assert_eq!(relative("/x/net"), "./x/net");
         assert_eq!(relative("/a:b/c"), "./a:b/c");
-        assert_eq!(relative("//evil.example/m"), "evil.example/m");
+        assert_eq!(relative("//evil.example/m"), ".//evil.example/m");
     }
 
     #[test]
@@ -527,7 +522,7 @@ mod tests {
             "data-name and the shown name, once per owner"
         );
         assert_eq!(html.matches("<tbody class=\"owner\"").count(), 2);
-        assert!(html.contains(r#"<a href="prom/metrics">metrics</a>"#));
+        assert!(html.contains(r#"<a href="./prom/metrics">metrics</a>"#));
         assert!(html.contains(
             r#"<tr class="nic" data-interface="enp3s0" data-rx-bps="" data-tx-bps="" data-util=""><td>enp3s0</td><td data-state="up">up</td><td>1 Gb/s</td><td class="rx-rate"></td><td class="tx-rate"></td><td class="util"></td></tr>"#
         ));

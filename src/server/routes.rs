@@ -24,6 +24,10 @@ fn respond(
     if let Ok(v) = header::HeaderValue::from_str(content_type) {
         resp.headers_mut().insert(header::CONTENT_TYPE, v);
     }
+    resp.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
     resp
 }
 
@@ -143,10 +147,6 @@ fn live_asset(
         header::HeaderValue::from_static(live::CONTENT_SECURITY_POLICY),
     );
     headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        header::HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
         header::REFERRER_POLICY,
         header::HeaderValue::from_static("no-referrer"),
     );
@@ -161,7 +161,7 @@ fn live_asset(
 async fn live_view(exporter: &Arc<Exporter>, page: bool) -> warp::reply::Response {
     let (scrape, read_at) = match exporter.join().await {
         Ok(joined) => joined,
-        // Logged and counted in join(); the exporter's own metrics say more.
+        // The scrapes count and log it; the viewer gets the reason.
         Err(e) => {
             return respond(
                 StatusCode::SERVICE_UNAVAILABLE,

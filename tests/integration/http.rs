@@ -159,7 +159,7 @@ fn routes_methods_and_content_types() {
             .starts_with("text/html")
     );
     // Relative, so the page also works behind a reverse proxy's path prefix.
-    assert!(page.body.contains("href=\"metrics\""), "{}", page.body);
+    assert!(page.body.contains("href=\"./metrics\""), "{}", page.body);
     assert_eq!(http(server.addr, "GET", "/-/healthy").body, "OK\n");
 
     assert_eq!(http(server.addr, "GET", "/metricsx").status, 404);
@@ -200,7 +200,7 @@ fn custom_telemetry_path() {
     assert!(
         http(server.addr, "GET", "/")
             .body
-            .contains("href=\"x/net\"")
+            .contains("href=\"./x/net\"")
     );
 }
 

@@ -207,7 +207,7 @@ fn the_page_lists_every_interface_without_javascript() {
         page.body
             .contains(r#"<script src="live.js" defer></script>"#)
     );
-    assert!(page.body.contains(r#"<a href="metrics">metrics</a>"#));
+    assert!(page.body.contains(r#"<a href="./metrics">metrics</a>"#));
 
     let script = http(server.addr, "GET", "/live.js");
     assert_eq!(
@@ -248,10 +248,25 @@ fn the_page_lists_every_interface_without_javascript() {
     check(&html, "Chromium without JavaScript");
 }
 
-/// A copy of the seed host whose middleware names its VMs with markup.
-fn hostile_host() -> (tempfile::TempDir, String) {
+/// A copy of the seed host with its VMs resolved every second through its
+/// fake midclt, and the config that says so.
+fn vm_host() -> (tempfile::TempDir, String) {
     let host = copy_fixture("seed-host");
     let midclt = host.path().join("usr/bin/midclt");
+    let toml = format!(
+        "[vm]\nsources = [\"midclt\"]\ninterval = \"1s\"\n[commands]\nchroot = false\n\
+         [truenas]\nmidclt_command = [{:?}, \"call\"]\n",
+        midclt.display().to_string()
+    );
+    (host, toml)
+}
+
+const IMG: &str = r#"<img src=x onerror="window.__xss=1">"#;
+const SCRIPT: &str = "</script><script>window.__xss=2</script>";
+
+/// From now on the host's middleware names two VMs with markup.
+fn rename_vms_with_markup(host: &Path) {
+    let midclt = host.join("usr/bin/midclt");
     let script = std::fs::read_to_string(&midclt)
         .unwrap()
         .replace(
@@ -262,44 +277,97 @@ fn hostile_host() -> (tempfile::TempDir, String) {
             r#""name": "pihole""#,
             r#""name": "</script><script>window.__xss=2</script>""#,
         );
-    std::fs::write(&midclt, script).unwrap();
-    let toml = format!(
-        "[vm]\nsources = [\"midclt\"]\n[commands]\nchroot = false\n[truenas]\nmidclt_command = [{:?}, \"call\"]\n",
-        midclt.display().to_string()
-    );
-    (host, toml)
+    let tmp = host.join("usr/bin/midclt.new");
+    std::fs::write(&tmp, script).unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(tmp, midclt).unwrap();
 }
 
-const IMG: &str = r#"<img src=x onerror="window.__xss=1">"#;
-const SCRIPT: &str = "</script><script>window.__xss=2</script>";
+/// Owners as a page shows them (`kind|name`, in order), and whether any
+/// markup from a name became an element or ran.
+const OWNERS_SHOWN: &str = r#"({
+    owners: [...document.querySelectorAll('#owners tbody.owner')]
+        .map(t => t.dataset.kind + '|' + t.querySelector('.name').textContent),
+    elements: document.querySelectorAll('img, script:not([src])').length,
+    ran: typeof window.__xss,
+})"#;
 
-/// On a fixture host whose NIC receives 1 Gb/s on its 10 Gb/s link and whose
-/// VMs are named with markup: the browser shows the rate and 10 %
-/// utilisation, the names as text, and no injected script runs.
+fn assert_names_are_text(shown: &Value, how: &str) {
+    let owners: Vec<&str> = shown["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        owners.contains(&format!("vm|{IMG}").as_str()),
+        "{how}: {owners:?}"
+    );
+    assert!(
+        owners.contains(&format!("vm|{SCRIPT}").as_str()),
+        "{how}: {owners:?}"
+    );
+    assert_eq!(shown["elements"], 0, "{how}: markup became elements");
+    assert_eq!(shown["ran"], "undefined", "{how}: injected script ran");
+}
+
+/// On a fixture host whose NIC receives 1 Gb/s on its 10 Gb/s link, and
+/// whose VMs get names with markup while a page is open: that page's script
+/// shows the new names as text, and so does a page the server renders with
+/// them; neither runs the payloads. The rate, 10 % utilisation and the NIC as
+/// the busiest owner are shown, and the page fits a phone's screen.
 #[test]
 fn a_browser_shows_rates_utilisation_and_hostile_names_as_text() {
     let Some(chromium) = chromium() else {
         require(false, "chromium not installed (Debian package chromium)");
         return;
     };
-    let (host, toml) = hostile_host();
+    let (host, toml) = vm_host();
     // 1 Gb/s into enp8s0f0.
     let _traffic = GrowingRx::start(&[(host.path(), 125_000_000)]);
     let server = Server::start(host.path(), &toml);
     wait_for(Duration::from_secs(10), || {
-        let r = http(server.addr, "GET", "/api/v1/interfaces");
-        r.body.contains(r#"window.__xss=2"#).then_some(())
+        server.metrics().contains("instance=\"vyos\"").then_some(())
     })
-    .expect("the hostile VM names resolved");
+    .expect("the VMs resolved");
+    let mut browser = Browser::start(|flags| {
+        let mut c = Command::new(chromium);
+        c.args(flags);
+        c
+    });
+    let url = format!("http://{}/", server.addr);
+    let live = browser.open(&url, true);
 
-    let raw = http(server.addr, "GET", "/").body;
-    assert!(
-        !raw.contains("<img") && !raw.contains("<script>window"),
-        "escaped by the server"
-    );
-    assert!(raw.contains("&lt;img src=x onerror=&quot;window.__xss=1&quot;&gt;"));
-    let api: Value =
-        serde_json::from_str(&http(server.addr, "GET", "/api/v1/interfaces").body).unwrap();
+    // Three refreshes: a rate from two reads, rendered by the script.
+    let nic = wait_for(Duration::from_secs(30), || {
+        let v = browser.eval(
+            &live,
+            r#"(() => {
+                const tr = document.querySelector('#nics tr.nic[data-interface="enp8s0f0"]');
+                return +document.body.dataset.refreshes >= 3 && tr && tr.dataset.util !== ''
+                    ? {util: +tr.dataset.util, rx: tr.querySelector('.rx-rate').textContent,
+                       shown: tr.querySelector('.util').textContent,
+                       first: document.querySelector('#owners tbody.owner').dataset.name}
+                    : null;
+            })()"#,
+        );
+        (!v.is_null()).then_some(v)
+    })
+    .expect("a utilisation for enp8s0f0");
+    let util = nic["util"].as_f64().unwrap();
+    assert!((7.0..13.0).contains(&util), "1 Gb/s of 10 Gb/s: {nic}");
+    let rx = nic["rx"].as_str().unwrap();
+    assert!(rx.ends_with(" Gb/s") || rx.ends_with(" Mb/s"), "{nic}");
+    assert!(nic["shown"].as_str().unwrap().ends_with(" %"), "{nic}");
+    assert_eq!(nic["first"], "enp8s0f0", "the busiest owner first");
+
+    rename_vms_with_markup(host.path());
+    let api = wait_for(Duration::from_secs(10), || {
+        let r = http(server.addr, "GET", "/api/v1/interfaces");
+        r.body.contains("window.__xss=2").then_some(r.body)
+    })
+    .expect("the new VM names resolved");
+    let api: Value = serde_json::from_str(&api).unwrap();
     let vm_names: BTreeSet<&str> = api["interfaces"]
         .as_array()
         .unwrap()
@@ -312,69 +380,30 @@ fn a_browser_shows_rates_utilisation_and_hostile_names_as_text() {
         "{vm_names:?}"
     );
 
-    let mut browser = Browser::start(|flags| {
-        let mut c = Command::new(chromium);
-        c.args(flags);
-        c
-    });
-    let tab = browser.open(&format!("http://{}/", server.addr), true);
-    // Three refreshes: the script has rendered twice from the API since the
-    // server's page, and has a rate from two reads.
-    let nic = wait_for(Duration::from_secs(30), || {
-        let v = browser.eval(
-            &tab,
-            r#"(() => {
-                const tr = document.querySelector('#nics tr.nic[data-interface="enp8s0f0"]');
-                return +document.body.dataset.refreshes >= 3 && tr && tr.dataset.util !== ''
-                    ? {util: +tr.dataset.util, rx: tr.querySelector('.rx-rate').textContent,
-                       shown: tr.querySelector('.util').textContent}
-                    : null;
-            })()"#,
-        );
-        (!v.is_null()).then_some(v)
+    // The open page builds the new owners from the JSON, in the browser.
+    let shown = wait_for(Duration::from_secs(15), || {
+        let v = browser.eval(&live, OWNERS_SHOWN);
+        v["owners"].to_string().contains("__xss=2").then_some(v)
     })
-    .expect("a utilisation for enp8s0f0");
-    let util = nic["util"].as_f64().unwrap();
-    assert!((7.0..13.0).contains(&util), "1 Gb/s of 10 Gb/s: {nic}");
-    assert!(
-        nic["rx"].as_str().unwrap().ends_with(" Gb/s")
-            || nic["rx"].as_str().unwrap().ends_with(" Mb/s"),
-        "{nic}"
-    );
-    assert!(nic["shown"].as_str().unwrap().ends_with(" %"), "{nic}");
+    .expect("the open page shows the new names");
+    assert_names_are_text(&shown, "names the script rendered");
 
-    let shown = browser.eval(
-        &tab,
-        r#"[...document.querySelectorAll('#owners tbody.owner')]
-            .map(t => t.dataset.kind + '|' + t.querySelector('.name').textContent)"#,
-    );
-    let shown: Vec<&str> = shown
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    assert!(shown.contains(&format!("vm|{IMG}").as_str()), "{shown:?}");
+    // A page loaded now has them from the server.
+    let raw = http(server.addr, "GET", "/").body;
     assert!(
-        shown.contains(&format!("vm|{SCRIPT}").as_str()),
-        "{shown:?}"
+        !raw.contains("<img") && !raw.contains("<script>window"),
+        "escaped by the server"
     );
-    // The busiest owner first: the NIC carrying 1 Gb/s.
-    assert_eq!(shown[0], "nic|enp8s0f0", "{shown:?}");
-    assert_eq!(browser.eval(&tab, "typeof window.__xss"), "undefined");
-    assert_eq!(
-        browser.eval(
-            &tab,
-            "document.querySelectorAll('img, script:not([src])').length"
-        ),
-        0
-    );
+    assert!(raw.contains("&lt;img src=x onerror=&quot;window.__xss=1&quot;&gt;"));
+    let fresh = browser.open(&url, true);
+    let shown = browser.eval(&fresh, OWNERS_SHOWN);
+    assert_names_are_text(&shown, "names the server rendered");
 
     // On a phone's screen nothing is wider than the screen.
-    browser.phone(&tab, 390, 844);
+    browser.phone(&fresh, 390, 844);
     let fits = wait_for(Duration::from_secs(5), || {
         let v = browser.eval(
-            &tab,
+            &fresh,
             "[window.innerWidth, document.documentElement.scrollWidth, \
              document.querySelectorAll('#owners tr.iface').length]",
         );

@@ -202,7 +202,9 @@ async function tick() {
   inflight = false;
   if (!paused && !d.hidden) timer = setTimeout(tick, Math.max(250, PERIOD - (Date.now() - start)));
 }
-const kick = () => { if (!timer && !inflight && !paused && !d.hidden) tick(); };
+// Resuming after a pause or a hidden tab: the next rates come from two fresh
+// reads, not averaged over the whole gap.
+const kick = () => { if (!timer && !inflight && !paused && !d.hidden) { prev = null; tick(); } };
 d.addEventListener('visibilitychange', kick);
 
 if (pauseBtn) {
