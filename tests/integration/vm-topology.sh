@@ -7,8 +7,18 @@
 # directory to build a small busybox root in), $TNE_ID (unique per run),
 # qemu-system-x86_64, busybox, curl.
 set -euo pipefail
+trap 'echo "vm-topology.sh: line $LINENO failed: $BASH_COMMAND" >&2; cat "$ROOT/qemu.log" >&2 2>/dev/null' ERR
 mkdir -p "$ROOT/sys" "$ROOT/bin" "$ROOT/usr/bin" "$ROOT/out"
 mount -t sysfs sysfs "$ROOT/sys"
+# A /dev of our own. The host's devtmpfs names a macvtap's node /dev/tapN by
+# an ifindex that is only unique per network namespace: a test running beside
+# this one in another namespace can own (and then remove) the same name.
+mount -t tmpfs -o mode=755 tmpfs /dev
+mkdir /dev/net
+mknod -m 666 /dev/null c 1 3
+mknod -m 666 /dev/zero c 1 5
+mknod -m 666 /dev/urandom c 1 9
+mknod -m 666 /dev/net/tun c 10 200
 net="$ROOT/sys/class/net"
 cp /bin/busybox "$ROOT/bin/busybox"
 for applet in sh cat; do ln -sf busybox "$ROOT/bin/$applet"; done
@@ -25,6 +35,8 @@ tap1=$(cat "$net/macvtap1/ifindex")
 # macvtap1's character device under a name that says nothing: it must be
 # matched by its device numbers, not by /dev/tapN.
 mknod "$ROOT/odd-node" c $(tr ':' ' ' < "$net/macvtap1/macvtap/tap$tap1/dev")
+# macvtap0's node where udev puts it, the name libvirt opens.
+mknod "/dev/tap$tap0" c $(tr ':' ' ' < "$net/macvtap0/macvtap/tap$tap0/dev")
 
 # A TrueNAS 24.10-25.10 VM: libvirt domain 3_vyos, two taps and a macvtap
 # handed to QEMU as an fd on its /dev/tapN node, as libvirt does.
