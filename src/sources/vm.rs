@@ -11,8 +11,8 @@
 //! - `virsh`: each active domain's interfaces (`domiflist`).
 //!
 //! Where lookups name one interface differently, the order of `[vm] sources`
-//! decides. A lookup that fails is logged and counted and the others still
-//! apply; the resolver fails only when all do.
+//! decides. The lookups run side by side; one that fails is logged and
+//! counted and the others still apply; the resolver fails only when all do.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::ffi::OsStrExt;
@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use serde::Deserialize;
 
 use crate::bounded;
@@ -291,6 +292,13 @@ pub fn scan_qemu(procfs: &Path) -> Result<Vec<VmProcess>, VmError> {
     Ok(vms)
 }
 
+/// What one lookup found: VM processes by pid (midclt, the scan) or
+/// interfaces by name (virsh).
+enum Answer {
+    Processes(Vec<VmProcess>),
+    Interfaces(HashMap<String, (String, Kind)>),
+}
+
 /// What the lookups found, before they are joined.
 #[derive(Debug, Default)]
 pub struct Found {
@@ -447,6 +455,14 @@ impl VmSource {
         }
     }
 
+    async fn ask(&self, lookup: VmLookup) -> Result<Answer, VmError> {
+        match lookup {
+            VmLookup::Midclt => self.via_midclt().await.map(Answer::Processes),
+            VmLookup::Virsh => self.via_virsh().await.map(Answer::Interfaces),
+            VmLookup::Qemu => self.via_qemu().await.map(Answer::Processes),
+        }
+    }
+
     async fn via_qemu(&self) -> Result<Vec<VmProcess>, VmError> {
         let procfs = self.procfs.clone();
         self.worker.run(move || scan_qemu(&procfs)).await?
@@ -463,28 +479,25 @@ impl Source for VmSource {
     }
 
     async fn refresh(&self) -> Result<Owners, VmError> {
+        // All at once: a hung midclt and a hung virsh, each within its
+        // command timeout, must not use up the refresh timeout before the
+        // scan has run.
+        let answers = join_all(self.lookups.keys().map(|&l| self.ask(l))).await;
         let mut found = Found::default();
         let mut failures = Vec::new();
-        for (&lookup, health) in &self.lookups {
-            let outcome = match lookup {
-                VmLookup::Virsh => self.via_virsh().await.map(|v| found.virsh = v),
-                VmLookup::Midclt | VmLookup::Qemu => {
-                    let vms = if lookup == VmLookup::Midclt {
-                        self.via_midclt().await
-                    } else {
-                        self.via_qemu().await
-                    };
-                    vms.map(|vms| {
-                        for vm in vms {
-                            found
-                                .processes
-                                .entry(vm.pid)
-                                .or_default()
-                                .insert(lookup, vm.name);
-                        }
-                    })
+        for ((&lookup, health), answer) in self.lookups.iter().zip(answers) {
+            let outcome = answer.map(|answer| match answer {
+                Answer::Interfaces(interfaces) => found.virsh = interfaces,
+                Answer::Processes(vms) => {
+                    for vm in vms {
+                        found
+                            .processes
+                            .entry(vm.pid)
+                            .or_default()
+                            .insert(lookup, vm.name);
+                    }
                 }
-            };
+            });
             if let Err(e) = health.record(outcome) {
                 failures.push(format!("{}: {e}", lookup.name()));
             }

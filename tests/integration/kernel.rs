@@ -145,8 +145,9 @@ fn real_devices_are_classified_and_counted() {
 /// UUID and paused), an LXC container found by its cgroup, a 26-style
 /// libvirt-LXC container, and Incus instances behind a fake Incus API: each
 /// maps to its owner through the union of the VM lookups and each lookup
-/// alone, through a failing midclt, and on a 26-style host; and a `midclt`
-/// that hangs is killed at its timeout while the server keeps answering.
+/// alone, through a failing midclt, through a midclt and a virsh that both
+/// hang, and on a 26-style host; and a `midclt` that hangs is killed at its
+/// timeout while the server keeps answering.
 #[test]
 fn vms_and_system_containers_map_to_their_owners() {
     if !require(is_root(), "VM test needs root (unshare, taps, cgroups)")
@@ -295,6 +296,20 @@ fn vms_and_system_containers_map_to_their_owners() {
         "{}",
         read("broken.log")
     );
+
+    // midclt and virsh hang together: the scan alone names the VMs, and
+    // only the two hung lookups are down.
+    let hung = owners("hungtools", &vyos);
+    owners("hungtools", &ha(uuid));
+    assert_eq!(gauge(&hung, "truenas_net_exporter_resolver_up", vm_up), 1.0);
+    for (source, up) in [("midclt", 0.0), ("virsh", 0.0), ("qemu", 1.0)] {
+        let labels = [("resolver", "vm"), ("source", source)];
+        assert_eq!(
+            gauge(&hung, "truenas_net_exporter_source_up", &labels),
+            up,
+            "{labels:?}"
+        );
+    }
 
     // A TrueNAS 26 host: container.query names the libvirt-LXC container
     // (through its supervisor's pid), vm.query the UUID VM; no virt.* and no

@@ -183,6 +183,17 @@ once broken "$(tools "$ROOT/broken-midclt")"
 once truenas26 "$(tools "$ROOT/fake-midclt-26")
 [incus]
 socket = \"/var/lib/incus-absent/unix.socket\""
+# midclt and virsh both hang, each to its command timeout: together longer
+# than the refresh timeout, so only lookups run side by side leave the scan
+# time to name the VMs.
+once hungtools "[commands]
+chroot = false
+timeout = \"2s\"
+[truenas]
+midclt_command = [\"$ROOT/hung-midclt\"]
+[vm]
+virsh_command = [\"$ROOT/hung-midclt\"]
+timeout = \"3s\""
 
 # A midclt that hangs: killed at its timeout while the server keeps answering.
 cat > "$ROOT/out/hung.toml" <<TOML
