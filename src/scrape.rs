@@ -107,14 +107,18 @@ impl NetdevReader {
         }
     }
 
-    /// Decided once, off the async threads and under the timeout: `statfs` on
-    /// a hung mount blocks too. Until it can be decided, reads go off-thread.
+    /// Decided once, through the worker: `statfs` on a hung mount blocks
+    /// too, and then later scrapes must fail at once rather than start
+    /// another check each. Until it can be decided, reads go off-thread.
     async fn on_procfs(&self) -> bool {
         let decided = self.on_procfs.get_or_try_init(|| async {
             let path = self.path.clone();
-            let check = tokio::task::spawn_blocking(move || is_procfs(&path));
-            match tokio::time::timeout(self.limits.timeout, check).await {
-                Ok(Ok(Ok(answer))) => Ok(answer),
+            let check = self.worker.run(move || {
+                bounded::note(&path);
+                is_procfs(&path)
+            });
+            match check.await {
+                Ok(Ok(answer)) => Ok(answer),
                 _ => Err(()),
             }
         });
