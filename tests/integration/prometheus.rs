@@ -25,6 +25,25 @@ fn readme_block(lang: &str) -> String {
     section[start..start + len].to_owned()
 }
 
+/// The PromQL lines of every fenced block of the README before `## Prometheus`
+/// (the VLAN join, link utilisation), in the README's order.
+fn readme_queries_before_prometheus() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let before = &readme[..readme.find("## Prometheus\n").expect("Prometheus section")];
+    let mut queries = Vec::new();
+    for block in before.split("```promql\n").skip(1) {
+        let block = &block[..block.find("```").expect("closed block")];
+        queries.extend(
+            block
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    queries
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -204,6 +223,31 @@ fn readme_queries_answer_from_a_real_prometheus() {
         results[3]
     );
     assert!(label_values(&results[4], "interface").contains(&"vlan1".to_owned()));
+
+    // The README's other queries, against the same two hosts: the VLAN join
+    // (a join on `interface` alone would fail here: both hosts have `lo`) and
+    // the utilisation of the fixture's NICs.
+    let others = readme_queries_before_prometheus();
+    assert_eq!(others.len(), 2, "the VLAN join and utilisation: {others:?}");
+    let others = wait_for(Duration::from_secs(30), || {
+        let r: Vec<_> = others.iter().map(|q| query(prom.addr, q)).collect();
+        r.iter().all(|s| !s.is_empty()).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("a README query before the Prometheus section returned nothing"));
+    let nics = label_values(&others[1], "interface");
+    assert!(
+        nics.contains(&"enp8s0f0".to_owned()) && nics.contains(&"enp8s0f1".to_owned()),
+        "utilisation where the speed is known: {nics:?}"
+    );
+    let vlans = label_values(&others[0], "vlan");
+    assert!(
+        vlans.contains(&"1".to_owned()) && vlans.contains(&"2".to_owned()),
+        "{vlans:?}"
+    );
+    assert!(
+        others[0].iter().all(|s| s.contains_key("host")),
+        "each VLAN total is per host"
+    );
 
     // The README's honor_labels keeps the exporter's owner label as `instance`.
     assert!(
