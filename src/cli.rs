@@ -42,8 +42,9 @@ pub struct Cli {
     /// Refresh every enabled resolver once, print one scrape to stdout and exit.
     #[arg(long)]
     pub once: bool,
-    /// Ask the exporter listening on the configured address for its landing
-    /// page and exit 0 if it answers 200 (a container healthcheck).
+    /// Ask the exporter listening on the configured address for `/-/healthy`
+    /// and exit 0 if it answers (200, or 401 behind basic auth): a container
+    /// healthcheck.
     #[arg(long, conflicts_with = "once")]
     pub healthcheck: bool,
 }

@@ -651,8 +651,7 @@ fn duration_key(
     Ok(d)
 }
 
-/// A resolver's schedule, or `None` when it is switched off. Its keys are
-/// checked either way, so a typo in a disabled section is still an error.
+/// A count or size key: its value, or the default; never zero.
 fn positive(key: &'static str, value: Option<usize>, default: usize) -> Result<usize, ConfigError> {
     match value {
         Some(0) => Err(invalid(key, "must be greater than zero")),
@@ -665,6 +664,8 @@ fn positive(key: &'static str, value: Option<usize>, default: usize) -> Result<u
 /// more often than a wish, and it would spin a core.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A resolver's schedule, or `None` when it is switched off. Its keys are
+/// checked either way, so a typo in a disabled section is still an error.
 fn resolver_key(
     keys: (&'static str, &'static str),
     raw: RawResolver,

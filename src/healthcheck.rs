@@ -1,9 +1,10 @@
 //! `--healthcheck`: is the exporter at the listen address up? It asks for
-//! `/-/healthy`, which reads nothing, and needs no configuration of its own, so the container's HEALTHCHECK
-//! works whatever the web config says: plain HTTP first, and TLS when the
-//! server answers that it speaks HTTPS. With basic auth on, 401 is an answer
-//! too; with client certificates required, so is the server's refusal of a
-//! client without one. Blocking and std-only: it runs in a fresh process.
+//! `/-/healthy`, which reads nothing, and needs no configuration of its own,
+//! so the container's HEALTHCHECK works whatever the web config says: plain
+//! HTTP first, and TLS when the server answers that it speaks HTTPS. With
+//! basic auth on, 401 is an answer too; with client certificates required, so
+//! is the server's refusal of a client without one. Blocking and std-only:
+//! it runs in a fresh process.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};

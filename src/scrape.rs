@@ -372,8 +372,9 @@ impl<T: Deref<Target = LabelTable>> Scrape<T> {
         false
     }
 
-    /// A rough upper bound of the bytes still to write (nine lines of at most
-    /// ~200 bytes per interface), to size buffers without over-allocating.
+    /// A rough upper bound of the bytes still to write (a line of at most
+    /// ~200 bytes per family and interface), to size buffers without
+    /// over-allocating.
     pub fn remaining_hint(&self) -> usize {
         let rows_left = FAMILIES.len().saturating_sub(self.family) * self.rows.len();
         rows_left * 200 + 4096
@@ -385,8 +386,8 @@ impl<T: Deref<Target = LabelTable>> Scrape<T> {
     }
 }
 
-/// Parses `netdev`, joins it with `table` and appends the nine
-/// `net_interface_*` families to `out`, sorted by interface name.
+/// Parses `netdev`, joins it with `table` and appends every
+/// `net_interface_*` family ([`FAMILIES`]) to `out`, sorted by interface name.
 pub fn join_and_write(
     netdev: &[u8],
     table: &LabelTable,

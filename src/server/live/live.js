@@ -1,5 +1,5 @@
 /* truenas-net-exporter live view: polls api/v1/interfaces every 2 s and updates
- * the server-rendered tables in place (same structure: see example.html).
+ * the server-rendered tables in place (the structure live.rs renders).
  * Names come from outside: the DOM is only built with createElement +
  * textContent / setAttribute, never from HTML strings. */
 (() => {
