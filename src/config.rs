@@ -10,8 +10,6 @@ use serde::Deserialize;
 
 use crate::cli::Cli;
 use crate::labels::{InterfaceFilter, LABEL_NAMES, LabelSettings, OWNER_LABEL};
-use crate::resolver::Schedule;
-use crate::sources::vm::{VmLookup, VmSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -250,11 +248,29 @@ pub struct HttpLimits {
     pub compression: Compression,
 }
 
+/// When a resolver refreshes, and how long a refresh may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// With `[web] compression = "auto"`, a scrape of at least this many
+/// interfaces is gzipped for a client that accepts it. Measured on this
+/// project's 2-core machine (benches/scrape.rs, `gzip_*`): see the README.
+pub const GZIP_MIN_INTERFACES: usize = 1000;
+
+/// The live view's page and its data; both read net/dev as a scrape does.
+pub const PAGE_PATH: &str = "/";
+pub const API_PATH: &str = "/api/v1/interfaces";
+/// Every path besides the telemetry path, which may be none of them.
+pub const FIXED_PATHS: [&str; 5] = [PAGE_PATH, API_PATH, "/live.js", "/live.css", "/-/healthy"];
+
 /// When a scrape is gzipped for a client that accepts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
-    /// Above [`crate::server::routes::GZIP_MIN_INTERFACES`] interfaces, where it pays.
+    /// From [`GZIP_MIN_INTERFACES`] interfaces, where it pays.
     Auto,
     Always,
     Never,
@@ -266,6 +282,34 @@ pub struct NetdevLimits {
     pub max_bytes: usize,
     /// For a net/dev that is not on procfs (a fixture tree, another mount).
     pub timeout: Duration,
+}
+
+/// Where VMs are looked up (`[vm] sources`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmLookup {
+    Midclt,
+    Virsh,
+    Qemu,
+}
+
+impl VmLookup {
+    pub fn name(self) -> &'static str {
+        match self {
+            VmLookup::Midclt => "midclt",
+            VmLookup::Virsh => "virsh",
+            VmLookup::Qemu => "qemu",
+        }
+    }
+}
+
+/// The VM resolver's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSettings {
+    pub sources: Vec<VmLookup>,
+    pub virsh_command: Vec<String>,
+    /// `-c` for virsh; empty: virsh's default connection.
+    pub virsh_uri: String,
 }
 
 /// The VM resolver's checked settings.
@@ -349,7 +393,7 @@ impl Config {
                 format!("{telemetry_path:?} must start with /"),
             ));
         }
-        if crate::server::routes::FIXED_PATHS.contains(&telemetry_path.as_str()) {
+        if FIXED_PATHS.contains(&telemetry_path.as_str()) {
             return Err(invalid(
                 "web.telemetry_path",
                 format!("{telemetry_path:?} is taken by the live view or the health check"),

@@ -10,16 +10,16 @@ use std::time::{Instant, SystemTime};
 
 use crate::command::Runner;
 use crate::compose::LabelTable;
-use crate::config::Config;
+use crate::config::{Config, Schedule, VmLookup};
 use crate::hub::Hub;
-use crate::resolver::{AnyResolver, Publish, Resolver, Schedule};
+use crate::resolver::{AnyResolver, Publish, Resolver};
 use crate::scrape::{JoinStats, NetdevReader, Scrape};
 use crate::sources::docker::DockerSource;
 use crate::sources::incus::IncusSource;
 use crate::sources::lxc::LxcSource;
 use crate::sources::middleware::Middleware;
 use crate::sources::topology::TopologySource;
-use crate::sources::vm::{VmLookup, VmSource};
+use crate::sources::vm::VmSource;
 use crate::sources::{Owners, ResolverId, Source};
 use crate::telemetry::Telemetry;
 

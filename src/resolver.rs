@@ -10,14 +10,9 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::{Notify, watch};
 
+use crate::config::Schedule;
 use crate::sources::{ResolverId, Source};
 use crate::telemetry::ResolverMetrics;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Schedule {
-    pub interval: Duration,
-    pub timeout: Duration,
-}
 
 /// Wake-triggered refreshes are spaced at least this far apart, so that a burst
 /// of engine events (a `docker run` sends a connect, then a start) costs one

@@ -59,8 +59,8 @@ pub async fn serve(
         access,
         scrape_paths: vec![
             exporter.config.telemetry_path.clone(),
-            routes::PAGE_PATH.to_owned(),
-            routes::API_PATH.to_owned(),
+            crate::config::PAGE_PATH.to_owned(),
+            crate::config::API_PATH.to_owned(),
         ],
         scrapes: limits.max_requests.map(|n| Arc::new(Semaphore::new(n))),
         max_requests: limits.max_requests.unwrap_or(0),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use warp::http::{Method, Response, StatusCode, header};
 use warp::{Filter, Reply};
 
-use crate::config::Compression;
+use crate::config::{API_PATH, Compression, FIXED_PATHS, GZIP_MIN_INTERFACES, PAGE_PATH};
 use crate::exporter::Exporter;
 use crate::server::live;
 
@@ -30,11 +30,6 @@ fn respond(
     );
     resp
 }
-
-/// With `[web] compression = "auto"`, a scrape of at least this many
-/// interfaces is gzipped for a client that accepts it. Measured on this
-/// project's 2-core machine (benches/scrape.rs, `gzip_*`): see the README.
-pub const GZIP_MIN_INTERFACES: usize = 1000;
 
 /// Whether an `Accept-Encoding` value accepts gzip (`gzip` or `*`, not `q=0`).
 pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
@@ -92,12 +87,6 @@ impl<I: Iterator<Item = Vec<u8>>> Iterator for Gzipped<I> {
         }
     }
 }
-
-/// The live view's page and its data; both read net/dev as a scrape does.
-pub const PAGE_PATH: &str = "/";
-pub const API_PATH: &str = "/api/v1/interfaces";
-/// Every path besides the telemetry path, which may be none of them.
-pub const FIXED_PATHS: [&str; 5] = [PAGE_PATH, API_PATH, "/live.js", "/live.css", "/-/healthy"];
 
 /// Routes one request.
 pub async fn handle(

@@ -26,29 +26,11 @@ use serde::Deserialize;
 
 use crate::bounded;
 use crate::command::{CommandError, Runner};
+use crate::config::{VmLookup, VmSettings};
 use crate::labels::Kind;
 use crate::sources::middleware::Middleware;
 use crate::sources::{Lookup, Owner, Owners, ResolverId, Source, Worker, WorkerError, procfs};
 use crate::telemetry::Telemetry;
-
-/// Where VMs are looked up (`[vm] sources`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VmLookup {
-    Midclt,
-    Virsh,
-    Qemu,
-}
-
-impl VmLookup {
-    pub fn name(self) -> &'static str {
-        match self {
-            VmLookup::Midclt => "midclt",
-            VmLookup::Virsh => "virsh",
-            VmLookup::Qemu => "qemu",
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
@@ -360,15 +342,6 @@ pub fn combine(order: &[VmLookup], found: &Found) -> Owners {
         }
     }
     owners
-}
-
-/// The VM resolver's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmSettings {
-    pub sources: Vec<VmLookup>,
-    pub virsh_command: Vec<String>,
-    /// `-c` for virsh; empty: virsh's default connection.
-    pub virsh_uri: String,
 }
 
 pub struct VmSource {
