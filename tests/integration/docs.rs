@@ -1,5 +1,6 @@
-//! The README says only what is true: its TOML snippets are valid configs, and
-//! the log messages its troubleshooting quotes are ones the code emits.
+//! The README says only what is true: its TOML snippets are valid configs,
+//! the log messages its troubleshooting quotes are ones the code emits, and
+//! the modules depend on each other in the one direction its Layout gives.
 //! (Its Prometheus config and PromQL are run in prometheus.rs.)
 
 use std::path::Path;
@@ -63,4 +64,76 @@ fn troubleshooting_quotes_real_log_messages() {
         }
     }
     assert!(checked >= 6, "only {checked} messages checked");
+}
+
+/// Modules, lowest layer first: each may use only modules of a lower layer
+/// (or its own). What README's Layout says about the direction.
+const LAYERS: &[&[&str]] = &[
+    &["bounded", "labels", "cli", "netdev", "healthcheck"],
+    &["process"],
+    &["telemetry"],
+    &["command"],
+    &["config"],
+    &["sources"],
+    &["resolver", "synthetic"],
+    &["compose"],
+    &["hub"],
+    &["scrape"],
+    &["exporter"],
+    &["server"],
+];
+
+#[test]
+fn modules_depend_one_way() {
+    let layer = |module: &str| LAYERS.iter().position(|l| l.contains(&module));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = vec![];
+    let mut dirs = vec![src.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    let mut checked = 0;
+    for file in files {
+        let relative = file
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let module = relative.split(['/', '.']).next().unwrap();
+        if matches!(module, "lib" | "main") {
+            continue;
+        }
+        let own = layer(module).unwrap_or_else(|| panic!("{relative}: not in LAYERS"));
+        let text = std::fs::read_to_string(&file).unwrap();
+        // Code, not doc links: a comment may point anywhere.
+        for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            for used in line.split("crate::").skip(1) {
+                let used = used
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .next()
+                    .unwrap();
+                assert!(
+                    !used.is_empty(),
+                    "{relative}: name each module used: {line}"
+                );
+                if used == module {
+                    continue;
+                }
+                let theirs = layer(used).unwrap_or_else(|| panic!("{used}: not in LAYERS"));
+                assert!(
+                    theirs < own,
+                    "{relative} uses crate::{used}, a layer above or beside it: {line}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 50, "only {checked} uses seen");
 }
