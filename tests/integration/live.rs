@@ -95,6 +95,32 @@ fn the_api_says_what_metrics_says() {
         expected
     );
     assert_eq!(names.len(), expected.len(), "each once");
+    // Two entries whole, exactly: a NIC with its link speed, a VM's tap on a
+    // VLAN bridge (no speed: taps report none).
+    let entry = |name: &str| list.iter().find(|i| i["interface"] == name).unwrap();
+    assert_eq!(
+        entry("enp8s0f0"),
+        &serde_json::json!({
+            "interface": "enp8s0f0", "instance": "enp8s0f0", "instance_type": "physical",
+            "app": "", "bridge": "", "state": "up", "vlan": null,
+            "speed_bytes": 1_250_000_000u64, "mtu_bytes": 9000,
+            "owner": {"kind": "nic", "name": "enp8s0f0"},
+            "rx_bytes": 1_111_594_096_922u64, "tx_bytes": 555_797_048_461u64,
+            "rx_packets": 22, "tx_packets": 26, "rx_errors": 2, "tx_errors": 0,
+            "rx_dropped": 2, "tx_dropped": 2
+        })
+    );
+    assert_eq!(
+        entry("vnet0"),
+        &serde_json::json!({
+            "interface": "vnet0", "instance": "pihole", "instance_type": "vm",
+            "app": "", "bridge": "br0", "state": "unknown", "vlan": 1,
+            "speed_bytes": null, "mtu_bytes": 1500,
+            "owner": {"kind": "vm", "name": "pihole"},
+            "rx_bytes": 8007, "tx_bytes": 4003, "rx_packets": 88, "tx_packets": 104,
+            "rx_errors": 2, "tx_errors": 0, "rx_dropped": 3, "tx_dropped": 0
+        })
+    );
 
     for it in list {
         let name = it["interface"].as_str().unwrap();
