@@ -1,6 +1,9 @@
 //! Configuration in two steps (as ripgrep does): [`RawConfig`] is the TOML file
 //! as written, with unknown keys rejected by name; [`Config`] is the checked
 //! result after CLI flags override it, with every value parsed and validated.
+//! Its types (schedules, each resolver's settings, the server's fixed paths)
+//! sit below everything that uses them: config imports no source and no part
+//! of the server.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
