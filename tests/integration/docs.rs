@@ -3,7 +3,7 @@
 //! the modules depend on each other in the one direction its Layout gives.
 //! (Its Prometheus config and PromQL are run in prometheus.rs.)
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use truenas_net_exporter::Config;
 use truenas_net_exporter::cli::Cli;
@@ -13,20 +13,32 @@ fn readme() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap()
 }
 
-fn sources() -> String {
-    let mut all = String::new();
-    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// Every `.rs` file under src/.
+fn source_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![src()];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(dir).unwrap().flatten() {
             let path = entry.path();
             if path.is_dir() {
                 dirs.push(path);
             } else if path.extension().is_some_and(|e| e == "rs") {
-                all.push_str(&std::fs::read_to_string(path).unwrap());
+                files.push(path);
             }
         }
     }
-    all
+    files
+}
+
+fn sources() -> String {
+    source_files()
+        .into_iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect()
 }
 
 #[test]
@@ -86,21 +98,9 @@ const LAYERS: &[&[&str]] = &[
 #[test]
 fn modules_depend_one_way() {
     let layer = |module: &str| LAYERS.iter().position(|l| l.contains(&module));
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = vec![];
-    let mut dirs = vec![src.clone()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                files.push(path);
-            }
-        }
-    }
+    let src = src();
     let mut checked = 0;
-    for file in files {
+    for file in source_files() {
         let relative = file
             .strip_prefix(&src)
             .unwrap()

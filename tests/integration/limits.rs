@@ -141,8 +141,6 @@ pub fn big_host(n: usize) -> SharedHost {
     // Rebuilt on each run: an older layout must not linger.
     let _ = std::fs::remove_dir_all(&root);
     let net = root.join("sys/class/net");
-    let mut netdev =
-        String::from("Inter-|   Receive |  Transmit\n face |bytes packets|bytes packets\n");
     for i in 0..n {
         let name = format!("veth{i:07x}");
         let dir = net.join(&name);
@@ -160,18 +158,28 @@ pub fn big_host(n: usize) -> SharedHost {
         ] {
             std::fs::write(dir.join(f), format!("{v}\n")).unwrap();
         }
+    }
+    std::fs::create_dir_all(root.join("proc/1/net")).unwrap();
+    std::fs::write(root.join("proc/1/net/dev"), netdev_of(n)).unwrap();
+    built.push(n);
+    SharedHost(root)
+}
+
+/// A net/dev of `n` veths, `veth0000000` on, with counters that differ.
+fn netdev_of(n: usize) -> String {
+    let mut netdev =
+        String::from("Inter-|   Receive |  Transmit\n face |bytes packets|bytes packets\n");
+    for i in 0..n {
         netdev.push_str(&format!(
-            "{name:>15}: {} {} 0 0 0 0 0 0 {} {} 0 0 0 0 0 0\n",
+            "{:>15}: {} {} 0 0 0 0 0 0 {} {} 0 0 0 0 0 0\n",
+            format!("veth{i:07x}"),
             i * 1_000_003,
             i * 17,
             i * 999_983,
             i * 13
         ));
     }
-    std::fs::create_dir_all(root.join("proc/1/net")).unwrap();
-    std::fs::write(root.join("proc/1/net/dev"), netdev).unwrap();
-    built.push(n);
-    SharedHost(root)
+    netdev
 }
 
 /// A generated host that tests share and do not change.
@@ -257,19 +265,7 @@ fn once_streams_its_output() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("proc/1/net");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut netdev =
-        String::from("Inter-|   Receive |  Transmit\n face |bytes packets|bytes packets\n");
-    for i in 0..200_000u64 {
-        let name = format!("veth{i:07x}");
-        netdev.push_str(&format!(
-            "{name:>15}: {} {} 0 0 0 0 0 0 {} {} 0 0 0 0 0 0\n",
-            i * 1_000_003,
-            i * 17,
-            i * 999_983,
-            i * 13
-        ));
-    }
-    std::fs::write(dir.join("dev"), netdev).unwrap();
+    std::fs::write(dir.join("dev"), netdev_of(200_000)).unwrap();
 
     let mut child = Command::new(bin())
         .arg("--once")
