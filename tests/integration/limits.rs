@@ -69,12 +69,7 @@ impl Exporter {
     }
 
     fn status(&self, key: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("{key} in /proc/<pid>/status"))
+        proc_status(self.child.id(), key).unwrap_or_else(|| panic!("{key} in /proc/<pid>/status"))
     }
 
     pub fn rss_kib(&self) -> u64 {
@@ -182,6 +177,14 @@ fn netdev_of(n: usize) -> String {
     netdev
 }
 
+/// A number from `/proc/<pid>/status` (`key` with its colon: `VmHWM:`), while
+/// the process lives.
+fn proc_status(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let value = status.lines().find_map(|l| l.strip_prefix(key))?;
+    value.split_whitespace().next()?.parse().ok()
+}
+
 /// A generated host that tests share and do not change.
 pub struct SharedHost(PathBuf);
 
@@ -279,11 +282,6 @@ fn once_streams_its_output() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let hwm = |pid: u32| -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
-        line.split_whitespace().next()?.parse().ok()
-    };
     let mut stdout = child.stdout.take().unwrap();
     let mut buf = vec![0u8; 1 << 20];
     let (mut written, mut peak_kib, mut next_sample) = (0u64, 0u64, 0u64);
@@ -294,7 +292,7 @@ fn once_streams_its_output() {
         }
         written += n as u64;
         if written >= next_sample {
-            if let Some(kib) = hwm(child.id()) {
+            if let Some(kib) = proc_status(child.id(), "VmHWM:") {
                 peak_kib = peak_kib.max(kib);
             }
             next_sample = written + (4 << 20);

@@ -15,29 +15,32 @@ use crate::fixture_host::seed_vm_toml;
 use crate::http::Server;
 use crate::support::{GrowingRx, copy_fixture, fixture, have, http, require, wait_for};
 
-/// A fenced block of the README, by its language tag, under `## Prometheus`.
-fn readme_block(lang: &str) -> String {
-    let readme =
+/// The README, cut at `## Prometheus`: what comes before, and the section on.
+fn readme() -> (String, String) {
+    let mut readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let section = &readme[readme.find("## Prometheus\n").expect("Prometheus section")..];
+    let section = readme.split_off(readme.find("## Prometheus\n").expect("Prometheus section"));
+    (readme, section)
+}
+
+/// The first fenced block of the README's Prometheus section, by its tag.
+fn readme_block(lang: &str) -> String {
+    let (_, section) = readme();
     let start = section.find(&format!("```{lang}\n")).expect("block") + lang.len() + 4;
     let len = section[start..].find("```").unwrap();
     section[start..start + len].to_owned()
 }
 
-/// The PromQL lines of every fenced block of the README before `## Prometheus`
-/// (the VLAN join, link utilisation), in the README's order.
-fn readme_queries_before_prometheus() -> Vec<String> {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let before = &readme[..readme.find("## Prometheus\n").expect("Prometheus section")];
+/// The query lines of every `promql` block in `text`, in order.
+fn promql_lines(text: &str) -> Vec<String> {
     let mut queries = Vec::new();
-    for block in before.split("```promql\n").skip(1) {
+    for block in text.split("```promql\n").skip(1) {
         let block = &block[..block.find("```").expect("closed block")];
         queries.extend(
             block
                 .lines()
-                .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
                 .map(str::to_owned),
         );
     }
@@ -187,16 +190,12 @@ fn readme_queries_answer_from_a_real_prometheus() {
     let host_server = server_on("/var/run/docker.sock", "");
     let prom = start_prometheus(&[fixture_server.addr, host_server.addr]);
 
-    let queries: Vec<String> = readme_block("promql")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_owned)
-        .collect();
+    let (before, section) = readme();
+    let queries = promql_lines(&section);
     assert_eq!(queries.len(), 5, "the README's five queries");
     // And those before the section: the VLAN join (a join on `interface`
     // alone would fail here: both hosts have `lo`) and utilisation.
-    let others = readme_queries_before_prometheus();
+    let others = promql_lines(&before);
     assert_eq!(others.len(), 2, "the VLAN join and utilisation: {others:?}");
     let queries: Vec<String> = queries.into_iter().chain(others).collect();
     // rate() needs two samples: poll until every query has an answer.
