@@ -6,12 +6,10 @@
 //! they read through a [`Worker`], one blocking thread at a time, under a timeout.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -144,15 +142,19 @@ pub enum WorkerError {
     Stuck { path: String, stuck_for: Duration },
 }
 
-/// Runs blocking reads (sysfs, /proc, a net/dev off procfs) on the blocking
-/// pool, each under a timeout. A read that hangs in the kernel (a hung
-/// filesystem) keeps its thread until it returns; while any job is overdue,
-/// new jobs fail at once, naming the path it is stuck on, so a stuck mount
-/// costs a few threads, not one per refresh or per scrape.
+/// Runs blocking reads (sysfs, /proc, a net/dev off procfs, a socket's
+/// path) on the blocking pool, one job at a time, each under a timeout that
+/// counts from when it was asked for. A read that hangs in the kernel (a hung
+/// filesystem) keeps its thread until it returns, and keeps its turn: while
+/// it is overdue, new jobs fail at once, naming the path it is stuck on. So a
+/// stuck path costs one thread per worker, however many callers ask.
 pub struct Worker {
     timeout: Duration,
-    next: AtomicU64,
-    jobs: Arc<Mutex<HashMap<u64, Job>>>,
+    /// One permit: the turn to run. A job holds it until its thread returns,
+    /// even after its caller stopped waiting.
+    turn: Arc<tokio::sync::Semaphore>,
+    /// The job that holds the turn.
+    running: Arc<Mutex<Option<Job>>>,
 }
 
 struct Job {
@@ -172,46 +174,75 @@ impl Worker {
     pub fn new(timeout: Duration) -> Worker {
         Worker {
             timeout,
-            next: AtomicU64::new(0),
-            jobs: Arc::default(),
+            turn: Arc::new(tokio::sync::Semaphore::new(1)),
+            running: Arc::default(),
         }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The running job, if it is overdue: an error that names its path.
+    fn stuck(&self) -> Option<WorkerError> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let job = running.as_ref()?;
+        let stuck_for = job.started.elapsed();
+        (stuck_for > self.timeout).then(|| WorkerError::Stuck {
+            path: job.path(),
+            stuck_for,
+        })
     }
 
     pub async fn run<T: Send + 'static>(
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, WorkerError> {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let path = Arc::new(Mutex::new(PathBuf::new()));
-        {
-            let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(stuck) = jobs.values().find(|j| j.started.elapsed() > self.timeout) {
-                return Err(WorkerError::Stuck {
-                    path: stuck.path(),
-                    stuck_for: stuck.started.elapsed(),
-                });
-            }
-            let started = Instant::now();
-            let path = Arc::clone(&path);
-            jobs.insert(id, Job { started, path });
+        if let Some(stuck) = self.stuck() {
+            return Err(stuck);
         }
-        let jobs = Arc::clone(&self.jobs);
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let turn =
+            match tokio::time::timeout_at(deadline, Arc::clone(&self.turn).acquire_owned()).await {
+                Ok(Ok(turn)) => turn,
+                // The semaphore is never closed; waiting past the deadline means
+                // the job ahead overran it.
+                _ => {
+                    return Err(self.stuck().unwrap_or_else(|| WorkerError::Timeout {
+                        path: "(waiting for an earlier read)".into(),
+                        after: self.timeout,
+                    }));
+                }
+            };
+        let path = Arc::new(Mutex::new(PathBuf::new()));
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Job {
+            started: Instant::now(),
+            path: Arc::clone(&path),
+        });
+        let running = Arc::clone(&self.running);
         let progress = Arc::clone(&path);
         let handle = tokio::task::spawn_blocking(move || {
-            // Removed however the job ends, even if nobody awaits it any more.
-            struct Done(Arc<Mutex<HashMap<u64, Job>>>, u64);
+            // Given back however the job ends, even if nobody awaits it any more.
+            // The turn (a field) goes back after the job is marked done.
+            struct Done {
+                running: Arc<Mutex<Option<Job>>>,
+                _turn: tokio::sync::OwnedSemaphorePermit,
+            }
             impl Drop for Done {
                 fn drop(&mut self) {
-                    self.0
+                    self.running
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .remove(&self.1);
+                        .take();
                 }
             }
-            let _done = Done(jobs, id);
+            let _done = Done {
+                running,
+                _turn: turn,
+            };
             with_progress(progress, job)
         });
-        match tokio::time::timeout(self.timeout, handle).await {
+        match tokio::time::timeout_at(deadline, handle).await {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => Err(WorkerError::Panicked(e.to_string())),
             Err(_) => Err(WorkerError::Timeout {
@@ -225,15 +256,34 @@ impl Worker {
         }
     }
 
-    /// The path the longest-running job last touched, if a job runs.
+    /// The path the running job last touched, if a job runs.
     pub fn stuck_on(&self) -> Option<String> {
-        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        jobs.values().min_by_key(|j| j.started).map(Job::path)
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.as_ref().map(Job::path)
     }
+}
+
+/// Connects to the unix socket at `path` through `worker`: `connect(2)` looks
+/// the path up in the calling thread even on a non-blocking socket, and under
+/// a hung mount that lookup never returns.
+pub async fn connect_unix(worker: &Worker, path: &Path) -> io::Result<tokio::net::UnixStream> {
+    let owned = path.to_owned();
+    let stream = worker
+        .run(move || {
+            note(&owned);
+            let stream = std::os::unix::net::UnixStream::connect(&owned)?;
+            stream.set_nonblocking(true)?;
+            Ok::<_, io::Error>(stream)
+        })
+        .await
+        .map_err(|e| io::Error::new(io::ErrorKind::TimedOut, e.to_string()))??;
+    tokio::net::UnixStream::from_std(stream)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     use super::*;
 
     #[test]
@@ -266,26 +316,50 @@ mod tests {
         assert_eq!(sysfs_text(&f), None, "longer than a sysfs page");
     }
 
-    /// A job that never returns (a read stuck in the kernel) keeps one thread;
-    /// later jobs fail at once and name its path instead of piling up.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    /// A job that never returns (a read stuck in the kernel) keeps one thread:
+    /// jobs asked for at the same moment wait for their turn, and once it is
+    /// overdue they fail at once and name its path, instead of each taking a
+    /// thread of its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stuck_job_costs_one_thread_and_is_named() {
-        let worker = Worker::new(Duration::from_millis(200));
+        let worker = Arc::new(Worker::new(Duration::from_millis(300)));
         let (release, hold) = std::sync::mpsc::channel::<()>();
         let started = Arc::new(AtomicU64::new(0));
-        let count = Arc::clone(&started);
-        let err = worker
-            .run(move || {
-                count.fetch_add(1, Ordering::Relaxed);
-                note(Path::new("/sys/class/net/eth0/operstate"));
-                let _ = hold.recv();
+        let stuck = {
+            let (worker, count) = (Arc::clone(&worker), Arc::clone(&started));
+            tokio::spawn(async move {
+                worker
+                    .run(move || {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        note(Path::new("/sys/class/net/eth0/operstate"));
+                        let _ = hold.recv();
+                    })
+                    .await
             })
-            .await
-            .unwrap_err();
+        };
+        while started.load(Ordering::Relaxed) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Fifty callers within the stuck job's timeout (scrapes at once).
+        let callers: Vec<_> = (0..50)
+            .map(|_| {
+                let (worker, count) = (Arc::clone(&worker), Arc::clone(&started));
+                tokio::spawn(async move {
+                    worker
+                        .run(move || count.fetch_add(1, Ordering::Relaxed))
+                        .await
+                })
+            })
+            .collect();
+        let err = stuck.await.unwrap().unwrap_err();
         assert!(
             matches!(&err, WorkerError::Timeout { path, .. } if path.ends_with("eth0/operstate")),
             "{err}"
         );
+        for caller in callers {
+            let err = caller.await.unwrap().unwrap_err();
+            assert!(err.to_string().contains("eth0/operstate"), "{err}");
+        }
         for _ in 0..50 {
             let count = Arc::clone(&started);
             let err = worker
