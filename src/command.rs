@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::bounded::Worker;
 use crate::telemetry::{Limit, LimitMetric, Telemetry};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,13 +38,16 @@ pub enum CommandError {
 }
 
 /// How a command is run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Limits<'a> {
     /// Run inside this root (chroot) when given.
     pub chroot: Option<&'a Path>,
     pub timeout: Duration,
     /// stdout beyond this fails the command.
     pub max_output: usize,
+    /// Starts the process: `fork` + `exec` wait for the program to be found,
+    /// which under a hung mount (the host's root) never happens.
+    pub spawner: &'a Worker,
 }
 
 /// Runs commands with fixed limits, counting each limit that trips.
@@ -51,6 +55,7 @@ pub struct Runner {
     chroot: Option<PathBuf>,
     timeout: Duration,
     max_output: usize,
+    spawner: Worker,
     timeouts: Arc<LimitMetric>,
     overflows: Arc<LimitMetric>,
 }
@@ -66,16 +71,28 @@ impl Runner {
             chroot,
             timeout,
             max_output,
+            spawner: Worker::new(timeout),
             timeouts: telemetry.limit(Limit::CommandTimeout),
             overflows: telemetry.limit(Limit::CommandOutput),
         }
     }
 
     pub async fn run(&self, argv: &[String]) -> Result<String, CommandError> {
+        self.run_within(argv, self.timeout).await
+    }
+
+    /// [`Runner::run`] under the command timeout or `budget`, whichever is
+    /// shorter: a lookup's budget within its resolver's refresh.
+    pub async fn run_within(
+        &self,
+        argv: &[String],
+        budget: Duration,
+    ) -> Result<String, CommandError> {
         let limits = Limits {
             chroot: self.chroot.as_deref(),
-            timeout: self.timeout,
+            timeout: self.timeout.min(budget),
             max_output: self.max_output,
+            spawner: &self.spawner,
         };
         let result = run(argv, limits).await;
         match &result {
@@ -120,13 +137,20 @@ pub async fn run(argv: &[String], limits: Limits<'_>) -> Result<String, CommandE
             });
         }
     }
-    let mut child = cmd.spawn().map_err(|source| CommandError::Spawn {
+    let spawned = limits
+        .spawner
+        .run(move || cmd.spawn())
+        .await
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::TimedOut, e.to_string()))
+        .and_then(|spawned| spawned);
+    let mut child = spawned.map_err(|source| CommandError::Spawn {
         command: command.clone(),
         source,
     })?;
-    let group = child.id().and_then(|id| i32::try_from(id).ok());
+    // Killed however this ends, the caller giving up on it (a dropped
+    // future) included.
+    let group = Group(child.id().and_then(|id| i32::try_from(id).ok()));
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        kill_group(group);
         return Err(CommandError::Spawn {
             command,
             source: std::io::Error::other("no pipes to the child"),
@@ -157,7 +181,7 @@ pub async fn run(argv: &[String], limits: Limits<'_>) -> Result<String, CommandE
         status.map(Some)
     })
     .await;
-    kill_group(group);
+    drop(group);
     match outcome {
         Err(_) => Err(CommandError::Timeout {
             command,
@@ -197,10 +221,15 @@ async fn read_capped(
     Ok(true)
 }
 
-/// SIGKILL to the tool's whole process group (a no-op once it is empty).
-fn kill_group(group: Option<i32>) {
-    if let Some(group) = group.and_then(rustix::process::Pid::from_raw) {
-        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+/// The tool's process group: SIGKILL to all of it when dropped (a no-op
+/// once it is empty). The child itself is reaped by tokio (`kill_on_drop`).
+struct Group(Option<i32>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(group) = self.0.and_then(rustix::process::Pid::from_raw) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
     }
 }
 
@@ -213,10 +242,13 @@ mod tests {
     }
 
     fn limits(timeout_ms: u64, max_output: usize) -> Limits<'static> {
+        static SPAWNER: std::sync::LazyLock<Worker> =
+            std::sync::LazyLock::new(|| Worker::new(Duration::from_secs(5)));
         Limits {
             chroot: None,
             timeout: Duration::from_millis(timeout_ms),
             max_output,
+            spawner: &SPAWNER,
         }
     }
 
@@ -295,6 +327,31 @@ mod tests {
             !exists(pid) || is_zombie(pid)
         });
         assert!(gone, "the tool's child {pid} outlived the timeout");
+    }
+
+    /// A caller that gives up (its lookup's budget ran out) drops the
+    /// future: the tool and its children go with it.
+    #[tokio::test]
+    async fn a_dropped_run_kills_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child");
+        let script = format!("sleep 600 & echo $! > {}; wait", pidfile.display());
+        let given_up = tokio::time::timeout(
+            Duration::from_millis(500),
+            run(&sh(&script), limits(60_000, 100)),
+        )
+        .await;
+        assert!(given_up.is_err(), "still running at the caller's deadline");
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            !exists(pid) || is_zombie(pid)
+        });
+        assert!(gone, "the tool's child {pid} outlived the dropped run");
     }
 
     fn exists(pid: i32) -> bool {
