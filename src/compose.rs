@@ -118,11 +118,11 @@ pub fn classify(name: &[u8], facts: &LinkFacts) -> Kind {
         // vxlan, bond, wireguard, ...: known kinds with no label value of their own.
         return Kind::Unknown;
     }
-    if facts.has_lower && is_linked(facts) {
+    if facts.has_lower && facts.is_linked() {
         // Stacked on a lower device with no DEVTYPE: a macvlan (VLANs say DEVTYPE=vlan).
         return Kind::Macvtap;
     }
-    if is_veth(facts) {
+    if facts.is_veth() {
         // An unowned veth: the seed's orphan Docker veth.
         return Kind::Docker;
     }
@@ -135,16 +135,6 @@ pub fn classify(name: &[u8], facts: &LinkFacts) -> Kind {
     }
 }
 
-/// A veth: an Ethernet device linked to a peer (`iflink` != `ifindex`) that is
-/// not stacked on a lower device.
-fn is_veth(facts: &LinkFacts) -> bool {
-    is_linked(facts) && facts.link_type == Some(1) && !facts.has_lower
-}
-
-fn is_linked(facts: &LinkFacts) -> bool {
-    matches!((facts.ifindex, facts.iflink), (Some(i), Some(l)) if i != l)
-}
-
 /// Builds the label table from the topology and the owner snapshots (earlier
 /// owners win when two claim the same interface).
 pub fn compose(
@@ -153,8 +143,8 @@ pub fn compose(
     settings: &LabelSettings,
 ) -> LabelTable {
     let owner_of = |name: &[u8]| {
-        let ifindex = topology.links.get(name).and_then(|f| f.ifindex);
-        owners.iter().find_map(|o| o.get(name, ifindex))
+        let facts = topology.links.get(name);
+        owners.iter().find_map(|o| o.get(name, facts))
     };
 
     // A bridge with a VLAN port tags its other ports with that VLAN (lowest id wins).
@@ -421,6 +411,68 @@ mod tests {
             info_of(&table, "br0").ends_with(r#"vlan="""#),
             "the bridge itself is no member"
         );
+    }
+
+    /// A container's macvlan (or ipvlan) interface has its parent's ifindex
+    /// as `iflink`, just as a veth's container end has its host end's: the
+    /// claim holds only for a host veth that points back at that end.
+    #[test]
+    fn an_iflink_claims_only_the_host_end_of_a_veth() {
+        let nic = LinkFacts {
+            has_driver: true,
+            ..eth(2, 2)
+        };
+        let bridge = LinkFacts {
+            is_bridge: true,
+            ..eth(3, 3)
+        };
+        let t = topo(&[
+            ("eno1", nic),
+            ("br0", bridge),
+            // Host veths: 7's peer is the container's end 5; 8's is elsewhere.
+            ("veth7", eth(7, 5)),
+            ("veth8", eth(8, 9)),
+        ]);
+        let owner = Owner {
+            kind: Kind::Docker,
+            instance: "ix-web-web-1".into(),
+            app: "web".into(),
+        };
+        let mut docker = Owners::default();
+        use crate::sources::procfs::VethEnd;
+        let end = |host_ifindex, ifindex| VethEnd {
+            host_ifindex,
+            ifindex,
+        };
+        // Container ends: a veth (5 -> host 7), a macvlan on eno1 and one on
+        // br0 (their iflink is the parent's), and an end whose index does not
+        // match veth8's peer.
+        docker.claim_veths(&[end(7, 5), end(2, 6), end(3, 4), end(8, 4)], &owner);
+        let table = compose(&t, &[&docker], &LabelSettings::default());
+        let instance = |name: &str| {
+            table
+                .get(name.as_bytes())
+                .unwrap()
+                .rendered
+                .as_ref()
+                .unwrap()
+                .values()[1]
+                .to_string()
+        };
+        assert_eq!(instance("veth7"), "ix-web-web-1");
+        assert_eq!(
+            instance("eno1"),
+            "eno1",
+            "the macvlan's parent NIC stays the host's"
+        );
+        assert_eq!(instance("br0"), "br0", "and so does a parent bridge");
+        assert_eq!(
+            instance("veth8"),
+            "veth8",
+            "a veth whose peer is another end"
+        );
+        assert!(counters_of(&table, "eno1").contains(r#"instance_type="physical""#));
+        assert!(counters_of(&table, "br0").contains(r#"instance_type="bridge""#));
     }
 
     #[test]

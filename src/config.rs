@@ -486,7 +486,7 @@ impl Config {
             timeout: duration_key(
                 "commands.timeout",
                 raw.commands.timeout,
-                Duration::from_secs(15),
+                Duration::from_secs(10),
             )?,
             max_output_bytes: positive(
                 "commands.max_output_bytes",
@@ -507,7 +507,7 @@ impl Config {
                 timeout: raw.incus.timeout,
             },
             Duration::from_secs(30),
-            Duration::from_secs(10),
+            Duration::from_secs(15),
         )?
         .map(|schedule| IncusConfig {
             schedule,
@@ -598,7 +598,7 @@ impl Config {
                 ("lxc.interval", "lxc.timeout"),
                 raw.lxc,
                 Duration::from_secs(30),
-                Duration::from_secs(10),
+                Duration::from_secs(15),
             )?,
             incus,
             commands,
@@ -762,6 +762,28 @@ mod tests {
             Some(Duration::from_secs(10))
         );
         assert_eq!(c.mode, RunMode::Serve);
+    }
+
+    /// A resolver's lookups each get three quarters of its refresh timeout:
+    /// by default a command's own timeout fits in that, so the command's
+    /// error (not the lookup's deadline) is what a hung tool shows.
+    #[test]
+    fn default_command_timeout_fits_every_lookup_budget() {
+        let c = build("", &Cli::default()).unwrap();
+        let budget = |t: Duration| t.mul_f64(0.75);
+        let timeouts = [
+            c.vm.as_ref().map(|v| v.schedule.timeout),
+            c.lxc.map(|s| s.timeout),
+            c.incus.as_ref().map(|i| i.schedule.timeout),
+        ];
+        for timeout in timeouts {
+            let timeout = timeout.expect("on by default");
+            assert!(
+                c.commands.timeout <= budget(timeout),
+                "{:?} > 3/4 of {timeout:?}",
+                c.commands.timeout
+            );
+        }
     }
 
     #[test]

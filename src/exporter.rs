@@ -69,6 +69,7 @@ impl Exporter {
                 &incus.socket,
                 &c.rootfs,
                 incus.max_response_bytes,
+                incus.schedule.timeout,
                 Some(Arc::clone(&middleware)),
             );
             list.push(self.owner_resolver(source, incus.schedule));

@@ -131,8 +131,8 @@ pub fn namespace_owners<'a>(
     by_ns.into_iter().map(|(ns, facts)| (facts, ns)).collect()
 }
 
-/// Maps every container-owned veth (by host ifindex) to its container.
-pub fn map_veths(procfs: &Path, containers: Vec<ContainerFacts>) -> HashMap<u32, Owner> {
+/// Claims every container's veths (by their host ends) for the container.
+pub fn map_veths(procfs: &Path, containers: Vec<ContainerFacts>) -> Owners {
     let host_ns = procfs::netns_of(procfs, "1");
     let with_ns: Vec<(ContainerFacts, String)> = containers
         .into_iter()
@@ -144,18 +144,16 @@ pub fn map_veths(procfs: &Path, containers: Vec<ContainerFacts>) -> HashMap<u32,
             Some((c, ns?))
         })
         .collect();
-    let mut veths = HashMap::new();
+    let mut veths = Owners::default();
     for (facts, _) in namespace_owners(&with_ns, host_ns.as_deref()) {
-        match procfs::peer_ifindexes(procfs, facts.pid) {
-            Ok(indexes) => {
-                for index in indexes {
-                    let owner = Owner {
-                        kind: Kind::Docker,
-                        instance: facts.name.clone(),
-                        app: facts.app.clone(),
-                    };
-                    veths.insert(index, owner);
-                }
+        match procfs::veth_ends(procfs, facts.pid) {
+            Ok(ends) => {
+                let owner = Owner {
+                    kind: Kind::Docker,
+                    instance: facts.name.clone(),
+                    app: facts.app.clone(),
+                };
+                veths.claim_veths(&ends, &owner);
             }
             Err(e) => {
                 tracing::debug!(container = %facts.name, error = %e, "cannot read container sysfs")
@@ -210,13 +208,16 @@ impl DockerSource {
         let client = self
             .client
             .get_or_try_init(|| async {
-                let timeout = self.request_timeout.as_secs().max(1);
-                let client =
-                    transport::client(&self.socket, self.max_response, &self.oversize, timeout)
-                        .map_err(|source| DockerError::Connect {
-                            path: self.socket.clone(),
-                            source,
-                        })?;
+                let client = transport::client(
+                    &self.socket,
+                    self.max_response,
+                    &self.oversize,
+                    self.request_timeout,
+                )
+                .map_err(|source| DockerError::Connect {
+                    path: self.socket.clone(),
+                    source,
+                })?;
                 client
                     .negotiate_version()
                     .await
@@ -372,12 +373,11 @@ impl Source for DockerSource {
             }
         }
         let procfs = self.procfs.clone();
-        let by_ifindex = self
+        let mut owners = self
             .worker
             .run(move || map_veths(&procfs, containers))
             .await?;
 
-        let mut by_interface = HashMap::new();
         for net in &networks {
             let (Some(name), Some(id)) = (&net.name, &net.id) else {
                 continue;
@@ -388,13 +388,10 @@ impl Source for DockerSource {
                 net.options.as_ref(),
             ) {
                 let owner = bridge_owner(&bridge, name);
-                by_interface.insert(bridge.into_bytes(), owner);
+                owners.by_interface.insert(bridge.into_bytes(), owner);
             }
         }
-        Ok(Owners {
-            by_interface,
-            by_ifindex,
-        })
+        Ok(owners)
     }
 }
 
@@ -408,6 +405,7 @@ mod transport {
     use std::pin::Pin;
     use std::sync::Arc;
     use std::task::{Context, Poll};
+    use std::time::Duration;
 
     use bollard::Docker;
     use futures_util::future::BoxFuture;
@@ -416,18 +414,20 @@ mod transport {
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio::net::UnixStream;
 
+    use crate::bounded::{self, Worker};
     use crate::telemetry::LimitMetric;
 
     pub fn client(
         socket: &Path,
         max_response: usize,
         oversize: &Arc<LimitMetric>,
-        timeout_secs: u64,
+        timeout: Duration,
     ) -> Result<Docker, bollard::errors::Error> {
         let connector = Connector {
             socket: Arc::new(socket.to_owned()),
             max_response,
             oversize: Arc::clone(oversize),
+            connects: Arc::new(Worker::new(timeout)),
         };
         let client =
             hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
@@ -438,7 +438,7 @@ mod transport {
             },
             // The connector ignores the address: every request goes to the socket.
             Some("http://docker"),
-            timeout_secs,
+            timeout.as_secs().max(1),
             bollard::API_DEFAULT_VERSION,
         )
     }
@@ -448,6 +448,8 @@ mod transport {
         socket: Arc<PathBuf>,
         max_response: usize,
         oversize: Arc<LimitMetric>,
+        /// Connects off the async threads (see [`bounded::connect_unix`]).
+        connects: Arc<Worker>,
     }
 
     impl tower_service::Service<http::Uri> for Connector {
@@ -462,7 +464,7 @@ mod transport {
         fn call(&mut self, _: http::Uri) -> Self::Future {
             let me = self.clone();
             Box::pin(async move {
-                let stream = UnixStream::connect(me.socket.as_path()).await?;
+                let stream = bounded::connect_unix(&me.connects, me.socket.as_path()).await?;
                 Ok(TokioIo::new(Capped {
                     stream,
                     read_since_write: 0,

@@ -9,13 +9,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::labels::Kind;
 use crate::sources::middleware::Middleware;
 use crate::sources::unix_http::{self, UnixHttpError};
-use crate::sources::{Owner, Owners, ResolverId, Source};
+use crate::sources::{Owner, Owners, ResolverId, Source, Worker, WorkerError};
 
 /// Every project's instances; `recursion=1` includes their config (with the
 /// volatile keys) without gathering each instance's live state.
@@ -29,6 +30,8 @@ pub enum IncusError {
     Status { status: u16, message: String },
     #[error("the Incus instance list is not the expected JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
 }
 
 #[derive(Deserialize)]
@@ -93,6 +96,11 @@ fn is_macvlan_name(name: &str) -> bool {
 pub struct IncusSource {
     socket: PathBuf,
     max_response: usize,
+    /// Looks at the socket and connects to it: a hung mount under the root
+    /// must stall this resolver's refresh, not the thread every resolver shares.
+    worker: Worker,
+    /// The middleware's share of the refresh timeout.
+    budget: Duration,
     /// To tell "no Incus here" from "Incus, but its socket is not visible".
     middleware: Option<Arc<Middleware>>,
     /// Whether the socket was absent at the last refresh, to log changes only.
@@ -100,17 +108,21 @@ pub struct IncusSource {
 }
 
 impl IncusSource {
-    /// `socket` is a path on the host, looked up under `rootfs`.
+    /// `socket` is a path on the host, looked up under `rootfs`; `timeout`
+    /// is the refresh timeout.
     pub fn new(
         socket: &Path,
         rootfs: &Path,
         max_response: usize,
+        timeout: Duration,
         middleware: Option<Arc<Middleware>>,
     ) -> IncusSource {
         let socket = rootfs.join(socket.strip_prefix("/").unwrap_or(socket));
         IncusSource {
             socket,
             max_response,
+            worker: Worker::new(timeout),
+            budget: crate::sources::lookup_budget(timeout),
             middleware,
             absent: Mutex::new(None),
         }
@@ -120,7 +132,11 @@ impl IncusSource {
     /// knows Incus instances, which means the socket should be visible.
     async fn report_absent(&self) {
         let instances = match &self.middleware {
-            Some(m) => m.call("virt.instance.query").await.ok().flatten(),
+            Some(m) => m
+                .call("virt.instance.query", self.budget)
+                .await
+                .ok()
+                .flatten(),
             None => None,
         };
         let listed = instances
@@ -141,9 +157,19 @@ impl Source for IncusSource {
     type Error = IncusError;
     const ID: ResolverId = ResolverId::Incus;
 
+    fn stuck_on(&self) -> Option<String> {
+        self.worker.stuck_on()
+    }
+
     async fn refresh(&self) -> Result<Owners, IncusError> {
-        crate::bounded::note(&self.socket);
-        let absent = std::fs::symlink_metadata(&self.socket).is_err();
+        let socket = self.socket.clone();
+        let absent = self
+            .worker
+            .run(move || {
+                crate::bounded::note(&socket);
+                std::fs::symlink_metadata(&socket).is_err()
+            })
+            .await?;
         let changed = self
             .absent
             .lock()
@@ -159,7 +185,8 @@ impl Source for IncusSource {
         if changed {
             tracing::info!(socket = %self.socket.display(), "Incus socket found");
         }
-        let (status, body) = unix_http::get(&self.socket, INSTANCES, self.max_response).await?;
+        let (status, body) =
+            unix_http::get(&self.worker, &self.socket, INSTANCES, self.max_response).await?;
         if status != 200 {
             let message = serde_json::from_slice::<Answer>(&body)
                 .map(|a| a.error)

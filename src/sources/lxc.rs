@@ -103,16 +103,14 @@ pub fn owners(procfs: &Path, containers: &BTreeMap<String, u32>, kind: Kind) -> 
         let Some(pid) = procfs::in_own_netns(procfs, pid, host_ns.as_deref()) else {
             continue;
         };
-        match procfs::peer_ifindexes(procfs, pid) {
-            Ok(indexes) => {
-                for index in indexes {
-                    let owner = Owner {
-                        kind,
-                        instance: name.clone(),
-                        app: String::new(),
-                    };
-                    owners.by_ifindex.insert(index, owner);
-                }
+        match procfs::veth_ends(procfs, pid) {
+            Ok(ends) => {
+                let owner = Owner {
+                    kind,
+                    instance: name.clone(),
+                    app: String::new(),
+                };
+                owners.claim_veths(&ends, &owner);
             }
             Err(e) => {
                 tracing::debug!(container = %name, pid, error = %e, "cannot read LXC container sysfs")
@@ -124,6 +122,8 @@ pub fn owners(procfs: &Path, containers: &BTreeMap<String, u32>, kind: Kind) -> 
 
 pub struct LxcSource {
     procfs: PathBuf,
+    /// Each lookup's share of the refresh timeout.
+    budget: std::time::Duration,
     worker: Worker,
     middleware: Arc<Middleware>,
     cgroups: Lookup,
@@ -140,6 +140,7 @@ impl LxcSource {
     ) -> LxcSource {
         LxcSource {
             procfs: procfs.to_owned(),
+            budget: crate::sources::lookup_budget(timeout),
             worker: Worker::new(timeout),
             middleware,
             cgroups: Lookup::new(ResolverId::Lxc, "cgroups", telemetry),
@@ -156,7 +157,7 @@ impl LxcSource {
 
     async fn via_midclt(&self) -> Result<Owners, LxcError> {
         // No middleware, or a release before 26: no such containers here.
-        let Some(json) = self.middleware.call("container.query").await? else {
+        let Some(json) = self.middleware.call("container.query", self.budget).await? else {
             return Ok(Owners::default());
         };
         let containers = parse_container_query(&json)?;
@@ -174,15 +175,20 @@ impl Source for LxcSource {
     const ID: ResolverId = ResolverId::Lxc;
 
     async fn refresh(&self) -> Result<Owners, LxcError> {
-        let from_middleware = self.midclt.record(self.via_midclt().await);
-        let from_cgroups = self.cgroups.record(self.via_cgroups().await);
+        // Side by side, each under its own budget: a hung midclt must not
+        // keep the scan's answer from counting.
+        let (from_middleware, from_cgroups) = futures_util::future::join(
+            self.midclt.run(self.budget, self.via_midclt()),
+            self.cgroups.run(self.budget, self.via_cgroups()),
+        )
+        .await;
         match (from_middleware, from_cgroups) {
             (Err(a), Err(b)) => Err(LxcError::AllFailed(format!("midclt: {a}; cgroups: {b}"))),
             (a, b) => {
                 // TrueNAS's own containers first: the middleware knows them by name.
                 let mut all = a.unwrap_or_default();
-                for (index, owner) in b.unwrap_or_default().by_ifindex {
-                    all.by_ifindex.entry(index).or_insert(owner);
+                for (index, claim) in b.unwrap_or_default().by_veth {
+                    all.by_veth.entry(index).or_insert(claim);
                 }
                 Ok(all)
             }

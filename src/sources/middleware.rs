@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::command::{CommandError, Runner};
 
@@ -57,8 +58,12 @@ impl Middleware {
     }
 
     /// `midclt call <method>`'s output, or `None` if this host has no such
-    /// method (or no middleware at all).
-    pub async fn call(&self, method: &'static str) -> Result<Option<String>, CommandError> {
+    /// method (or no middleware at all). The call gets `budget` at most.
+    pub async fn call(
+        &self,
+        method: &'static str,
+        budget: Duration,
+    ) -> Result<Option<String>, CommandError> {
         {
             let state = self.state();
             if state.no_client || state.known.get(method) == Some(&Known::Absent) {
@@ -67,7 +72,7 @@ impl Middleware {
         }
         let mut argv = self.argv.clone();
         argv.push(method.to_owned());
-        let (result, known) = match self.runner.run(&argv).await {
+        let (result, known) = match self.runner.run_within(&argv, budget).await {
             Ok(out) => (Ok(Some(out)), Known::Answers),
             Err(CommandError::Failed { stderr, .. })
                 if NO_SUCH_METHOD.iter().any(|m| stderr.contains(m)) =>
@@ -117,9 +122,9 @@ impl Middleware {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
+
+    const BUDGET: Duration = Duration::from_secs(5);
     use crate::telemetry::Telemetry;
 
     /// A fake client: answers `vm.query`, fails `container.query` as 24.x
@@ -157,10 +162,13 @@ mod tests {
     async fn missing_methods_are_nothing_here_and_asked_once() {
         let dir = tempfile::tempdir().unwrap();
         let m = fake(dir.path());
-        assert_eq!(m.call("vm.query").await.unwrap().as_deref(), Some("[]\n"));
+        assert_eq!(
+            m.call("vm.query", BUDGET).await.unwrap().as_deref(),
+            Some("[]\n")
+        );
         for _ in 0..3 {
-            assert_eq!(m.call("container.query").await.unwrap(), None);
-            assert_eq!(m.call("virt.instance.query").await.unwrap(), None);
+            assert_eq!(m.call("container.query", BUDGET).await.unwrap(), None);
+            assert_eq!(m.call("virt.instance.query", BUDGET).await.unwrap(), None);
         }
         let runs = std::fs::read_to_string(dir.path().join("runs")).unwrap();
         assert_eq!(
@@ -168,7 +176,7 @@ mod tests {
             3,
             "each missing method was tried once"
         );
-        let err = m.call("other.query").await.unwrap_err();
+        let err = m.call("other.query", BUDGET).await.unwrap_err();
         assert!(
             err.to_string().contains("boom"),
             "a real failure is an error: {err}"
@@ -183,6 +191,6 @@ mod tests {
             runner,
             vec![],
         );
-        assert_eq!(m.call("vm.query").await.unwrap(), None);
+        assert_eq!(m.call("vm.query", BUDGET).await.unwrap(), None);
     }
 }

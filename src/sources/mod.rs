@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 pub use crate::bounded::{Worker, WorkerError};
 use crate::labels::Kind;
+use crate::sources::topology::LinkFacts;
 
 pub mod docker;
 pub mod incus;
@@ -84,6 +85,13 @@ pub trait Source: Send + Sync + 'static {
     }
 }
 
+/// The part of a refresh's timeout each of its lookups may take: they run
+/// side by side, and the rest of the refresh joins their answers. A tool's
+/// own timeout is cut to it, so a hung tool cannot use up the refresh.
+pub fn lookup_budget(refresh_timeout: std::time::Duration) -> std::time::Duration {
+    refresh_timeout.mul_f64(0.75)
+}
+
 /// One of several lookups of a resolver (the VM resolver asks the
 /// middleware, virsh and the process table): a lookup that fails is logged
 /// once per change and counted, and the others still apply; the resolver
@@ -110,6 +118,24 @@ impl Lookup {
             errors,
             failing: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Runs one lookup under its own `budget` and records the outcome. Its
+    /// error (a timeout included) comes back as text for the resolver's own.
+    pub async fn run<T, E: std::fmt::Display>(
+        &self,
+        budget: std::time::Duration,
+        work: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, String> {
+        let outcome = match tokio::time::timeout(budget, work).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {}",
+                humantime::format_duration(budget)
+            )),
+        };
+        self.record(outcome)
     }
 
     /// Records one outcome; passes it on.
@@ -146,19 +172,44 @@ pub struct Owner {
 }
 
 /// An owner resolver's snapshot. Interfaces are claimed by name where the
-/// resolver knows it (a Docker bridge, a VM's tap) or by host ifindex where it
-/// only knows the peer's `iflink` (a container's veth).
+/// resolver knows it (a Docker bridge, a VM's tap), by their own ifindex
+/// (a VM's macvtap, found through its device), or as the host end of a veth
+/// whose other end a container holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Owners {
     pub by_interface: HashMap<Vec<u8>, Owner>,
     pub by_ifindex: HashMap<u32, Owner>,
+    /// Host ifindex -> the container-side end's ifindex and the container.
+    pub by_veth: HashMap<u32, (u32, Owner)>,
 }
 
 impl Owners {
-    /// The owner of interface `name`, whose host ifindex is `ifindex` if known.
-    pub fn get(&self, name: &[u8], ifindex: Option<u32>) -> Option<&Owner> {
-        self.by_interface
-            .get(name)
-            .or_else(|| ifindex.and_then(|i| self.by_ifindex.get(&i)))
+    /// The owner of interface `name`, given what sysfs says about it.
+    ///
+    /// A container's interface names its peer only through `iflink`, and a
+    /// macvlan or ipvlan interface's `iflink` is its parent's ifindex: the
+    /// uplink, a bridge, a NIC. So an `iflink` claim holds only for a host
+    /// veth whose own `iflink` points back at the container's end.
+    pub fn get(&self, name: &[u8], facts: Option<&LinkFacts>) -> Option<&Owner> {
+        if let Some(owner) = self.by_interface.get(name) {
+            return Some(owner);
+        }
+        let facts = facts?;
+        let ifindex = facts.ifindex?;
+        if let Some(owner) = self.by_ifindex.get(&ifindex) {
+            return Some(owner);
+        }
+        let (peer, owner) = self.by_veth.get(&ifindex)?;
+        (facts.is_veth() && facts.iflink == Some(*peer)).then_some(owner)
+    }
+
+    /// Claims the host ends of a container's veths (`ends` from
+    /// [`procfs::veth_ends`]) for `owner`; an end already claimed stays.
+    pub fn claim_veths(&mut self, ends: &[procfs::VethEnd], owner: &Owner) {
+        for end in ends {
+            self.by_veth
+                .entry(end.host_ifindex)
+                .or_insert_with(|| (end.ifindex, owner.clone()));
+        }
     }
 }

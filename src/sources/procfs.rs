@@ -43,9 +43,21 @@ pub fn in_own_netns(procfs: &Path, pid: u32, host_ns: Option<&str>) -> Option<u3
         .find(|&child| outside(child))
 }
 
-/// Host ifindexes of a process's network interfaces: each non-`lo` interface
-/// under `<procfs>/<pid>/root/sys/class/net` whose `iflink` points elsewhere.
-pub fn peer_ifindexes(procfs: &Path, pid: u32) -> std::io::Result<Vec<u32>> {
+/// One of a process's interfaces that is linked to a device outside its
+/// namespace: a veth's container end (`host_ifindex` is the host end), or a
+/// macvlan/ipvlan interface (`host_ifindex` is its parent). Only the host's
+/// side can tell which: see [`Owners::get`](crate::sources::Owners::get).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VethEnd {
+    /// The interface's `iflink`: an ifindex in the host's namespace.
+    pub host_ifindex: u32,
+    /// The interface's own ifindex, in the process's namespace.
+    pub ifindex: u32,
+}
+
+/// Each non-`lo` interface under `<procfs>/<pid>/root/sys/class/net` whose
+/// `iflink` points elsewhere.
+pub fn veth_ends(procfs: &Path, pid: u32) -> std::io::Result<Vec<VethEnd>> {
     let class = procfs.join(pid.to_string()).join("root/sys/class/net");
     let read = |dir: &Path, f: &str| -> Option<u32> {
         bounded::sysfs_text(&dir.join(f))?.trim().parse().ok()
@@ -60,7 +72,10 @@ pub fn peer_ifindexes(procfs: &Path, pid: u32) -> std::io::Result<Vec<u32>> {
         if let (Some(link), Some(index)) = (read(&dir, "iflink"), read(&dir, "ifindex"))
             && link != index
         {
-            out.push(link);
+            out.push(VethEnd {
+                host_ifindex: link,
+                ifindex: index,
+            });
         }
     }
     Ok(out)

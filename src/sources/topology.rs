@@ -40,6 +40,26 @@ pub struct LinkFacts {
     pub mtu: Option<u32>,
 }
 
+impl LinkFacts {
+    /// Linked to another device (`iflink` != `ifindex`): a veth's peer, a
+    /// macvlan's or VLAN's parent.
+    pub fn is_linked(&self) -> bool {
+        matches!((self.ifindex, self.iflink), (Some(i), Some(l)) if i != l)
+    }
+
+    /// A veth: an Ethernet device linked to a peer, and nothing else the
+    /// kernel would say (no `DEVTYPE`, no lower device, no driver, no tun).
+    pub fn is_veth(&self) -> bool {
+        self.is_linked()
+            && self.link_type == Some(1)
+            && !self.has_lower
+            && self.devtype.is_none()
+            && self.tun_flags.is_none()
+            && !self.is_bridge
+            && !self.has_driver
+    }
+}
+
 /// Kernel facts for every interface in the host's network namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TopologySnapshot {

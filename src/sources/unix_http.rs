@@ -8,6 +8,8 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
+use crate::bounded::{self, Worker};
+
 #[derive(Debug, thiserror::Error)]
 pub enum UnixHttpError {
     #[error("cannot connect to {path}: {source}")]
@@ -23,10 +25,16 @@ pub enum UnixHttpError {
     },
 }
 
-/// `GET uri` on the socket at `path`: the status and the whole body.
-pub async fn get(path: &Path, uri: &str, max: usize) -> Result<(u16, Bytes), UnixHttpError> {
+/// `GET uri` on the socket at `path`, connected through `worker` (see
+/// [`bounded::connect_unix`]): the status and the whole body.
+pub async fn get(
+    worker: &Worker,
+    path: &Path,
+    uri: &str,
+    max: usize,
+) -> Result<(u16, Bytes), UnixHttpError> {
     let shown = path.display().to_string();
-    let stream = tokio::net::UnixStream::connect(path)
+    let stream = bounded::connect_unix(worker, path)
         .await
         .map_err(|source| UnixHttpError::Connect {
             path: shown.clone(),
@@ -86,9 +94,10 @@ mod tests {
                 }
             }
         });
-        let (status, body) = get(&socket, "/1.0", 1024).await.unwrap();
+        let worker = Worker::new(std::time::Duration::from_secs(5));
+        let (status, body) = get(&worker, &socket, "/1.0", 1024).await.unwrap();
         assert_eq!((status, &body[..]), (200, &b"{}"[..]));
-        let err = get(&socket, "/1.0", 64 * 1024).await.unwrap_err();
+        let err = get(&worker, &socket, "/1.0", 64 * 1024).await.unwrap_err();
         assert!(err.to_string().contains("length limit exceeded"), "{err}");
     }
 }

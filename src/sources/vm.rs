@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use futures_util::{StreamExt, stream};
 use serde::Deserialize;
 
 use crate::bounded;
@@ -344,6 +345,9 @@ pub fn combine(order: &[VmLookup], found: &Found) -> Owners {
     owners
 }
 
+/// `virsh domiflist` calls at once.
+const VIRSH_CONCURRENCY: usize = 4;
+
 pub struct VmSource {
     settings: VmSettings,
     procfs: PathBuf,
@@ -352,6 +356,8 @@ pub struct VmSource {
     runner: Runner,
     middleware: Arc<Middleware>,
     worker: Worker,
+    /// Each lookup's share of the refresh timeout.
+    budget: Duration,
     lookups: BTreeMap<VmLookup, Lookup>,
     /// virsh is not installed (said once).
     no_virsh: std::sync::atomic::AtomicBool,
@@ -380,6 +386,7 @@ impl VmSource {
             runner,
             middleware,
             worker: Worker::new(timeout),
+            budget: crate::sources::lookup_budget(timeout),
             lookups,
             no_virsh: std::sync::atomic::AtomicBool::new(false),
         }
@@ -391,7 +398,7 @@ impl VmSource {
             argv.extend(["-c".to_owned(), self.settings.virsh_uri.clone()]);
         }
         argv.extend(args.iter().map(|a| a.to_string()));
-        Ok(self.runner.run(&argv).await?)
+        Ok(self.runner.run_within(&argv, self.budget).await?)
     }
 
     async fn via_virsh(&self) -> Result<HashMap<String, (String, Kind)>, VmError> {
@@ -410,18 +417,46 @@ impl VmSource {
             }
             list => list?,
         };
+        // One domiflist per domain, side by side: a domain whose answer hangs
+        // costs its own call, not the others'.
+        let domains: Vec<String> = parse_virsh_list(&list)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let count = domains.len();
+        let calls = domains.into_iter().map(|domain| async move {
+            let rows = self.virsh(&["domiflist", &domain]).await;
+            (domain, rows)
+        });
+        let answers: Vec<_> = stream::iter(calls)
+            .buffer_unordered(VIRSH_CONCURRENCY)
+            .collect()
+            .await;
         let mut interfaces = HashMap::new();
-        for domain in parse_virsh_list(&list) {
-            let rows = self.virsh(&["domiflist", domain]).await?;
-            for (iface, kind) in parse_domiflist(&rows) {
-                interfaces.insert(iface.to_owned(), (display_name(domain).to_owned(), kind));
+        let mut failed = Vec::new();
+        for (domain, rows) in answers {
+            match rows {
+                Ok(rows) => {
+                    for (iface, kind) in parse_domiflist(&rows) {
+                        interfaces
+                            .insert(iface.to_owned(), (display_name(&domain).to_owned(), kind));
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(%domain, error = %e, "virsh domiflist failed");
+                    failed.push(e);
+                }
             }
         }
-        Ok(interfaces)
+        match failed.pop() {
+            // Every domain failed: the lookup did.
+            Some(e) if failed.len() + 1 == count => Err(e),
+            _ => Ok(interfaces),
+        }
     }
 
     async fn via_midclt(&self) -> Result<Vec<VmProcess>, VmError> {
-        match self.middleware.call("vm.query").await? {
+        match self.middleware.call("vm.query", self.budget).await? {
             Some(json) => Ok(parse_vm_query(&json)?),
             // No middleware, or a release without vm.query (25.04.0-1): no VMs here.
             None => Ok(Vec::new()),
@@ -455,10 +490,15 @@ impl Source for VmSource {
         // All at once: a hung midclt and a hung virsh, each within its
         // command timeout, must not use up the refresh timeout before the
         // scan has run.
-        let answers = join_all(self.lookups.keys().map(|&l| self.ask(l))).await;
+        let answers = join_all(
+            self.lookups
+                .iter()
+                .map(|(&l, health)| health.run(self.budget, self.ask(l))),
+        )
+        .await;
         let mut found = Found::default();
         let mut failures = Vec::new();
-        for ((&lookup, health), answer) in self.lookups.iter().zip(answers) {
+        for (&lookup, answer) in self.lookups.keys().zip(answers) {
             let outcome = answer.map(|answer| match answer {
                 Answer::Interfaces(interfaces) => found.virsh = interfaces,
                 Answer::Processes(vms) => {
@@ -471,7 +511,7 @@ impl Source for VmSource {
                     }
                 }
             });
-            if let Err(e) = health.record(outcome) {
+            if let Err(e) = outcome {
                 failures.push(format!("{}: {e}", lookup.name()));
             }
         }
