@@ -42,7 +42,8 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let access = server::access::Access::load(config.web_config_file.as_deref())
+    let access = server::access::Access::load_bounded(config.web_config_file.clone())
+        .await
         .map_err(std::io::Error::other)?;
     let exporter = Exporter::new(config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -59,7 +60,13 @@ pub async fn run(
                     for resolver in exporter.resolvers() {
                         tasks.spawn(resolver.run(stop_rx.clone()));
                     }
-                    while tasks.join_next().await.is_some() {}
+                    // Panics in a source are caught in the resolver; this
+                    // is what is left (a panic in the loop itself).
+                    while let Some(ended) = tasks.join_next().await {
+                        if let Err(e) = ended {
+                            tracing::error!(error = %e, "a resolver task ended early");
+                        }
+                    }
                 });
                 // A read stuck in the kernel keeps its blocking thread: leave
                 // it behind rather than wait for it (dropping the runtime would).

@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::panic::AssertUnwindSafe;
+
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::{Notify, watch};
@@ -20,6 +22,10 @@ use crate::telemetry::ResolverMetrics;
 /// Short, because it delays a new container's labels: with 1 s they took
 /// ~700 ms to appear, with 250 ms 60-240 ms.
 pub const MIN_WAKE_GAP: Duration = Duration::from_millis(250);
+
+/// After a refresh that panicked, the next waits this long, doubling up to
+/// the interval: a source that panics on every refresh must not spin.
+pub const PANIC_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Tracks health across refreshes so logs fire on changes, not every interval.
 pub struct Health {
@@ -113,9 +119,10 @@ impl<S: Source> Resolver<S> {
             mut health,
             publish,
         } = self;
-        let watcher = source.watch(shutdown.clone());
+        let watcher = watch_until_shutdown(&source, shutdown.clone());
         let refresher = async {
             let mut shutdown = shutdown;
+            let mut backoff = PANIC_BACKOFF;
             let mut ticker = tokio::time::interval(schedule.interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last = None::<tokio::time::Instant>;
@@ -136,14 +143,66 @@ impl<S: Source> Resolver<S> {
                 // This refresh answers every wake so far; only a wake that
                 // arrives while it runs asks for another.
                 let _ = wake.notified().now_or_never();
-                tokio::select! {
+                let outcome = tokio::select! {
                     _ = shutdown.changed() => return,
-                    _ = refresh(&source, schedule.timeout, &mut health, &publish) => {}
+                    outcome = refresh_once(&source, schedule.timeout, &mut health, &publish) => outcome,
+                };
+                if outcome == Outcome::Panicked {
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(schedule.interval.max(PANIC_BACKOFF));
+                } else {
+                    backoff = PANIC_BACKOFF;
                 }
             }
         };
         futures_util::future::join(refresher, watcher).await;
     }
+}
+
+/// The source's [`Source::watch`] until shutdown, started again (after a
+/// backoff) if it panics or ends early.
+async fn watch_until_shutdown<S: Source>(source: &S, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = PANIC_BACKOFF;
+    loop {
+        let watched = AssertUnwindSafe(source.watch(shutdown.clone()))
+            .catch_unwind()
+            .await;
+        if *shutdown.borrow() {
+            return;
+        }
+        match watched {
+            Ok(()) => return,
+            Err(panic) => tracing::error!(
+                resolver = S::ID.name(),
+                panic = %panic_message(&*panic),
+                "the resolver's watch panicked; starting it again"
+            ),
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Published,
+    Failed,
+    Panicked,
 }
 
 async fn refresh<S: Source>(
@@ -152,21 +211,39 @@ async fn refresh<S: Source>(
     health: &mut Health,
     publish: &Publish<S::Snapshot>,
 ) -> bool {
+    refresh_once(source, timeout, health, publish).await == Outcome::Published
+}
+
+/// One bounded refresh. A panic in the source is caught here: the resolver
+/// counts it as a failure (`resolver_up` 0), logs its message and goes on.
+async fn refresh_once<S: Source>(
+    source: &S,
+    timeout: Duration,
+    health: &mut Health,
+    publish: &Publish<S::Snapshot>,
+) -> Outcome {
     let started = tokio::time::Instant::now();
-    let result = tokio::time::timeout(timeout, source.refresh()).await;
+    let result =
+        tokio::time::timeout(timeout, AssertUnwindSafe(source.refresh()).catch_unwind()).await;
     health
         .metrics
         .refresh_duration
         .set(started.elapsed().as_secs_f64());
     match result {
-        Ok(Ok(snapshot)) => {
+        Ok(Ok(Ok(snapshot))) => {
             health.succeeded(S::ID);
             publish(snapshot);
-            true
+            Outcome::Published
         }
-        Ok(Err(e)) => {
+        Ok(Ok(Err(e))) => {
             health.failed(S::ID, &e.to_string());
-            false
+            Outcome::Failed
+        }
+        Ok(Err(panic)) => {
+            let message = panic_message(&*panic);
+            tracing::error!(resolver = S::ID.name(), panic = %message, "a refresh panicked; the resolver goes on with its last good labels");
+            health.failed(S::ID, &format!("the refresh panicked: {message}"));
+            Outcome::Panicked
         }
         Err(_) => {
             let mut error = format!(
@@ -177,7 +254,7 @@ async fn refresh<S: Source>(
                 error.push_str(&format!(" while reading {what}"));
             }
             health.failed(S::ID, &error);
-            false
+            Outcome::Failed
         }
     }
 }
@@ -224,6 +301,7 @@ mod tests {
         Hang,
         /// Succeeds after a second.
         Slow,
+        Panic,
     }
 
     /// A source that follows a plan (then succeeds) and records when it was asked.
@@ -253,6 +331,7 @@ mod tests {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     Ok(n)
                 }
+                Step::Panic => panic!("index out of bounds in refresh {n}"),
             }
         }
     }
@@ -400,6 +479,53 @@ mod tests {
         );
         assert_eq!(count("resolver recovered"), 2, "{text}");
         assert_eq!(count("broken"), 2, "the error is in the log line: {text}");
+    }
+
+    /// A refresh that panics is a failure like any other, logged with its
+    /// message; the resolver backs off, then refreshes again.
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_refresh_is_caught_logged_and_retried_with_backoff() {
+        let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let writer = {
+            let logs = Arc::clone(&logs);
+            move || Capture(Arc::clone(&logs))
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        use Step::{Ok, Panic};
+        let h = Harness::start(&[Ok, Panic, Panic, Ok], secs(3600.0), secs(1.0));
+        tokio::time::sleep(secs(0.1)).await;
+        h.wake.notify_one();
+        tokio::time::sleep(secs(0.5)).await;
+        assert_eq!(h.metric("up"), 0.0, "the panic shows");
+        assert_eq!(h.metric("errors_total"), 1.0);
+        assert_eq!(h.published(), [1], "the first snapshot stays");
+        // Woken at once again, it waits out the backoff: 1 s, then 2 s.
+        h.wake.notify_one();
+        tokio::time::sleep(secs(1.0)).await;
+        assert_eq!(
+            h.calls(),
+            [secs(0.0), MIN_WAKE_GAP, MIN_WAKE_GAP + PANIC_BACKOFF],
+            "the wake waited for the backoff"
+        );
+        h.wake.notify_one();
+        tokio::time::sleep(secs(1.0)).await;
+        assert_eq!(h.calls().len(), 3, "still backing off after a second panic");
+        tokio::time::sleep(secs(1.0)).await;
+        assert_eq!(
+            h.calls()[3],
+            MIN_WAKE_GAP + PANIC_BACKOFF * 3,
+            "started again after twice the backoff"
+        );
+        assert_eq!(h.metric("up"), 1.0, "and recovered");
+        assert_eq!(h.published(), [1, 4]);
+        let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("a refresh panicked"), "{text}");
+        assert!(text.contains("index out of bounds in refresh 2"), "{text}");
     }
 
     struct Capture(Arc<Mutex<Vec<u8>>>);
