@@ -17,9 +17,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
+use super::slots::Slot;
 use crate::config::HttpLimits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +54,7 @@ pub struct ConnState {
     /// A write made no progress for the write timeout.
     pub write_timed_out: AtomicBool,
     /// The `--web.max-requests` slot of the scrape being answered, if any.
-    permit: Mutex<Option<OwnedSemaphorePermit>>,
+    permit: Mutex<Option<Slot>>,
 }
 
 impl ConnState {
@@ -83,7 +84,7 @@ impl ConnState {
     }
 
     /// Keeps a scrape's slot until its response is done or stalls.
-    pub fn hold(&self, permit: OwnedSemaphorePermit) {
+    pub fn hold(&self, permit: Slot) {
         *self.permit.lock().unwrap_or_else(|e| e.into_inner()) = Some(permit);
     }
 
@@ -138,8 +139,8 @@ impl Registry {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a new connection from `peer`, closing the longest-waiting
-    /// connection that is not busy if `max` are open.
+    /// Registers a new connection from `peer`, closing one that is not busy
+    /// (see [`Registry::evict`]) if `max` are open.
     pub fn admit(&self, peer: SocketAddr, max: usize) -> Admitted {
         let mut open = self.lock();
         let mut evicted = None;
@@ -172,17 +173,27 @@ impl Registry {
         self.lock().remove(&id);
     }
 
-    /// Closes the connection that has waited longest without being busy (out
-    /// of file descriptors, say); returns its peer.
+    /// Closes a connection that is not busy (out of file descriptors, say);
+    /// returns its peer.
     pub fn evict_one(&self) -> Option<SocketAddr> {
         Registry::evict(&mut self.lock())
     }
 
+    /// The connection to close for room: one that is not busy, from the
+    /// address with the most open connections (so a flood from one host
+    /// closes its own first), the one that has waited longest among them.
     fn evict(open: &mut HashMap<u64, Arc<ConnState>>) -> Option<SocketAddr> {
+        let mut per_address: HashMap<std::net::IpAddr, usize> = HashMap::new();
+        for c in open.values() {
+            *per_address.entry(c.peer.ip()).or_default() += 1;
+        }
         let victim = open
             .iter()
             .filter(|(_, c)| c.phase() != Phase::Busy)
-            .min_by_key(|(_, c)| c.since.load(Ordering::Acquire))
+            .min_by_key(|(_, c)| {
+                let crowd = per_address.get(&c.peer.ip()).copied().unwrap_or(0);
+                (std::cmp::Reverse(crowd), c.since.load(Ordering::Acquire))
+            })
             .map(|(&id, _)| id)?;
         let victim = open.remove(&victim)?;
         victim.evicted.notify_one();
@@ -332,5 +343,40 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// At the cap, the crowd's idle connections go first: one host's flood
+    /// closes its own, not another host's single keep-alive connection.
+    #[tokio::test]
+    async fn a_crowded_address_gives_up_its_connections_first() {
+        let registry = Registry::new();
+        let prometheus: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+        let Admitted::Room(_, first) = registry.admit(prometheus, 4) else {
+            panic!("room");
+        };
+        first.set(Phase::Idle);
+        for port in 1..=3 {
+            let flood = SocketAddr::from(([127, 0, 0, 1], port));
+            assert!(matches!(registry.admit(flood, 4), Admitted::Room(..)));
+        }
+        for port in 4..=20 {
+            let flood = SocketAddr::from(([127, 0, 0, 1], port));
+            match registry.admit(flood, 4) {
+                Admitted::Evicted(_, _, victim) => {
+                    assert_eq!(victim.ip(), flood.ip(), "the flood closes its own")
+                }
+                _ => panic!("at the cap, an idle connection makes room"),
+            }
+        }
+        assert_eq!(registry.len(), 4);
+        assert!(
+            registry.lock().values().any(|c| c.peer == prometheus),
+            "the other host's connection stays"
+        );
     }
 }

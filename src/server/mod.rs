@@ -7,6 +7,7 @@ pub mod access;
 mod conn;
 pub mod live;
 pub mod routes;
+mod slots;
 pub mod web_config;
 
 use std::convert::Infallible;
@@ -19,15 +20,16 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use warp::Reply;
 
 use tokio::io::AsyncWriteExt;
 use tokio_rustls::TlsAcceptor;
 
-use self::access::{Access, AccessState};
+use self::access::{Access, AccessState, Verdict};
 use self::conn::{Admitted, ConnState, Expired, Phase, Registry, TimedIo, Tracked};
+use self::slots::{Refused, ScrapeSlots};
 use crate::config::HttpLimits;
 use crate::exporter::Exporter;
 use crate::telemetry::{Limit, LimitMetric};
@@ -62,8 +64,7 @@ pub async fn serve(
             crate::config::PAGE_PATH.to_owned(),
             crate::config::API_PATH.to_owned(),
         ],
-        scrapes: limits.max_requests.map(|n| Arc::new(Semaphore::new(n))),
-        max_requests: limits.max_requests.unwrap_or(0),
+        scrapes: limits.max_requests.map(ScrapeSlots::new),
         refused: exporter.telemetry.limit(Limit::HttpRequests),
     });
     let (stop_tx, stop) = watch::channel(false);
@@ -211,8 +212,7 @@ struct Gate {
     /// Paths that read net/dev and write every interface: the scrape and
     /// the live view.
     scrape_paths: Vec<String>,
-    scrapes: Option<Arc<Semaphore>>,
-    max_requests: usize,
+    scrapes: Option<Arc<ScrapeSlots>>,
     refused: Arc<LimitMetric>,
 }
 
@@ -226,17 +226,31 @@ impl Gate {
     ) -> Result<(), warp::reply::Response> {
         if access.needs_auth() {
             let authorization = request.headers().get(http::header::AUTHORIZATION);
-            if !self.access.authorize(access, authorization).await {
-                let mut response =
-                    warp::reply::with_status("401 unauthorized\n", http::StatusCode::UNAUTHORIZED)
-                        .into_response();
-                response.headers_mut().insert(
-                    http::header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_static(
-                        "Basic realm=\"truenas-net-exporter\", charset=\"UTF-8\"",
-                    ),
-                );
-                return Err(response);
+            match self
+                .access
+                .authorize(access, authorization, state.peer.ip())
+                .await
+            {
+                Verdict::Granted => {}
+                Verdict::Refused => {
+                    let mut response = warp::reply::with_status(
+                        "401 unauthorized\n",
+                        http::StatusCode::UNAUTHORIZED,
+                    )
+                    .into_response();
+                    response.headers_mut().insert(
+                        http::header::WWW_AUTHENTICATE,
+                        http::HeaderValue::from_static(
+                            "Basic realm=\"truenas-net-exporter\", charset=\"UTF-8\"",
+                        ),
+                    );
+                    return Err(response);
+                }
+                Verdict::Busy => {
+                    return Err(plain_503(
+                        "503 busy checking passwords; try again\n".to_owned(),
+                    ));
+                }
             }
         }
         let Some(scrapes) = &self.scrapes else {
@@ -245,31 +259,37 @@ impl Gate {
         if !self.scrape_paths.iter().any(|p| p == request.uri().path()) {
             return Ok(());
         }
-        match Arc::clone(scrapes).try_acquire_owned() {
-            Ok(permit) => {
-                state.hold(permit);
+        match scrapes.try_acquire(state.peer.ip()) {
+            Ok(slot) => {
+                state.hold(slot);
                 Ok(())
             }
-            Err(_) => {
-                let body = format!(
-                    "503 too many scrapes at once: {} are being served (--web.max-requests); try again\n",
-                    self.max_requests
-                );
-                self.refused.hit(&format!(
-                    "{}: {} scrapes already being served",
-                    state.peer, self.max_requests
-                ));
-                let mut response =
-                    warp::reply::with_status(body, http::StatusCode::SERVICE_UNAVAILABLE)
-                        .into_response();
-                response.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("text/plain; charset=utf-8"),
-                );
-                Err(response)
+            Err(why) => {
+                let max = scrapes.max();
+                let reason = match why {
+                    Refused::Full => format!("{max} are being served (--web.max-requests)"),
+                    Refused::Share { held, .. } => format!(
+                        "this address has {held} of the {max} (--web.max-requests) and shares them with others"
+                    ),
+                };
+                self.refused.hit(&format!("{}: {reason}", state.peer));
+                Err(plain_503(format!(
+                    "503 too many scrapes at once: {reason}; try again\n"
+                )))
             }
         }
     }
+}
+
+/// A 503 with a plain-text body that says why.
+fn plain_503(body: String) -> warp::reply::Response {
+    let mut response =
+        warp::reply::with_status(body, http::StatusCode::SERVICE_UNAVAILABLE).into_response();
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 impl<S> Connection<S>

@@ -205,11 +205,44 @@ impl HttpResponse {
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`).
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> HttpResponse {
-    let mut s = TcpStream::connect(addr).expect("connect");
+    http_with(None, addr, method, path, &[])
+}
+
+/// A connection to `addr` from the local address `from`: every 127.x.y.z is
+/// this host, so one test can play several client hosts.
+pub fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.bind(&SocketAddr::new(from, 0).into())?;
+    socket.connect_timeout(&addr.into(), Duration::from_secs(10))?;
+    Ok(socket.into())
+}
+
+/// [`http`] from the local address `from` (if given), with extra headers.
+pub fn http_with(
+    from: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
+    let mut s = match from {
+        Some(from) => {
+            connect_from(from, addr).unwrap_or_else(|e| panic!("connect from {from}: {e}"))
+        }
+        None => TcpStream::connect(addr).expect("connect"),
+    };
     s.set_read_timeout(Some(Duration::from_secs(20))).ok();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}Connection: close\r\n\r\n"
     )
     .expect("send");
     let mut raw = Vec::new();
