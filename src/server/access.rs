@@ -357,12 +357,15 @@ fn reread_if_changed(
     old: &AccessState,
     seen: &Seen,
 ) -> Option<Result<AccessState, String>> {
-    {
+    // The files are looked at outside the lock: connections read it (when
+    // was the last look?) and must never wait for a hung stat.
+    let known = {
         let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
         seen.0 = Instant::now();
-        if !seen.1.iter().any(|(p, s)| stamp(p) != *s) {
-            return None;
-        }
+        seen.1.clone()
+    };
+    if !known.iter().any(|(p, s)| stamp(p) != *s) {
+        return None;
     }
     let result = WebConfig::load(path)
         .map_err(|e| e.to_string())

@@ -34,10 +34,26 @@ impl Exporter {
     /// As [`Exporter::start_with`], run by `command` (a wrapper such as
     /// `prlimit`, with the binary as its last argument so far).
     pub fn start_in(
-        mut command: Command,
+        command: Command,
         root: &Path,
         toml: &str,
         docker: &str,
+        stderr: Stdio,
+    ) -> Exporter {
+        let args = [
+            format!("--path.rootfs={}", root.display()),
+            format!("--path.procfs={}", root.join("proc").display()),
+            format!("--docker.socket={docker}"),
+        ];
+        Exporter::start_args(command, &args, toml, stderr)
+    }
+
+    /// `command` (the binary, or a wrapper ending in it) with `args`, a
+    /// listen address of its own and `toml` as its config file.
+    pub fn start_args(
+        mut command: Command,
+        args: &[String],
+        toml: &str,
         stderr: Stdio,
     ) -> Exporter {
         let config = tempfile::tempdir().unwrap();
@@ -51,9 +67,7 @@ impl Exporter {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let child = command
             .arg(format!("--web.listen-address={addr}"))
-            .arg(format!("--path.rootfs={}", root.display()))
-            .arg(format!("--path.procfs={}", root.join("proc").display()))
-            .arg(format!("--docker.socket={docker}"))
+            .args(args)
             .arg(format!("--config.file={}", file.display()))
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -68,7 +82,7 @@ impl Exporter {
         }
     }
 
-    fn status(&self, key: &str) -> u64 {
+    pub fn status(&self, key: &str) -> u64 {
         proc_status(self.child.id(), key).unwrap_or_else(|| panic!("{key} in /proc/<pid>/status"))
     }
 

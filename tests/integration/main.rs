@@ -11,6 +11,7 @@ mod docker;
 mod docs;
 mod fixture_host;
 mod http;
+mod hung;
 mod kernel;
 mod limits;
 mod live;
