@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bollard::Docker;
 use bollard::query_parameters::EventsOptions;
@@ -85,10 +85,14 @@ pub fn bridge_name(
     (short.len() == 12).then(|| format!("br-{short}"))
 }
 
+/// The engine's default network, whose bridge is `docker0` unless the engine
+/// was started with `--bridge`.
+const DEFAULT_NETWORK: &str = "bridge";
+
 /// Owner of a Docker network's bridge: the network's name, except the default
-/// network's `docker0`, which keeps its interface name.
+/// network's bridge (`docker0`), which keeps its interface name.
 pub fn bridge_owner(bridge: &str, network: &str) -> Owner {
-    let (instance, app) = if bridge == "docker0" {
+    let (instance, app) = if network == DEFAULT_NETWORK {
         (bridge, "")
     } else {
         (network, app_from_network(network))
@@ -277,13 +281,24 @@ impl DockerSource {
         }))
     }
 
-    /// Forwards engine events that change the mapping to `wakes`, reconnecting
-    /// with backoff. Each (re)connection also wakes them: events may have been missed.
+    /// Forwards engine events that change the mapping to `wakes`. When the
+    /// stream breaks (the engine restarts, say) it asks again, with backoff,
+    /// until the engine answers a ping; it then follows the events again
+    /// from a little before the break (`since`: the engine replays what it
+    /// saw meanwhile) and wakes the resolvers at once, since what happened
+    /// while nobody listened is only known by looking.
     async fn watch_events(&self, mut shutdown: watch::Receiver<bool>) {
         let wakes = &self.wakes;
-        let mut backoff = Duration::from_millis(250);
+        let wake_all = || wakes.iter().for_each(|w| w.notify_one());
+        let mut backoff = EVENTS_BACKOFF;
+        let mut since: Option<SystemTime> = None;
         loop {
-            if let Ok(docker) = self.client().await {
+            let reachable = match self.client().await {
+                Ok(docker) => docker.ping().await.map(|_| docker).ok(),
+                Err(_) => None,
+            };
+            if let Some(docker) = reachable {
+                backoff = EVENTS_BACKOFF;
                 let filters = HashMap::from([
                     (
                         "type".to_owned(),
@@ -298,20 +313,17 @@ impl DockerSource {
                 ]);
                 let mut events = docker.events(Some(EventsOptions {
                     filters: Some(filters),
+                    since: since.map(events_since),
                     ..Default::default()
                 }));
-                let mut connected = false;
+                if since.is_some() {
+                    wake_all();
+                }
                 loop {
                     tokio::select! {
                         _ = shutdown.changed() => return,
                         event = events.next() => match event {
-                            Some(Ok(_)) => {
-                                if !connected {
-                                    connected = true;
-                                    backoff = Duration::from_millis(250);
-                                }
-                                wakes.iter().for_each(|w| w.notify_one());
-                            }
+                            Some(Ok(_)) => wake_all(),
                             Some(Err(e)) => {
                                 tracing::debug!(error = %e, "Docker event stream ended");
                                 break;
@@ -320,16 +332,31 @@ impl DockerSource {
                         }
                     }
                 }
-                // The stream was up for a while or broke at once: either way, look again.
-                wakes.iter().for_each(|w| w.notify_one());
+                since = Some(SystemTime::now());
+                // Look now: the engine may be going away, or have been away.
+                wake_all();
             }
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(backoff) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+            backoff = (backoff * 2).min(EVENTS_BACKOFF_MAX);
         }
     }
+}
+
+/// Between tries to reach the engine again: short, because an engine that
+/// restarts is back within seconds, and events until then wait on this.
+const EVENTS_BACKOFF: Duration = Duration::from_millis(250);
+const EVENTS_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// The engine's `since`: unix seconds, from a second before `at` (the
+/// engine's clock is this host's; the margin covers its rounding).
+fn events_since(at: SystemTime) -> String {
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    secs.saturating_sub(1).to_string()
 }
 
 impl Source for DockerSource {
@@ -571,6 +598,7 @@ mod tests {
         assert_eq!(bridge_name("host", id, None), None);
         assert_eq!(bridge_name("bridge", "short", None), None);
         assert_eq!(bridge_owner("docker0", "bridge").instance, "docker0");
+        assert_eq!(bridge_owner("tneci0", "bridge").instance, "tneci0");
         let o = bridge_owner("br-2c852816592c", "ix-grafana_default");
         assert_eq!(
             (o.instance.as_str(), o.app.as_str(), o.kind),

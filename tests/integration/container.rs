@@ -223,13 +223,46 @@ impl Drop for Untag {
     }
 }
 
-struct Compose(String);
+/// compose.yaml, with the engine's socket where the test's engine has it
+/// (`DOCKER_HOST`): an override file whose volume replaces compose.yaml's
+/// for the same path in the container, which is what Compose does.
+struct Compose {
+    project: String,
+    overrides: tempfile::TempDir,
+}
+
+impl Compose {
+    fn new(project: &str) -> Compose {
+        let overrides = tempfile::tempdir().unwrap();
+        std::fs::write(
+            overrides.path().join("socket.yaml"),
+            format!(
+                "services:\n  truenas-net-exporter:\n    volumes:\n      - {}:/host/var/run/docker.sock:ro\n",
+                crate::docker::socket()
+            ),
+        )
+        .unwrap();
+        Compose {
+            project: project.to_owned(),
+            overrides,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Output {
+        let socket = self.overrides.path().join("socket.yaml");
+        Command::new("docker-compose")
+            .args(["-f", &format!("{ROOT}/compose.yaml"), "-f"])
+            .arg(socket)
+            .args(["-p", &self.project])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
 
 impl Drop for Compose {
     fn drop(&mut self) {
-        let _ = Command::new("docker-compose")
-            .args(["-f", &format!("{ROOT}/compose.yaml"), "-p", &self.0, "down"])
-            .output();
+        let _ = self.command(&["down"]);
     }
 }
 
@@ -294,19 +327,8 @@ fn image_runs_with_compose_settings_and_maps_like_the_host_binary() {
         .args(["rm", "-f", "truenas_net_exporter"])
         .output();
     let project = format!("tnect{n}");
-    let up = Command::new("docker-compose")
-        .args([
-            "-f",
-            &format!("{ROOT}/compose.yaml"),
-            "-p",
-            &project,
-            "up",
-            "-d",
-            "--no-build",
-        ])
-        .output()
-        .unwrap();
-    let _compose = Compose(project.clone());
+    let compose = Compose::new(&project);
+    let up = compose.command(&["up", "-d", "--no-build"]);
     assert!(
         up.status.success(),
         "compose up: {}",

@@ -1,7 +1,7 @@
 //! `monitoring/`: the rules pass promtool's checks and unit tests; the
 //! dashboard has what Grafana needs to import it; and every panel's and every
 //! rule's expression runs on a real Prometheus that scrapes three hosts with
-//! the README's config (the seed fixture: NICs, bridges, VLANs, VMs; this
+//! the README's config (the seed-host fixture: NICs, bridges, VLANs, VMs; this
 //! host with a live Docker app; a fixture with an LXC container), each panel
 //! returning data, every series keeping its host. A panel added later is
 //! checked the same way: the test walks the JSON.
@@ -135,7 +135,7 @@ fn the_dashboard_has_what_grafana_needs_to_import_it() {
     assert!(ids.len() >= 15, "{} panels", ids.len());
 }
 
-/// A copy of the seed fixture with an LXC container (found by its cgroup)
+/// A copy of the seed-host fixture with an LXC container (found by its cgroup)
 /// that owns veth3f3cbed (ifindex 22).
 fn host_with_a_system_container() -> tempfile::TempDir {
     let host = copy_fixture("seed-host");
@@ -176,7 +176,7 @@ fn every_panel_and_rule_answers_on_a_real_prometheus() {
     let seed = Server::start(&crate::support::fixture("seed-host"), &seed_vm_toml());
     let containers = host_with_a_system_container();
     let lxc = Server::start(containers.path(), "");
-    let docker_host = server_on("/var/run/docker.sock", "");
+    let docker_host = server_on(&crate::docker::socket(), "");
     let targets = [seed.addr, lxc.addr, docker_host.addr];
     let rules = [
         dir().join("prometheus_rules.yaml"),

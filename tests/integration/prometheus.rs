@@ -1,5 +1,5 @@
 //! Layer 5: a real Prometheus (Debian's `prometheus`) scrapes two exporters
-//! every second: the seed fixture host (NICs, bridges, VMs through its fake
+//! every second: the seed-host fixture (NICs, bridges, VMs through its fake
 //! midclt) and this host with a real Docker engine and a TrueNAS-style app.
 //! Its scrape config is the README's, and every PromQL line of the README is
 //! run through the HTTP API and must return the expected series. With the
@@ -187,7 +187,7 @@ fn readme_queries_answer_from_a_real_prometheus() {
     let net = c.app(&app);
 
     let fixture_server = Server::start(&fixture("seed-host"), &seed_vm_toml());
-    let host_server = server_on("/var/run/docker.sock", "");
+    let host_server = server_on(&crate::docker::socket(), "");
     let prom = start_prometheus(&[fixture_server.addr, host_server.addr]);
 
     let (before, section) = readme();
