@@ -398,7 +398,9 @@ impl VmSource {
             argv.extend(["-c".to_owned(), self.settings.virsh_uri.clone()]);
         }
         argv.extend(args.iter().map(|a| a.to_string()));
-        Ok(self.runner.run_within(&argv, self.budget).await?)
+        // The lookup is a list, then the domains side by side: each step
+        // gets half its budget, so one hung domain leaves the others' answers.
+        Ok(self.runner.run_within(&argv, self.budget / 2).await?)
     }
 
     async fn via_virsh(&self) -> Result<HashMap<String, (String, Kind)>, VmError> {

@@ -13,7 +13,7 @@ pub const LABELS: [&str; 6] = [
     "state",
 ];
 
-/// The seed README's example lines. Those decided by the topology, and the VM
+/// The reference example lines (README, Tests and benchmarks). Those decided by the topology, and the VM
 /// lines (through the fixture's fake midclt and its /proc/<pid>/fd links),
 /// must come out identical; the Docker lines come out in their unowned form
 /// (a fixture host has no engine; tests/integration/docker.rs proves them).
@@ -172,6 +172,28 @@ fn info_metric_carries_vlan_ids() {
         ]
     );
     assert_eq!(info.value, 1.0);
+}
+
+/// A system container whose interface is an ipvlan (or macvlan) on the
+/// host's NIC: its `iflink` is the NIC's ifindex, as a veth end's is its host
+/// end's. (This kernel has no ipvlan, so the host is a fixture, in the sysfs
+/// shape the kernel gives one.) The NIC stays the host's.
+#[test]
+fn an_ipvlan_parent_stays_the_hosts() {
+    let host = crate::support::copy_fixture("seed-host");
+    let pid = host.path().join("proc/4242");
+    let eth0 = pid.join("root/sys/class/net/eth0");
+    std::fs::create_dir_all(&eth0).unwrap();
+    std::fs::create_dir_all(pid.join("ns")).unwrap();
+    std::fs::write(pid.join("cgroup"), "0::/lxc.payload.ipv/init.scope\n").unwrap();
+    std::os::unix::fs::symlink("net:[4026532999]", pid.join("ns/net")).unwrap();
+    let nic = std::fs::read_to_string(host.path().join("sys/class/net/enp8s0f0/ifindex")).unwrap();
+    std::fs::write(eth0.join("ifindex"), "5\n").unwrap();
+    std::fs::write(eth0.join("iflink"), nic).unwrap();
+    let samples = parse(&once_on_host(host.path(), &[]));
+    let s = one(&samples, "net_interface_rx_bytes_total", "enp8s0f0");
+    assert_eq!(s.label("instance"), Some("enp8s0f0"));
+    assert_eq!(s.label("instance_type"), Some("physical"));
 }
 
 /// Speed and MTU from sysfs, with the counters' labels: Mb/s become bytes/s,

@@ -199,7 +199,12 @@ fn vms_and_system_containers_map_to_their_owners() {
                 s.label("instance_type").unwrap(),
                 s.label("bridge").unwrap(),
             );
-            assert_eq!(got, (instance, kind, bridge), "{iface} in run {run}");
+            assert_eq!(
+                got,
+                (instance, kind, bridge),
+                "{iface} in run {run}; its log:\n{}",
+                read(&format!("{run}.log"))
+            );
         }
         samples
     };
@@ -235,6 +240,11 @@ fn vms_and_system_containers_map_to_their_owners() {
             ("mac0a1b2c3d", "web", "macvtap", ""),
             ("tap5d4c3b2a", "winvm", "vm", ""),
         ],
+    );
+    // The macvlan parents stay the host's: br0 a bridge, up0 the veth it is.
+    owners(
+        "union",
+        &[("br0", "br0", "bridge", ""), ("up0", "up0", "docker", "")],
     );
     for resolver in ["vm", "lxc", "incus"] {
         let up = gauge(
@@ -314,7 +324,14 @@ fn vms_and_system_containers_map_to_their_owners() {
     // A TrueNAS 26 host: container.query names the libvirt-LXC container
     // (through its supervisor's pid), vm.query the UUID VM; no virt.* and no
     // Incus socket, which is not a failure.
-    let tn26 = owners("truenas26", &[("vnet7", "debian", "lxc", "truenasbr0")]);
+    let tn26 = owners(
+        "truenas26",
+        &[
+            ("vnet7", "debian", "lxc", "truenasbr0"),
+            ("up0", "up0", "docker", ""),
+            ("br0", "br0", "bridge", ""),
+        ],
+    );
     owners("truenas26", &ha("homeassistant"));
     for resolver in ["vm", "lxc", "incus"] {
         let up = gauge(
@@ -327,6 +344,25 @@ fn vms_and_system_containers_map_to_their_owners() {
     let log = read("truenas26.log");
     assert!(log.contains("no Incus socket"), "{log}");
     assert!(log.contains("answers=container.query, vm.query"), "{log}");
+
+    // container.query hangs past the lxc refresh timeout: the cgroup scan
+    // still names its container, and only the midclt lookup is down.
+    let hunglxc = owners("hunglxc", &[("vethlxc0", lxc.as_str(), "incus", "br0")]);
+    let lxc_up = &[("resolver", "lxc")];
+    assert_eq!(
+        gauge(&hunglxc, "truenas_net_exporter_resolver_up", lxc_up),
+        1.0
+    );
+    for (source, up) in [("midclt", 0.0), ("cgroups", 1.0)] {
+        let labels = [("resolver", "lxc"), ("source", source)];
+        assert_eq!(
+            gauge(&hunglxc, "truenas_net_exporter_source_up", &labels),
+            up,
+            "{labels:?}"
+        );
+    }
+    // One domain's domiflist hangs: virsh still names the other's interfaces.
+    owners("hungvirsh", &vyos);
 
     // The hung midclt: every scrape answered, the resolver says so, no child left behind.
     let codes = read("hung-codes.txt");

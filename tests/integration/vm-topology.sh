@@ -100,6 +100,13 @@ ip link add name vnet7 type veth peer name eth0
 ip link set eth0 netns "$child"
 ip link set vnet7 master truenasbr0
 for i in vethlxc0 vnet7; do ip link set "$i" up; done
+# Each container also has a macvlan interface, whose iflink is its parent's
+# ifindex (br0's, up0's) just as a veth end's is its host end's: the parents
+# must stay the host's.
+ip link add link br0 name lxcmv0 type macvlan mode bridge
+ip link set lxcmv0 netns "$lxcpid"
+ip link add link up0 name ctmv0 type macvlan mode bridge
+ip link set ctmv0 netns "$child"
 echo "$lxc" > "$ROOT/out/lxc-name"
 
 # Fake TrueNAS and libvirt tools speaking the real formats. 25.x middleware:
@@ -142,8 +149,10 @@ cat > "$ROOT/fake-virsh" <<'VIRSH'
 #!/bin/sh
 [ "$1" = "-c" ] && shift 2
 case "$1" in
-  list) printf '3_vyos\n\n' ;;
+  list) if [ -n "$HUNG_DOMAIN" ]; then printf '9_stuck\n'; fi; printf '3_vyos\n\n' ;;
   domiflist)
+    # A domain whose libvirt answer never comes (listed first).
+    [ "$2" = 9_stuck ] && exec sleep 603
     echo " Interface     Type     Source     Model    MAC"
     echo "-------------------------------------------------------------"
     case "$2" in
@@ -193,6 +202,22 @@ timeout = \"2s\"
 midclt_command = [\"$ROOT/hung-midclt\"]
 [vm]
 virsh_command = [\"$ROOT/hung-midclt\"]
+timeout = \"3s\""
+
+# With [lxc] on, a hung container.query (its command timeout longer than the
+# refresh timeout) must not keep the cgroup scan's answer from counting.
+once hunglxc "[commands]
+chroot = false
+timeout = \"20s\"
+[truenas]
+midclt_command = [\"$ROOT/hung-midclt\"]
+[lxc]
+timeout = \"2s\"
+[vm]
+sources = [\"qemu\"]"
+# virsh alone, with a domain whose domiflist hangs: the other is still named.
+HUNG_DOMAIN=1 once hungvirsh "$(tools "$ROOT/fake-midclt")
+sources = [\"virsh\"]
 timeout = \"3s\""
 
 # A midclt that hangs: killed at its timeout while the server keeps answering.
