@@ -1,6 +1,6 @@
 //! The composer: joins the latest snapshot of every resolver into one
 //! [`LabelTable`], mapping interface name -> pre-rendered label blocks.
-//! Classification order (design.md): the owner first, then kernel facts, then the name.
+//! Classification order: the owner first, then kernel facts, then the name.
 
 use std::collections::{HashMap, HashSet};
 
@@ -87,7 +87,7 @@ pub fn fallback(name: &[u8], settings: &LabelSettings) -> Entry {
     Entry { rendered }
 }
 
-/// Kernel facts first, the seed's name table where sysfs can't tell.
+/// Kernel facts first, the name prefixes (README, Labels) where sysfs can't tell.
 pub fn classify(name: &[u8], facts: &LinkFacts) -> Kind {
     let devtype = facts.devtype.as_deref();
     if facts.link_type == Some(772) || name == b"lo" {
@@ -123,7 +123,7 @@ pub fn classify(name: &[u8], facts: &LinkFacts) -> Kind {
         return Kind::Macvtap;
     }
     if facts.is_veth() {
-        // An unowned veth: the seed's orphan Docker veth.
+        // An unowned veth: a Docker veth whose container has gone.
         return Kind::Docker;
     }
     match (facts.ifindex, Kind::from_name(name)) {

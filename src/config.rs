@@ -745,7 +745,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_match_the_seed() {
+    fn defaults_match_the_readme() {
         let c = build("", &Cli::default()).unwrap();
         assert_eq!(c.listen_address, ":9551");
         assert_eq!(c.telemetry_path, "/metrics");

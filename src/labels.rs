@@ -86,7 +86,7 @@ impl Kind {
         }
     }
 
-    /// The seed's prefix table: used only where neither an owner nor sysfs decides.
+    /// The name prefixes (README, Labels): used only where neither an owner nor sysfs decides.
     pub fn from_name(name: &[u8]) -> Kind {
         let has = |p: &[u8]| name.starts_with(p);
         if name == b"lo" {
@@ -327,7 +327,7 @@ mod tests {
     }
 
     #[test]
-    fn prefix_table_matches_seed() {
+    fn prefix_table_matches_the_readme() {
         let cases: [(&[u8], Kind); 12] = [
             (b"lo", Kind::Loopback),
             (b"veth402dbe0", Kind::Docker),

@@ -137,3 +137,65 @@ fn modules_depend_one_way() {
     }
     assert!(checked > 50, "only {checked} uses seen");
 }
+
+/// Comments, tests and scripts stand on their own: they cite nothing that is
+/// not in the repository (the documents this project was first written from
+/// are not).
+#[test]
+fn nothing_cites_a_document_outside_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let outside = [
+        "design.md",
+        "seed-readme",
+        "truenas-facts",
+        "workload-accounting",
+        "middleware-api",
+        "the seed's",
+        "seed README",
+        "the seed README",
+        "../shared",
+    ];
+    let mut files = Vec::new();
+    let mut dirs: Vec<PathBuf> = ["src", "tests/integration", "benches", "monitoring", ".ci"]
+        .iter()
+        .map(|d| root.join(d))
+        .collect();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.extend(
+        [
+            "README.md",
+            "Containerfile",
+            "compose.yaml",
+            "config.example.toml",
+        ]
+        .map(|f| root.join(f)),
+    );
+    let mut read = 0;
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        read += 1;
+        for cited in outside {
+            // This test names them to look for them.
+            if file.ends_with("docs.rs") {
+                continue;
+            }
+            assert!(
+                !text.contains(cited),
+                "{} cites {cited:?}, which is not in the repository",
+                file.display()
+            );
+        }
+    }
+    assert!(read > 50, "only {read} files read");
+}

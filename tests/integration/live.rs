@@ -32,7 +32,7 @@ const COUNTERS: [(&str, &str); 8] = [
     ("tx_dropped", "net_interface_tx_dropped_total"),
 ];
 
-/// The seed fixture served with its VMs resolved (through its fake midclt).
+/// The seed-host fixture served with its VMs resolved (through its fake midclt).
 fn seed_server() -> Server {
     let server = Server::start(&fixture("seed-host"), &seed_vm_toml());
     wait_for(Duration::from_secs(10), || {
@@ -274,7 +274,7 @@ fn the_page_lists_every_interface_without_javascript() {
     check(&html, "Chromium without JavaScript");
 }
 
-/// A copy of the seed host with its VMs resolved every second through its
+/// A copy of the seed-host fixture with its VMs resolved every second through its
 /// fake midclt, and the config that says so.
 fn vm_host() -> (tempfile::TempDir, String) {
     let host = copy_fixture("seed-host");

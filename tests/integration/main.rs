@@ -1,4 +1,5 @@
-//! One integration-test binary; each module is a layer from design.md.
+//! One integration-test binary; each module is a layer of what README's
+//! "Tests and benchmarks" lists.
 //! Tests that need root or a tool print `SKIP: <reason>` when it is missing;
 //! with `CI` set (to anything but `false` or `0`), or `TNE_REQUIRE_ALL=1`, a
 //! skip is a failure.

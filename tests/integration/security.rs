@@ -154,7 +154,7 @@ fn users() -> String {
     )
 }
 
-/// The exporter on the seed fixture with `web` as its web config.
+/// The exporter on the seed-host fixture with `web` as its web config.
 fn exporter(host: &Path, web: &Path, extra: &str) -> Exporter {
     let toml = format!(
         "[web]\nconfig_file = {:?}\n{extra}",
