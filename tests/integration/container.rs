@@ -377,7 +377,11 @@ fn image_runs_with_compose_settings_and_maps_like_the_host_binary() {
     );
 
     // The host-mode binary, now, sees the same interfaces with the same labels.
-    let host = Command::new(bin()).args(["--once"]).output().unwrap();
+    let socket = format!("--docker.socket={}", crate::docker::socket());
+    let host = Command::new(bin())
+        .args(["--once", &socket])
+        .output()
+        .unwrap();
     assert!(host.status.success());
     assert_eq!(
         labels(&body),

@@ -136,7 +136,7 @@ fn the_dashboard_has_what_grafana_needs_to_import_it() {
 }
 
 /// A copy of the seed-host fixture with an LXC container (found by its cgroup)
-/// that owns veth3f3cbed (ifindex 22).
+/// that owns veth3f3cbed (ifindex 22, its peer the container's eth0, 46).
 fn host_with_a_system_container() -> tempfile::TempDir {
     let host = copy_fixture("seed-host");
     let proc = host.path().join("proc");
@@ -149,7 +149,7 @@ fn host_with_a_system_container() -> tempfile::TempDir {
     std::os::unix::fs::symlink("net:[4026532999]", pid.join("ns/net")).unwrap();
     std::fs::write(pid.join("cgroup"), "0::/lxc.payload.debian/init.scope\n").unwrap();
     std::fs::write(eth0.join("iflink"), "22\n").unwrap();
-    std::fs::write(eth0.join("ifindex"), "2\n").unwrap();
+    std::fs::write(eth0.join("ifindex"), "46\n").unwrap();
     host
 }
 
