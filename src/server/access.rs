@@ -483,15 +483,14 @@ mod tests {
                 Verdict::Refused
             );
         }
-        let started = Instant::now();
+        assert_eq!(
+            state.recall(&key_of(&state, "prometheus", "secret")),
+            Some(true),
+            "the success is still remembered"
+        );
         assert_eq!(
             access.authorize(&state, Some(&right), HERE).await,
             Verdict::Granted
-        );
-        assert!(state.recall(&key_of(&state, "prometheus", "secret")) == Some(true));
-        assert!(
-            started.elapsed() < Duration::from_millis(5),
-            "answered from the cache, no bcrypt"
         );
     }
 
