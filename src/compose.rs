@@ -1,26 +1,111 @@
 //! The composer: joins the latest snapshot of every resolver into one
-//! [`LabelTable`], mapping interface name -> pre-rendered label blocks.
-//! Classification order: the owner first, then kernel facts, then the name.
+//! [`LabelTable`]. It decides, once per composition, what each interface is
+//! (the owner's claim first, then kernel facts, then the name) and who owns
+//! it (an [`Owner`]), and renders its label blocks from that: the scrape
+//! copies the blocks, and the live view and its API read the same
+//! [`Interface`] values, so all three agree by construction.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use crate::labels::{InterfaceLabels, Kind, LabelSettings, Rendered};
-use crate::sources::Owners;
+use crate::labels::{InterfaceLabels, Kind, LabelSettings, Rendered, label_value};
+use crate::owner::{Owner, OwnerKind, OwnerSet};
 use crate::sources::topology::{LinkFacts, TopologySnapshot};
+use crate::sources::{Claim, Claims};
 
-/// One interface's row in the table. `rendered` is `None` when filtered out.
+/// One interface as the exporter describes it, and its rendered labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub rendered: Option<Rendered>,
+pub struct Interface {
+    pub name: Box<[u8]>,
+    /// `instance_type`.
+    pub kind: Kind,
+    pub owner: Arc<Owner>,
+    /// The name of what holds it (a container, a VM, a Docker network) when a
+    /// resolver claimed it; the owner label is then that, else the interface
+    /// name.
+    pub claimant: Option<Box<str>>,
+    /// The bridge this interface is a port of.
+    pub bridge: Option<Box<[u8]>>,
+    /// `operstate` as the kernel spells it, `unknown` if unread.
+    pub state: Box<str>,
+    /// 802.1Q id: its own, or its bridge's VLAN port's.
+    pub vlan: Option<u16>,
+    /// Link speed in bytes/s, where known.
+    pub speed_bytes: Option<u64>,
+    pub mtu: Option<u32>,
+    pub rendered: Rendered,
 }
 
-/// Interface name -> labels, built by [`compose`] and read by every scrape.
-/// Entries are also addressable by index, so a streaming scrape can refer to
-/// them while it owns the table through an `Arc`.
+/// What [`Interface::new`] is made from.
+pub struct Described<'a> {
+    pub name: &'a [u8],
+    pub kind: Kind,
+    pub owner: Arc<Owner>,
+    pub claimant: Option<&'a str>,
+    pub bridge: &'a [u8],
+    pub state: &'a str,
+    pub vlan: Option<u16>,
+    pub speed_bytes: Option<u64>,
+    pub mtu: Option<u32>,
+}
+
+impl Interface {
+    pub fn new(d: Described<'_>, owner_label: &str) -> Interface {
+        let labels = InterfaceLabels {
+            interface: d.name,
+            instance: d.claimant.map_or(d.name, str::as_bytes),
+            kind: d.kind,
+            app: d.owner.app.as_bytes(),
+            bridge: d.bridge,
+            state: d.state.as_bytes(),
+        };
+        Interface {
+            rendered: Rendered::new(&labels, owner_label),
+            name: d.name.into(),
+            kind: d.kind,
+            claimant: d.claimant.map(Into::into),
+            bridge: (!d.bridge.is_empty()).then(|| d.bridge.into()),
+            state: d.state.into(),
+            vlan: d.vlan,
+            speed_bytes: d.speed_bytes,
+            mtu: d.mtu,
+            owner: d.owner,
+        }
+    }
+
+    /// The `interface` label's value.
+    pub fn interface(&self) -> Cow<'_, str> {
+        label_value(&self.name)
+    }
+
+    /// The owner label's value: the claimant, else the interface name.
+    pub fn instance(&self) -> Cow<'_, str> {
+        self.claimant
+            .as_deref()
+            .map_or_else(|| label_value(&self.name), Cow::Borrowed)
+    }
+
+    pub fn app(&self) -> &str {
+        &self.owner.app
+    }
+
+    /// The `bridge` label's value.
+    pub fn bridge(&self) -> Cow<'_, str> {
+        label_value(self.bridge.as_deref().unwrap_or_default())
+    }
+}
+
+/// Interface name -> its [`Interface`] (`None` where the interface filter
+/// leaves it out), built by [`compose`] and read by every scrape. Entries
+/// are also addressable by index, so a streaming scrape can refer to them
+/// while it owns the table through an `Arc`.
 #[derive(Debug, Default)]
 pub struct LabelTable {
     index: HashMap<Box<[u8]>, u32>,
-    entries: Vec<Entry>,
+    entries: Vec<Option<Interface>>,
+    /// Every owner of this composition, by kind then name.
+    pub owners: Vec<Arc<Owner>>,
     /// Written `interface` values that hold an escape. Only those can equal
     /// another interface's (a name with invalid UTF-8 is written with `\xNN`,
     /// which a real name could spell out), so only they are checked.
@@ -30,8 +115,9 @@ pub struct LabelTable {
 }
 
 impl LabelTable {
-    pub fn get(&self, name: &[u8]) -> Option<&Entry> {
-        self.position(name).map(|i| self.at(i))
+    /// The interface called `name`, if the table has it and the filter keeps it.
+    pub fn get(&self, name: &[u8]) -> Option<&Interface> {
+        self.position(name).and_then(|i| self.at(i))
     }
 
     /// The index of `name`'s entry, for [`LabelTable::at`].
@@ -39,13 +125,13 @@ impl LabelTable {
         self.index.get(name).copied()
     }
 
-    /// # Panics
-    /// If `index` did not come from [`LabelTable::position`] on this table.
-    pub fn at(&self, index: u32) -> &Entry {
-        &self.entries[index as usize]
+    /// The interface at `index` (from [`LabelTable::position`]); `None` if
+    /// the filter leaves it out or the index is not this table's.
+    pub fn at(&self, index: u32) -> Option<&Interface> {
+        self.entries.get(index as usize)?.as_ref()
     }
 
-    fn insert(&mut self, name: &[u8], entry: Entry) {
+    fn insert(&mut self, name: &[u8], entry: Option<Interface>) {
         let index = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         self.index.insert(name.into(), index);
         self.entries.push(entry);
@@ -67,24 +153,42 @@ impl LabelTable {
     }
 }
 
-/// Labels for an interface the table doesn't know yet (born after the last
-/// topology refresh): what its name tells, state `unknown`.
-pub fn fallback(name: &[u8], settings: &LabelSettings) -> Entry {
-    let rendered = settings.filter.allows(name).then(|| {
-        let labels = InterfaceLabels {
-            interface: name,
-            instance: name,
-            kind: Kind::from_name(name),
-            app: b"",
+/// Who owns an interface of kind `kind` that `claim` (if any) names; `app` is
+/// its app (the claim's, or for an unclaimed veth its bridge network's).
+/// An app's containers are the app's; a claimed interface is what claimed
+/// it; the host's own NICs and bridges are themselves; the rest is the host's.
+pub fn owner_of(kind: Kind, claim: Option<&Claim>, app: &str, name: &[u8]) -> Owner {
+    match claim {
+        Some(c) if c.of == OwnerKind::Container && !app.is_empty() => {
+            Owner::new(OwnerKind::App, app, app)
+        }
+        Some(c) => Owner::new(c.of, &c.instance, app),
+        None if kind == Kind::Docker && !app.is_empty() => Owner::new(OwnerKind::App, app, app),
+        None if kind == Kind::Bridge => Owner::new(OwnerKind::Bridge, &label_value(name), ""),
+        None if kind == Kind::Physical => Owner::new(OwnerKind::Nic, &label_value(name), ""),
+        None => Owner::host(),
+    }
+}
+
+/// The interface for one the table does not know yet (born after the last
+/// topology refresh): what its name tells, state `unknown`. `None` if the
+/// filter leaves it out.
+pub fn fallback(name: &[u8], settings: &LabelSettings) -> Option<Interface> {
+    settings.filter.allows(name).then(|| {
+        let kind = Kind::from_name(name);
+        let described = Described {
+            name,
+            kind,
+            owner: Arc::new(owner_of(kind, None, "", name)),
+            claimant: None,
             bridge: b"",
-            state: b"unknown",
+            state: "unknown",
             vlan: None,
             speed_bytes: None,
             mtu: None,
         };
-        Rendered::new(&labels, &settings.owner_label)
-    });
-    Entry { rendered }
+        Interface::new(described, &settings.owner_label)
+    })
 }
 
 /// Kernel facts first, the name prefixes (README, Labels) where sysfs can't tell.
@@ -135,16 +239,16 @@ pub fn classify(name: &[u8], facts: &LinkFacts) -> Kind {
     }
 }
 
-/// Builds the label table from the topology and the owner snapshots (earlier
-/// owners win when two claim the same interface).
+/// Builds the label table from the topology and the claims (earlier
+/// snapshots win when two claim the same interface).
 pub fn compose(
     topology: &TopologySnapshot,
-    owners: &[&Owners],
+    claims: &[&Claims],
     settings: &LabelSettings,
 ) -> LabelTable {
-    let owner_of = |name: &[u8]| {
+    let claim_of = |name: &[u8]| {
         let facts = topology.links.get(name);
-        owners.iter().find_map(|o| o.get(name, facts))
+        claims.iter().find_map(|c| c.get(name, facts))
     };
 
     // A bridge with a VLAN port tags its other ports with that VLAN (lowest id wins).
@@ -156,6 +260,7 @@ pub fn compose(
         }
     }
 
+    let mut owners = OwnerSet::default();
     let mut table = LabelTable {
         index: HashMap::with_capacity(topology.links.len()),
         entries: Vec::with_capacity(topology.links.len()),
@@ -163,44 +268,41 @@ pub fn compose(
     };
     for (name, facts) in &topology.links {
         if !settings.filter.allows(name) {
-            table.insert(name, Entry { rendered: None });
+            table.insert(name, None);
             continue;
         }
-        let owner = owner_of(name);
-        let kind = owner.map_or_else(|| classify(name, facts), |o| o.kind);
+        let claim = claim_of(name);
+        let kind = claim.map_or_else(|| classify(name, facts), |c| c.kind);
         let bridge = bridge_of(topology, name, facts).unwrap_or(b"");
-        let app = match owner {
-            Some(o) => o.app.as_bytes(),
+        let app = match claim {
+            Some(c) => c.app.as_str(),
             // Orphan veth: the app of the Docker network its bridge belongs to.
-            None if kind == Kind::Docker => owner_of(bridge).map_or(&b""[..], |b| b.app.as_bytes()),
-            None => b"",
+            None if kind == Kind::Docker => claim_of(bridge).map_or("", |b| b.app.as_str()),
+            None => "",
         };
-        let vlan = facts.vlan_id.or_else(|| bridge_vlan.get(bridge).copied());
-        let labels = InterfaceLabels {
-            interface: name,
-            instance: owner.map_or(name.as_slice(), |o| o.instance.as_bytes()),
+        let described = Described {
+            name,
             kind,
-            app,
+            owner: owners.get(owner_of(kind, claim, app, name)),
+            claimant: claim.map(|c| c.instance.as_str()),
             bridge,
-            state: facts
-                .operstate
-                .as_deref()
-                .map_or(&b"unknown"[..], str::as_bytes),
-            vlan,
+            state: facts.operstate.as_deref().unwrap_or("unknown"),
+            vlan: facts.vlan_id.or_else(|| bridge_vlan.get(bridge).copied()),
             speed_bytes: facts.speed_bytes,
             mtu: facts.mtu,
         };
-        let rendered = Rendered::new(&labels, &settings.owner_label);
-        let interface = rendered.interface();
-        let rendered = if !interface.contains('\\') || table.escaped.insert(interface.into()) {
-            Some(rendered)
+        let interface = Interface::new(described, &settings.owner_label);
+        let written = interface.rendered.interface();
+        let entry = if !written.contains('\\') || table.escaped.insert(written.into()) {
+            Some(interface)
         } else {
             // Names are visited in byte order: the first keeps the labels.
-            table.collisions.push(interface.to_owned());
+            table.collisions.push(written.to_owned());
             None
         };
-        table.insert(name, Entry { rendered });
+        table.insert(name, entry);
     }
+    table.owners = owners.into_sorted();
     table
 }
 
@@ -223,7 +325,6 @@ mod tests {
 
     use super::*;
     use crate::labels::InterfaceFilter;
-    use crate::sources::Owner;
 
     fn eth(ifindex: u32, iflink: u32) -> LinkFacts {
         LinkFacts {
@@ -314,20 +415,18 @@ mod tests {
             .get(name.as_bytes())
             .unwrap()
             .rendered
-            .as_ref()
-            .unwrap()
             .counters()
             .to_string()
     }
 
     fn info_of(table: &LabelTable, name: &str) -> String {
-        table
-            .get(name.as_bytes())
-            .unwrap()
-            .rendered
-            .as_ref()
-            .unwrap()
-            .info()
+        let interface = table.get(name.as_bytes()).unwrap();
+        interface.rendered.info(interface.vlan)
+    }
+
+    fn owner_in(table: &LabelTable, name: &str) -> (&'static str, String) {
+        let owner = &table.get(name.as_bytes()).unwrap().owner;
+        (owner.kind.as_str(), owner.name.to_string())
     }
 
     #[test]
@@ -372,21 +471,23 @@ mod tests {
                 },
             ),
         ]);
-        let mut docker = Owners::default();
+        let mut docker = Claims::default();
         docker.by_interface.insert(
             b"veth402dbe0".to_vec(),
-            Owner {
+            Claim {
                 kind: Kind::Docker,
                 instance: "ix-grafana-grafana-1".into(),
                 app: "grafana".into(),
+                of: OwnerKind::Container,
             },
         );
         docker.by_interface.insert(
             b"br-2c852816592c".to_vec(),
-            Owner {
+            Claim {
                 kind: Kind::Bridge,
                 instance: "ix-grafana_default".into(),
                 app: "grafana".into(),
+                of: OwnerKind::Network,
             },
         );
         let table = compose(&t, &[&docker], &LabelSettings::default());
@@ -433,12 +534,13 @@ mod tests {
             ("veth7", eth(7, 5)),
             ("veth8", eth(8, 9)),
         ]);
-        let owner = Owner {
+        let owner = Claim {
             kind: Kind::Docker,
             instance: "ix-web-web-1".into(),
             app: "web".into(),
+            of: OwnerKind::Container,
         };
-        let mut docker = Owners::default();
+        let mut docker = Claims::default();
         use crate::sources::procfs::VethEnd;
         let end = |host_ifindex, ifindex| VethEnd {
             host_ifindex,
@@ -449,16 +551,7 @@ mod tests {
         // match veth8's peer.
         docker.claim_veths(&[end(7, 5), end(2, 6), end(3, 4), end(8, 4)], &owner);
         let table = compose(&t, &[&docker], &LabelSettings::default());
-        let instance = |name: &str| {
-            table
-                .get(name.as_bytes())
-                .unwrap()
-                .rendered
-                .as_ref()
-                .unwrap()
-                .values()[1]
-                .to_string()
-        };
+        let instance = |name: &str| table.get(name.as_bytes()).unwrap().instance().into_owned();
         assert_eq!(instance("veth7"), "ix-web-web-1");
         assert_eq!(
             instance("eno1"),
@@ -495,13 +588,132 @@ mod tests {
             ..LabelSettings::default()
         };
         let table = compose(&t, &[], &settings);
-        assert_eq!(table.get(b"veth1").unwrap().rendered, None);
-        assert!(table.get(b"eth0").unwrap().rendered.is_some());
-        assert_eq!(fallback(b"veth9", &settings).rendered, None);
-        let fb = fallback(b"vnet7", &settings).rendered.unwrap();
+        assert!(table.position(b"veth1").is_some() && table.get(b"veth1").is_none());
+        assert!(table.get(b"eth0").is_some());
+        assert_eq!(fallback(b"veth9", &settings), None);
+        let fb = fallback(b"vnet7", &settings).unwrap();
         assert_eq!(
-            fb.counters(),
+            fb.rendered.counters(),
             r#"interface="vnet7",instance="vnet7",instance_type="vm",app="",bridge="",state="unknown""#
         );
+    }
+
+    /// Each interface's owner, decided from the claims and kernel facts, not
+    /// read back from its labels: a container named like its own veth is a
+    /// container, not the host's.
+    #[test]
+    fn owners_come_from_claims_and_facts() {
+        let claim = |kind, instance: &str, app: &str, of| Claim {
+            kind,
+            instance: instance.into(),
+            app: app.into(),
+            of,
+        };
+        use OwnerKind::*;
+        let cases = [
+            (
+                Kind::Docker,
+                Some(claim(
+                    Kind::Docker,
+                    "ix-immich-server-1",
+                    "immich",
+                    Container,
+                )),
+                "immich",
+                "veth1",
+                ("app", "immich"),
+            ),
+            (
+                Kind::Docker,
+                Some(claim(Kind::Docker, "portainer", "", Container)),
+                "",
+                "veth2",
+                ("container", "portainer"),
+            ),
+            // Renamed to its own veth's name: still the container.
+            (
+                Kind::Docker,
+                Some(claim(Kind::Docker, "veth9", "", Container)),
+                "",
+                "veth9",
+                ("container", "veth9"),
+            ),
+            // An orphan veth on an app's network still counts for the app.
+            (Kind::Docker, None, "immich", "veth3", ("app", "immich")),
+            (Kind::Docker, None, "", "veth4", ("host", "host")),
+            (
+                Kind::Vm,
+                Some(claim(Kind::Vm, "vyos", "", Vm)),
+                "",
+                "vnet0",
+                ("vm", "vyos"),
+            ),
+            (
+                Kind::Macvtap,
+                Some(claim(Kind::Macvtap, "vyos", "", Vm)),
+                "",
+                "macvtap0",
+                ("vm", "vyos"),
+            ),
+            // An Incus container's macvlan NIC is the container's.
+            (
+                Kind::Macvtap,
+                Some(claim(Kind::Macvtap, "web", "", SystemContainer)),
+                "",
+                "mac0a1b2c3d",
+                ("system container", "web"),
+            ),
+            (Kind::Vm, None, "", "vnet5", ("host", "host")),
+            (
+                Kind::Lxc,
+                Some(claim(Kind::Lxc, "debian", "", SystemContainer)),
+                "",
+                "vnet7",
+                ("system container", "debian"),
+            ),
+            (
+                Kind::Bridge,
+                Some(claim(Kind::Bridge, "ix-immich_default", "immich", Network)),
+                "immich",
+                "br-2c85",
+                ("network", "ix-immich_default"),
+            ),
+            (Kind::Bridge, None, "", "br0", ("bridge", "br0")),
+            (Kind::Physical, None, "", "enp3s0", ("nic", "enp3s0")),
+            (Kind::Vlan, None, "", "vlan20", ("host", "host")),
+            (Kind::Loopback, None, "", "lo", ("host", "host")),
+            (Kind::Unknown, None, "", "wg0", ("host", "host")),
+        ];
+        for (kind, claim, app, name, (want_kind, want_name)) in cases {
+            let owner = owner_of(kind, claim.as_ref(), app, name.as_bytes());
+            assert_eq!(
+                (owner.kind.as_str(), &*owner.name),
+                (want_kind, want_name),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_table_lists_each_owner_once() {
+        let t = topo(&[("veth1", eth(5, 6)), ("veth2", eth(7, 8))]);
+        let mut docker = Claims::default();
+        for (veth, container) in [("veth1", "ix-a-web-1"), ("veth2", "ix-a-db-1")] {
+            docker.by_interface.insert(
+                veth.as_bytes().to_vec(),
+                Claim {
+                    kind: Kind::Docker,
+                    instance: container.into(),
+                    app: "a".into(),
+                    of: OwnerKind::Container,
+                },
+            );
+        }
+        let table = compose(&t, &[&docker], &LabelSettings::default());
+        assert_eq!(table.owners.len(), 1);
+        assert_eq!(owner_in(&table, "veth1"), ("app", "a".to_owned()));
+        let (one, two) = (table.get(b"veth1").unwrap(), table.get(b"veth2").unwrap());
+        assert!(Arc::ptr_eq(&one.owner, &two.owner), "shared, not copied");
+        assert_eq!(one.instance(), "ix-a-web-1");
     }
 }

@@ -20,7 +20,7 @@ use crate::sources::lxc::LxcSource;
 use crate::sources::middleware::Middleware;
 use crate::sources::topology::TopologySource;
 use crate::sources::vm::VmSource;
-use crate::sources::{Owners, ResolverId, Source};
+use crate::sources::{Claims, ResolverId, Source};
 use crate::telemetry::Telemetry;
 
 pub struct Exporter {
@@ -141,7 +141,7 @@ impl Exporter {
         ))
     }
 
-    fn owner_resolver<S: Source<Snapshot = Owners>>(
+    fn owner_resolver<S: Source<Snapshot = Claims>>(
         self: &Arc<Self>,
         source: S,
         schedule: Schedule,

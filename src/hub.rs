@@ -12,13 +12,13 @@ use tokio::sync::Notify;
 use crate::compose::{self, LabelTable};
 use crate::labels::LabelSettings;
 use crate::sources::topology::TopologySnapshot;
-use crate::sources::{Owners, ResolverId};
+use crate::sources::{Claims, ResolverId};
 
 pub struct Hub {
     settings: Arc<LabelSettings>,
     topology: ArcSwap<TopologySnapshot>,
     /// Indexed by [`ResolverId`]; the topology's slot stays empty.
-    owners: [ArcSwap<Owners>; ResolverId::COUNT],
+    owners: [ArcSwap<Claims>; ResolverId::COUNT],
     table: ArcSwap<LabelTable>,
     /// Serialises compositions so a slower, older one cannot overwrite a newer
     /// table; holds the last table's label collisions, to log only changes.
@@ -74,7 +74,7 @@ impl Hub {
     }
 
     /// Replaces one owner resolver's snapshot; recomposes only if it changed.
-    pub fn publish_owners(&self, id: ResolverId, snapshot: Owners) {
+    pub fn publish_owners(&self, id: ResolverId, snapshot: Claims) {
         let slot = &self.owners[id.index()];
         if **slot.load() == snapshot {
             return;
@@ -109,7 +109,7 @@ impl Hub {
         let mut collisions = self.compose_lock.lock().unwrap_or_else(|p| p.into_inner());
         let topology = self.topology.load();
         let owners = ResolverId::ALL.map(|id| self.owners[id.index()].load_full());
-        let refs: Vec<&Owners> = owners.iter().map(|o| o.as_ref()).collect();
+        let refs: Vec<&Claims> = owners.iter().map(|o| o.as_ref()).collect();
         let table = compose::compose(&topology, &refs, &self.settings);
         if table.collisions != *collisions {
             if !table.collisions.is_empty() {

@@ -107,22 +107,31 @@ impl Kind {
     }
 }
 
-/// Appends `value` escaped for a Prometheus text-format label value.
-/// Bytes that are not UTF-8 (possible in kernel interface names) are written
-/// as `\xNN`, so two names that differ only there stay two label values.
-pub fn push_escaped(out: &mut String, value: &[u8]) {
+/// A label value as Prometheus reads it: the bytes when they are UTF-8;
+/// bytes that are not (possible in kernel interface names) as `\xNN`, so two
+/// names that differ only there stay two label values.
+pub fn label_value(value: &[u8]) -> Cow<'_, str> {
+    if let Ok(text) = std::str::from_utf8(value) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
     for chunk in value.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '"' => out.push_str("\\\""),
-                '\n' => out.push_str("\\n"),
-                c => out.push(c),
-            }
-        }
+        out.push_str(chunk.valid());
         for byte in chunk.invalid() {
-            // The label value is `\xNN`; its backslash is escaped in the text format.
-            out.push_str(&format!("\\\\x{byte:02x}"));
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Appends [`label_value`] of `value`, escaped for the text format.
+pub fn push_escaped(out: &mut String, value: &[u8]) {
+    for c in label_value(value).chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
         }
     }
 }
@@ -135,7 +144,7 @@ fn push_label(out: &mut String, name: &str, value: &[u8]) {
     out.push('"');
 }
 
-/// Everything the exporter says about one interface.
+/// The label values of one interface's counters, as they are rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterfaceLabels<'a> {
     pub interface: &'a [u8],
@@ -144,10 +153,6 @@ pub struct InterfaceLabels<'a> {
     pub app: &'a [u8],
     pub bridge: &'a [u8],
     pub state: &'a [u8],
-    pub vlan: Option<u16>,
-    /// Link speed in bytes/s, where known.
-    pub speed_bytes: Option<u64>,
-    pub mtu: Option<u32>,
 }
 
 /// One interface's label blocks, rendered once per composition so that a scrape
@@ -160,9 +165,6 @@ pub struct Rendered {
     counters: Box<str>,
     /// Length of the part shared with the info block (everything before `,state=`).
     common: usize,
-    vlan: Option<u16>,
-    pub speed_bytes: Option<u64>,
-    pub mtu: Option<u32>,
 }
 
 impl Rendered {
@@ -188,9 +190,6 @@ impl Rendered {
         Rendered {
             counters: s.into_boxed_str(),
             common,
-            vlan: l.vlan,
-            speed_bytes: l.speed_bytes,
-            mtu: l.mtu,
         }
     }
 
@@ -201,81 +200,36 @@ impl Rendered {
 
     /// The `interface` value as written (escaped), without its quotes.
     pub fn interface(&self) -> &str {
-        split_quoted(&self.counters[LABEL_NAMES[0].len() + 2..]).0
+        let value = &self.counters[LABEL_NAMES[0].len() + 2..];
+        let mut escaped = false;
+        for (i, c) in value.char_indices() {
+            match c {
+                '"' if !escaped => return &value[..i],
+                '\\' => escaped = !escaped,
+                _ => escaped = false,
+            }
+        }
+        value
     }
 
     /// Appends `interface="..",<owner>="..",instance_type="..",app="..",bridge="..",vlan=".."`.
-    pub fn write_info(&self, out: &mut Vec<u8>) {
+    pub fn write_info(&self, out: &mut Vec<u8>, vlan: Option<u16>) {
         out.extend_from_slice(&self.counters.as_bytes()[..self.common]);
         out.push(b',');
         out.extend_from_slice(LABEL_NAMES[6].as_bytes());
         out.extend_from_slice(b"=\"");
-        if let Some(id) = self.vlan {
+        if let Some(id) = vlan {
             out.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
         }
         out.push(b'"');
     }
 
     /// The info block as a string (tests, diagnostics).
-    pub fn info(&self) -> String {
+    pub fn info(&self, vlan: Option<u16>) -> String {
         let mut out = Vec::new();
-        self.write_info(&mut out);
+        self.write_info(&mut out, vlan);
         String::from_utf8_lossy(&out).into_owned()
     }
-
-    /// The counter labels' values, unescaped, in [`LABEL_NAMES`] order
-    /// (interface, owner, instance_type, app, bridge, state): what Prometheus
-    /// reads from the block. Parsed back rather than kept, so the table holds
-    /// each interface's labels once; only the live view asks.
-    pub fn values(&self) -> [Cow<'_, str>; 6] {
-        let mut rest = &*self.counters;
-        std::array::from_fn(|_| {
-            // Each pair is `name="value"`; names never hold `="`.
-            let Some((_, after)) = rest.split_once("=\"") else {
-                return Cow::Borrowed("");
-            };
-            let (value, tail) = split_quoted(after);
-            rest = tail;
-            unescape(value)
-        })
-    }
-
-    pub fn vlan(&self) -> Option<u16> {
-        self.vlan
-    }
-}
-
-/// Splits an escaped label value from what follows its closing quote.
-fn split_quoted(s: &str) -> (&str, &str) {
-    let mut escaped = false;
-    for (i, c) in s.char_indices() {
-        match c {
-            '"' if !escaped => return (&s[..i], &s[i + 1..]),
-            '\\' => escaped = !escaped,
-            _ => escaped = false,
-        }
-    }
-    (s, "")
-}
-
-/// Undoes [`push_escaped`]'s text-format escapes (`\\`, `\"`, `\n`).
-fn unescape(value: &str) -> Cow<'_, str> {
-    if !value.contains('\\') {
-        return Cow::Borrowed(value);
-    }
-    let mut out = String::with_capacity(value.len());
-    let mut chars = value.chars();
-    while let Some(c) = chars.next() {
-        match (c, c == '\\') {
-            (_, true) => match chars.next() {
-                Some('n') => out.push('\n'),
-                Some(other) => out.push(other),
-                None => {}
-            },
-            (c, false) => out.push(c),
-        }
-    }
-    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -289,32 +243,22 @@ mod tests {
     }
 
     #[test]
-    fn values_read_back_what_was_written() {
-        let labels = InterfaceLabels {
-            interface: b"veth\xff\"x",
-            instance: b"a\\b\"c\nd=\"e,f",
-            kind: Kind::Docker,
-            app: "grüße".as_bytes(),
-            bridge: b"",
-            state: b"up",
-            vlan: Some(7),
-            speed_bytes: None,
-            mtu: Some(1500),
-        };
-        let r = Rendered::new(&labels, "owner");
-        assert_eq!(
-            r.values(),
-            [
-                "veth\\xff\"x",
-                "a\\b\"c\nd=\"e,f",
-                "docker",
-                "grüße",
-                "",
-                "up"
-            ]
+    fn label_values_are_what_prometheus_reads() {
+        assert_eq!(label_value(b"veth0"), "veth0");
+        assert_eq!(label_value("grüße".as_bytes()), "grüße");
+        assert_eq!(label_value(b"veth\xff\"x"), "veth\\xff\"x");
+        let r = Rendered::new(
+            &InterfaceLabels {
+                interface: b"veth\xff\"x",
+                instance: b"a",
+                kind: Kind::Docker,
+                app: b"",
+                bridge: b"",
+                state: b"up",
+            },
+            "owner",
         );
         assert_eq!(r.interface(), r#"veth\\xff\"x"#);
-        assert_eq!(r.vlan(), Some(7));
     }
 
     #[test]
@@ -361,9 +305,6 @@ mod tests {
             app: b"grafana",
             bridge: b"br-2c852816592c",
             state: b"up",
-            vlan: None,
-            speed_bytes: None,
-            mtu: None,
         };
         let r = Rendered::new(&l, "instance");
         assert_eq!(
@@ -371,17 +312,11 @@ mod tests {
             r#"interface="veth402dbe0",instance="ix-grafana-grafana-1",instance_type="docker",app="grafana",bridge="br-2c852816592c",state="up""#
         );
         assert_eq!(
-            r.info(),
+            r.info(None),
             r#"interface="veth402dbe0",instance="ix-grafana-grafana-1",instance_type="docker",app="grafana",bridge="br-2c852816592c",vlan="""#
         );
-        let r = Rendered::new(
-            &InterfaceLabels {
-                vlan: Some(20),
-                ..l
-            },
-            "owner",
-        );
+        let r = Rendered::new(&l, "owner");
         assert!(r.counters().contains(r#",owner="ix-grafana-grafana-1","#));
-        assert!(r.info().ends_with(r#",vlan="20""#));
+        assert!(r.info(Some(20)).ends_with(r#",vlan="20""#));
     }
 }

@@ -17,6 +17,7 @@ mod healthcheck;
 pub mod hub;
 pub mod labels;
 pub mod netdev;
+pub mod owner;
 pub mod process;
 pub mod resolver;
 pub mod scrape;

@@ -18,8 +18,8 @@ use crate::bounded::{self, Worker};
 use crate::config::NetdevLimits;
 use crate::telemetry::{Limit, LimitMetric, Telemetry};
 
-use crate::compose::{self, Entry, LabelTable};
-use crate::labels::{LabelSettings, Rendered};
+use crate::compose::{self, Interface, LabelTable};
+use crate::labels::LabelSettings;
 use crate::netdev::{self, Counters};
 
 /// What one join produced besides the text.
@@ -244,8 +244,8 @@ enum Slot {
 pub struct Scrape<T> {
     table: T,
     rows: Vec<Row>,
-    /// Labels for interfaces the table does not know yet: rare, so allocated.
-    fallbacks: Vec<Rendered>,
+    /// Interfaces the table does not know yet: rare, so allocated.
+    fallbacks: Vec<Interface>,
     pub stats: JoinStats,
     family: usize,
     /// Next row to write within `family`; `None` until its header is written.
@@ -266,18 +266,18 @@ impl<T: Deref<Target = LabelTable>> Scrape<T> {
                 continue;
             };
             let labels = match table.position(name) {
-                Some(i) if table.at(i).rendered.is_some() => Slot::Table(i),
+                Some(i) if table.at(i).is_some() => Slot::Table(i),
                 Some(_) => continue,
                 None => {
                     stats.unknown += 1;
-                    let Entry { rendered: Some(r) } = compose::fallback(name, settings) else {
+                    let Some(interface) = compose::fallback(name, settings) else {
                         continue;
                     };
-                    if table.collides(&r) {
+                    if table.collides(&interface.rendered) {
                         stats.malformed += 1;
                         continue;
                     }
-                    fallbacks.push(r);
+                    fallbacks.push(interface);
                     Slot::Fallback(u32::try_from(fallbacks.len() - 1).unwrap_or(u32::MAX))
                 }
             };
@@ -309,15 +309,15 @@ impl<T: Deref<Target = LabelTable>> Scrape<T> {
     }
 
     /// Each joined interface's labels and counters, by name (the live view).
-    pub fn interfaces(&self) -> impl Iterator<Item = (&Rendered, &Counters)> {
+    pub fn interfaces(&self) -> impl Iterator<Item = (&Interface, &Counters)> {
         self.rows
             .iter()
             .filter_map(|row| Some((self.labels(row)?, &row.counters)))
     }
 
-    fn labels(&self, row: &Row) -> Option<&Rendered> {
+    fn labels(&self, row: &Row) -> Option<&Interface> {
         match row.labels {
-            Slot::Table(i) => self.table.at(i).rendered.as_ref(),
+            Slot::Table(i) => self.table.at(i),
             Slot::Fallback(i) => self.fallbacks.get(i as usize),
         }
     }
@@ -341,21 +341,22 @@ impl<T: Deref<Target = LabelTable>> Scrape<T> {
                     return true;
                 }
                 next += 1;
-                // Always Some: rows are only made for rendered entries.
-                let Some(labels) = self.labels(row) else {
+                // Always Some: rows are only made for labelled interfaces.
+                let Some(interface) = self.labels(row) else {
                     continue;
                 };
+                let labels = &interface.rendered;
                 let value = match family.value {
                     Value::Counter(i) => Some(row.counters.values[i]),
                     Value::Info => {
                         out.extend_from_slice(name.as_bytes());
                         out.push(b'{');
-                        labels.write_info(out);
+                        labels.write_info(out, interface.vlan);
                         out.extend_from_slice(b"} 1\n");
                         continue;
                     }
-                    Value::Speed => labels.speed_bytes,
-                    Value::Mtu => labels.mtu.map(u64::from),
+                    Value::Speed => interface.speed_bytes,
+                    Value::Mtu => interface.mtu.map(u64::from),
                 };
                 if let Some(value) = value {
                     out.extend_from_slice(name.as_bytes());

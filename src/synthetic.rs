@@ -4,15 +4,15 @@ use std::collections::BTreeMap;
 
 use crate::labels::Kind;
 use crate::sources::topology::{LinkFacts, TopologySnapshot};
-use crate::sources::{Owner, Owners};
+use crate::sources::{Claim, Claims};
 
 /// A host with `n` Docker veths on compose bridges, with owners: the net/dev
 /// text, the topology and the Docker owners.
-pub fn host(n: usize) -> (Vec<u8>, TopologySnapshot, Owners) {
+pub fn host(n: usize) -> (Vec<u8>, TopologySnapshot, Claims) {
     let mut text =
         String::from("Inter-|   Receive |  Transmit\n face |bytes packets|bytes packets\n");
     let mut links = BTreeMap::new();
-    let mut owners = Owners::default();
+    let mut owners = Claims::default();
     for i in 0..n {
         let name = format!("veth{i:07x}");
         let bridge = format!("br-{:012x}", i / 20);
@@ -36,10 +36,11 @@ pub fn host(n: usize) -> (Vec<u8>, TopologySnapshot, Owners) {
         );
         owners.by_interface.insert(
             name.into_bytes(),
-            Owner {
+            Claim {
                 kind: Kind::Docker,
                 instance: format!("ix-app{}-server-{}", i / 20, i % 20),
                 app: format!("app{}", i / 20),
+                of: crate::owner::OwnerKind::Container,
             },
         );
     }

@@ -161,7 +161,7 @@ async fn live_view(exporter: &Arc<Exporter>, page: bool) -> warp::reply::Respons
     };
     let document = live::Document::new(&scrape, read_at);
     if page {
-        let html = document.to_html(&exporter.config.telemetry_path);
+        let html = live::html::page(&document, &exporter.config.telemetry_path);
         live_asset("text/html; charset=utf-8", html, "no-store")
     } else {
         live_asset("application/json", document.to_json(), "no-store")

@@ -16,7 +16,8 @@ use tokio::sync::{Notify, OnceCell, watch};
 
 use crate::config::DockerConfig;
 use crate::labels::Kind;
-use crate::sources::{Owner, Owners, ResolverId, Source, Worker, WorkerError, procfs};
+use crate::owner::OwnerKind;
+use crate::sources::{Claim, Claims, ResolverId, Source, Worker, WorkerError, procfs};
 use crate::telemetry::{Limit, LimitMetric, Telemetry};
 
 #[derive(Debug, thiserror::Error)]
@@ -89,18 +90,19 @@ pub fn bridge_name(
 /// was started with `--bridge`.
 const DEFAULT_NETWORK: &str = "bridge";
 
-/// Owner of a Docker network's bridge: the network's name, except the default
+/// Claim of a Docker network's bridge: the network's name, except the default
 /// network's bridge (`docker0`), which keeps its interface name.
-pub fn bridge_owner(bridge: &str, network: &str) -> Owner {
+pub fn bridge_owner(bridge: &str, network: &str) -> Claim {
     let (instance, app) = if network == DEFAULT_NETWORK {
         (bridge, "")
     } else {
         (network, app_from_network(network))
     };
-    Owner {
+    Claim {
         kind: Kind::Bridge,
         instance: instance.to_owned(),
         app: app.to_owned(),
+        of: OwnerKind::Network,
     }
 }
 
@@ -136,7 +138,7 @@ pub fn namespace_owners<'a>(
 }
 
 /// Claims every container's veths (by their host ends) for the container.
-pub fn map_veths(procfs: &Path, containers: Vec<ContainerFacts>) -> Owners {
+pub fn map_veths(procfs: &Path, containers: Vec<ContainerFacts>) -> Claims {
     let host_ns = procfs::netns_of(procfs, "1");
     let with_ns: Vec<(ContainerFacts, String)> = containers
         .into_iter()
@@ -148,14 +150,15 @@ pub fn map_veths(procfs: &Path, containers: Vec<ContainerFacts>) -> Owners {
             Some((c, ns?))
         })
         .collect();
-    let mut veths = Owners::default();
+    let mut veths = Claims::default();
     for (facts, _) in namespace_owners(&with_ns, host_ns.as_deref()) {
         match procfs::veth_ends(procfs, facts.pid) {
             Ok(ends) => {
-                let owner = Owner {
+                let owner = Claim {
                     kind: Kind::Docker,
                     instance: facts.name.clone(),
                     app: facts.app.clone(),
+                    of: OwnerKind::Container,
                 };
                 veths.claim_veths(&ends, &owner);
             }
@@ -306,9 +309,17 @@ impl DockerSource {
                     ),
                     (
                         "event".to_owned(),
-                        ["start", "die", "destroy", "create", "connect", "disconnect"]
-                            .map(str::to_owned)
-                            .to_vec(),
+                        [
+                            "start",
+                            "die",
+                            "destroy",
+                            "create",
+                            "connect",
+                            "disconnect",
+                            "rename",
+                        ]
+                        .map(str::to_owned)
+                        .to_vec(),
                     ),
                 ]);
                 let mut events = docker.events(Some(EventsOptions {
@@ -360,7 +371,7 @@ fn events_since(at: SystemTime) -> String {
 }
 
 impl Source for DockerSource {
-    type Snapshot = Owners;
+    type Snapshot = Claims;
     type Error = DockerError;
     const ID: ResolverId = ResolverId::Docker;
 
@@ -372,7 +383,7 @@ impl Source for DockerSource {
         self.worker.stuck_on()
     }
 
-    async fn refresh(&self) -> Result<Owners, DockerError> {
+    async fn refresh(&self) -> Result<Claims, DockerError> {
         let docker = self.client().await?;
         let listed = docker
             .list_containers(None)

@@ -14,9 +14,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::labels::Kind;
+use crate::owner::OwnerKind;
 use crate::sources::middleware::Middleware;
 use crate::sources::unix_http::{self, UnixHttpError};
-use crate::sources::{Owner, Owners, ResolverId, Source, Worker, WorkerError};
+use crate::sources::{Claim, Claims, ResolverId, Source, Worker, WorkerError};
 
 /// Every project's instances; `recursion=1` includes their config (with the
 /// volatile keys) without gathering each instance's live state.
@@ -51,13 +52,13 @@ struct Instance {
     config: HashMap<String, String>,
 }
 
-/// Owners from the instance list: each `volatile.<nic>.host_name`.
-pub fn parse_instances(json: &[u8]) -> Result<Owners, serde_json::Error> {
+/// Claims from the instance list: each `volatile.<nic>.host_name`.
+pub fn parse_instances(json: &[u8]) -> Result<Claims, serde_json::Error> {
     let answer: Answer = serde_json::from_slice(json)?;
     let instances = answer
         .metadata
         .ok_or_else(|| <serde_json::Error as serde::de::Error>::missing_field("metadata"))?;
-    let mut owners = Owners::default();
+    let mut owners = Claims::default();
     for instance in instances {
         for (key, host_name) in &instance.config {
             let is_nic = key
@@ -74,10 +75,16 @@ pub fn parse_instances(json: &[u8]) -> Result<Owners, serde_json::Error> {
             } else {
                 Kind::Incus
             };
-            let owner = Owner {
+            let of = if instance.kind == "virtual-machine" {
+                OwnerKind::Vm
+            } else {
+                OwnerKind::SystemContainer
+            };
+            let owner = Claim {
                 kind,
                 instance: instance.name.clone(),
                 app: String::new(),
+                of,
             };
             owners
                 .by_interface
@@ -153,7 +160,7 @@ impl IncusSource {
 }
 
 impl Source for IncusSource {
-    type Snapshot = Owners;
+    type Snapshot = Claims;
     type Error = IncusError;
     const ID: ResolverId = ResolverId::Incus;
 
@@ -161,7 +168,7 @@ impl Source for IncusSource {
         self.worker.stuck_on()
     }
 
-    async fn refresh(&self) -> Result<Owners, IncusError> {
+    async fn refresh(&self) -> Result<Claims, IncusError> {
         let socket = self.socket.clone();
         let absent = self
             .worker
@@ -180,7 +187,7 @@ impl Source for IncusSource {
             if changed {
                 self.report_absent().await;
             }
-            return Ok(Owners::default());
+            return Ok(Claims::default());
         }
         if changed {
             tracing::info!(socket = %self.socket.display(), "Incus socket found");

@@ -19,8 +19,9 @@ use serde::Deserialize;
 use crate::bounded;
 use crate::command::CommandError;
 use crate::labels::Kind;
+use crate::owner::OwnerKind;
 use crate::sources::middleware::Middleware;
-use crate::sources::{Lookup, Owner, Owners, ResolverId, Source, Worker, WorkerError, procfs};
+use crate::sources::{Claim, Claims, Lookup, ResolverId, Source, Worker, WorkerError, procfs};
 use crate::telemetry::Telemetry;
 
 #[derive(Debug, thiserror::Error)]
@@ -96,19 +97,20 @@ pub fn scan(procfs: &Path) -> Result<BTreeMap<String, u32>, LxcError> {
 }
 
 /// Claims each container's host veths, as `kind`.
-pub fn owners(procfs: &Path, containers: &BTreeMap<String, u32>, kind: Kind) -> Owners {
+pub fn owners(procfs: &Path, containers: &BTreeMap<String, u32>, kind: Kind) -> Claims {
     let host_ns = procfs::netns_of(procfs, "1");
-    let mut owners = Owners::default();
+    let mut owners = Claims::default();
     for (name, &pid) in containers {
         let Some(pid) = procfs::in_own_netns(procfs, pid, host_ns.as_deref()) else {
             continue;
         };
         match procfs::veth_ends(procfs, pid) {
             Ok(ends) => {
-                let owner = Owner {
+                let owner = Claim {
                     kind,
                     instance: name.clone(),
                     app: String::new(),
+                    of: OwnerKind::SystemContainer,
                 };
                 owners.claim_veths(&ends, &owner);
             }
@@ -148,17 +150,17 @@ impl LxcSource {
         }
     }
 
-    async fn via_cgroups(&self) -> Result<Owners, LxcError> {
+    async fn via_cgroups(&self) -> Result<Claims, LxcError> {
         let procfs = self.procfs.clone();
         self.worker
             .run(move || scan(&procfs).map(|found| owners(&procfs, &found, Kind::Incus)))
             .await?
     }
 
-    async fn via_midclt(&self) -> Result<Owners, LxcError> {
+    async fn via_midclt(&self) -> Result<Claims, LxcError> {
         // No middleware, or a release before 26: no such containers here.
         let Some(json) = self.middleware.call("container.query", self.budget).await? else {
-            return Ok(Owners::default());
+            return Ok(Claims::default());
         };
         let containers = parse_container_query(&json)?;
         let procfs = self.procfs.clone();
@@ -170,11 +172,11 @@ impl LxcSource {
 }
 
 impl Source for LxcSource {
-    type Snapshot = Owners;
+    type Snapshot = Claims;
     type Error = LxcError;
     const ID: ResolverId = ResolverId::Lxc;
 
-    async fn refresh(&self) -> Result<Owners, LxcError> {
+    async fn refresh(&self) -> Result<Claims, LxcError> {
         // Side by side, each under its own budget: a hung midclt must not
         // keep the scan's answer from counting.
         let (from_middleware, from_cgroups) = futures_util::future::join(

@@ -1,9 +1,9 @@
 //! Sources of facts about interfaces, one module each. A source produces an
 //! immutable snapshot per refresh; [`resolver`](crate::resolver) runs it on a
 //! schedule and the [`compose`](crate::compose)r joins the snapshots.
-//! Topology publishes kernel facts; the others publish [`Owners`]: who holds
+//! Topology publishes kernel facts; the others publish [`Claims`]: who holds
 //! which interface. This module has what they share: the [`Source`] trait, the
-//! [`ResolverId`] that names them, and the [`Owners`] snapshot.
+//! [`ResolverId`] that names them, and the [`Claims`] snapshot.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 pub use crate::bounded::{Worker, WorkerError};
 use crate::labels::Kind;
+use crate::owner::OwnerKind;
 use crate::sources::topology::LinkFacts;
 
 pub mod docker;
@@ -163,12 +164,17 @@ impl Lookup {
     }
 }
 
-/// Who owns an interface, as claimed by the Docker, VM or LXC resolver.
+/// What a resolver says of an interface it knows: its kind, the name of what
+/// holds it (a container, a VM, a Docker network), what that is, and its app.
+/// The composer turns claims into owners.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner {
+pub struct Claim {
     pub kind: Kind,
     pub instance: String,
     pub app: String,
+    /// What holds the interface: a container, a VM, a system container or a
+    /// network.
+    pub of: OwnerKind,
 }
 
 /// An owner resolver's snapshot. Interfaces are claimed by name where the
@@ -176,21 +182,21 @@ pub struct Owner {
 /// (a VM's macvtap, found through its device), or as the host end of a veth
 /// whose other end a container holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Owners {
-    pub by_interface: HashMap<Vec<u8>, Owner>,
-    pub by_ifindex: HashMap<u32, Owner>,
+pub struct Claims {
+    pub by_interface: HashMap<Vec<u8>, Claim>,
+    pub by_ifindex: HashMap<u32, Claim>,
     /// Host ifindex -> the container-side end's ifindex and the container.
-    pub by_veth: HashMap<u32, (u32, Owner)>,
+    pub by_veth: HashMap<u32, (u32, Claim)>,
 }
 
-impl Owners {
+impl Claims {
     /// The owner of interface `name`, given what sysfs says about it.
     ///
     /// A container's interface names its peer only through `iflink`, and a
     /// macvlan or ipvlan interface's `iflink` is its parent's ifindex: the
     /// uplink, a bridge, a NIC. So an `iflink` claim holds only for a host
     /// veth whose own `iflink` points back at the container's end.
-    pub fn get(&self, name: &[u8], facts: Option<&LinkFacts>) -> Option<&Owner> {
+    pub fn get(&self, name: &[u8], facts: Option<&LinkFacts>) -> Option<&Claim> {
         if let Some(owner) = self.by_interface.get(name) {
             return Some(owner);
         }
@@ -205,7 +211,7 @@ impl Owners {
 
     /// Claims the host ends of a container's veths (`ends` from
     /// [`procfs::veth_ends`]) for `owner`; an end already claimed stays.
-    pub fn claim_veths(&mut self, ends: &[procfs::VethEnd], owner: &Owner) {
+    pub fn claim_veths(&mut self, ends: &[procfs::VethEnd], owner: &Claim) {
         for end in ends {
             self.by_veth
                 .entry(end.host_ifindex)

@@ -46,7 +46,7 @@ pub fn in_own_netns(procfs: &Path, pid: u32, host_ns: Option<&str>) -> Option<u3
 /// One of a process's interfaces that is linked to a device outside its
 /// namespace: a veth's container end (`host_ifindex` is the host end), or a
 /// macvlan/ipvlan interface (`host_ifindex` is its parent). Only the host's
-/// side can tell which: see [`Owners::get`](crate::sources::Owners::get).
+/// side can tell which: see [`Claims::get`](crate::sources::Claims::get).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VethEnd {
     /// The interface's `iflink`: an ifindex in the host's namespace.

@@ -29,8 +29,9 @@ use crate::bounded;
 use crate::command::{CommandError, Runner};
 use crate::config::{VmLookup, VmSettings};
 use crate::labels::Kind;
+use crate::owner::OwnerKind;
 use crate::sources::middleware::Middleware;
-use crate::sources::{Lookup, Owner, Owners, ResolverId, Source, Worker, WorkerError, procfs};
+use crate::sources::{Claim, Claims, Lookup, ResolverId, Source, Worker, WorkerError, procfs};
 use crate::telemetry::Telemetry;
 
 #[derive(Debug, thiserror::Error)]
@@ -297,8 +298,8 @@ pub struct Found {
 
 /// Joins the lookups: every interface any of them knows, named by the first
 /// lookup in `order` that names it.
-pub fn combine(order: &[VmLookup], found: &Found) -> Owners {
-    let mut owners = Owners::default();
+pub fn combine(order: &[VmLookup], found: &Found) -> Claims {
+    let mut owners = Claims::default();
     let pick = |pid: u32, interface: Option<&str>| {
         order.iter().find_map(|lookup| match lookup {
             VmLookup::Virsh => interface.and_then(|i| found.virsh.get(i)).map(|(n, _)| n),
@@ -306,10 +307,11 @@ pub fn combine(order: &[VmLookup], found: &Found) -> Owners {
         })
     };
     for (&pid, held) in &found.held {
-        let owner = |name: &String, kind| Owner {
+        let owner = |name: &String, kind| Claim {
             kind,
             instance: name.clone(),
             app: String::new(),
+            of: OwnerKind::Vm,
         };
         for tap in &held.taps {
             if let Some(name) = pick(pid, Some(tap)) {
@@ -335,10 +337,11 @@ pub fn combine(order: &[VmLookup], found: &Found) -> Owners {
             owners
                 .by_interface
                 .entry(interface.clone().into_bytes())
-                .or_insert(Owner {
+                .or_insert(Claim {
                     kind: *kind,
                     instance: name.clone(),
                     app: String::new(),
+                    of: OwnerKind::Vm,
                 });
         }
     }
@@ -480,7 +483,7 @@ impl VmSource {
 }
 
 impl Source for VmSource {
-    type Snapshot = Owners;
+    type Snapshot = Claims;
     type Error = VmError;
     const ID: ResolverId = ResolverId::Vm;
 
@@ -488,7 +491,7 @@ impl Source for VmSource {
         self.worker.stuck_on()
     }
 
-    async fn refresh(&self) -> Result<Owners, VmError> {
+    async fn refresh(&self) -> Result<Claims, VmError> {
         // All at once: a hung midclt and a hung virsh, each within its
         // command timeout, must not use up the refresh timeout before the
         // scan has run.
@@ -619,7 +622,7 @@ mod tests {
             .insert("vnet9".into(), ("elsewhere".into(), Kind::Vm));
 
         let name_of =
-            |owners: &Owners, iface: &str| owners.by_interface[iface.as_bytes()].instance.clone();
+            |owners: &Claims, iface: &str| owners.by_interface[iface.as_bytes()].instance.clone();
         let owners = combine(&[Midclt, Virsh, Qemu], &found);
         assert_eq!(name_of(&owners, "vnet0"), "vyos", "midclt first");
         assert_eq!(owners.by_ifindex[&14].instance, "vyos");

@@ -112,7 +112,7 @@ pub fn engine() -> bool {
 /// Removes what a test created, even when it fails.
 #[derive(Default)]
 pub struct Cleanup {
-    containers: Vec<String>,
+    pub containers: Vec<String>,
     networks: Vec<String>,
 }
 
@@ -592,6 +592,52 @@ fn the_readme_read_only_proxy_is_enough_and_refuses_the_rest() {
     assert_eq!(status("POST", "/containers/create"), "403");
     assert_eq!(status("GET", "/images/json"), "403");
     assert_eq!(status("DELETE", &format!("/containers/{name}")), "403");
+}
+
+/// A container renamed to its own host veth's name is still a container:
+/// owners are decided from what claimed the interface, not read back from
+/// its labels (where owner label and interface name are then equal).
+#[test]
+fn a_container_named_like_its_veth_is_still_a_container() {
+    if !engine() {
+        return;
+    }
+    let _engine = shared_engine();
+    let n = std::process::id();
+    let mut c = Cleanup::default();
+    let net = format!("tnern{n}_net");
+    c.network(&net, &[]);
+    let name = format!("tnern{n}");
+    c.run(&name, &["--network", &net, IMAGE, "sleep", "3600"]);
+    let veth = veths_of(&name).remove(0);
+    docker(&["rename", &name, &veth]);
+    c.containers.push(veth.clone());
+    let server = server();
+    let entry = wait_for(Duration::from_secs(15), || {
+        let api = http(server.addr, "GET", "/api/v1/interfaces");
+        let doc: serde_json::Value = serde_json::from_str(&api.body).ok()?;
+        doc["interfaces"]
+            .as_array()?
+            .iter()
+            // Known to the topology (its bridge) and to Docker (its owner label).
+            .find(|i| {
+                i["interface"] == veth.as_str()
+                    && i["instance"] == veth.as_str()
+                    && i["bridge"] != ""
+            })
+            .cloned()
+    })
+    .expect("the renamed container's veth in the API");
+    assert_eq!(entry["owner"]["kind"], "container", "{entry}");
+    assert_eq!(entry["owner"]["name"], veth.as_str());
+    assert_eq!(entry["instance_type"], "docker");
+    let page = http(server.addr, "GET", "/").body;
+    assert!(
+        page.contains(&format!(
+            "<tbody class=\"owner\" data-kind=\"container\" data-name=\"{veth}\""
+        )),
+        "the page groups it under the container"
+    );
 }
 
 #[test]

@@ -1,0 +1,303 @@
+//! The page at `/`: every interface of one read under its owner, NICs also
+//! in a table of their own, without rates (the script adds them), rendered
+//! on the server so it reads without JavaScript. Every name came from outside
+//! (container names, Compose labels, interface names): each is escaped, in
+//! text and attributes alike.
+
+use super::api::{Document, Entry};
+use super::group;
+use crate::owner::{Owner, OwnerKind};
+
+const PAGE: &str = include_str!("page.html");
+
+/// The page. `metrics` is the telemetry path, linked relative so the page
+/// works behind a path prefix.
+pub fn page(document: &Document<'_>, metrics: &str) -> String {
+    let mut nics = String::new();
+    for entry in document
+        .interfaces
+        .iter()
+        .filter(|e| e.source.owner.kind == OwnerKind::Nic)
+    {
+        nic_row(&mut nics, entry);
+    }
+    let groups = group::by_owner(&document.interfaces);
+    let mut owners = String::with_capacity(document.interfaces.len() * 300);
+    for g in &groups {
+        owner_head(&mut owners, g.owner);
+        for entry in &g.interfaces {
+            interface_row(&mut owners, entry);
+        }
+        owners.push_str("</tbody>\n");
+    }
+    let mut out = String::with_capacity(PAGE.len() + nics.len() + owners.len() + 64);
+    fill(&mut out, PAGE, |key, out| {
+        match key {
+            "metrics" => push_html(out, &relative(metrics)),
+            "nics" => out.push_str(&nics),
+            "owners" => out.push_str(&owners),
+            "version" => push_html(out, document.version),
+            _ => return false,
+        }
+        true
+    });
+    out
+}
+
+/// An absolute path as a link relative to `/`, so that it follows a reverse
+/// proxy's prefix: `/metrics` -> `./metrics`. The `./` keeps whatever
+/// follows (`a:b`, `/x`, `\\x`) a path on this site, never a scheme or a host.
+fn relative(path: &str) -> String {
+    format!(".{path}")
+}
+
+/// Copies `template`, letting `put` write each `{key}`; `put` returns false
+/// for a key it does not know, which is then copied as it is.
+fn fill(out: &mut String, template: &str, mut put: impl FnMut(&str, &mut String) -> bool) {
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) if put(&after[..close], out) => rest = &after[close + 1..],
+            _ => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+}
+
+/// Appends `s` escaped for HTML text and quoted attribute values alike.
+fn push_html(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Appends the pieces: `Raw` as they are (the page's own markup), `Text`
+/// escaped (everything that came from outside).
+fn push_all(out: &mut String, pieces: &[Piece<'_>]) {
+    for piece in pieces {
+        match piece {
+            Piece::Raw(s) => out.push_str(s),
+            Piece::Text(s) => push_html(out, s),
+        }
+    }
+}
+
+enum Piece<'a> {
+    Raw(&'static str),
+    Text(&'a str),
+}
+use Piece::{Raw, Text};
+
+fn nic_row(out: &mut String, it: &Entry<'_>) {
+    let speed = it.speed_bytes.filter(|&b| b > 0).map(format_speed);
+    push_all(
+        out,
+        &[
+            Raw("<tr class=\"nic\" data-interface=\""),
+            Text(&it.interface),
+            Raw("\" data-rx-bps=\"\" data-tx-bps=\"\" data-util=\"\"><td>"),
+            Text(&it.interface),
+            Raw("</td><td data-state=\""),
+            Text(it.state),
+            Raw("\">"),
+            Text(it.state),
+            Raw("</td><td>"),
+            Text(speed.as_deref().unwrap_or("")),
+            Raw("</td><td class=\"rx-rate\"></td><td class=\"tx-rate\"></td><td class=\"util\">"),
+            Raw(if speed.is_some() { "" } else { "\u{2014}" }),
+            Raw("</td></tr>\n"),
+        ],
+    );
+}
+
+fn owner_head(out: &mut String, owner: &Owner) {
+    let (kind, name) = (owner.kind.as_str(), &*owner.name);
+    push_all(
+        out,
+        &[
+            Raw("<tbody class=\"owner\" data-kind=\""),
+            Text(kind),
+            Raw("\" data-name=\""),
+            Text(name),
+            Raw(
+                "\" data-rx-bps=\"\" data-tx-bps=\"\">\n<tr class=\"owner-head\"><th colspan=\"5\"><span class=\"kind\">",
+            ),
+            Text(kind),
+            Raw("</span> <span class=\"name\">"),
+            Text(name),
+            Raw("</span></th><td class=\"rx-rate\"></td><td class=\"tx-rate\"></td></tr>\n"),
+        ],
+    );
+}
+
+fn interface_row(out: &mut String, it: &Entry<'_>) {
+    let instance: &str = &it.instance;
+    // The owner label when it says more than the row and its group already do.
+    let detail = !instance.is_empty() && instance != it.interface && instance != it.owner.name;
+    let vlan = it.vlan.map(|v| v.to_string()).unwrap_or_default();
+    push_all(
+        out,
+        &[
+            Raw("<tr class=\"iface\" data-interface=\""),
+            Text(&it.interface),
+            Raw("\" data-rx-bps=\"\" data-tx-bps=\"\"><td>"),
+            Text(&it.interface),
+            Raw(if detail { "<small>" } else { "" }),
+            Text(if detail { instance } else { "" }),
+            Raw(if detail { "</small>" } else { "" }),
+            Raw("</td><td>"),
+            Text(it.instance_type),
+            Raw("</td><td>"),
+            Text(&it.bridge),
+            Raw("</td><td>"),
+            Text(&vlan),
+            Raw("</td><td data-state=\""),
+            Text(it.state),
+            Raw("\">"),
+            Text(it.state),
+            Raw("</td><td class=\"rx-rate\"></td><td class=\"tx-rate\"></td></tr>\n"),
+        ],
+    );
+}
+
+/// A link speed in bytes/s as bits/s in the largest unit that keeps it at 1
+/// or more, to at most two decimals: "2.5 Gb/s", "10 Gb/s", "100 Mb/s".
+pub fn format_speed(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["b/s", "kb/s", "Mb/s", "Gb/s"];
+    let mut value = bytes as f64 * 8.0;
+    let mut unit = 0;
+    while unit < UNITS.len() - 1 && value >= 1000.0 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let text = format!("{value:.2}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::compose::{Described, Interface};
+    use crate::labels::Kind;
+    use crate::netdev::Counters;
+
+    fn interface(name: &str, claimant: &str, kind: Kind, owner: &Arc<Owner>) -> Interface {
+        let described = Described {
+            name: name.as_bytes(),
+            kind,
+            owner: Arc::clone(owner),
+            claimant: (!claimant.is_empty()).then_some(claimant),
+            bridge: b"br0",
+            state: "up",
+            vlan: Some(20),
+            speed_bytes: Some(125_000_000),
+            mtu: Some(1500),
+        };
+        Interface::new(described, "instance")
+    }
+
+    #[test]
+    fn the_metrics_link_is_relative() {
+        assert_eq!(relative("/metrics"), "./metrics");
+        assert_eq!(relative("/x/net"), "./x/net");
+        assert_eq!(relative("/a:b/c"), "./a:b/c");
+        assert_eq!(relative("//evil.example/m"), ".//evil.example/m");
+    }
+
+    #[test]
+    fn speeds_read_as_link_speeds() {
+        assert_eq!(format_speed(312_500_000), "2.5 Gb/s");
+        assert_eq!(format_speed(1_250_000_000), "10 Gb/s");
+        assert_eq!(format_speed(125_000_000), "1 Gb/s");
+        assert_eq!(format_speed(12_500_000), "100 Mb/s");
+        assert_eq!(format_speed(125), "1 kb/s");
+        assert_eq!(format_speed(100), "800 b/s");
+        assert_eq!(format_speed(3_125_000_000_000), "25000 Gb/s");
+    }
+
+    #[test]
+    fn the_template_has_its_slots_and_unknown_braces_stay() {
+        let mut seen = Vec::new();
+        let mut out = String::new();
+        fill(&mut out, PAGE, |key, _| {
+            seen.push(key.to_owned());
+            true
+        });
+        assert_eq!(seen, ["metrics", "nics", "owners", "version"]);
+        let mut out = String::new();
+        fill(&mut out, "a {x} {b} {", |key, out| {
+            (key == "x").then(|| out.push('X')).is_some()
+        });
+        assert_eq!(out, "a X {b} {");
+    }
+
+    #[test]
+    fn the_page_escapes_every_name_and_groups_by_owner() {
+        let hostile = r#"<img src=x onerror="alert('1')">&"#;
+        let nic = Arc::new(Owner::new(OwnerKind::Nic, "enp3s0", ""));
+        let app = Arc::new(Owner::new(OwnerKind::App, hostile, hostile));
+        let interfaces = [
+            interface("enp3s0", "", Kind::Physical, &nic),
+            interface("veth1", "web-1", Kind::Docker, &app),
+            interface("veth2", "db-1", Kind::Docker, &app),
+        ];
+        let counters = Counters {
+            values: [1, 2, 3, 4, 5, 6, 7, 8],
+        };
+        let doc = Document {
+            version: "0.1.0",
+            time: 1.5,
+            interfaces: interfaces
+                .iter()
+                .map(|i| Entry::new(i, &counters))
+                .collect(),
+        };
+        let html = page(&doc, "/prom/metrics");
+        let escaped = "&lt;img src=x onerror=&quot;alert(&#x27;1&#x27;)&quot;&gt;&amp;";
+        assert!(!html.contains("<img"), "{html}");
+        assert_eq!(
+            html.matches(escaped).count(),
+            2,
+            "data-name and the shown name, once per owner"
+        );
+        assert_eq!(html.matches("<tbody class=\"owner\"").count(), 2);
+        assert!(html.contains(r#"<a href="./prom/metrics">metrics</a>"#));
+        assert!(html.contains(
+            r#"<tr class="nic" data-interface="enp3s0" data-rx-bps="" data-tx-bps="" data-util=""><td>enp3s0</td><td data-state="up">up</td><td>1 Gb/s</td><td class="rx-rate"></td><td class="tx-rate"></td><td class="util"></td></tr>"#
+        ));
+        assert!(html.contains(
+            r#"<tr class="iface" data-interface="veth1" data-rx-bps="" data-tx-bps=""><td>veth1<small>web-1</small></td><td>docker</td><td>br0</td><td>20</td><td data-state="up">up</td><td class="rx-rate"></td><td class="tx-rate"></td></tr>"#
+        ));
+        // The app comes before the NIC; within it, interfaces by name.
+        let app = html.find("data-kind=\"app\"").unwrap();
+        assert!(app < html.find("data-kind=\"nic\"").unwrap());
+        assert!(
+            html.find("data-interface=\"veth1\"").unwrap()
+                < html.find("data-interface=\"veth2\"").unwrap()
+        );
+
+        let json: serde_json::Value = serde_json::from_slice(&doc.to_json()).unwrap();
+        assert_eq!(json["interfaces"][1]["owner"]["name"], hostile);
+        assert_eq!(json["interfaces"][1]["owner"]["kind"], "app");
+        assert_eq!(json["interfaces"][1]["app"], hostile);
+        assert_eq!(json["interfaces"][1]["instance"], "web-1");
+        assert_eq!(json["interfaces"][1]["tx_dropped"], 8);
+        assert_eq!(json["interfaces"][1]["vlan"], 20);
+        assert!(json["interfaces"][1].get("source").is_none());
+    }
+}
