@@ -5,7 +5,6 @@
 //! a regular file on a filesystem that hangs, is bounded in time by callers:
 //! they read through a [`Worker`], one blocking thread at a time, under a timeout.
 
-use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -13,35 +12,72 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-thread_local! {
-    /// Where this thread records the path it is about to touch, when someone
-    /// may give up waiting for it and want to say what it was stuck on.
-    static PROGRESS: RefCell<Option<Arc<Mutex<PathBuf>>>> = const { RefCell::new(None) };
+/// A blocking job's view of the files: reads bounded as this module's
+/// functions are, each path recorded before it is touched, so that whoever
+/// waits for the job can say what it is stuck on. A [`Worker`] hands one to
+/// each job it runs.
+#[derive(Debug, Clone, Default)]
+pub struct Fs {
+    at: Arc<Mutex<PathBuf>>,
 }
 
-/// Runs `work`, recording into `slot` each path it reads through this module
-/// (or names with [`note`]).
-pub fn with_progress<T>(slot: Arc<Mutex<PathBuf>>, work: impl FnOnce() -> T) -> T {
-    PROGRESS.with(|p| *p.borrow_mut() = Some(slot));
-    let out = work();
-    PROGRESS.with(|p| *p.borrow_mut() = None);
-    out
-}
+impl Fs {
+    /// Records `path` as the one the job is about to touch.
+    pub fn at(&self, path: &Path) {
+        let mut at = self.at.lock().unwrap_or_else(|e| e.into_inner());
+        at.as_mut_os_string().clear();
+        at.push(path);
+    }
 
-/// Records `path` as the one this thread is about to touch (see [`with_progress`]).
-pub fn note(path: &Path) {
-    PROGRESS.with(|p| {
-        if let Some(slot) = &*p.borrow() {
-            let mut current = slot.lock().unwrap_or_else(|e| e.into_inner());
-            current.as_mut_os_string().clear();
-            current.push(path);
-        }
-    });
+    /// The path the job touched last.
+    pub fn last(&self) -> String {
+        let at = self.at.lock().unwrap_or_else(|e| e.into_inner());
+        at.display().to_string()
+    }
+
+    /// [`read`].
+    pub fn read(&self, path: &Path, max: usize) -> io::Result<Vec<u8>> {
+        self.at(path);
+        read(path, max)
+    }
+
+    /// [`read_into`].
+    pub fn read_into(&self, path: &Path, max: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+        self.at(path);
+        read_into(path, max, buf)
+    }
+
+    /// [`sysfs_text`].
+    pub fn sysfs_text(&self, path: &Path) -> Option<String> {
+        self.at(path);
+        sysfs_text(path)
+    }
+
+    pub fn read_dir(&self, path: &Path) -> io::Result<std::fs::ReadDir> {
+        self.at(path);
+        std::fs::read_dir(path)
+    }
+
+    pub fn read_link(&self, path: &Path) -> io::Result<PathBuf> {
+        self.at(path);
+        std::fs::read_link(path)
+    }
+
+    pub fn metadata(&self, path: &Path) -> io::Result<std::fs::Metadata> {
+        self.at(path);
+        std::fs::metadata(path)
+    }
+
+    /// Whether `path` exists, a dangling symlink included (a fixture's
+    /// `device/driver`).
+    pub fn exists(&self, path: &Path) -> bool {
+        self.at(path);
+        std::fs::symlink_metadata(path).is_ok()
+    }
 }
 
 /// Opens `path` for reading without blocking and checks it is a regular file.
 pub fn open_regular(path: &Path) -> io::Result<File> {
-    note(path);
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -159,14 +195,13 @@ pub struct Worker {
 
 struct Job {
     started: Instant,
-    /// The path the job last touched.
-    path: Arc<Mutex<PathBuf>>,
+    /// What the job touches.
+    fs: Fs,
 }
 
 impl Job {
     fn path(&self) -> String {
-        let path = self.path.lock().unwrap_or_else(|e| e.into_inner());
-        path.display().to_string()
+        self.fs.last()
     }
 }
 
@@ -196,7 +231,7 @@ impl Worker {
 
     pub async fn run<T: Send + 'static>(
         &self,
-        job: impl FnOnce() -> T + Send + 'static,
+        job: impl FnOnce(&Fs) -> T + Send + 'static,
     ) -> Result<T, WorkerError> {
         if let Some(stuck) = self.stuck() {
             return Err(stuck);
@@ -214,13 +249,13 @@ impl Worker {
                     }));
                 }
             };
-        let path = Arc::new(Mutex::new(PathBuf::new()));
+        let fs = Fs::default();
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Job {
             started: Instant::now(),
-            path: Arc::clone(&path),
+            fs: fs.clone(),
         });
         let running = Arc::clone(&self.running);
-        let progress = Arc::clone(&path);
+        let progress = fs.clone();
         let handle = tokio::task::spawn_blocking(move || {
             // Given back however the job ends, even if nobody awaits it any more.
             // The turn (a field) goes back after the job is marked done.
@@ -240,17 +275,13 @@ impl Worker {
                 running,
                 _turn: turn,
             };
-            with_progress(progress, job)
+            job(&progress)
         });
         match tokio::time::timeout_at(deadline, handle).await {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => Err(WorkerError::Panicked(e.to_string())),
             Err(_) => Err(WorkerError::Timeout {
-                path: path
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .display()
-                    .to_string(),
+                path: fs.last(),
                 after: self.timeout,
             }),
         }
@@ -269,8 +300,8 @@ impl Worker {
 pub async fn connect_unix(worker: &Worker, path: &Path) -> io::Result<tokio::net::UnixStream> {
     let owned = path.to_owned();
     let stream = worker
-        .run(move || {
-            note(&owned);
+        .run(move |fs| {
+            fs.at(&owned);
             let stream = std::os::unix::net::UnixStream::connect(&owned)?;
             stream.set_nonblocking(true)?;
             Ok::<_, io::Error>(stream)
@@ -329,9 +360,9 @@ mod tests {
             let (worker, count) = (Arc::clone(&worker), Arc::clone(&started));
             tokio::spawn(async move {
                 worker
-                    .run(move || {
+                    .run(move |fs| {
                         count.fetch_add(1, Ordering::Relaxed);
-                        note(Path::new("/sys/class/net/eth0/operstate"));
+                        fs.at(Path::new("/sys/class/net/eth0/operstate"));
                         let _ = hold.recv();
                     })
                     .await
@@ -346,7 +377,7 @@ mod tests {
                 let (worker, count) = (Arc::clone(&worker), Arc::clone(&started));
                 tokio::spawn(async move {
                     worker
-                        .run(move || count.fetch_add(1, Ordering::Relaxed))
+                        .run(move |_| count.fetch_add(1, Ordering::Relaxed))
                         .await
                 })
             })
@@ -363,7 +394,7 @@ mod tests {
         for _ in 0..50 {
             let count = Arc::clone(&started);
             let err = worker
-                .run(move || count.fetch_add(1, Ordering::Relaxed))
+                .run(move |_| count.fetch_add(1, Ordering::Relaxed))
                 .await
                 .unwrap_err();
             assert!(
@@ -387,7 +418,7 @@ mod tests {
             worker.stuck_on().is_none()
         });
         assert!(back, "the stuck job returned");
-        assert_eq!(worker.run(|| 7).await.unwrap(), 7, "and jobs run again");
+        assert_eq!(worker.run(|_| 7).await.unwrap(), 7, "and jobs run again");
     }
 
     #[test]

@@ -137,9 +137,13 @@ pub async fn run(argv: &[String], limits: Limits<'_>) -> Result<String, CommandE
             });
         }
     }
+    let at = PathBuf::from(program);
     let spawned = limits
         .spawner
-        .run(move || cmd.spawn())
+        .run(move |fs| {
+            fs.at(&at);
+            cmd.spawn()
+        })
         .await
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::TimedOut, e.to_string()))
         .and_then(|spawned| spawned);

@@ -78,9 +78,9 @@ impl NetdevReader {
             bounded::read_procfs_into(&self.path, max, &mut buf).map(|()| buf)
         } else {
             let path = self.path.clone();
-            let job = self.worker.run(move || {
+            let job = self.worker.run(move |fs| {
                 let mut buf = Vec::with_capacity(capacity.min(max + 1));
-                bounded::read_into(&path, max, &mut buf).map(|()| buf)
+                fs.read_into(&path, max, &mut buf).map(|()| buf)
             });
             match job.await {
                 Ok(read) => read,
@@ -113,8 +113,8 @@ impl NetdevReader {
     async fn on_procfs(&self) -> bool {
         let decided = self.on_procfs.get_or_try_init(|| async {
             let path = self.path.clone();
-            let check = self.worker.run(move || {
-                bounded::note(&path);
+            let check = self.worker.run(move |fs| {
+                fs.at(&path);
                 is_procfs(&path)
             });
             match check.await {

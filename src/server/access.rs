@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use super::web_config::{self, WebConfig, WebConfigError};
-use crate::bounded::Worker;
+use crate::bounded::{Fs, Worker};
 
 /// How often the files are looked at, at most.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -244,7 +244,7 @@ impl Access {
             let looked = {
                 let (seen, path) = (Arc::clone(&seen), path.clone());
                 files
-                    .run(move || reread_if_changed(&path, &old, &seen))
+                    .run(move |fs| reread_if_changed(fs, &path, &old, &seen))
                     .await
             };
             match looked {
@@ -353,6 +353,7 @@ impl Drop for OneAt {
 /// again, or why it does not check out (then the files are looked at again
 /// only once one changes once more).
 fn reread_if_changed(
+    fs: &Fs,
     path: &Path,
     old: &AccessState,
     seen: &Seen,
@@ -364,9 +365,13 @@ fn reread_if_changed(
         seen.0 = Instant::now();
         seen.1.clone()
     };
-    if !known.iter().any(|(p, s)| stamp(p) != *s) {
+    if !known.iter().any(|(p, s)| {
+        fs.at(p);
+        stamp(p) != *s
+    }) {
         return None;
     }
+    fs.at(path);
     let result = WebConfig::load(path)
         .map_err(|e| e.to_string())
         .and_then(|config| {

@@ -14,6 +14,7 @@ use bollard::query_parameters::EventsOptions;
 use futures_util::{StreamExt, stream};
 use tokio::sync::{Notify, OnceCell, watch};
 
+use crate::bounded::Fs;
 use crate::config::DockerConfig;
 use crate::labels::Kind;
 use crate::owner::OwnerKind;
@@ -138,12 +139,12 @@ pub fn namespace_owners<'a>(
 }
 
 /// Claims every container's veths (by their host ends) for the container.
-pub fn map_veths(procfs: &Path, containers: Vec<ContainerFacts>) -> Claims {
-    let host_ns = procfs::netns_of(procfs, "1");
+pub fn map_veths(fs: &Fs, procfs: &Path, containers: Vec<ContainerFacts>) -> Claims {
+    let host_ns = procfs::netns_of(fs, procfs, "1");
     let with_ns: Vec<(ContainerFacts, String)> = containers
         .into_iter()
         .filter_map(|c| {
-            let ns = procfs::netns_of(procfs, &c.pid.to_string());
+            let ns = procfs::netns_of(fs, procfs, &c.pid.to_string());
             if ns.is_none() {
                 tracing::debug!(container = %c.name, pid = c.pid, "cannot read the container's network namespace");
             }
@@ -152,7 +153,7 @@ pub fn map_veths(procfs: &Path, containers: Vec<ContainerFacts>) -> Claims {
         .collect();
     let mut veths = Claims::default();
     for (facts, _) in namespace_owners(&with_ns, host_ns.as_deref()) {
-        match procfs::veth_ends(procfs, facts.pid) {
+        match procfs::veth_ends(fs, procfs, facts.pid) {
             Ok(ends) => {
                 let owner = Claim {
                     kind: Kind::Docker,
@@ -413,7 +414,7 @@ impl Source for DockerSource {
         let procfs = self.procfs.clone();
         let mut owners = self
             .worker
-            .run(move || map_veths(&procfs, containers))
+            .run(move |fs| map_veths(fs, &procfs, containers))
             .await?;
 
         for net in &networks {

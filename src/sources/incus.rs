@@ -170,13 +170,7 @@ impl Source for IncusSource {
 
     async fn refresh(&self) -> Result<Claims, IncusError> {
         let socket = self.socket.clone();
-        let absent = self
-            .worker
-            .run(move || {
-                crate::bounded::note(&socket);
-                std::fs::symlink_metadata(&socket).is_err()
-            })
-            .await?;
+        let absent = self.worker.run(move |fs| !fs.exists(&socket)).await?;
         let changed = self
             .absent
             .lock()

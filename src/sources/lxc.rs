@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::bounded;
+use crate::bounded::Fs;
 use crate::command::CommandError;
 use crate::labels::Kind;
 use crate::owner::OwnerKind;
@@ -78,14 +78,14 @@ pub fn payload_name(cgroup: &str) -> Option<&str> {
 const CGROUP_MAX: usize = 64 * 1024;
 
 /// Container name -> lowest pid in its payload cgroup.
-pub fn scan(procfs: &Path) -> Result<BTreeMap<String, u32>, LxcError> {
-    let processes = procfs::pids(procfs).map_err(|source| LxcError::Scan {
+pub fn scan(fs: &Fs, procfs: &Path) -> Result<BTreeMap<String, u32>, LxcError> {
+    let processes = procfs::pids(fs, procfs).map_err(|source| LxcError::Scan {
         path: procfs.to_owned(),
         source,
     })?;
     let mut found = BTreeMap::new();
     for (pid, dir) in processes {
-        let Ok(cgroup) = bounded::read(&dir.join("cgroup"), CGROUP_MAX) else {
+        let Ok(cgroup) = fs.read(&dir.join("cgroup"), CGROUP_MAX) else {
             continue;
         };
         if let Some(name) = payload_name(&String::from_utf8_lossy(&cgroup)) {
@@ -97,14 +97,14 @@ pub fn scan(procfs: &Path) -> Result<BTreeMap<String, u32>, LxcError> {
 }
 
 /// Claims each container's host veths, as `kind`.
-pub fn owners(procfs: &Path, containers: &BTreeMap<String, u32>, kind: Kind) -> Claims {
-    let host_ns = procfs::netns_of(procfs, "1");
+pub fn owners(fs: &Fs, procfs: &Path, containers: &BTreeMap<String, u32>, kind: Kind) -> Claims {
+    let host_ns = procfs::netns_of(fs, procfs, "1");
     let mut owners = Claims::default();
     for (name, &pid) in containers {
-        let Some(pid) = procfs::in_own_netns(procfs, pid, host_ns.as_deref()) else {
+        let Some(pid) = procfs::in_own_netns(fs, procfs, pid, host_ns.as_deref()) else {
             continue;
         };
-        match procfs::veth_ends(procfs, pid) {
+        match procfs::veth_ends(fs, procfs, pid) {
             Ok(ends) => {
                 let owner = Claim {
                     kind,
@@ -153,7 +153,7 @@ impl LxcSource {
     async fn via_cgroups(&self) -> Result<Claims, LxcError> {
         let procfs = self.procfs.clone();
         self.worker
-            .run(move || scan(&procfs).map(|found| owners(&procfs, &found, Kind::Incus)))
+            .run(move |fs| scan(fs, &procfs).map(|found| owners(fs, &procfs, &found, Kind::Incus)))
             .await?
     }
 
@@ -166,7 +166,7 @@ impl LxcSource {
         let procfs = self.procfs.clone();
         Ok(self
             .worker
-            .run(move || owners(&procfs, &containers, Kind::Lxc))
+            .run(move |fs| owners(fs, &procfs, &containers, Kind::Lxc))
             .await?)
     }
 }

@@ -4,22 +4,19 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::bounded;
+use crate::bounded::Fs;
 
 /// Every process directory under `procfs`, as `(pid, <procfs>/<pid>)`.
-pub fn pids(procfs: &Path) -> std::io::Result<impl Iterator<Item = (u32, PathBuf)>> {
-    bounded::note(procfs);
-    Ok(std::fs::read_dir(procfs)?.flatten().filter_map(|entry| {
+pub fn pids(fs: &Fs, procfs: &Path) -> std::io::Result<impl Iterator<Item = (u32, PathBuf)>> {
+    Ok(fs.read_dir(procfs)?.flatten().filter_map(|entry| {
         let pid = entry.file_name().to_str()?.parse().ok()?;
         Some((pid, entry.path()))
     }))
 }
 
 /// The `net:[inode]` link of a process's network namespace.
-pub fn netns_of(procfs: &Path, pid: &str) -> Option<String> {
-    let link = procfs.join(pid).join("ns/net");
-    bounded::note(&link);
-    std::fs::read_link(link)
+pub fn netns_of(fs: &Fs, procfs: &Path, pid: &str) -> Option<String> {
+    fs.read_link(&procfs.join(pid).join("ns/net"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned())
 }
@@ -27,16 +24,16 @@ pub fn netns_of(procfs: &Path, pid: &str) -> Option<String> {
 /// The process of a container that is in the container's own network
 /// namespace: `pid` itself, or, if `pid` is still in the host's namespace (a
 /// supervisor such as libvirt's `libvirt_lxc`), its first child that is not.
-pub fn in_own_netns(procfs: &Path, pid: u32, host_ns: Option<&str>) -> Option<u32> {
+pub fn in_own_netns(fs: &Fs, procfs: &Path, pid: u32, host_ns: Option<&str>) -> Option<u32> {
     let outside = |pid: u32| {
-        let ns = netns_of(procfs, &pid.to_string());
+        let ns = netns_of(fs, procfs, &pid.to_string());
         ns.is_some() && ns.as_deref() != host_ns
     };
     if outside(pid) {
         return Some(pid);
     }
     let children = procfs.join(format!("{pid}/task/{pid}/children"));
-    let children = bounded::read(&children, 64 * 1024).ok()?;
+    let children = fs.read(&children, 64 * 1024).ok()?;
     String::from_utf8_lossy(&children)
         .split_whitespace()
         .filter_map(|c| c.parse().ok())
@@ -57,14 +54,12 @@ pub struct VethEnd {
 
 /// Each non-`lo` interface under `<procfs>/<pid>/root/sys/class/net` whose
 /// `iflink` points elsewhere.
-pub fn veth_ends(procfs: &Path, pid: u32) -> std::io::Result<Vec<VethEnd>> {
+pub fn veth_ends(fs: &Fs, procfs: &Path, pid: u32) -> std::io::Result<Vec<VethEnd>> {
     let class = procfs.join(pid.to_string()).join("root/sys/class/net");
-    let read = |dir: &Path, f: &str| -> Option<u32> {
-        bounded::sysfs_text(&dir.join(f))?.trim().parse().ok()
-    };
-    bounded::note(&class);
+    let read =
+        |dir: &Path, f: &str| -> Option<u32> { fs.sysfs_text(&dir.join(f))?.trim().parse().ok() };
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(class)?.flatten() {
+    for entry in fs.read_dir(&class)?.flatten() {
         if entry.file_name() == "lo" {
             continue;
         }

@@ -7,7 +7,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::bounded;
+use crate::bounded::{self, Fs};
 use crate::sources::{ResolverId, Source, Worker, WorkerError};
 
 /// What sysfs says about one interface. Every field is optional because a
@@ -116,30 +116,23 @@ pub fn parse_tun_flags(text: &str) -> Option<u32> {
     u32::from_str_radix(hex, 16).ok()
 }
 
-fn exists(path: &Path) -> bool {
-    bounded::note(path);
-    // symlink_metadata: a dangling `device/driver` link in a fixture still counts.
-    std::fs::symlink_metadata(path).is_ok()
-}
-
 /// Reads one interface's sysfs directory. Missing files leave their field unset.
-pub fn read_interface(dir: &Path) -> LinkFacts {
-    fn num<T: std::str::FromStr>(dir: &Path, f: &str) -> Option<T> {
-        bounded::sysfs_text(&dir.join(f)).and_then(|s| s.parse().ok())
-    }
-    let text =
-        |f: &str| bounded::sysfs_text(&dir.join(f)).map(|s| bounded::cap(s, MAX_LABEL_VALUE));
+pub fn read_interface(fs: &Fs, dir: &Path) -> LinkFacts {
+    let num = |f: &str| fs.sysfs_text(&dir.join(f)).and_then(|s| s.parse().ok());
+    let num16 = |f: &str| fs.sysfs_text(&dir.join(f)).and_then(|s| s.parse().ok());
+    let text = |f: &str| {
+        fs.sysfs_text(&dir.join(f))
+            .map(|s| bounded::cap(s, MAX_LABEL_VALUE))
+    };
+    let exists = |f: &str| fs.exists(&dir.join(f));
     let mut has_lower = false;
-    bounded::note(dir);
-    if let Ok(entries) = std::fs::read_dir(dir) {
+    if let Ok(entries) = fs.read_dir(dir) {
         has_lower = entries
             .flatten()
             .any(|e| e.file_name().as_bytes().starts_with(b"lower_"));
     }
-    let bridge = if exists(&dir.join("brport")) {
-        let master = dir.join("master");
-        bounded::note(&master);
-        std::fs::read_link(master).ok().and_then(|t| {
+    let bridge = if exists("brport") {
+        fs.read_link(&dir.join("master")).ok().and_then(|t| {
             let name = t.file_name()?.as_bytes();
             Some(name[..name.len().min(MAX_LABEL_VALUE)].to_vec())
         })
@@ -147,21 +140,27 @@ pub fn read_interface(dir: &Path) -> LinkFacts {
         None
     };
     LinkFacts {
-        ifindex: num(dir, "ifindex"),
-        iflink: num(dir, "iflink"),
-        link_type: num(dir, "type"),
-        devtype: bounded::sysfs_text(&dir.join("uevent"))
+        ifindex: num("ifindex"),
+        iflink: num("iflink"),
+        link_type: num16("type"),
+        devtype: fs
+            .sysfs_text(&dir.join("uevent"))
             .and_then(|u| parse_devtype(&u).map(|d| bounded::cap(d.to_owned(), MAX_LABEL_VALUE))),
-        is_bridge: exists(&dir.join("bridge")),
+        is_bridge: exists("bridge"),
         bridge,
         has_lower,
-        tun_flags: bounded::sysfs_text(&dir.join("tun_flags")).and_then(|s| parse_tun_flags(&s)),
-        is_macvtap: exists(&dir.join("macvtap")),
-        has_driver: exists(&dir.join("device/driver")),
+        tun_flags: fs
+            .sysfs_text(&dir.join("tun_flags"))
+            .and_then(|s| parse_tun_flags(&s)),
+        is_macvtap: exists("macvtap"),
+        // A dangling `device/driver` link in a fixture still counts.
+        has_driver: exists("device/driver"),
         operstate: text("operstate"),
         vlan_id: None,
-        speed_bytes: bounded::sysfs_text(&dir.join("speed")).and_then(|s| parse_speed(&s)),
-        mtu: num(dir, "mtu"),
+        speed_bytes: fs
+            .sysfs_text(&dir.join("speed"))
+            .and_then(|s| parse_speed(&s)),
+        mtu: num("mtu"),
     }
 }
 
@@ -177,25 +176,28 @@ const VLAN_CONFIG_MAX: usize = 1 << 20;
 
 /// Reads the whole topology: `<rootfs>/sys/class/net` and `<procfs>/1/net/vlan/config`.
 /// A missing vlan table means the 8021q module is not loaded: no VLANs, not an error.
-pub fn read(rootfs: &Path, procfs: &Path) -> Result<TopologySnapshot, TopologyError> {
+pub fn read(fs: &Fs, rootfs: &Path, procfs: &Path) -> Result<TopologySnapshot, TopologyError> {
     let class = rootfs.join("sys/class/net");
-    bounded::note(&class);
-    let entries = std::fs::read_dir(&class).map_err(|source| TopologyError::ListInterfaces {
-        path: class.clone(),
-        source,
-    })?;
+    let entries = fs
+        .read_dir(&class)
+        .map_err(|source| TopologyError::ListInterfaces {
+            path: class.clone(),
+            source,
+        })?;
     let mut links = BTreeMap::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
         // sysfs also lists `bonding_masters` as a plain file here.
-        if !entry.path().is_dir() {
+        let path = entry.path();
+        fs.at(&path);
+        if !path.is_dir() {
             continue;
         }
-        links.insert(name.as_bytes().to_vec(), read_interface(&entry.path()));
+        links.insert(name.as_bytes().to_vec(), read_interface(fs, &path));
     }
 
     let vlan_path = procfs.join("1/net/vlan/config");
-    match bounded::read(&vlan_path, VLAN_CONFIG_MAX) {
+    match fs.read(&vlan_path, VLAN_CONFIG_MAX) {
         Ok(bytes) => {
             for v in parse_vlan_config(&String::from_utf8_lossy(&bytes)) {
                 if let Some(facts) = links.get_mut(v.name.as_bytes()) {
@@ -239,7 +241,9 @@ impl Source for TopologySource {
 
     async fn refresh(&self) -> Result<TopologySnapshot, TopologyError> {
         let (rootfs, procfs) = (self.rootfs.clone(), self.procfs.clone());
-        self.worker.run(move || read(&rootfs, &procfs)).await?
+        self.worker
+            .run(move |fs| read(fs, &rootfs, &procfs))
+            .await?
     }
 
     fn stuck_on(&self) -> Option<String> {
@@ -299,7 +303,7 @@ mod tests {
     #[test]
     fn missing_class_dir_is_an_error_with_path() {
         let dir = tempfile::tempdir().unwrap();
-        let err = read(dir.path(), dir.path()).unwrap_err();
+        let err = read(&Fs::default(), dir.path(), dir.path()).unwrap_err();
         assert!(err.to_string().contains("sys/class/net"), "{err}");
     }
 }

@@ -25,7 +25,7 @@ use futures_util::future::join_all;
 use futures_util::{StreamExt, stream};
 use serde::Deserialize;
 
-use crate::bounded;
+use crate::bounded::Fs;
 use crate::command::{CommandError, Runner};
 use crate::config::{VmLookup, VmSettings};
 use crate::labels::Kind;
@@ -172,15 +172,14 @@ pub struct Macvtaps {
     pub names: HashMap<u32, String>,
 }
 
-pub fn macvtaps(rootfs: &Path) -> Macvtaps {
+pub fn macvtaps(fs: &Fs, rootfs: &Path) -> Macvtaps {
     let class = rootfs.join("sys/class/net");
     let mut found = Macvtaps::default();
-    bounded::note(&class);
-    let Ok(interfaces) = std::fs::read_dir(&class) else {
+    let Ok(interfaces) = fs.read_dir(&class) else {
         return found;
     };
     for interface in interfaces.flatten() {
-        let Ok(taps) = std::fs::read_dir(interface.path().join("macvtap")) else {
+        let Ok(taps) = fs.read_dir(&interface.path().join("macvtap")) else {
             continue;
         };
         for tap in taps.flatten() {
@@ -195,8 +194,9 @@ pub fn macvtaps(rootfs: &Path) -> Macvtaps {
             found
                 .names
                 .insert(index, interface.file_name().to_string_lossy().into_owned());
-            if let Some(dev) =
-                bounded::sysfs_text(&tap.path().join("dev")).and_then(|d| parse_dev(&d))
+            if let Some(dev) = fs
+                .sysfs_text(&tap.path().join("dev"))
+                .and_then(|d| parse_dev(&d))
             {
                 found.by_device.insert(dev, index);
             }
@@ -218,23 +218,21 @@ pub fn parse_dev(text: &str) -> Option<u64> {
 /// its device numbers (`devices`: [`Macvtaps::by_device`]), or, where sysfs
 /// has no numbers (a fixture tree), by its node's name `/dev/tapN`.
 pub fn held_interfaces(
+    fs: &Fs,
     procfs: &Path,
     pid: u32,
     devices: &HashMap<u64, u32>,
 ) -> std::io::Result<Held> {
     let base = procfs.join(pid.to_string());
     let mut held = Held::default();
-    let fds = base.join("fd");
-    bounded::note(&fds);
-    for entry in std::fs::read_dir(fds)?.flatten() {
+    for entry in fs.read_dir(&base.join("fd"))?.flatten() {
         let fd = entry.path();
-        bounded::note(&fd);
-        let Ok(target) = std::fs::read_link(&fd) else {
+        let Ok(target) = fs.read_link(&fd) else {
             continue;
         };
         let target = target.as_os_str().as_bytes();
         if target == b"/dev/net/tun" {
-            let info = bounded::read(&base.join("fdinfo").join(entry.file_name()), FDINFO_MAX);
+            let info = fs.read(&base.join("fdinfo").join(entry.file_name()), FDINFO_MAX);
             let info = info.map(|b| String::from_utf8_lossy(&b).into_owned());
             if let Some(name) = info.ok().as_deref().and_then(fdinfo_iff) {
                 held.taps.push(name.to_owned());
@@ -242,7 +240,8 @@ pub fn held_interfaces(
             continue;
         }
         // stat through the fd: the device it is open on, whatever its node is called.
-        let by_device = std::fs::metadata(&fd)
+        let by_device = fs
+            .metadata(&fd)
             .ok()
             .filter(|m| m.file_type().is_char_device())
             .and_then(|m| devices.get(&m.rdev()).copied());
@@ -258,14 +257,14 @@ pub fn held_interfaces(
 }
 
 /// Every QEMU process under `procfs`, with its guest name.
-pub fn scan_qemu(procfs: &Path) -> Result<Vec<VmProcess>, VmError> {
-    let processes = procfs::pids(procfs).map_err(|source| VmError::Scan {
+pub fn scan_qemu(fs: &Fs, procfs: &Path) -> Result<Vec<VmProcess>, VmError> {
+    let processes = procfs::pids(fs, procfs).map_err(|source| VmError::Scan {
         path: procfs.to_owned(),
         source,
     })?;
     let mut vms = Vec::new();
     for (pid, dir) in processes {
-        let Ok(cmdline) = bounded::read(&dir.join("cmdline"), CMDLINE_MAX) else {
+        let Ok(cmdline) = fs.read(&dir.join("cmdline"), CMDLINE_MAX) else {
             continue;
         };
         if let Some(name) = qemu_guest_name(&cmdline) {
@@ -478,7 +477,7 @@ impl VmSource {
 
     async fn via_qemu(&self) -> Result<Vec<VmProcess>, VmError> {
         let procfs = self.procfs.clone();
-        self.worker.run(move || scan_qemu(&procfs)).await?
+        self.worker.run(move |fs| scan_qemu(fs, &procfs)).await?
     }
 }
 
@@ -527,11 +526,11 @@ impl Source for VmSource {
         let pids: Vec<u32> = found.processes.keys().copied().collect();
         let (held, macvtap_names) = self
             .worker
-            .run(move || {
-                let macvtaps = macvtaps(&rootfs);
+            .run(move |fs| {
+                let macvtaps = macvtaps(fs, &rootfs);
                 let mut held = BTreeMap::new();
                 for pid in pids {
-                    match held_interfaces(&procfs, pid, &macvtaps.by_device) {
+                    match held_interfaces(fs, &procfs, pid, &macvtaps.by_device) {
                         Ok(h) => {
                             held.insert(pid, h);
                         }
