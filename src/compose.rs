@@ -28,7 +28,7 @@ pub struct Interface {
     /// The bridge this interface is a port of.
     pub bridge: Option<Box<[u8]>>,
     /// `operstate` as the kernel spells it, `unknown` if unread.
-    pub state: Box<str>,
+    pub state: Cow<'static, str>,
     /// 802.1Q id: its own, or its bridge's VLAN port's.
     pub vlan: Option<u16>,
     /// Link speed in bytes/s, where known.
@@ -66,7 +66,7 @@ impl Interface {
             kind: d.kind,
             claimant: d.claimant.map(Into::into),
             bridge: (!d.bridge.is_empty()).then(|| d.bridge.into()),
-            state: d.state.into(),
+            state: operstate(d.state),
             vlan: d.vlan,
             speed_bytes: d.speed_bytes,
             mtu: d.mtu,
@@ -93,6 +93,25 @@ impl Interface {
     /// The `bridge` label's value.
     pub fn bridge(&self) -> Cow<'_, str> {
         label_value(self.bridge.as_deref().unwrap_or_default())
+    }
+}
+
+/// The `operstate` values the kernel writes, shared rather than copied into
+/// every interface.
+const OPERSTATES: [&str; 7] = [
+    "up",
+    "down",
+    "unknown",
+    "dormant",
+    "lowerlayerdown",
+    "notpresent",
+    "testing",
+];
+
+fn operstate(state: &str) -> Cow<'static, str> {
+    match OPERSTATES.iter().find(|known| **known == state) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(state.to_owned()),
     }
 }
 
@@ -179,7 +198,7 @@ pub fn fallback(name: &[u8], settings: &LabelSettings) -> Option<Interface> {
         let described = Described {
             name,
             kind,
-            owner: Arc::new(owner_of(kind, None, "", name)),
+            owner: owner_of(kind, None, "", name).shared(),
             claimant: None,
             bridge: b"",
             state: "unknown",

@@ -3,7 +3,7 @@
 //! resolvers' claims; the label blocks, `/api/v1/interfaces` and the page
 //! all read it from there, so they cannot disagree.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 /// What an owner is. The order is the page's: workloads first, the host's
 /// own network last.
@@ -78,6 +78,18 @@ impl Owner {
     /// The one owner of everything the host keeps to itself.
     pub fn host() -> Owner {
         Owner::new(OwnerKind::Host, "host", "")
+    }
+
+    /// `self`, shared: the host's one copy if `self` is the host, so that
+    /// interfaces made outside a composition (a scrape's fallbacks, which
+    /// can be as many as net/dev has lines) do not each hold their own.
+    pub fn shared(self) -> Arc<Owner> {
+        static HOST: LazyLock<Arc<Owner>> = LazyLock::new(|| Arc::new(Owner::host()));
+        if self == **HOST {
+            Arc::clone(&HOST)
+        } else {
+            Arc::new(self)
+        }
     }
 }
 
