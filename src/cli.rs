@@ -1,9 +1,12 @@
 //! Command-line flags. Every flag is optional here so that an unset flag falls
-//! back to the config file, and the file to the built-in default.
+//! back to the config file, and the file to the default; `--help` shows the
+//! defaults of [`crate::defaults`].
 
 use std::path::PathBuf;
 
 use clap::Parser;
+
+use crate::defaults::{self as d, help};
 
 #[derive(Debug, Clone, Default, Parser)]
 #[command(
@@ -15,29 +18,21 @@ pub struct Cli {
     /// TOML configuration file (see config.example.toml).
     #[arg(long = "config.file", value_name = "PATH")]
     pub config_file: Option<PathBuf>,
-    /// Address to listen on [default: :9551].
-    #[arg(long = "web.listen-address", value_name = "ADDR")]
+    #[arg(long = "web.listen-address", value_name = "ADDR", help = help("Address to listen on", &d::LISTEN_ADDRESS))]
     pub listen_address: Option<String>,
-    /// Path under which to expose metrics [default: /metrics].
-    #[arg(long = "web.telemetry-path", value_name = "PATH")]
+    #[arg(long = "web.telemetry-path", value_name = "PATH", help = help("Path under which to expose metrics", &d::TELEMETRY_PATH))]
     pub telemetry_path: Option<String>,
-    /// Web config file (exporter-toolkit format): TLS, basic auth, headers.
-    #[arg(long = "web.config.file", value_name = "PATH")]
+    #[arg(long = "web.config.file", value_name = "PATH", help = help("Web config file (exporter-toolkit format): TLS, basic auth, headers", &d::WEB_CONFIG_FILE))]
     pub web_config_file: Option<PathBuf>,
-    /// Maximum number of scrapes served at once; 0 means no limit [default: 40].
-    #[arg(long = "web.max-requests", value_name = "N")]
+    #[arg(long = "web.max-requests", value_name = "N", help = help("Maximum number of scrapes served at once; 0 means no limit", &d::MAX_REQUESTS))]
     pub max_requests: Option<usize>,
-    /// Host root filesystem; /host in a container [default: /].
-    #[arg(long = "path.rootfs", value_name = "PATH")]
+    #[arg(long = "path.rootfs", value_name = "PATH", help = help("Host root filesystem; /host in a container", &d::ROOTFS))]
     pub rootfs: Option<PathBuf>,
-    /// procfs mount point; /host/proc in a container [default: /proc].
-    #[arg(long = "path.procfs", value_name = "PATH")]
+    #[arg(long = "path.procfs", value_name = "PATH", help = help("procfs mount point; /host/proc in a container", &d::PROCFS))]
     pub procfs: Option<PathBuf>,
-    /// Docker Engine socket; empty disables Docker [default: /var/run/docker.sock].
-    #[arg(long = "docker.socket", value_name = "PATH")]
+    #[arg(long = "docker.socket", value_name = "PATH", help = help("Docker Engine socket; empty disables Docker", &d::DOCKER_SOCKET))]
     pub docker_socket: Option<String>,
-    /// Log level: debug, info, warn or error [default: info].
-    #[arg(long = "log.level", value_name = "LEVEL")]
+    #[arg(long = "log.level", value_name = "LEVEL", help = help("Log level: debug, info, warn or error", &d::LOG_LEVEL))]
     pub log_level: Option<String>,
     /// Refresh every enabled resolver once, print one scrape to stdout and exit.
     #[arg(long)]

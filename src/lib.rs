@@ -12,6 +12,7 @@ pub mod cli;
 pub mod command;
 pub mod compose;
 pub mod config;
+pub mod defaults;
 pub mod exporter;
 mod healthcheck;
 pub mod hub;
@@ -43,6 +44,7 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    server::routes::check(&config).map_err(std::io::Error::other)?;
     let access = server::access::Access::load_bounded(config.web_config_file.clone())
         .await
         .map_err(std::io::Error::other)?;

@@ -61,8 +61,8 @@ pub async fn serve(
         access,
         scrape_paths: vec![
             exporter.config.telemetry_path.clone(),
-            crate::config::PAGE_PATH.to_owned(),
-            crate::config::API_PATH.to_owned(),
+            routes::PAGE_PATH.to_owned(),
+            routes::API_PATH.to_owned(),
         ],
         scrapes: limits.max_requests.map(ScrapeSlots::new),
         refused: exporter.telemetry.limit(Limit::HttpRequests),

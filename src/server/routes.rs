@@ -8,11 +8,33 @@ use std::sync::Arc;
 use warp::http::{Method, Response, StatusCode, header};
 use warp::{Filter, Reply};
 
-use crate::config::{API_PATH, Compression, FIXED_PATHS, GZIP_MIN_INTERFACES, PAGE_PATH};
+use crate::config::{Compression, Config};
 use crate::exporter::Exporter;
 use crate::server::live;
 
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The live view's page and its data; both read net/dev as a scrape does.
+pub const PAGE_PATH: &str = "/";
+pub const API_PATH: &str = "/api/v1/interfaces";
+/// Every path besides the telemetry path, which may be none of them.
+pub const FIXED_PATHS: [&str; 5] = [PAGE_PATH, API_PATH, "/live.js", "/live.css", "/-/healthy"];
+
+/// With `[web] compression = "auto"`, a scrape of at least this many
+/// interfaces is gzipped for a client that accepts it. Measured on this
+/// project's 2-core machine (benches/scrape.rs, `gzip_*`): see the README.
+pub const GZIP_MIN_INTERFACES: usize = 1000;
+
+/// Whether the configured telemetry path leaves the fixed paths alone.
+pub fn check(config: &Config) -> Result<(), String> {
+    let path = &config.telemetry_path;
+    if FIXED_PATHS.contains(&path.as_str()) {
+        return Err(format!(
+            "invalid value for web.telemetry_path: {path:?} is taken by the live view or the health check"
+        ));
+    }
+    Ok(())
+}
 
 fn respond(
     status: StatusCode,
@@ -227,6 +249,27 @@ mod tests {
     use std::io::Read;
 
     use super::*;
+
+    #[test]
+    fn the_telemetry_path_cannot_take_a_fixed_one() {
+        use crate::cli::Cli;
+        use crate::config::RawConfig;
+        for (path, ok) in [
+            ("/metrics", true),
+            ("/", false),
+            ("/api/v1/interfaces", false),
+            ("/-/healthy", false),
+        ] {
+            let toml = format!("[web]\ntelemetry_path = {path:?}\n");
+            let raw = RawConfig::from_toml(&toml, std::path::Path::new("t.toml")).unwrap();
+            let config = Config::build(raw, &Cli::default()).unwrap();
+            let checked = check(&config);
+            assert_eq!(checked.is_ok(), ok, "{path}");
+            if let Err(e) = checked {
+                assert!(e.contains("web.telemetry_path"), "{e}");
+            }
+        }
+    }
 
     #[test]
     fn gzip_is_asked_for_by_name_or_star_unless_refused() {

@@ -1,0 +1,248 @@
+//! Every setting's default, declared once. The config's build step reads
+//! them from here, `--help` is written from them, and tests check
+//! `config.example.toml` and the README's Flags and Limits tables against
+//! [`ALL`].
+
+use std::time::Duration;
+
+/// One setting: its key in the TOML file (`section.key`), its default, and
+/// the flag that overrides it, if one does.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting<T: 'static> {
+    pub key: &'static str,
+    pub default: T,
+    pub flag: Option<&'static str>,
+}
+
+impl<T: Copy> Setting<T> {
+    const fn new(key: &'static str, default: T) -> Setting<T> {
+        Setting {
+            key,
+            default,
+            flag: None,
+        }
+    }
+
+    const fn flag(self, flag: &'static str) -> Setting<T> {
+        Setting {
+            flag: Some(flag),
+            ..self
+        }
+    }
+}
+
+/// A size in bytes (shown as KiB or MiB where it divides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bytes(pub usize);
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+const MIB: usize = 1 << 20;
+
+// [web]
+pub const LISTEN_ADDRESS: Setting<&str> =
+    Setting::new("web.listen_address", ":9551").flag("--web.listen-address");
+pub const TELEMETRY_PATH: Setting<&str> =
+    Setting::new("web.telemetry_path", "/metrics").flag("--web.telemetry-path");
+pub const READ_HEADER_TIMEOUT: Setting<Duration> =
+    Setting::new("web.read_header_timeout", secs(10));
+pub const IDLE_TIMEOUT: Setting<Duration> = Setting::new("web.idle_timeout", secs(120));
+pub const WRITE_TIMEOUT: Setting<Duration> = Setting::new("web.write_timeout", secs(10));
+pub const MAX_CONNECTIONS: Setting<usize> = Setting::new("web.max_connections", 256);
+pub const SHUTDOWN_TIMEOUT: Setting<Duration> = Setting::new("web.shutdown_timeout", secs(5));
+pub const MAX_REQUESTS: Setting<usize> =
+    Setting::new("web.max_requests", 40).flag("--web.max-requests");
+pub const COMPRESSION: Setting<&str> = Setting::new("web.compression", "auto");
+pub const WEB_CONFIG_FILE: Setting<&str> =
+    Setting::new("web.config_file", "").flag("--web.config.file");
+// [paths]
+pub const ROOTFS: Setting<&str> = Setting::new("paths.rootfs", "/").flag("--path.rootfs");
+pub const PROCFS: Setting<&str> = Setting::new("paths.procfs", "/proc").flag("--path.procfs");
+// [netdev]
+pub const NETDEV_MAX_BYTES: Setting<Bytes> = Setting::new("netdev.max_bytes", Bytes(32 * MIB));
+pub const NETDEV_TIMEOUT: Setting<Duration> = Setting::new("netdev.timeout", secs(5));
+// [log], [labels], [interfaces]
+pub const LOG_LEVEL: Setting<&str> = Setting::new("log.level", "info").flag("--log.level");
+pub const OWNER_LABEL: Setting<&str> = Setting::new("labels.owner_label", "instance");
+pub const INCLUDE: Setting<&str> = Setting::new("interfaces.include", "");
+pub const EXCLUDE: Setting<&str> = Setting::new("interfaces.exclude", "");
+// [topology]
+pub const TOPOLOGY_ENABLED: Setting<bool> = Setting::new("topology.enabled", true);
+pub const TOPOLOGY_INTERVAL: Setting<Duration> = Setting::new("topology.interval", secs(10));
+pub const TOPOLOGY_TIMEOUT: Setting<Duration> = Setting::new("topology.timeout", secs(5));
+// [docker]
+pub const DOCKER_ENABLED: Setting<bool> = Setting::new("docker.enabled", true);
+pub const DOCKER_SOCKET: Setting<&str> =
+    Setting::new("docker.socket", "/var/run/docker.sock").flag("--docker.socket");
+pub const DOCKER_INTERVAL: Setting<Duration> = Setting::new("docker.interval", secs(30));
+pub const DOCKER_TIMEOUT: Setting<Duration> = Setting::new("docker.timeout", secs(10));
+pub const DOCKER_MAX_RESPONSE: Setting<Bytes> =
+    Setting::new("docker.max_response_bytes", Bytes(16 * MIB));
+// [vm]: midclt is a Python client that takes a while to start.
+pub const VM_ENABLED: Setting<bool> = Setting::new("vm.enabled", true);
+pub const VM_SOURCES: Setting<&[&str]> = Setting::new("vm.sources", &["midclt", "virsh", "qemu"]);
+pub const VM_INTERVAL: Setting<Duration> = Setting::new("vm.interval", secs(60));
+pub const VM_TIMEOUT: Setting<Duration> = Setting::new("vm.timeout", secs(30));
+pub const VIRSH_COMMAND: Setting<&[&str]> = Setting::new("vm.virsh_command", &["virsh"]);
+pub const VIRSH_URI: Setting<&str> = Setting::new("vm.virsh_uri", "");
+// [lxc]
+pub const LXC_ENABLED: Setting<bool> = Setting::new("lxc.enabled", true);
+pub const LXC_INTERVAL: Setting<Duration> = Setting::new("lxc.interval", secs(30));
+pub const LXC_TIMEOUT: Setting<Duration> = Setting::new("lxc.timeout", secs(15));
+// [incus]
+pub const INCUS_ENABLED: Setting<bool> = Setting::new("incus.enabled", true);
+pub const INCUS_SOCKET: Setting<&str> = Setting::new("incus.socket", "/var/lib/incus/unix.socket");
+pub const INCUS_INTERVAL: Setting<Duration> = Setting::new("incus.interval", secs(30));
+pub const INCUS_TIMEOUT: Setting<Duration> = Setting::new("incus.timeout", secs(15));
+pub const INCUS_MAX_RESPONSE: Setting<Bytes> =
+    Setting::new("incus.max_response_bytes", Bytes(16 * MIB));
+// [truenas]
+pub const MIDCLT_COMMAND: Setting<&[&str]> =
+    Setting::new("truenas.midclt_command", &["midclt", "call"]);
+// [commands]: each command's timeout fits in 3/4 of the refresh timeout of
+// every resolver that runs one (a test checks).
+pub const COMMANDS_CHROOT: Setting<bool> = Setting::new("commands.chroot", true);
+pub const COMMANDS_TIMEOUT: Setting<Duration> = Setting::new("commands.timeout", secs(10));
+pub const COMMANDS_MAX_OUTPUT: Setting<Bytes> =
+    Setting::new("commands.max_output_bytes", Bytes(16 * MIB));
+
+/// A default as text, for `--help`, the example file and the README.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shown {
+    Text(&'static str),
+    Duration(Duration),
+    Count(usize),
+    Bytes(usize),
+    Bool(bool),
+    List(&'static [&'static str]),
+}
+
+impl Shown {
+    /// As `--help` and the README's Flags table write it.
+    pub fn plain(&self) -> String {
+        match self {
+            Shown::Text(t) => (*t).to_owned(),
+            Shown::Duration(d) => humantime::format_duration(*d).to_string(),
+            Shown::Count(n) | Shown::Bytes(n) => n.to_string(),
+            Shown::Bool(b) => b.to_string(),
+            Shown::List(l) => l.join(" "),
+        }
+    }
+
+    /// As the README's Limits table writes it: `10 s`, `2 min`, `16 MiB`.
+    pub fn human(&self) -> String {
+        match self {
+            Shown::Duration(d) if d.as_secs() >= 60 && d.as_secs() % 60 == 0 => {
+                format!("{} min", d.as_secs() / 60)
+            }
+            Shown::Duration(d) => format!("{} s", d.as_secs()),
+            Shown::Bytes(n) if n % MIB == 0 => format!("{} MiB", n / MIB),
+            Shown::Bytes(n) if n % 1024 == 0 => format!("{} KiB", n / 1024),
+            other => other.plain(),
+        }
+    }
+}
+
+/// A setting of any type, as [`ALL`] lists it.
+pub struct Row {
+    pub key: &'static str,
+    pub default: Shown,
+    pub flag: Option<&'static str>,
+}
+
+macro_rules! rows {
+    ($($setting:ident => $shown:expr),* $(,)?) => {
+        /// Every setting, in the example file's order.
+        pub const ALL: &[Row] = &[$(Row {
+            key: $setting.key,
+            default: $shown($setting.default),
+            flag: $setting.flag,
+        }),*];
+    };
+}
+
+rows! {
+    LISTEN_ADDRESS => Shown::Text,
+    TELEMETRY_PATH => Shown::Text,
+    READ_HEADER_TIMEOUT => Shown::Duration,
+    IDLE_TIMEOUT => Shown::Duration,
+    WRITE_TIMEOUT => Shown::Duration,
+    MAX_CONNECTIONS => Shown::Count,
+    SHUTDOWN_TIMEOUT => Shown::Duration,
+    MAX_REQUESTS => Shown::Count,
+    COMPRESSION => Shown::Text,
+    WEB_CONFIG_FILE => Shown::Text,
+    ROOTFS => Shown::Text,
+    PROCFS => Shown::Text,
+    NETDEV_MAX_BYTES => bytes,
+    NETDEV_TIMEOUT => Shown::Duration,
+    DOCKER_ENABLED => Shown::Bool,
+    DOCKER_SOCKET => Shown::Text,
+    DOCKER_INTERVAL => Shown::Duration,
+    DOCKER_TIMEOUT => Shown::Duration,
+    DOCKER_MAX_RESPONSE => bytes,
+    LOG_LEVEL => Shown::Text,
+    OWNER_LABEL => Shown::Text,
+    INCLUDE => Shown::Text,
+    EXCLUDE => Shown::Text,
+    TOPOLOGY_ENABLED => Shown::Bool,
+    TOPOLOGY_INTERVAL => Shown::Duration,
+    TOPOLOGY_TIMEOUT => Shown::Duration,
+    VM_ENABLED => Shown::Bool,
+    VM_SOURCES => Shown::List,
+    VM_INTERVAL => Shown::Duration,
+    VM_TIMEOUT => Shown::Duration,
+    VIRSH_COMMAND => Shown::List,
+    VIRSH_URI => Shown::Text,
+    LXC_ENABLED => Shown::Bool,
+    LXC_INTERVAL => Shown::Duration,
+    LXC_TIMEOUT => Shown::Duration,
+    INCUS_ENABLED => Shown::Bool,
+    INCUS_SOCKET => Shown::Text,
+    INCUS_INTERVAL => Shown::Duration,
+    INCUS_TIMEOUT => Shown::Duration,
+    INCUS_MAX_RESPONSE => bytes,
+    MIDCLT_COMMAND => Shown::List,
+    COMMANDS_CHROOT => Shown::Bool,
+    COMMANDS_TIMEOUT => Shown::Duration,
+    COMMANDS_MAX_OUTPUT => bytes,
+}
+
+const fn bytes(b: Bytes) -> Shown {
+    Shown::Bytes(b.0)
+}
+
+/// `what`, with the default of `setting` as `--help` shows it.
+pub fn help<T>(what: &str, setting: &Setting<T>) -> String {
+    let shown = ALL
+        .iter()
+        .find(|r| r.key == setting.key)
+        .map(|r| r.default.plain())
+        .unwrap_or_default();
+    if shown.is_empty() {
+        what.to_owned()
+    } else {
+        format!("{what} [default: {shown}]")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_unique_and_shown_as_the_readme_writes_them() {
+        let mut keys: Vec<_> = ALL.iter().map(|r| r.key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), ALL.len());
+        assert_eq!(Shown::Duration(secs(120)).human(), "2 min");
+        assert_eq!(Shown::Duration(secs(10)).human(), "10 s");
+        assert_eq!(Shown::Bytes(16 * MIB).human(), "16 MiB");
+        assert_eq!(Shown::Bytes(16 * 1024).human(), "16 KiB");
+        assert_eq!(help("Address", &LISTEN_ADDRESS), "Address [default: :9551]");
+        assert_eq!(help("Web config", &WEB_CONFIG_FILE), "Web config");
+    }
+}
