@@ -81,8 +81,15 @@ fn troubleshooting_quotes_real_log_messages() {
 /// Modules, lowest layer first: each may use only modules of a lower layer
 /// (or its own). What README's Layout says about the direction.
 const LAYERS: &[&[&str]] = &[
-    &["bounded", "labels", "cli", "netdev", "healthcheck"],
-    &["process"],
+    &[
+        "bounded",
+        "labels",
+        "defaults",
+        "owner",
+        "netdev",
+        "healthcheck",
+    ],
+    &["cli", "process"],
     &["telemetry"],
     &["command"],
     &["config"],
@@ -95,6 +102,50 @@ const LAYERS: &[&[&str]] = &[
     &["server"],
 ];
 
+/// The top-level modules a line of `module_path`'s code refers to, through
+/// `crate::`, `super::` or `self::` paths (braced lists included).
+fn referenced(line: &str, module_path: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    let names_after = |rest: &str| -> Vec<String> {
+        let rest = rest.trim_start();
+        if let Some(list) = rest.strip_prefix('{') {
+            let list = &list[..list.find('}').unwrap_or(list.len())];
+            list.split(',')
+                .map(|n| n.trim().split([':', ' ']).next().unwrap_or("").to_owned())
+                .filter(|n| !n.is_empty())
+                .collect()
+        } else {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '*')
+                .collect();
+            vec![name]
+        }
+    };
+    for (i, _) in line.match_indices("crate::") {
+        // `truenas_net_exporter::...` in a doc path is not a use.
+        if line[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        found.extend(names_after(&line[i + 7..]));
+    }
+    for (prefix, up) in [("super::", 1), ("self::", 0)] {
+        for (i, _) in line.match_indices(prefix) {
+            if line[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+                continue;
+            }
+            let base = &module_path[..module_path.len().saturating_sub(up)];
+            match base.first() {
+                // Within a top-level module: its own.
+                Some(top) => found.push(top.clone()),
+                // At the crate root: whatever is named.
+                None => found.extend(names_after(&line[i + prefix.len()..])),
+            }
+        }
+    }
+    found
+}
+
 #[test]
 fn modules_depend_one_way() {
     let layer = |module: &str| LAYERS.iter().position(|l| l.contains(&module));
@@ -106,36 +157,104 @@ fn modules_depend_one_way() {
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        let module = relative.split(['/', '.']).next().unwrap();
-        if matches!(module, "lib" | "main") {
+        let mut module_path: Vec<String> = relative
+            .trim_end_matches(".rs")
+            .split('/')
+            .map(str::to_owned)
+            .collect();
+        if module_path.last().is_some_and(|m| m == "mod") {
+            module_path.pop();
+        }
+        if matches!(module_path[0].as_str(), "lib" | "main") {
             continue;
         }
-        let own = layer(module).unwrap_or_else(|| panic!("{relative}: not in LAYERS"));
+        let module = module_path[0].clone();
+        let own = layer(&module).unwrap_or_else(|| panic!("{relative}: not in LAYERS"));
         let text = std::fs::read_to_string(&file).unwrap();
+        let mut in_tests = false;
         // Code, not doc links: a comment may point anywhere.
         for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
-            for used in line.split("crate::").skip(1) {
-                let used = used
-                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .next()
-                    .unwrap();
+            if line.trim_start().starts_with("mod tests") {
+                in_tests = true;
+            }
+            let mut path = module_path.clone();
+            if in_tests {
+                path.push("tests".to_owned());
+            }
+            for used in referenced(line, &path) {
                 assert!(
-                    !used.is_empty(),
+                    !used.is_empty() && used != "*",
                     "{relative}: name each module used: {line}"
                 );
                 if used == module {
                     continue;
                 }
-                let theirs = layer(used).unwrap_or_else(|| panic!("{used}: not in LAYERS"));
+                let theirs = layer(&used)
+                    .unwrap_or_else(|| panic!("{used}: not in LAYERS ({relative}: {line})"));
                 assert!(
                     theirs < own,
-                    "{relative} uses crate::{used}, a layer above or beside it: {line}"
+                    "{relative} uses {used}, a layer above or beside it: {line}"
                 );
                 checked += 1;
             }
         }
     }
     assert!(checked > 50, "only {checked} uses seen");
+}
+
+/// The README's Layout names every module, so the tree can be read from it.
+#[test]
+fn the_layout_names_every_module() {
+    let text = readme();
+    let layout = &text[text.find("## Layout").unwrap()..];
+    let layout = &layout[..layout[3..].find("\n## ").map_or(layout.len(), |i| i + 3)];
+    let src = src();
+    let mut named = 0;
+    for file in source_files() {
+        let relative = file
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
+        // A directory's mod.rs is named by its directory; any other file by its stem.
+        let name = if stem == "mod" {
+            format!("{}/", relative.trim_end_matches("/mod.rs"))
+        } else {
+            stem
+        };
+        assert!(
+            layout.contains(&name),
+            "README's Layout does not name {relative}"
+        );
+        named += 1;
+    }
+    assert!(named > 30, "only {named} files seen");
+}
+
+#[test]
+fn the_layering_check_sees_super_and_braced_paths() {
+    let path = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        referenced("use super::hub::Hub;", &path(&["compose"])),
+        ["hub"]
+    );
+    assert_eq!(
+        referenced("use super::live;", &path(&["server", "routes"])),
+        ["server"]
+    );
+    assert_eq!(
+        referenced("use super::*;", &path(&["compose", "tests"])),
+        ["compose"]
+    );
+    assert_eq!(
+        referenced("use crate::{labels::Kind, owner};", &path(&["compose"])),
+        ["labels", "owner"]
+    );
+    assert_eq!(
+        referenced("let x = crate::scrape::FAMILIES;", &path(&["server"])),
+        ["scrape"]
+    );
 }
 
 /// Comments, tests and scripts stand on their own: they cite nothing that is
@@ -198,4 +317,136 @@ fn nothing_cites_a_document_outside_the_repository() {
         }
     }
     assert!(read > 50, "only {read} files read");
+}
+
+/// The one table of defaults (`src/defaults.rs`) is what `--help`,
+/// `config.example.toml`, and the README's Flags and Limits tables say.
+#[test]
+fn every_default_is_said_the_same_everywhere() {
+    use truenas_net_exporter::defaults::{ALL, Shown};
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root.join("config.example.toml")).unwrap())
+            .unwrap();
+    let mut in_example = 0;
+    for (section, keys) in &example {
+        for key in keys.as_table().unwrap().keys() {
+            let full = format!("{section}.{key}");
+            assert!(
+                ALL.iter().any(|r| r.key == full),
+                "config.example.toml has {full}, which has no default"
+            );
+            in_example += 1;
+        }
+    }
+    assert_eq!(in_example, ALL.len(), "every setting is in the example");
+    for row in ALL {
+        let (section, key) = row.key.split_once('.').unwrap();
+        let value = &example[section][key];
+        let same = match &row.default {
+            Shown::Text(t) => value.as_str() == Some(*t),
+            Shown::Duration(d) => {
+                value
+                    .as_str()
+                    .and_then(|v| humantime::parse_duration(v).ok())
+                    == Some(*d)
+            }
+            Shown::Count(n) | Shown::Bytes(n) => value.as_integer() == Some(*n as i64),
+            Shown::Bool(b) => value.as_bool() == Some(*b),
+            Shown::List(l) => {
+                let list: Vec<_> = value
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap())
+                    .collect();
+                list == *l
+            }
+        };
+        assert!(
+            same,
+            "config.example.toml: {} = {value}, the default is {:?}",
+            row.key, row.default
+        );
+    }
+
+    let help = std::process::Command::new(crate::support::bin())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let flags_section = {
+        let text = readme();
+        let start = text.find("## Flags").unwrap();
+        text[start..start + text[start..].find("\n## ").unwrap_or(text.len() - start)].to_owned()
+    };
+    let mut flags = 0;
+    for row in ALL {
+        let Some(flag) = row.flag else { continue };
+        flags += 1;
+        let shown = row.default.plain();
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{flag} ")))
+            .unwrap_or_else(|| panic!("--help has no {flag}"));
+        let readme_row = flags_section
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{flag}` |")))
+            .unwrap_or_else(|| panic!("README's Flags table has no {flag}"));
+        let readme_default = readme_row.split('|').nth(2).unwrap().trim();
+        if shown.is_empty() {
+            assert!(!line.contains("[default:"), "{line}");
+            assert_eq!(readme_default, "", "{readme_row}");
+        } else {
+            assert!(
+                line.contains(&format!("[default: {shown}]")),
+                "--help: {line}"
+            );
+            assert_eq!(readme_default, format!("`{shown}`"), "{readme_row}");
+        }
+    }
+    assert!(flags >= 8);
+
+    // Limits: each row naming `[section] key`s says each one's default.
+    let text = readme();
+    let limits = &text[text.find("## Limits").unwrap()..];
+    let limits = &limits[..limits[3..].find("\n## ").unwrap() + 3];
+    let mut checked = 0;
+    for line in limits
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.contains("`["))
+    {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let (bound, keys) = (cells[2], cells[3]);
+        let Some(section) = keys
+            .strip_prefix("`[")
+            .and_then(|k| k.split_once(']'))
+            .map(|(s, _)| s)
+        else {
+            continue;
+        };
+        if section.starts_with('<') {
+            continue;
+        }
+        let names = keys
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|k| k.rsplit(' ').next().unwrap());
+        for name in names {
+            let key = format!("{section}.{name}");
+            let row = ALL
+                .iter()
+                .find(|r| r.key == key)
+                .unwrap_or_else(|| panic!("the Limits table names {key}, which has no default"));
+            let human = row.default.human();
+            assert!(
+                bound.contains(&human),
+                "Limits: {key} is {human}, the table says {bound:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} limits checked");
 }
