@@ -516,26 +516,40 @@ mod tests {
     /// instead of queueing, and another address still gets its turn.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn password_checks_never_queue() {
-        // Cost 12: ~250 ms a check, long enough to pile up behind.
-        let hash = bcrypt::hash("secret", 12).unwrap();
+        // Cost 10: ~60 ms a check here, long enough for the flood to pile up
+        // behind (it arrives within a millisecond), and short enough that a
+        // loaded machine does not stretch it past the wait this checks.
+        let hash = bcrypt::hash("secret", 10).unwrap();
         let (_dir, access) = access_with(&format!("  prometheus: {hash}\n"));
         let state = access.current();
         let flooder = IpAddr::from([10, 0, 0, 1]);
         let started = Instant::now();
+        let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let flood: Vec<_> = (0..200)
             .map(|i| {
                 let (access, state) = (Arc::clone(&access), Arc::clone(&state));
+                let answered = Arc::clone(&answered);
                 tokio::spawn(async move {
                     let wrong = header("prometheus", &format!("guess-{i}"));
-                    access.authorize(&state, Some(&wrong), flooder).await
+                    let verdict = access.authorize(&state, Some(&wrong), flooder).await;
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    verdict
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Ask once the flood is answered but for the check still running, so
+        // the other address waits behind one bcrypt at most, however slowly a
+        // loaded machine schedules the flood.
+        while answered.load(std::sync::atomic::Ordering::Relaxed) < 199
+            && started.elapsed() < Duration::from_secs(5)
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let other = IpAddr::from([10, 0, 0, 2]);
         let right = header("prometheus", "secret");
+        let asked = Instant::now();
         let verdict = access.authorize(&state, Some(&right), other).await;
-        let took = started.elapsed();
+        let took = asked.elapsed();
         let mut busy = 0;
         for f in flood {
             if f.await.unwrap() == Verdict::Busy {
