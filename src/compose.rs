@@ -27,6 +27,8 @@ pub struct Interface {
     pub claimant: Option<Box<str>>,
     /// The bridge this interface is a port of.
     pub bridge: Option<Box<[u8]>>,
+    /// The bond this interface is a port of.
+    pub bond: Option<Box<[u8]>>,
     /// `operstate` as the kernel spells it, `unknown` if unread.
     pub state: Cow<'static, str>,
     /// 802.1Q id: its own, or its bridge's VLAN port's.
@@ -44,6 +46,7 @@ pub struct Described<'a> {
     pub owner: Arc<Owner>,
     pub claimant: Option<&'a str>,
     pub bridge: &'a [u8],
+    pub bond: &'a [u8],
     pub state: &'a str,
     pub vlan: Option<u16>,
     pub speed_bytes: Option<u64>,
@@ -59,6 +62,7 @@ impl Interface {
             app: d.owner.app.as_bytes(),
             bridge: d.bridge,
             state: d.state.as_bytes(),
+            bond: d.bond,
         };
         Interface {
             rendered: Rendered::new(&labels, owner_label),
@@ -66,6 +70,7 @@ impl Interface {
             kind: d.kind,
             claimant: d.claimant.map(Into::into),
             bridge: (!d.bridge.is_empty()).then(|| d.bridge.into()),
+            bond: (!d.bond.is_empty()).then(|| d.bond.into()),
             state: operstate(d.state),
             vlan: d.vlan,
             speed_bytes: d.speed_bytes,
@@ -93,6 +98,11 @@ impl Interface {
     /// The `bridge` label's value.
     pub fn bridge(&self) -> Cow<'_, str> {
         label_value(self.bridge.as_deref().unwrap_or_default())
+    }
+
+    /// The `bond` label's value (`net_interface_info`).
+    pub fn bond(&self) -> Cow<'_, str> {
+        label_value(self.bond.as_deref().unwrap_or_default())
     }
 }
 
@@ -184,7 +194,10 @@ pub fn owner_of(kind: Kind, claim: Option<&Claim>, app: &str, name: &[u8]) -> Ow
         Some(c) => Owner::new(c.of, &c.instance, app),
         None if kind == Kind::Docker && !app.is_empty() => Owner::new(OwnerKind::App, app, app),
         None if kind == Kind::Bridge => Owner::new(OwnerKind::Bridge, &label_value(name), ""),
-        None if kind == Kind::Physical => Owner::new(OwnerKind::Nic, &label_value(name), ""),
+        // A bond is the uplink its ports make together.
+        None if matches!(kind, Kind::Physical | Kind::Bond) => {
+            Owner::new(OwnerKind::Nic, &label_value(name), "")
+        }
         None => Owner::host(),
     }
 }
@@ -201,6 +214,7 @@ pub fn fallback(name: &[u8], settings: &LabelSettings) -> Option<Interface> {
             owner: owner_of(kind, None, "", name).shared(),
             claimant: None,
             bridge: b"",
+            bond: b"",
             state: "unknown",
             vlan: None,
             speed_bytes: None,
@@ -222,6 +236,13 @@ pub fn classify(name: &[u8], facts: &LinkFacts) -> Kind {
     if devtype == Some("vlan") || facts.vlan_id.is_some() {
         return Kind::Vlan;
     }
+    if facts.is_bond || devtype == Some("bond") {
+        // Before the stacked kinds: a bond has a `lower_*` link per port.
+        return Kind::Bond;
+    }
+    if devtype == Some("wireguard") {
+        return Kind::Wireguard;
+    }
     if facts.is_macvtap {
         return Kind::Macvtap;
     }
@@ -231,14 +252,16 @@ pub fn classify(name: &[u8], facts: &LinkFacts) -> Kind {
     if let Some(flags) = facts.tun_flags {
         // An unowned tap is a VM's only when its name says so (libvirt's vnetN).
         const IFF_TAP: u32 = 0x0002;
-        return if flags & IFF_TAP != 0 && name.starts_with(b"vnet") {
+        return if flags & IFF_TAP == 0 {
+            Kind::Tun
+        } else if name.starts_with(b"vnet") {
             Kind::Vm
         } else {
             Kind::Unknown
         };
     }
     if devtype.is_some() {
-        // vxlan, bond, wireguard, ...: known kinds with no label value of their own.
+        // vxlan, geneve, ...: known kinds with no label value of their own.
         return Kind::Unknown;
     }
     if facts.has_lower && facts.is_linked() {
@@ -305,6 +328,7 @@ pub fn compose(
             owner: owners.get(owner_of(kind, claim, app, name)),
             claimant: claim.map(|c| c.instance.as_str()),
             bridge,
+            bond: port_of(topology, name, facts.bond.as_deref()).unwrap_or(b""),
             state: facts.operstate.as_deref().unwrap_or("unknown"),
             vlan: facts.vlan_id.or_else(|| bridge_vlan.get(bridge).copied()),
             speed_bytes: facts.speed_bytes,
@@ -325,17 +349,23 @@ pub fn compose(
     table
 }
 
-/// The bridge `name` is a port of: sysfs's `master`, if it names another
-/// interface of this host (a broken tree's link may point anywhere, itself included).
+/// The bridge `name` is a port of.
 fn bridge_of<'a>(
     topology: &TopologySnapshot,
     name: &[u8],
     facts: &'a LinkFacts,
 ) -> Option<&'a [u8]> {
-    facts
-        .bridge
-        .as_deref()
-        .filter(|b| *b != name && topology.links.contains_key(*b))
+    port_of(topology, name, facts.bridge.as_deref())
+}
+
+/// sysfs's `master` of a port, if it names another interface of this host (a
+/// broken tree's link may point anywhere, itself included).
+fn port_of<'a>(
+    topology: &TopologySnapshot,
+    name: &[u8],
+    master: Option<&'a [u8]>,
+) -> Option<&'a [u8]> {
+    master.filter(|m| *m != name && topology.links.contains_key(*m))
 }
 
 #[cfg(test)]
@@ -400,6 +430,27 @@ mod tests {
         };
         assert_eq!(classify(b"vnet0", &tap), Kind::Vm);
         assert_eq!(classify(b"tap0", &tap), Kind::Unknown);
+        let tun = LinkFacts {
+            tun_flags: Some(0x1001),
+            ..eth(13, 13)
+        };
+        assert_eq!(classify(b"vnet-tun", &tun), Kind::Tun, "a tun is no tap");
+        let bond = LinkFacts {
+            is_bond: true,
+            devtype: Some("bond".into()),
+            has_lower: true,
+            ..eth(14, 14)
+        };
+        assert_eq!(
+            classify(b"lagg0", &bond),
+            Kind::Bond,
+            "not a macvlan for its lower_ links"
+        );
+        let wireguard = LinkFacts {
+            devtype: Some("wireguard".into()),
+            ..eth(15, 15)
+        };
+        assert_eq!(classify(b"wg0", &wireguard), Kind::Wireguard);
         let lo = LinkFacts {
             link_type: Some(772),
             ..eth(1, 1)
@@ -524,11 +575,11 @@ mod tests {
         );
         assert_eq!(
             info_of(&table, "vnet3"),
-            r#"interface="vnet3",instance="vnet3",instance_type="vm",app="",bridge="br0",vlan="1""#
+            r#"interface="vnet3",instance="vnet3",instance_type="vm",app="",bridge="br0",vlan="1",bond="""#
         );
-        assert!(info_of(&table, "vlan1").ends_with(r#"bridge="br0",vlan="1""#));
+        assert!(info_of(&table, "vlan1").ends_with(r#"bridge="br0",vlan="1",bond="""#));
         assert!(
-            info_of(&table, "br0").ends_with(r#"vlan="""#),
+            info_of(&table, "br0").ends_with(r#"vlan="",bond="""#),
             "the bridge itself is no member"
         );
     }

@@ -6,10 +6,10 @@ use std::borrow::Cow;
 
 use regex::Regex;
 
-/// Every label the exporter writes, in output order. The counters carry all
-/// but `vlan`; `net_interface_info` carries all but `state`. `instance` is the
+/// Every label the exporter writes, in output order. The counters carry the
+/// first six; `net_interface_info` carries all but `state`. `instance` is the
 /// default name of the owner label ([`LabelSettings::owner_label`]).
-pub const LABEL_NAMES: [&str; 7] = [
+pub const LABEL_NAMES: [&str; 8] = [
     "interface",
     "instance",
     "instance_type",
@@ -17,6 +17,7 @@ pub const LABEL_NAMES: [&str; 7] = [
     "bridge",
     "state",
     "vlan",
+    "bond",
 ];
 
 /// The default name of the owner label.
@@ -66,6 +67,11 @@ pub enum Kind {
     Vm,
     Vlan,
     Macvtap,
+    /// A bonding master: a link aggregation (LACP, failover, balance).
+    Bond,
+    Wireguard,
+    /// A tun device that is not a tap (layer 3: most VPNs).
+    Tun,
     Loopback,
     Unknown,
 }
@@ -81,6 +87,9 @@ impl Kind {
             Kind::Vm => "vm",
             Kind::Vlan => "vlan",
             Kind::Macvtap => "macvtap",
+            Kind::Bond => "bond",
+            Kind::Wireguard => "wireguard",
+            Kind::Tun => "tun",
             Kind::Loopback => "loopback",
             Kind::Unknown => "unknown",
         }
@@ -153,23 +162,28 @@ pub struct InterfaceLabels<'a> {
     pub app: &'a [u8],
     pub bridge: &'a [u8],
     pub state: &'a [u8],
+    /// The bond this interface is a port of (the info block only).
+    pub bond: &'a [u8],
 }
 
 /// One interface's label blocks, rendered once per composition so that a scrape
 /// only copies bytes. The counter block and the info block share everything
-/// but their last label, so one string holds both (at 10,000 interfaces a
-/// second copy would cost 1 MB of the 20 MiB budget).
+/// but their last labels, so one string holds both (at 10,000 interfaces a
+/// second copy would cost 1 MB of the 20 MiB budget):
+/// `<common>,state="..",bond=".."`, where the counters end after `state` and
+/// the info block is `<common>,vlan="..",bond=".."`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
-    /// `interface="..",<owner>="..",instance_type="..",app="..",bridge="..",state=".."`
-    counters: Box<str>,
+    text: Box<str>,
     /// Length of the part shared with the info block (everything before `,state=`).
-    common: usize,
+    common: u32,
+    /// Where the counter block ends (before `,bond=`).
+    counters_end: u32,
 }
 
 impl Rendered {
     pub fn new(l: &InterfaceLabels<'_>, owner_label: &str) -> Rendered {
-        let [interface, _, instance_type, app, bridge, state, _] = LABEL_NAMES;
+        let [interface, _, instance_type, app, bridge, state, _, bond] = LABEL_NAMES;
         let mut s = String::with_capacity(128);
         let pairs = [
             (interface, l.interface),
@@ -187,20 +201,26 @@ impl Rendered {
         let common = s.len();
         s.push(',');
         push_label(&mut s, state, l.state);
+        let counters_end = s.len();
+        s.push(',');
+        push_label(&mut s, bond, l.bond);
+        // Values are cut to a few dozen bytes by the sources: far below u32.
+        let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Rendered {
-            counters: s.into_boxed_str(),
-            common,
+            text: s.into_boxed_str(),
+            common: at(common),
+            counters_end: at(counters_end),
         }
     }
 
     /// `interface="..",<owner>="..",instance_type="..",app="..",bridge="..",state=".."`
     pub fn counters(&self) -> &str {
-        &self.counters
+        &self.text[..self.counters_end as usize]
     }
 
     /// The `interface` value as written (escaped), without its quotes.
     pub fn interface(&self) -> &str {
-        let value = &self.counters[LABEL_NAMES[0].len() + 2..];
+        let value = &self.text[LABEL_NAMES[0].len() + 2..];
         let mut escaped = false;
         for (i, c) in value.char_indices() {
             match c {
@@ -212,9 +232,10 @@ impl Rendered {
         value
     }
 
-    /// Appends `interface="..",<owner>="..",instance_type="..",app="..",bridge="..",vlan=".."`.
+    /// Appends `interface="..",<owner>="..",instance_type="..",app="..",bridge="..",vlan="..",bond=".."`.
     pub fn write_info(&self, out: &mut Vec<u8>, vlan: Option<u16>) {
-        out.extend_from_slice(&self.counters.as_bytes()[..self.common]);
+        let text = self.text.as_bytes();
+        out.extend_from_slice(&text[..self.common as usize]);
         out.push(b',');
         out.extend_from_slice(LABEL_NAMES[6].as_bytes());
         out.extend_from_slice(b"=\"");
@@ -222,6 +243,7 @@ impl Rendered {
             out.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
         }
         out.push(b'"');
+        out.extend_from_slice(&text[self.counters_end as usize..]);
     }
 
     /// The info block as a string (tests, diagnostics).
@@ -255,6 +277,7 @@ mod tests {
                 app: b"",
                 bridge: b"",
                 state: b"up",
+                bond: b"",
             },
             "owner",
         );
@@ -305,6 +328,7 @@ mod tests {
             app: b"grafana",
             bridge: b"br-2c852816592c",
             state: b"up",
+            bond: b"",
         };
         let r = Rendered::new(&l, "instance");
         assert_eq!(
@@ -313,10 +337,27 @@ mod tests {
         );
         assert_eq!(
             r.info(None),
-            r#"interface="veth402dbe0",instance="ix-grafana-grafana-1",instance_type="docker",app="grafana",bridge="br-2c852816592c",vlan="""#
+            r#"interface="veth402dbe0",instance="ix-grafana-grafana-1",instance_type="docker",app="grafana",bridge="br-2c852816592c",vlan="",bond="""#
         );
         let r = Rendered::new(&l, "owner");
         assert!(r.counters().contains(r#",owner="ix-grafana-grafana-1","#));
-        assert!(r.info(Some(20)).ends_with(r#",vlan="20""#));
+        assert!(r.info(Some(20)).ends_with(r#",vlan="20",bond="""#));
+        let port = Rendered::new(
+            &InterfaceLabels {
+                interface: b"eno1",
+                instance: b"eno1",
+                kind: Kind::Physical,
+                bridge: b"",
+                bond: b"bond0",
+                ..l
+            },
+            "instance",
+        );
+        assert!(
+            port.counters().ends_with(r#"bridge="",state="up""#),
+            "{}",
+            port.counters()
+        );
+        assert!(port.info(None).ends_with(r#",vlan="",bond="bond0""#));
     }
 }

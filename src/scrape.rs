@@ -492,7 +492,7 @@ mod tests {
         ));
         assert!(text.contains(r#"net_interface_tx_dropped_total{interface="eth0",instance="eth0",instance_type="physical",app="",bridge="",state="up"} 7"#));
         assert!(text.contains(r#"net_interface_rx_errors_total{interface="eth0",instance="eth0",instance_type="physical",app="",bridge="",state="up"} 3"#));
-        assert!(text.contains("net_interface_info{interface=\"vnew\",instance=\"vnew\",instance_type=\"unknown\",app=\"\",bridge=\"\",vlan=\"\"} 1\n# HELP net_interface_speed_bytes"));
+        assert!(text.contains("net_interface_info{interface=\"vnew\",instance=\"vnew\",instance_type=\"unknown\",app=\"\",bridge=\"\",vlan=\"\",bond=\"\"} 1\n# HELP net_interface_speed_bytes"));
         // Link facts only where sysfs gave them: eth0's speed, eth0's and lo's MTU.
         assert!(text.ends_with(concat!(
             "# HELP net_interface_speed_bytes Link speed in bytes per second, where the kernel reports one.\n",

@@ -24,6 +24,10 @@ pub struct LinkFacts {
     pub is_bridge: bool,
     /// Target name of `master`, set only when `brport/` exists (a bridge port).
     pub bridge: Option<Vec<u8>>,
+    /// `bonding/` exists: a bonding master (a TrueNAS LAGG).
+    pub is_bond: bool,
+    /// Target name of `master`, set only when `bonding_slave/` exists (a bond's port).
+    pub bond: Option<Vec<u8>>,
     /// A `lower_*` link exists (stacked device: macvlan, macvtap, vlan).
     pub has_lower: bool,
     /// `tun_flags`, present on tun/tap devices.
@@ -131,13 +135,16 @@ pub fn read_interface(fs: &Fs, dir: &Path) -> LinkFacts {
             .flatten()
             .any(|e| e.file_name().as_bytes().starts_with(b"lower_"));
     }
-    let bridge = if exists("brport") {
+    // A port's `master` names its bridge or its bond; which, the port's own
+    // `brport/` or `bonding_slave/` says.
+    let master = |port_dir: &str| {
+        if !exists(port_dir) {
+            return None;
+        }
         fs.read_link(&dir.join("master")).ok().and_then(|t| {
             let name = t.file_name()?.as_bytes();
             Some(name[..name.len().min(MAX_LABEL_VALUE)].to_vec())
         })
-    } else {
-        None
     };
     LinkFacts {
         ifindex: num("ifindex"),
@@ -147,7 +154,9 @@ pub fn read_interface(fs: &Fs, dir: &Path) -> LinkFacts {
             .sysfs_text(&dir.join("uevent"))
             .and_then(|u| parse_devtype(&u).map(|d| bounded::cap(d.to_owned(), MAX_LABEL_VALUE))),
         is_bridge: exists("bridge"),
-        bridge,
+        bridge: master("brport"),
+        is_bond: exists("bonding"),
+        bond: master("bonding_slave"),
         has_lower,
         tun_flags: fs
             .sysfs_text(&dir.join("tun_flags"))

@@ -168,9 +168,11 @@ fn info_metric_carries_vlan_ids() {
             "instance_type",
             "app",
             "bridge",
-            "vlan"
+            "vlan",
+            "bond"
         ]
     );
+    assert_eq!(info.label("bond"), Some(""));
     assert_eq!(info.value, 1.0);
 }
 
@@ -484,4 +486,129 @@ pub fn promtool_check(text: &str) {
         out.status.success() && report.trim().is_empty(),
         "promtool: {report}"
     );
+}
+
+/// A host whose uplink is a bond (a TrueNAS LAGG) of two NICs, beside a
+/// WireGuard device and a tun, in the sysfs shape the kernel gives them: the
+/// bond has `bonding/`, `DEVTYPE=bond` and a `lower_<port>` link per port;
+/// each port has `bonding_slave/` and a `master` link to the bond. (This
+/// machine has no bonding module, so the host is made, not found.) The ports'
+/// receive counters are `rx` each, the bond's their sum.
+pub fn bond_host(rx: [u64; 2]) -> tempfile::TempDir {
+    use std::os::unix::fs::symlink;
+    let root = tempfile::tempdir().unwrap();
+    let net = root.path().join("sys/class/net");
+    let write = |iface: &str, file: &str, text: &str| {
+        let path = net.join(iface).join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    // name, ifindex, type, DEVTYPE, operstate, mtu, speed
+    let links = [
+        ("lo", 1, 772, "", "unknown", 65536, None),
+        ("eno1", 2, 1, "", "up", 1500, Some(1000)),
+        ("eno2", 3, 1, "", "up", 1500, Some(1000)),
+        ("bond0", 4, 1, "bond", "up", 1500, Some(2000)),
+        ("wg0", 5, 65534, "wireguard", "unknown", 1420, None),
+        ("tun0", 6, 65534, "", "unknown", 1500, None),
+    ];
+    for (name, ifindex, kind, devtype, state, mtu, speed) in links {
+        let devtype = if devtype.is_empty() {
+            String::new()
+        } else {
+            format!("DEVTYPE={devtype}\n")
+        };
+        write(
+            name,
+            "uevent",
+            &format!("{devtype}INTERFACE={name}\nIFINDEX={ifindex}\n"),
+        );
+        write(name, "ifindex", &format!("{ifindex}\n"));
+        write(name, "iflink", &format!("{ifindex}\n"));
+        write(name, "type", &format!("{kind}\n"));
+        write(name, "operstate", &format!("{state}\n"));
+        write(name, "mtu", &format!("{mtu}\n"));
+        if let Some(mbps) = speed {
+            write(name, "speed", &format!("{mbps}\n"));
+        }
+    }
+    write("bond0", "bonding/slaves", "eno1 eno2\n");
+    write("bond0", "bonding/mode", "802.3ad 4\n");
+    write("tun0", "tun_flags", "0x1001\n");
+    for port in ["eno1", "eno2"] {
+        std::fs::create_dir_all(net.join(port).join("device/driver")).unwrap();
+        write(port, "bonding_slave/state", "active\n");
+        write(port, "bonding_slave/mii_status", "up\n");
+        symlink("../bond0", net.join(port).join("master")).unwrap();
+        symlink("../bond0", net.join(port).join("upper_bond0")).unwrap();
+        symlink(
+            format!("../{port}"),
+            net.join("bond0").join(format!("lower_{port}")),
+        )
+        .unwrap();
+    }
+    std::fs::write(net.join("bonding_masters"), "bond0\n").unwrap();
+    let dev = root.path().join("proc/1/net");
+    std::fs::create_dir_all(&dev).unwrap();
+    std::fs::write(dev.join("dev"), bond_netdev(rx)).unwrap();
+    root
+}
+
+/// net/dev of [`bond_host`] with the ports' receive bytes `rx`.
+pub fn bond_netdev(rx: [u64; 2]) -> String {
+    let mut text = String::from(
+        "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n",
+    );
+    let sum = rx[0] + rx[1];
+    for (name, bytes) in [
+        ("lo", 100),
+        ("eno1", rx[0]),
+        ("eno2", rx[1]),
+        ("bond0", sum),
+        ("wg0", 300),
+        ("tun0", 400),
+    ] {
+        text.push_str(&format!(
+            "{name:>6}: {bytes} 10 0 0 0 0 0 0 {bytes} 10 0 0 0 0 0 0\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn a_bond_its_ports_and_tunnels_are_what_the_kernel_says() {
+    let host = bond_host([1_000, 3_000]);
+    let text = once_on_host(host.path(), &[]);
+    let samples = parse(&text);
+    let kind = |iface| {
+        one(&samples, "net_interface_rx_bytes_total", iface)
+            .label("instance_type")
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(kind("bond0"), "bond");
+    assert_eq!(kind("eno1"), "physical");
+    assert_eq!(kind("eno2"), "physical");
+    assert_eq!(kind("wg0"), "wireguard");
+    assert_eq!(kind("tun0"), "tun");
+    let bond = |iface| {
+        one(&samples, "net_interface_info", iface)
+            .label("bond")
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(bond("eno1"), "bond0");
+    assert_eq!(bond("eno2"), "bond0");
+    assert_eq!(bond("bond0"), "");
+    assert_eq!(bond("wg0"), "");
+    // The bond's speed is the kernel's (here two 1 Gb/s ports in LACP).
+    assert_eq!(
+        one(&samples, "net_interface_speed_bytes", "bond0").value,
+        2.5e8
+    );
+    // Its ports' counters are not labelled with the bond: they stay NICs.
+    let port = one(&samples, "net_interface_rx_bytes_total", "eno1");
+    assert_eq!(port.label("bridge"), Some(""));
+    assert_eq!(port.label("instance"), Some("eno1"));
+    promtool_check(&text);
 }

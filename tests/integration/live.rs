@@ -102,7 +102,7 @@ fn the_api_says_what_metrics_says() {
         entry("enp8s0f0"),
         &serde_json::json!({
             "interface": "enp8s0f0", "instance": "enp8s0f0", "instance_type": "physical",
-            "app": "", "bridge": "", "state": "up", "vlan": null,
+            "app": "", "bridge": "", "state": "up", "vlan": null, "bond": "",
             "speed_bytes": 1_250_000_000u64, "mtu_bytes": 9000,
             "owner": {"kind": "nic", "name": "enp8s0f0"},
             "rx_bytes": 1_111_594_096_922u64, "tx_bytes": 555_797_048_461u64,
@@ -114,7 +114,7 @@ fn the_api_says_what_metrics_says() {
         entry("vnet0"),
         &serde_json::json!({
             "interface": "vnet0", "instance": "pihole", "instance_type": "vm",
-            "app": "", "bridge": "br0", "state": "unknown", "vlan": 1,
+            "app": "", "bridge": "br0", "state": "unknown", "vlan": 1, "bond": "",
             "speed_bytes": null, "mtu_bytes": 1500,
             "owner": {"kind": "vm", "name": "pihole"},
             "rx_bytes": 8007, "tx_bytes": 4003, "rx_packets": 88, "tx_packets": 104,
@@ -136,9 +136,9 @@ fn the_api_says_what_metrics_says() {
                 "{name}: {key}"
             );
         }
-        let vlan = one(&samples, "net_interface_info", name)
-            .label("vlan")
-            .unwrap();
+        let info = one(&samples, "net_interface_info", name);
+        assert_eq!(it["bond"].as_str(), info.label("bond"), "{name}: bond");
+        let vlan = info.label("vlan").unwrap();
         assert_eq!(
             it["vlan"]
                 .as_u64()

@@ -33,6 +33,7 @@ pub struct Entry<'a> {
     pub bridge: Cow<'a, str>,
     pub state: &'a str,
     pub vlan: Option<u16>,
+    pub bond: Cow<'a, str>,
     pub speed_bytes: Option<u64>,
     pub mtu_bytes: Option<u32>,
     pub owner: OwnerRef<'a>,
@@ -74,6 +75,7 @@ impl<'a> Entry<'a> {
             bridge: interface.bridge(),
             state: &interface.state,
             vlan: interface.vlan,
+            bond: interface.bond(),
             speed_bytes: interface.speed_bytes,
             mtu_bytes: interface.mtu,
             owner: OwnerRef {

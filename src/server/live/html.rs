@@ -203,6 +203,7 @@ mod tests {
             owner: Arc::clone(owner),
             claimant: (!claimant.is_empty()).then_some(claimant),
             bridge: b"br0",
+            bond: b"",
             state: "up",
             vlan: Some(20),
             speed_bytes: Some(125_000_000),
