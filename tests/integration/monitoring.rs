@@ -273,3 +273,97 @@ fn every_panel_and_rule_answers_on_a_real_prometheus() {
         }
     }
 }
+
+/// The panel of `dashboard` titled `title`: its targets' expressions.
+fn panel_exprs(dashboard: &Value, title: &str) -> Vec<String> {
+    let panel = panels(dashboard)
+        .into_iter()
+        .find(|p| p["title"] == title)
+        .unwrap_or_else(|| panic!("no panel {title:?}"));
+    panel["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| concrete(t["expr"].as_str().unwrap()))
+        .collect()
+}
+
+/// A LAGG host on a real Prometheus with the README's config and the rules:
+/// the uplink panels and the saturation alert see the bond, once, at the
+/// bond's rate, and never its ports (which carry the same bytes again).
+#[test]
+fn the_uplink_panels_and_alerts_count_a_bond_once() {
+    if !require(
+        have("prometheus"),
+        "prometheus not installed (Debian package prometheus)",
+    ) {
+        return;
+    }
+    // eno1 receives 1 MB/s and eno2 3 MB/s; bond0, their sum, 4 MB/s.
+    let host = crate::fixture_host::bond_host([1_000_000, 1_000_000]);
+    let root = host.path().to_owned();
+    let _traffic = crate::support::GrowingRx::with(move |elapsed| {
+        let rx = [
+            1_000_000 + (elapsed * 1e6) as u64,
+            1_000_000 + (elapsed * 3e6) as u64,
+        ];
+        let tmp = root.join("proc/1/net/dev.new");
+        std::fs::write(&tmp, crate::fixture_host::bond_netdev(rx))?;
+        std::fs::rename(tmp, root.join("proc/1/net/dev"))
+    });
+    let exporter = Server::start(host.path(), "");
+    let rules = [
+        dir().join("prometheus_rules.yaml"),
+        dir().join("prometheus_alerts.yaml"),
+    ];
+    let rule_refs: Vec<&Path> = rules.iter().map(PathBuf::as_path).collect();
+    let prom = start_prometheus_with(&readme_scrape_config(&[exporter.addr]), &rule_refs);
+
+    let d = dashboard();
+    let traffic = panel_exprs(&d, "Uplink traffic (NICs and bonds)");
+    let utilisation = panel_exprs(&d, "Uplink utilisation (NICs and bonds)");
+    // The saturation alert's own expression, with a threshold every link passes.
+    let alerts = std::fs::read_to_string(&rules[1]).unwrap();
+    let alerts: serde_norway::Value = serde_norway::from_str(&alerts).unwrap();
+    let saturated = alerts["groups"][0]["rules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|r| r["alert"] == "TrueNASNetInterfaceSaturated")
+        .unwrap()["expr"]
+        .as_str()
+        .unwrap()
+        .replace("> 0.9", ">= 0");
+    assert!(saturated.contains(">= 0"), "{saturated}");
+
+    // A 5m rate takes 5 minutes to reach the true rate (rate() divides by
+    // the window): compare the bond with its ports, read at the same moment.
+    let receive = &traffic[0];
+    let ports = "sum(host_interface:net_interface_receive_bits:rate5m{interface=~\"eno1|eno2\"})";
+    let (answered, both) = wait_for(Duration::from_secs(90), || {
+        let bond = query_values(prom.addr, receive);
+        let both = query_values(prom.addr, ports).first()?.1;
+        (bond.iter().any(|(_, v)| *v > 0.0) && both > 0.0).then_some((bond, both))
+    })
+    .unwrap_or_else(|| panic!("no uplink traffic: {receive}"));
+    let interfaces = |series: &[(serde_json::Map<String, Value>, f64)]| -> BTreeSet<String> {
+        series
+            .iter()
+            .filter_map(|(l, _)| l.get("interface")?.as_str().map(str::to_owned))
+            .collect()
+    };
+    let bond_only = BTreeSet::from(["bond0".to_owned()]);
+    assert_eq!(interfaces(&answered), bond_only, "{receive}");
+    let shown: f64 = answered.iter().map(|(_, v)| v).sum();
+    assert!(
+        (shown / both - 1.0).abs() < 0.1,
+        "the panel shows {shown} b/s, the ports carry {both} b/s: counted once"
+    );
+    for q in traffic.iter().chain(&utilisation).chain([&saturated]) {
+        let series = query_values(prom.addr, q);
+        assert_eq!(interfaces(&series), bond_only, "{q}");
+    }
+    // Against the bond's own speed (2 Gb/s): at most 4 MB/s of 250 MB/s.
+    let percent = query_values(prom.addr, &utilisation[0])[0].1;
+    assert!(percent > 0.0 && percent < 2.0, "utilisation {percent}%");
+}

@@ -320,19 +320,25 @@ pub struct GrowingRx {
 impl GrowingRx {
     pub fn start(hosts: &[(&Path, u64)]) -> GrowingRx {
         let hosts: Vec<(PathBuf, u64)> = hosts.iter().map(|(p, r)| (p.to_path_buf(), *r)).collect();
+        GrowingRx::with(move |elapsed| {
+            for (root, per_second) in &hosts {
+                set_rx_bytes(root, 1_000_000 + (elapsed * *per_second as f64) as u64)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Calls `write` with the seconds elapsed, every 20 ms, until dropped
+    /// or until `write` fails (once a failed test has removed its hosts).
+    pub fn with(write: impl Fn(f64) -> std::io::Result<()> + Send + 'static) -> GrowingRx {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
                 let start = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
-                    let elapsed = start.elapsed().as_secs_f64();
-                    for (root, per_second) in &hosts {
-                        // Fails only once a failed test has removed the hosts.
-                        let bytes = 1_000_000 + (elapsed * *per_second as f64) as u64;
-                        if set_rx_bytes(root, bytes).is_err() {
-                            return;
-                        }
+                    if write(start.elapsed().as_secs_f64()).is_err() {
+                        return;
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }
