@@ -220,6 +220,26 @@ impl Browser {
         );
     }
 
+    /// Shows the page as a desktop browser would: `width` x `height` CSS pixels.
+    pub fn desktop(&mut self, page: &Page, width: u32, height: u32) {
+        self.call(
+            Some(&page.session),
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}),
+        );
+    }
+
+    /// Saves what the page's viewport shows as a PNG at `path`.
+    pub fn screenshot(&mut self, page: &Page, path: &Path) {
+        let shot = self.call(
+            Some(&page.session),
+            "Page.captureScreenshot",
+            json!({"format": "png"}),
+        );
+        let png = base64(shot["data"].as_str().expect("screenshot data"));
+        std::fs::write(path, png).unwrap();
+    }
+
     /// Evaluates `expression` in the page and returns its value as JSON.
     pub fn eval(&mut self, page: &Page, expression: &str) -> Value {
         let r = self.call(
@@ -241,4 +261,26 @@ impl Drop for Browser {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Decodes standard base64 (the protocol's binary data); stops at padding.
+fn base64(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let (mut out, mut acc, mut bits) = (Vec::with_capacity(text.len() * 3 / 4), 0u32, 0);
+    for v in text.bytes().map_while(value) {
+        acc = acc << 6 | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
 }

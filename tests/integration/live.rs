@@ -6,7 +6,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
@@ -272,6 +274,14 @@ fn the_page_lists_every_interface_without_javascript() {
         "scripts stayed off"
     );
     check(&html, "Chromium without JavaScript");
+    // The side switch needs the script: without it, it stays out of sight,
+    // and the footnote says which side the figures are counted on.
+    assert!(
+        html.contains(r#"<span id="side" class="side" role="radiogroup" aria-label="rx and tx as counted by" hidden="">"#),
+        "the switch is hidden"
+    );
+    assert!(html.contains("<p id=\"convention\">rx and tx are counted as the host"));
+    assert!(!html.contains("<svg"), "no sparklines without the script");
 }
 
 /// A copy of the seed-host fixture with its VMs resolved every second through its
@@ -609,4 +619,417 @@ fn the_readme_jq_example_works() {
     assert_eq!(owner, "nic enp8s0f0", "{stdout}");
     let bps: f64 = bps.parse().unwrap();
     assert!((0.9e9..1.1e9).contains(&bps), "{bps} bits/s for 1 Gb/s");
+}
+
+/// One interface's traffic for [`Traffic`]: receive and transmit bytes/s,
+/// always and while the burst is on.
+struct Flow {
+    interface: &'static str,
+    steady: (f64, f64),
+    burst: (f64, f64),
+}
+
+/// Counters that grow in a fixture host's net/dev as `flows` say, the
+/// bursts while [`Traffic::burst`] is set.
+struct Traffic {
+    burst: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(host: &Path, flows: Vec<Flow>) -> Traffic {
+        let netdev = host.join("proc/1/net/dev");
+        let (burst, stop) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let thread = {
+            let (burst, stop) = (Arc::clone(&burst), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut bytes = vec![(1e6, 1e6); flows.len()];
+                let mut was = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                    let dt = was.elapsed().as_secs_f64();
+                    was = Instant::now();
+                    let on = burst.load(Ordering::Relaxed);
+                    for (flow, (rx, tx)) in flows.iter().zip(&mut bytes) {
+                        let (r, t) = if on { flow.burst } else { flow.steady };
+                        *rx += r * dt;
+                        *tx += t * dt;
+                    }
+                    let Ok(text) = std::fs::read_to_string(&netdev) else {
+                        return;
+                    };
+                    let mut out = String::with_capacity(text.len());
+                    for line in text.lines() {
+                        let flow = line.split_once(':').and_then(|(name, rest)| {
+                            let i = flows.iter().position(|f| f.interface == name.trim())?;
+                            Some((name, rest, bytes[i]))
+                        });
+                        match flow {
+                            Some((name, rest, (rx, tx))) => {
+                                let mut fields: Vec<String> =
+                                    rest.split_whitespace().map(str::to_owned).collect();
+                                fields[0] = (rx as u64).to_string();
+                                fields[8] = (tx as u64).to_string();
+                                out.push_str(&format!("{name}: {}\n", fields.join(" ")));
+                            }
+                            None => out.push_str(&format!("{line}\n")),
+                        }
+                    }
+                    let tmp = netdev.with_extension("new");
+                    if std::fs::write(&tmp, out).is_err() || std::fs::rename(&tmp, &netdev).is_err()
+                    {
+                        return;
+                    }
+                }
+            })
+        };
+        Traffic {
+            burst,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn burst(&self, on: bool) {
+        self.burst.store(on, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Each owner's and NIC's sparkline as numbers: the scale's top
+/// (`data-max`), and per line the points as (x, bits/s) read back from the
+/// drawn path, oldest first.
+const SPARKS: &str = r#"(() => {
+    const H = 24, line = (s, cls) => {
+        const top = Math.max(+s.dataset.max, 1000), d = s.querySelector('path.' + cls).getAttribute('d');
+        return [...d.matchAll(/[ML](-?[\d.]+) (-?[\d.]+)/g)].map(m => [+m[1], (H - 1 - m[2]) * top / (H - 2)]);
+    };
+    const out = {};
+    document.querySelectorAll('#owners tbody.owner').forEach(t => {
+        const s = t.querySelector('tr.owner-head svg.spark');
+        if (s) out[t.dataset.kind + '|' + t.dataset.name] = {max: +s.dataset.max, rx: line(s, 'rx'), tx: line(s, 'tx')};
+    });
+    document.querySelectorAll('#nics tr.nic').forEach(tr => {
+        const s = tr.querySelector('svg.spark');
+        if (s) out['nic row|' + tr.dataset.interface] = {max: +s.dataset.max, rx: line(s, 'rx'), tx: line(s, 'tx')};
+    });
+    return {refreshes: +document.body.dataset.refreshes, sparks: out};
+})()"#;
+
+fn refreshes(browser: &mut Browser, page: &crate::browser::Page) -> u64 {
+    browser
+        .eval(page, "+document.body.dataset.refreshes")
+        .as_u64()
+        .unwrap()
+}
+
+/// Waits for `n` more refreshes of the page.
+fn wait_refreshes(browser: &mut Browser, page: &crate::browser::Page, n: u64) {
+    let target = refreshes(browser, page) + n;
+    wait_for(Duration::from_secs(5 * n + 10), || {
+        (refreshes(browser, page) >= target).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{n} refreshes"));
+}
+
+/// Bits/s of one line's points.
+fn values(spark: &Value, line: &str) -> Vec<f64> {
+    spark[line]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .collect()
+}
+
+/// Rates of the rows a snapshot reads (`key` -> [rx, tx] bits/s).
+const ROWS: &str = r#"(() => {
+    const r = e => [e.dataset.rxBps, e.dataset.txBps];
+    const out = {side: document.body.dataset.side};
+    document.querySelectorAll('#owners tbody.owner').forEach(t => {
+        out['owner|' + t.dataset.kind + '|' + t.dataset.name] = r(t);
+        t.querySelectorAll('tr.iface').forEach(tr => { out['iface|' + tr.dataset.interface] = r(tr); });
+        const s = t.querySelector('svg.spark path.rx');
+        out['spark|' + t.dataset.name] = [s.getAttribute('d'), t.querySelector('svg.spark path.tx').getAttribute('d')];
+    });
+    document.querySelectorAll('#nics tr.nic').forEach(tr => { out['nic|' + tr.dataset.interface] = r(tr); });
+    return out;
+})()"#;
+
+/// On a fixture host where two VMs' taps burst for 6 s and are quiet
+/// around it, one page shows the burst in those VMs' sparklines (and
+/// nothing in a quiet owner's); the side switch swaps rx and tx for the
+/// VMs' taps and their owners and for nothing else; and on a 390 px screen
+/// the page, its sparklines and the switch still fit. With
+/// `LIVE_SCREENSHOTS=<dir>` it saves page-desktop.png and page-phone.png there.
+#[test]
+fn a_browser_keeps_a_short_history_and_shows_either_side() {
+    let Some(chromium) = chromium() else {
+        require(false, "chromium not installed (Debian package chromium)");
+        return;
+    };
+    let (host, toml) = vm_host();
+    const MB: f64 = 1e6;
+    let traffic = Traffic::start(
+        host.path(),
+        vec![
+            // A NIC and a VM's tap that differ by direction, all along.
+            Flow {
+                interface: "enp8s0f0",
+                steady: (50.0 * MB, 5.0 * MB),
+                burst: (50.0 * MB, 5.0 * MB),
+            },
+            Flow {
+                interface: "vnet3",
+                steady: (1.0 * MB, 0.25 * MB),
+                burst: (1.0 * MB, 0.25 * MB),
+            },
+            // Host-owned: a bridge, and a veth no container claims.
+            Flow {
+                interface: "br0",
+                steady: (2.0 * MB, 1.0 * MB),
+                burst: (2.0 * MB, 1.0 * MB),
+            },
+            Flow {
+                interface: "veth402dbe0",
+                steady: (0.3 * MB, 0.1 * MB),
+                burst: (0.3 * MB, 0.1 * MB),
+            },
+            // A macvtap counts as its VM does: never swapped.
+            Flow {
+                interface: "macvtap0",
+                steady: (0.5 * MB, 0.0),
+                burst: (0.5 * MB, 0.0),
+            },
+            // The burst: pihole sends 100 Mb/s (its tap receives), pritunl
+            // receives 200 Mb/s (its tap transmits).
+            Flow {
+                interface: "vnet0",
+                steady: (0.0, 0.0),
+                burst: (12.5 * MB, 0.0),
+            },
+            Flow {
+                interface: "vnet1",
+                steady: (0.0, 0.0),
+                burst: (0.0, 25.0 * MB),
+            },
+        ],
+    );
+    let server = Server::start(host.path(), &toml);
+    wait_for(Duration::from_secs(10), || {
+        server
+            .metrics()
+            .contains("instance=\"pritunl\"")
+            .then_some(())
+    })
+    .expect("the VMs resolved");
+    let mut browser = Browser::start(|flags| {
+        let mut c = Command::new(chromium);
+        c.args(flags);
+        c
+    });
+    let page = browser.open(&format!("http://{}/", server.addr), true);
+    browser.desktop(&page, 1280, 1000);
+
+    // Quiet first (two points), then 6 s of burst, then quiet again.
+    wait_refreshes(&mut browser, &page, 3);
+    traffic.burst(true);
+    std::thread::sleep(Duration::from_secs(6));
+    traffic.burst(false);
+    wait_refreshes(&mut browser, &page, 4);
+    let shown = browser.eval(&page, SPARKS);
+    let sparks = &shown["sparks"];
+    for (owner, line, bps) in [("vm|pihole", "rx", 100e6), ("vm|pritunl", "tx", 200e6)] {
+        let spark = &sparks[owner];
+        let v = values(spark, line);
+        assert!(v.len() >= 8, "{owner}: {spark}");
+        let peak = v.iter().cloned().fold(0.0, f64::max);
+        let at = v.iter().position(|&x| x == peak).unwrap();
+        assert!(
+            (0.8 * bps..1.2 * bps).contains(&peak),
+            "{owner}: {line} peak {peak}: {spark}"
+        );
+        assert!(
+            (peak - spark["max"].as_f64().unwrap()).abs() < 0.01 * bps,
+            "{owner}: the scale's top is the peak"
+        );
+        assert!(
+            v[0] < 0.01 * bps && *v.last().unwrap() < 0.01 * bps,
+            "{owner}: quiet before and after: {v:?}"
+        );
+        assert!(
+            0 < at && at < v.len() - 1,
+            "{owner}: the burst inside: {v:?}"
+        );
+        // The other direction stayed at zero.
+        let other = if line == "rx" { "tx" } else { "rx" };
+        assert!(
+            values(spark, other).iter().all(|&x| x < 0.01 * bps),
+            "{owner}: {spark}"
+        );
+        // Time runs left to right, the newest at the right edge.
+        let xs: Vec<f64> = spark[line]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_f64().unwrap())
+            .collect();
+        assert!(
+            xs.windows(2).all(|w| w[0] < w[1]) && *xs.last().unwrap() == 120.0,
+            "{xs:?}"
+        );
+    }
+    assert_eq!(
+        sparks["bridge|br1"]["max"], 0.0,
+        "a quiet owner's line is flat: {}",
+        sparks["bridge|br1"]
+    );
+    assert!(
+        values(&sparks["nic row|enp8s0f0"], "rx")
+            .iter()
+            .all(|&x| x > 300e6),
+        "{}",
+        sparks["nic row|enp8s0f0"]
+    );
+    println!(
+        "pihole rx sparkline after {} refreshes: {:?}",
+        shown["refreshes"],
+        values(&sparks["vm|pihole"], "rx")
+            .iter()
+            .map(|v| (v / 1e6).round())
+            .collect::<Vec<_>>()
+    );
+
+    // The CSP allows no inline style: the sparklines are styled by class.
+    assert_eq!(
+        browser.eval(&page, "document.querySelectorAll('[style]').length"),
+        0
+    );
+    if let Some(dir) = std::env::var_os("LIVE_SCREENSHOTS") {
+        browser.screenshot(&page, &Path::new(&dir).join("page-desktop.png"));
+    }
+
+    // The switch, in one go so that no refresh comes between the reads.
+    let both = browser.eval(
+        &page,
+        &format!(
+            "(() => {{ const a = {ROWS}; document.querySelector('#side input[value=owner]').click(); \
+             return [a, {ROWS}]; }})()"
+        ),
+    );
+    let (host_side, owner_side) = (&both[0], &both[1]);
+    assert_eq!(host_side["side"], "host");
+    assert_eq!(owner_side["side"], "owner");
+    let bps = |side: &Value, key: &str, i: usize| -> f64 {
+        side[key][i]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key}: {side}"))
+            .parse()
+            .unwrap()
+    };
+    // vyos sends 8 Mb/s through its tap, receives 2 Mb/s there and 4 Mb/s on its macvtap.
+    assert!(
+        (7e6..9e6).contains(&bps(host_side, "iface|vnet3", 0)),
+        "{host_side}"
+    );
+    let swapped = [
+        "iface|vnet0",
+        "iface|vnet1",
+        "iface|vnet2",
+        "iface|vnet3",
+        "owner|vm|pihole",
+        "owner|vm|pritunl",
+        "spark|pihole",
+        "spark|pritunl",
+    ];
+    let mut keys = 0;
+    for (key, value) in host_side.as_object().unwrap() {
+        if key == "side" {
+            continue;
+        }
+        keys += 1;
+        let there = &owner_side[key];
+        if swapped.contains(&key.as_str()) {
+            assert_eq!(
+                (&value[0], &value[1]),
+                (&there[1], &there[0]),
+                "{key} swaps"
+            );
+        } else if !key.ends_with("vyos") {
+            assert_eq!(value, there, "{key} stays");
+        }
+    }
+    assert!(keys > 20, "{host_side}");
+    for key in [
+        "nic|enp8s0f0",
+        "iface|br0",
+        "iface|veth402dbe0",
+        "owner|host|host",
+    ] {
+        assert!(
+            bps(host_side, key, 0) > bps(host_side, key, 1) && bps(host_side, key, 1) > 0.0,
+            "{key} has traffic that would show a swap: {host_side}"
+        );
+    }
+    // vyos: its tap swapped, its macvtap not.
+    assert_eq!(owner_side["iface|macvtap0"], host_side["iface|macvtap0"]);
+    for (i, j) in [(0, 1), (1, 0)] {
+        let sum = bps(host_side, "iface|vnet3", j) + bps(host_side, "iface|macvtap0", i);
+        assert!(
+            (bps(owner_side, "owner|vm|vyos", i) - sum).abs() < 1.0,
+            "vyos {i}: {owner_side}"
+        );
+    }
+    // The next refresh keeps the owner's side.
+    wait_refreshes(&mut browser, &page, 1);
+    let next = browser.eval(&page, ROWS);
+    assert_eq!(next["side"], "owner");
+    assert!(
+        (1.5e6..2.5e6).contains(&bps(&next, "iface|vnet3", 0)),
+        "vyos receives 2 Mb/s: {next}"
+    );
+    assert!(
+        (300e6..500e6).contains(&bps(&next, "nic|enp8s0f0", 0)),
+        "the NIC's rx stays: {next}"
+    );
+
+    // On a phone's screen nothing is wider than the screen, sparklines and
+    // the switch included.
+    browser.phone(&page, 390, 844);
+    let fits = wait_for(Duration::from_secs(5), || {
+        let v = browser.eval(
+            &page,
+            r#"(() => {
+                const right = s => Math.max(...[...document.querySelectorAll(s)].map(e => e.getBoundingClientRect().right));
+                const spark = document.querySelector('svg.spark').getBoundingClientRect();
+                return [window.innerWidth, document.documentElement.scrollWidth, right('svg.spark'), right('#side'), spark.width];
+            })()"#,
+        );
+        (v[0] == 390).then_some(v)
+    })
+    .expect("the phone viewport applied");
+    assert!(
+        fits[1].as_f64() <= Some(390.0),
+        "page width on a 390 px phone: {fits}"
+    );
+    assert!(
+        fits[2].as_f64() <= Some(390.0) && fits[3].as_f64() <= Some(390.0),
+        "{fits}"
+    );
+    assert!(fits[4].as_f64() > Some(40.0), "the sparkline shows: {fits}");
+    if let Some(dir) = std::env::var_os("LIVE_SCREENSHOTS") {
+        browser.screenshot(&page, &Path::new(&dir).join("page-phone.png"));
+    }
 }

@@ -1,5 +1,6 @@
 /* truenas-net-exporter live view: polls api/v1/interfaces every 2 s and updates
- * the server-rendered tables in place (the structure live.rs renders).
+ * the server-rendered tables in place (the structure live.rs renders), with
+ * a sparkline of the last minutes per owner and NIC kept in this tab only.
  * Names come from outside: the DOM is only built with createElement +
  * textContent / setAttribute, never from HTML strings. */
 (() => {
@@ -7,14 +8,25 @@
 const API = 'api/v1/interfaces', PERIOD = 2000, TIMEOUT = 5000;
 const KINDS = ['app', 'container', 'vm', 'system container', 'network', 'bridge', 'nic', 'host'];
 const UNITS = ['b/s', 'kb/s', 'Mb/s', 'Gb/s', 'Tb/s'];
+// History: at most POINTS reads per series, none older than SPAN seconds; a
+// longer silence than GAP (paused, hidden, unreachable) breaks the line.
+const SPAN = 180, POINTS = 90, GAP = 3 * PERIOD / 1000, SW = 120, SH = 24;
+const SVG = 'http://www.w3.org/2000/svg', SIDE_KEY = 'truenas-net-exporter.side';
+// The host's end of a veth or a tap receives what its owner sends: from the
+// owner's side, rx and tx swap. A macvtap already counts as its VM does, and
+// NICs, bridges and the host's own interfaces have no other side.
+const WORKLOADS = new Set(['app', 'container', 'vm', 'system container']);
+const PAIRED = new Set(['docker', 'incus', 'lxc', 'vm']);
 const d = document, body = d.body, $ = (r, s) => r.querySelector(s);
 const owners = $(d, '#owners'), nicBody = $(d, '#nics tbody'), statusEl = $(d, '#status');
-const pauseBtn = $(d, '#pause');
+const pauseBtn = $(d, '#pause'), sideEl = $(d, '#side');
 if (!owners || !nicBody || !statusEl) return;
 
 let prev = null;        // last read: {t: server time, c: Map iface -> [rx, tx] bytes}
 let rates = new Map();  // iface -> [rx, tx] bits/s
 let refreshes = 0, lastOk = '', timer = 0, inflight = false, paused = false;
+let side = 'host', last = null;  // the last read's interfaces, to redraw on a switch
+const hist = new Map();  // ownerKey -> [[t, rx, tx, owner's rx, owner's tx] bits/s, ...]
 d.documentElement.classList.remove('nojs');
 
 const str = v => v == null ? '' : String(v);
@@ -74,6 +86,10 @@ function sync(parent, sel, keyOf, items, key, make, update, after) {
 }
 const ifName = it => str(it.interface), ifKey = e => attr(e, 'data-interface');
 const ownerKey = (kind, name) => kind + '\0' + name;
+const itOwner = it => it.owner || {};
+const swaps = it => WORKLOADS.has(str(itOwner(it).kind)) && PAIRED.has(str(it.instance_type));
+// An interface's rates as the chosen side sees them.
+const seen = (it, r) => r && side === 'owner' && swaps(it) ? [r[1], r[0]] : r;
 function setRates(e, r) {
   const rx = r ? r[0] : NaN, tx = r ? r[1] : NaN;
   setAttr(e, 'data-rx-bps', numAttr(rx));
@@ -96,23 +112,82 @@ function newOwner(g) {
   return tb;
 }
 
-function render(list) {
+// The interfaces under their owners, with each owner's rates from both sides.
+function group(list) {
   const groups = new Map();
   for (const it of list) {
-    const o = it.owner || {}, kind = str(o.kind), name = str(o.name), k = ownerKey(kind, name);
+    const o = itOwner(it), kind = str(o.kind), name = str(o.name), k = ownerKey(kind, name);
     const r = rates.get(ifName(it));
     let g = groups.get(k);
-    if (!g) groups.set(k, g = { k, kind, name, ifs: [], rx: NaN, tx: NaN });
+    if (!g) groups.set(k, g = { k, kind, name, ifs: [], rx: NaN, tx: NaN, orx: NaN, otx: NaN });
     g.ifs.push(it);
-    if (r) { g.rx = add(g.rx, r[0]); g.tx = add(g.tx, r[1]); }
+    if (r) {
+      const s = swaps(it) ? 1 : 0;
+      g.rx = add(g.rx, r[0]); g.tx = add(g.tx, r[1]);
+      g.orx = add(g.orx, r[s]); g.otx = add(g.otx, r[1 - s]);
+    }
   }
+  return groups;
+}
+
+// One point per owner for a read with fresh rates; owners gone are forgotten.
+function record(t, groups) {
+  groups.forEach(g => {
+    if (isNaN(g.rx)) return;
+    let h = hist.get(g.k);
+    if (!h) hist.set(g.k, h = []);
+    h.push([t, ...[g.rx, g.tx, g.orx, g.otx].map(v => isNaN(v) ? 0 : v)]);
+    while (h.length > POINTS || h[0][0] < t - SPAN) h.shift();
+  });
+  hist.forEach((_, k) => { if (!groups.has(k)) hist.delete(k); });
+}
+
+function svg(tag, attrs) {
+  const e = d.createElementNS(SVG, tag);
+  for (const k in attrs) e.setAttribute(k, attrs[k]);
+  return e;
+}
+// The sparkline in `parent` (made on first use): rx and tx of the last SPAN
+// seconds, on one scale (the peak, at least 1 kb/s), the newest point at
+// the right edge. `own`: the owner's side.
+function spark(parent, key, own) {
+  let s = $(parent, 'svg.spark');
+  if (!s) {
+    const line = cls => svg('path', { class: cls, d: '', 'vector-effect': 'non-scaling-stroke' });
+    s = svg('svg', { class: 'spark', viewBox: `0 0 ${SW} ${SH}`, preserveAspectRatio: 'none', role: 'img',
+      'data-max': '' });
+    s.append(svg('title'), line('rx'), line('tx'));
+    parent.prepend(s);
+  }
+  const h = hist.get(key) || [], i = own ? 3 : 1, end = h.length ? h[h.length - 1][0] : 0;
+  let rx = 0, tx = 0;
+  for (const p of h) { rx = Math.max(rx, p[i]); tx = Math.max(tx, p[i + 1]); }
+  const top = Math.max(rx, tx, 1000);
+  for (let n = 0; n < 2; n++) {
+    let path = '', was = -Infinity;
+    for (const p of h) {
+      const x = SW - (end - p[0]) * SW / SPAN, y = SH - 1 - p[i + n] * (SH - 2) / top;
+      path += (p[0] - was > GAP ? 'M' : 'L') + x.toFixed(1) + ' ' + y.toFixed(1);
+      was = p[0];
+    }
+    setAttr(s.children[n + 1], 'd', path);
+  }
+  setAttr(s, 'data-max', numAttr(Math.max(rx, tx)));
+  setText(s.firstChild, h.length < 2 ? 'No history yet'
+    : `Last ${Math.round(end - h[0][0])} s: rx peak ${fmtRate(rx)}, tx peak ${fmtRate(tx)}`);
+}
+
+function render(list) {
+  last = list;
+  const groups = group(list), own = side === 'owner';
   const total = g => isNaN(g.rx) ? -1 : g.rx + g.tx;
   // Busiest first; owners without a rate yet last; ties: kind rank, kind, name.
   const sorted = [...groups.values()].sort((a, b) =>
     total(b) - total(a) || rank(a.kind) - rank(b.kind) || cmp(a.kind, b.kind) || cmp(a.name, b.name));
   sync(owners, 'tbody.owner', e => ownerKey(attr(e, 'data-kind'), attr(e, 'data-name')), sorted, g => g.k, newOwner,
     (tb, g) => {
-      setRates(tb, isNaN(g.rx) ? null : [g.rx, g.tx]);
+      setRates(tb, isNaN(g.rx) ? null : own ? [g.orx, g.otx] : [g.rx, g.tx]);
+      spark($(tb, 'tr.owner-head').cells[0], g.k, own);
       sync(tb, 'tr.iface', ifKey, g.ifs.sort(byIface), ifName,
         it => newRow('iface', ifName(it), ['', '', '', '', 'rx-rate', 'tx-rate']),
         (tr, it) => {
@@ -126,11 +201,11 @@ function render(list) {
           setText(c[2], str(it.bridge));
           setText(c[3], str(it.vlan));
           setState(c[4], str(it.state));
-          setRates(tr, rates.get(name));
+          setRates(tr, seen(it, rates.get(name)));
         }, $(tb, 'tr.owner-head'));
     }, $(owners, 'thead'));
 
-  sync(nicBody, 'tr.nic', ifKey, list.filter(it => it.owner && it.owner.kind === 'nic').sort(byIface), ifName,
+  sync(nicBody, 'tr.nic', ifKey, list.filter(it => itOwner(it).kind === 'nic').sort(byIface), ifName,
     it => newRow('nic', ifName(it), ['', '', 'rx-rate', 'tx-rate', 'util']),
     (tr, it) => {
       const r = rates.get(ifName(it)), cap = num(it.speed_bytes) * 8, td = $(tr, '.util');
@@ -140,6 +215,8 @@ function render(list) {
       setState(tr.cells[1], str(it.state));
       setText(tr.cells[2], fmtSpeed(it.speed_bytes));
       setRates(tr, r);
+      // A NIC is its own owner: its series is that owner's.
+      spark(tr.cells[0], ownerKey('nic', str(itOwner(it).name)), false);
       setAttr(tr, 'data-util', numAttr(util));
       if (isNaN(util)) {
         if (m) m.remove();
@@ -161,7 +238,9 @@ function apply(data) {
   if (isNaN(t) || !Array.isArray(list)) throw new Error('bad response');
   list = list.filter(it => it && it.interface != null);
   const cur = new Map(list.map(it => [ifName(it), [num(it.rx_bytes), num(it.tx_bytes)]]));
+  let fresh = false;
   if (prev && t > prev.t) {
+    fresh = true;
     const dt = t - prev.t;
     rates = new Map();
     cur.forEach((c, name) => {
@@ -173,6 +252,7 @@ function apply(data) {
     rates = new Map();
     prev = { t, c: cur };
   }                                   // same time = same read: keep the rates
+  if (fresh) record(t, group(list));
   render(list);
   body.setAttribute('data-refreshes', String(++refreshes));
   lastOk = new Date().toLocaleTimeString();
@@ -214,6 +294,19 @@ if (pauseBtn) {
     pauseBtn.setAttribute('aria-pressed', String(paused));
     pauseBtn.textContent = paused ? 'Resume' : 'Pause';
     if (paused) { clearTimeout(timer); timer = 0; status('paused'); } else kick();
+  });
+}
+
+if (sideEl) {
+  try { if (localStorage.getItem(SIDE_KEY) === 'owner') side = 'owner'; } catch (e) { /* storage off */ }
+  sideEl.querySelectorAll('input').forEach(i => { i.checked = i.value === side; });
+  body.setAttribute('data-side', side);
+  sideEl.hidden = false;
+  sideEl.addEventListener('change', e => {
+    side = e.target.value === 'owner' ? 'owner' : 'host';
+    body.setAttribute('data-side', side);
+    try { localStorage.setItem(SIDE_KEY, side); } catch (e) { /* storage off */ }
+    if (last) render(last);
   });
 }
 

@@ -2,8 +2,9 @@
 //! container, a VM, a system container, a Docker network, the host's NICs and
 //! bridges), rendered on the server ([`html`]) so it reads without
 //! JavaScript; the embedded `live.js` then polls `/api/v1/interfaces`
-//! ([`api`]) every 2 s and turns two reads into rates in the browser, so the
-//! exporter keeps no state per client and does nothing while nobody looks.
+//! ([`api`]) every 2 s and turns two reads into rates in the browser, and
+//! keeps their last minutes there for its sparklines, so the exporter keeps
+//! no state per client and does nothing while nobody looks.
 //!
 //! Both are built from one join of net/dev with the label table, as a scrape
 //! is, and read the composed interfaces and owners as they are: the grouping
