@@ -20,4 +20,5 @@ mod monitoring;
 mod prometheus;
 mod security;
 mod support;
+mod victoria;
 mod workflow;
