@@ -4,7 +4,7 @@
 //! every README PromQL line and dashboard panel answers through its
 //! Prometheus API, the recording rules evaluated by vmalert; vmalert accepts
 //! the rule files; and a real Prometheus remote-writing into it delivers the
-//! same series it holds itself.
+//! same series it holds itself, as does a vmagent with the same config.
 //!
 //! The hosts run Docker apps without a Docker engine: a fake engine on a
 //! unix socket names containers whose namespaces the fixture holds.
@@ -619,10 +619,16 @@ fn vmalert_accepts_the_rule_files() {
 }
 
 /// Prometheus with the README's scrape config and a `remote_write` to
-/// VictoriaMetrics: what VictoriaMetrics holds is what Prometheus holds.
+/// VictoriaMetrics: what VictoriaMetrics holds is what Prometheus holds. And
+/// a vmagent with the same scrape config, writing into another
+/// VictoriaMetrics, sends the exporters' series just the same.
 #[test]
-fn prometheus_remote_writes_the_same_series_into_victoria() {
+fn prometheus_and_vmagent_remote_write_the_same_series_into_victoria() {
     if !have_victoria()
+        || !require(
+            have("vmagent"),
+            "vmagent not installed (Debian package victoria-metrics)",
+        )
         || !require(
             have("prometheus"),
             "prometheus not installed (Debian package prometheus)",
@@ -685,4 +691,51 @@ fn prometheus_remote_writes_the_same_series_into_victoria() {
     let in_prom = at(prom.addr);
     assert_eq!(in_prom.len(), 2);
     assert_eq!(in_prom, at(vm.addr));
+
+    let central = start_victoria(None);
+    let (addr, data) = Daemon::prepare();
+    let scrape = data.path().join("scrape.yml");
+    std::fs::write(
+        &scrape,
+        format!(
+            "global:\n  scrape_interval: 1s\n{}",
+            readme_scrape_config(&[servers[0].addr, servers[1].addr])
+        ),
+    )
+    .unwrap();
+    let mut c = Command::new("vmagent");
+    c.arg(format!("-promscrape.config={}", scrape.display()))
+        .arg(format!(
+            "-remoteWrite.url=http://{}/api/v1/write",
+            central.addr
+        ))
+        .arg(format!(
+            "-remoteWrite.tmpDataPath={}",
+            data.path().join("queue").display()
+        ))
+        .arg("-remoteWrite.flushInterval=1s")
+        .arg(format!("-httpListenAddr={addr}"))
+        .arg("-loggerLevel=ERROR");
+    let vmagent = Daemon::start(c, addr, data, "/health", 200);
+    // The scrapers' own series (scrape_*) differ between the two; the
+    // exporters' and `up` do not.
+    let exported = |addr: SocketAddr| -> BTreeSet<String> {
+        query_values(addr, r#"{job="truenas-net", __name__!~"scrape_.*"}"#)
+            .into_iter()
+            .map(|(m, _)| serde_json::to_string(&m).unwrap())
+            .collect()
+    };
+    let from_prom = exported(prom.addr);
+    assert!(from_prom.len() > exposed, "both hosts: {}", from_prom.len());
+    let same = wait_for(Duration::from_secs(60), || {
+        (exported(central.addr) == from_prom).then_some(())
+    });
+    assert!(
+        same.is_some(),
+        "vmagent's differ from Prometheus': {:#?}\n{}",
+        exported(central.addr)
+            .symmetric_difference(&from_prom)
+            .collect::<Vec<_>>(),
+        vmagent.log()
+    );
 }
