@@ -13,6 +13,7 @@ mod docs;
 mod fixture_host;
 mod http;
 mod hung;
+mod influx;
 mod kernel;
 mod limits;
 mod live;
