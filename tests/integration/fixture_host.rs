@@ -555,7 +555,7 @@ pub fn bond_host(rx: [u64; 2]) -> tempfile::TempDir {
 }
 
 /// net/dev of [`bond_host`] with the ports' receive bytes `rx`.
-pub fn bond_netdev(rx: [u64; 2]) -> String {
+fn bond_netdev(rx: [u64; 2]) -> String {
     let mut text = String::from(
         "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n",
     );

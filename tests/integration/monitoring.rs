@@ -19,7 +19,7 @@ use crate::http::Server;
 use crate::prometheus::{query_values, readme_scrape_config, start_prometheus_with};
 use crate::support::{copy_fixture, have, require, wait_for};
 
-fn dir() -> PathBuf {
+pub(crate) fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("monitoring")
 }
 
@@ -69,13 +69,13 @@ fn rules_pass_promtools_checks_and_unit_tests() {
     }
 }
 
-fn dashboard() -> Value {
+pub(crate) fn dashboard() -> Value {
     let text = std::fs::read_to_string(dir().join("dashboards/truenas-net.json")).unwrap();
     serde_json::from_str(&text).expect("the dashboard is JSON")
 }
 
 /// Every panel, rows' nested panels included.
-fn panels(dashboard: &Value) -> Vec<&Value> {
+pub(crate) fn panels(dashboard: &Value) -> Vec<&Value> {
     fn walk<'a>(list: &'a Value, out: &mut Vec<&'a Value>) {
         for p in list.as_array().into_iter().flatten() {
             out.push(p);
@@ -137,7 +137,7 @@ fn the_dashboard_has_what_grafana_needs_to_import_it() {
 
 /// A copy of the seed-host fixture with an LXC container (found by its cgroup)
 /// that owns veth3f3cbed (ifindex 22, its peer the container's eth0, 46).
-fn host_with_a_system_container() -> tempfile::TempDir {
+pub(crate) fn host_with_a_system_container() -> tempfile::TempDir {
     let host = copy_fixture("seed-host");
     let proc = host.path().join("proc");
     std::fs::create_dir_all(proc.join("1/ns")).unwrap();
@@ -154,7 +154,7 @@ fn host_with_a_system_container() -> tempfile::TempDir {
 }
 
 /// Substitutes the dashboard's variables as "All" and a short window.
-fn concrete(expr: &str) -> String {
+pub(crate) fn concrete(expr: &str) -> String {
     expr.replace("$__rate_interval", "1m")
         .replace("$host", ".*")
 }
@@ -301,16 +301,12 @@ fn the_uplink_panels_and_alerts_count_a_bond_once() {
     }
     // eno1 receives 1 MB/s and eno2 3 MB/s; bond0, their sum, 4 MB/s.
     let host = crate::fixture_host::bond_host([1_000_000, 1_000_000]);
-    let root = host.path().to_owned();
-    let _traffic = crate::support::GrowingRx::with(move |elapsed| {
-        let rx = [
-            1_000_000 + (elapsed * 1e6) as u64,
-            1_000_000 + (elapsed * 3e6) as u64,
-        ];
-        let tmp = root.join("proc/1/net/dev.new");
-        std::fs::write(&tmp, crate::fixture_host::bond_netdev(rx))?;
-        std::fs::rename(tmp, root.join("proc/1/net/dev"))
-    });
+    let rx = crate::support::RX_BYTES;
+    let _traffic = crate::support::GrowingRx::counters(&[
+        (host.path(), "eno1", rx, 1_000_000),
+        (host.path(), "eno2", rx, 3_000_000),
+        (host.path(), "bond0", rx, 4_000_000),
+    ]);
     let exporter = Server::start(host.path(), "");
     let rules = [
         dir().join("prometheus_rules.yaml"),

@@ -16,7 +16,7 @@ use crate::http::Server;
 use crate::support::{GrowingRx, copy_fixture, fixture, have, http, require, wait_for};
 
 /// The README, cut at `## Prometheus`: what comes before, and the section on.
-fn readme() -> (String, String) {
+pub(crate) fn readme() -> (String, String) {
     let mut readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let section = readme.split_off(readme.find("## Prometheus\n").expect("Prometheus section"));
@@ -32,7 +32,7 @@ fn readme_block(lang: &str) -> String {
 }
 
 /// The query lines of every `promql` block in `text`, in order.
-fn promql_lines(text: &str) -> Vec<String> {
+pub(crate) fn promql_lines(text: &str) -> Vec<String> {
     let mut queries = Vec::new();
     for block in text.split("```promql\n").skip(1) {
         let block = &block[..block.find("```").expect("closed block")];
@@ -47,7 +47,7 @@ fn promql_lines(text: &str) -> Vec<String> {
     queries
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -85,7 +85,7 @@ fn start_prometheus(targets: &[SocketAddr]) -> Prometheus {
 }
 
 /// A Prometheus scraping every second with `scrape` (a `scrape_configs:`
-/// block) and `rule_files` loaded.
+/// block, and any other top-level keys) and `rule_files` loaded.
 pub fn start_prometheus_with(scrape: &str, rule_files: &[&Path]) -> Prometheus {
     let data = tempfile::tempdir().unwrap();
     let rules: String = rule_files
@@ -162,7 +162,10 @@ pub fn query_values(
         .collect()
 }
 
-fn label_values(series: &[serde_json::Map<String, serde_json::Value>], label: &str) -> Vec<String> {
+pub(crate) fn label_values(
+    series: &[serde_json::Map<String, serde_json::Value>],
+    label: &str,
+) -> Vec<String> {
     let mut v: Vec<String> = series
         .iter()
         .filter_map(|s| s.get(label)?.as_str().map(str::to_owned))

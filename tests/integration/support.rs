@@ -309,8 +309,15 @@ pub fn copy_fixture(name: &str) -> tempfile::TempDir {
     dir
 }
 
-/// Traffic on fixture hosts: `enp8s0f0` of each receives its own steady
-/// number of bytes per second, written into its net/dev by a thread until
+/// Columns of a net/dev line after the interface name.
+pub const RX_BYTES: usize = 0;
+pub const TX_BYTES: usize = 8;
+
+/// A growing counter: interface, column, bytes per second.
+type Counter = (String, usize, u64);
+
+/// Traffic on fixture hosts: counters of their net/dev that each grow by
+/// their own steady number of bytes per second, written by a thread until
 /// this is dropped.
 pub struct GrowingRx {
     stop: Arc<AtomicBool>,
@@ -318,27 +325,43 @@ pub struct GrowingRx {
 }
 
 impl GrowingRx {
+    /// `enp8s0f0` of each host receives its own number of bytes per second.
     pub fn start(hosts: &[(&Path, u64)]) -> GrowingRx {
-        let hosts: Vec<(PathBuf, u64)> = hosts.iter().map(|(p, r)| (p.to_path_buf(), *r)).collect();
-        GrowingRx::with(move |elapsed| {
-            for (root, per_second) in &hosts {
-                set_rx_bytes(root, 1_000_000 + (elapsed * *per_second as f64) as u64)?;
-            }
-            Ok(())
-        })
+        let counters: Vec<_> = hosts
+            .iter()
+            .map(|(p, r)| (*p, "enp8s0f0", RX_BYTES, *r))
+            .collect();
+        GrowingRx::counters(&counters)
     }
 
-    /// Calls `write` with the seconds elapsed, every 20 ms, until dropped
-    /// or until `write` fails (once a failed test has removed its hosts).
-    pub fn with(write: impl Fn(f64) -> std::io::Result<()> + Send + 'static) -> GrowingRx {
+    /// Each `(host, interface, column, bytes per second)` grows.
+    pub fn counters(counters: &[(&Path, &str, usize, u64)]) -> GrowingRx {
+        let mut hosts: Vec<(PathBuf, Vec<Counter>)> = Vec::new();
+        for (root, interface, column, per_second) in counters {
+            let counter = (interface.to_string(), *column, *per_second);
+            match hosts.iter_mut().find(|(r, _)| r == root) {
+                Some((_, list)) => list.push(counter),
+                None => hosts.push((root.to_path_buf(), vec![counter])),
+            }
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
                 let start = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
-                    if write(start.elapsed().as_secs_f64()).is_err() {
-                        return;
+                    let elapsed = start.elapsed().as_secs_f64();
+                    for (root, list) in &hosts {
+                        let values: Vec<(&str, usize, u64)> = list
+                            .iter()
+                            .map(|(i, c, r)| {
+                                (i.as_str(), *c, 1_000_000 + (elapsed * *r as f64) as u64)
+                            })
+                            .collect();
+                        // Fails only once a failed test has removed the hosts.
+                        if set_counters(root, &values).is_err() {
+                            return;
+                        }
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -360,18 +383,28 @@ impl Drop for GrowingRx {
     }
 }
 
-/// Rewrites `enp8s0f0`'s receive bytes in a fixture host's net/dev, atomically.
-fn set_rx_bytes(host: &Path, value: u64) -> std::io::Result<()> {
+/// Sets counters (`interface`, column, value) in a fixture host's net/dev, atomically.
+fn set_counters(host: &Path, values: &[(&str, usize, u64)]) -> std::io::Result<()> {
     let netdev = host.join("proc/1/net/dev");
     let text = std::fs::read_to_string(&netdev)?;
     let text: String = text
         .lines()
-        .map(|line| match line.split_once("enp8s0f0: ") {
-            Some((indent, rest)) => {
-                let others = rest.split_once(' ').unwrap().1;
-                format!("{indent}enp8s0f0: {value} {others}\n")
+        .map(|line| {
+            let Some((name, rest)) = line.split_once(':') else {
+                return format!("{line}\n");
+            };
+            let mine: Vec<_> = values
+                .iter()
+                .filter(|(i, _, _)| *i == name.trim())
+                .collect();
+            if mine.is_empty() {
+                return format!("{line}\n");
             }
-            None => format!("{line}\n"),
+            let mut fields: Vec<String> = rest.split_whitespace().map(str::to_owned).collect();
+            for (_, column, value) in mine {
+                fields[*column] = value.to_string();
+            }
+            format!("{name}: {}\n", fields.join(" "))
         })
         .collect();
     let tmp = host.join("proc/1/net/dev.new");
