@@ -84,6 +84,7 @@ pub struct RawIncus {
 #[serde(deny_unknown_fields)]
 pub struct RawTrueNas {
     pub midclt_command: Option<Vec<String>>,
+    pub middleware_sockets: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -331,6 +332,9 @@ pub struct CommandConfig {
     pub max_output_bytes: usize,
     /// TrueNAS's middleware client, before the method: `midclt call`.
     pub midclt: Vec<String>,
+    /// Where the middleware's own socket may be, under `--path.rootfs`;
+    /// empty: midclt only.
+    pub middleware_sockets: Vec<PathBuf>,
 }
 
 /// The checked configuration the exporter runs with. A resolver that is off
@@ -447,6 +451,13 @@ impl Config {
             timeout: duration(&d::COMMANDS_TIMEOUT, raw.commands.timeout)?,
             max_output_bytes: positive(&d::COMMANDS_MAX_OUTPUT, raw.commands.max_output_bytes)?,
             midclt: program(&d::MIDCLT_COMMAND, raw.truenas.midclt_command)?,
+            middleware_sockets: raw.truenas.middleware_sockets.unwrap_or_else(|| {
+                d::MIDDLEWARE_SOCKETS
+                    .default
+                    .iter()
+                    .map(PathBuf::from)
+                    .collect()
+            }),
         };
         let http = HttpLimits {
             read_header_timeout: duration(&d::READ_HEADER_TIMEOUT, web.read_header_timeout)?,

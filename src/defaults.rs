@@ -101,6 +101,14 @@ pub const INCUS_MAX_RESPONSE: Setting<Bytes> =
 // [truenas]
 pub const MIDCLT_COMMAND: Setting<&[&str]> =
     Setting::new("truenas.midclt_command", &["midclt", "call"]);
+/// Under `--path.rootfs`: 25.10 and earlier, then 26 and later.
+pub const MIDDLEWARE_SOCKETS: Setting<&[&str]> = Setting::new(
+    "truenas.middleware_sockets",
+    &[
+        "/var/run/middleware/middlewared.sock",
+        "/run/middleware/middlewared.sock",
+    ],
+);
 // [commands]: each command's timeout fits in 3/4 of the refresh timeout of
 // every resolver that runs one (a test checks).
 pub const COMMANDS_CHROOT: Setting<bool> = Setting::new("commands.chroot", true);
@@ -205,6 +213,7 @@ rows! {
     INCUS_TIMEOUT => Shown::Duration,
     INCUS_MAX_RESPONSE => bytes,
     MIDCLT_COMMAND => Shown::List,
+    MIDDLEWARE_SOCKETS => Shown::List,
     COMMANDS_CHROOT => Shown::Bool,
     COMMANDS_TIMEOUT => Shown::Duration,
     COMMANDS_MAX_OUTPUT => bytes,

@@ -17,7 +17,9 @@ use crate::scrape::{JoinStats, NetdevReader, Scrape};
 use crate::sources::docker::DockerSource;
 use crate::sources::incus::IncusSource;
 use crate::sources::lxc::LxcSource;
-use crate::sources::middleware::Middleware;
+use crate::sources::middleware::socket::{SocketClient, Watched};
+use crate::sources::middleware::{Middleware, PathMetrics};
+use crate::sources::netlink::LinkWakes;
 use crate::sources::topology::TopologySource;
 use crate::sources::vm::VmSource;
 use crate::sources::{Claims, ResolverId, Source};
@@ -51,7 +53,13 @@ impl Exporter {
         if let Some(schedule) = c.topology {
             let me = Arc::clone(self);
             let publish: Publish<_> = Box::new(move |s| me.hub.publish_topology(s));
-            let source = TopologySource::new(&c.rootfs, &c.procfs, schedule.timeout);
+            let wake = |ids: &[ResolverId]| ids.iter().map(|&id| self.hub.wake(id)).collect();
+            let links = LinkWakes {
+                any: wake(&[ResolverId::Topology]),
+                veth: wake(&[ResolverId::Docker, ResolverId::Incus, ResolverId::Lxc]),
+                tap: wake(&[ResolverId::Vm]),
+            };
+            let source = TopologySource::new(&c.rootfs, &c.procfs, schedule.timeout, links);
             list.push(self.resolver(source, schedule, publish));
         }
         if let Some(docker) = &c.docker {
@@ -109,20 +117,48 @@ impl Exporter {
         )
     }
 
-    /// TrueNAS's middleware, shared by the resolvers that ask it something.
+    /// TrueNAS's middleware, shared by the resolvers that ask it something:
+    /// one socket connection, whose events wake the resolvers that read
+    /// what changed.
     fn middleware(&self) -> Middleware {
         let c = &self.config;
+        let vm_asks =
+            c.vm.as_ref()
+                .is_some_and(|vm| vm.settings.sources.contains(&VmLookup::Midclt));
         let mut every_refresh = Vec::new();
-        if c.vm
-            .as_ref()
-            .is_some_and(|vm| vm.settings.sources.contains(&VmLookup::Midclt))
-        {
+        let mut watched = Vec::new();
+        let mut watch = |collection, id| {
+            watched.push(Watched {
+                collection,
+                wakes: vec![self.hub.wake(id)],
+            })
+        };
+        if vm_asks {
             every_refresh.push("vm.query");
+            watch("vm.query", ResolverId::Vm);
         }
         if c.lxc.is_some() {
             every_refresh.push("container.query");
+            watch("container.query", ResolverId::Lxc);
         }
-        Middleware::new(c.commands.midclt.clone(), self.runner(), every_refresh)
+        if c.incus.is_some() {
+            watch("virt.instance.query", ResolverId::Incus);
+        }
+        let paths = c
+            .commands
+            .middleware_sockets
+            .iter()
+            .map(|p| c.rootfs.join(p.strip_prefix("/").unwrap_or(p)))
+            .collect::<Vec<_>>();
+        let socket = (!paths.is_empty())
+            .then(|| SocketClient::new(paths, c.commands.max_output_bytes, watched));
+        Middleware::new(
+            c.commands.midclt.clone(),
+            self.runner(),
+            every_refresh,
+            socket,
+            PathMetrics::both(&self.telemetry),
+        )
     }
 
     fn resolver<S: Source>(
@@ -190,14 +226,30 @@ impl Exporter {
 
     /// Reads net/dev and joins it with the current label table, with the
     /// wall-clock time of the read (a scrape, or the live view).
+    ///
+    /// An interface the table does not know yet (born since the last
+    /// refresh) wakes the resolvers; their answer is waited for, up to
+    /// [`UNKNOWN_WAIT`], so that it is written under its owner rather than
+    /// under its own name for one scrape. It is written either way.
     pub async fn join(&self) -> io::Result<(Scrape<Arc<LabelTable>>, SystemTime)> {
         let netdev = self.netdev.read().await?;
         let time = SystemTime::now();
-        let table = self.hub.table();
+        let settings = self.hub.settings();
+        let before = self.hub.refreshes();
+        let mut scrape = Scrape::new(&netdev, self.hub.table(), settings);
+        if scrape.stats.unknown > 0 && self.hub.wake_for_unknown() {
+            let waited = Instant::now();
+            let deadline = tokio::time::Instant::now() + UNKNOWN_WAIT;
+            let answered = self.hub.refreshed_since(before, deadline).await;
+            scrape = Scrape::new(&netdev, self.hub.table(), settings);
+            self.telemetry
+                .unknown_wait
+                .record(waited.elapsed().as_secs_f64());
+            tracing::debug!(answered, waited = ?waited.elapsed(), "waited for the resolvers' answer about new interfaces");
+        }
         self.telemetry
             .label_collisions
-            .set(table.collisions.len() as f64);
-        let scrape = Scrape::new(&netdev, table, self.hub.settings());
+            .set(scrape.table().collisions.len() as f64);
         self.after_join(&scrape.stats);
         Ok((scrape, time))
     }
@@ -206,15 +258,17 @@ impl Exporter {
         if stats.malformed > 0 {
             self.telemetry.malformed_lines.increment(stats.malformed);
         }
-        if stats.unknown > 0 {
-            self.hub.wake_for_unknown();
-        }
         if self.netdev_failing.swap(false, Ordering::Relaxed) {
             self.telemetry.state_changed();
             tracing::info!(path = %self.netdev.path().display(), "net/dev readable again");
         }
     }
 }
+
+/// How long a scrape that met new interfaces waits for the resolvers it woke.
+/// At most once per [`crate::hub::UNKNOWN_WAKE_GAP`], since only a scrape
+/// that wakes them waits.
+pub const UNKNOWN_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Size at which a response chunk is handed to the server: large enough that
 /// a 50-interface scrape is one chunk, small enough to bound memory.

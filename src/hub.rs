@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::compose::{self, LabelTable};
 use crate::labels::LabelSettings;
@@ -29,7 +29,13 @@ pub struct Hub {
     /// Milliseconds since `born` of the last scrape-triggered wake; 0 = never.
     last_unknown_wake: AtomicU64,
     composed: AtomicBool,
+    /// Indexed by [`ResolverId`]: how many times each resolver has published
+    /// (changed or not), bumped once the table reflects it.
+    refreshes: watch::Sender<[u64; ResolverId::COUNT]>,
 }
+
+/// Each resolver's publish count, as [`Hub::refreshes`] gives it.
+pub type Refreshes = [u64; ResolverId::COUNT];
 
 /// Scrape-triggered wakes are at most this frequent (engine events are not limited by it).
 pub const UNKNOWN_WAKE_GAP: Duration = Duration::from_secs(5);
@@ -46,6 +52,7 @@ impl Hub {
             born: Instant::now(),
             last_unknown_wake: AtomicU64::new(0),
             composed: AtomicBool::new(false),
+            refreshes: watch::Sender::new([0; ResolverId::COUNT]),
         }
     }
 
@@ -66,43 +73,65 @@ impl Hub {
 
     /// Replaces the topology snapshot; recomposes only if it changed.
     pub fn publish_topology(&self, snapshot: TopologySnapshot) {
-        if **self.topology.load() == snapshot {
-            return;
+        if **self.topology.load() != snapshot {
+            self.topology.store(Arc::new(snapshot));
+            self.recompose();
         }
-        self.topology.store(Arc::new(snapshot));
-        self.recompose();
+        self.refreshed(ResolverId::Topology);
     }
 
     /// Replaces one owner resolver's snapshot; recomposes only if it changed.
     pub fn publish_owners(&self, id: ResolverId, snapshot: Claims) {
         let slot = &self.owners[id.index()];
-        if **slot.load() == snapshot {
-            return;
+        if **slot.load() != snapshot {
+            slot.store(Arc::new(snapshot));
+            self.recompose();
         }
-        slot.store(Arc::new(snapshot));
-        self.recompose();
+        self.refreshed(id);
+    }
+
+    fn refreshed(&self, id: ResolverId) {
+        self.refreshes.send_modify(|r| r[id.index()] += 1);
+    }
+
+    /// How many times each resolver has published so far.
+    pub fn refreshes(&self) -> Refreshes {
+        *self.refreshes.borrow()
+    }
+
+    /// Waits until every resolver that had published by `since` has published
+    /// again, or until `deadline`; says whether they all did. A resolver that
+    /// never published (off, or failing from the start) is not waited for.
+    pub async fn refreshed_since(&self, since: Refreshes, deadline: tokio::time::Instant) -> bool {
+        let mut changes = self.refreshes.subscribe();
+        let all_again = |now: &Refreshes| since.iter().zip(now).all(|(&b, &n)| b == 0 || n > b);
+        tokio::time::timeout_at(deadline, changes.wait_for(all_again))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// A scrape met interfaces it could not label: ask every resolver to look
     /// again, at most once per [`UNKNOWN_WAKE_GAP`]. An interface that no
     /// resolver will ever find (say, `--path.procfs` of the host with the
     /// rootfs of a container) must not turn every scrape into refreshes.
-    pub fn wake_for_unknown(&self) {
+    /// Says whether it woke them.
+    pub fn wake_for_unknown(&self) -> bool {
         if !self.composed.load(Ordering::Relaxed) {
             // Nothing published yet: every resolver is on its first refresh anyway.
-            return;
+            return false;
         }
         let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
         let last = self.last_unknown_wake.load(Ordering::Relaxed);
         let gap = u64::try_from(UNKNOWN_WAKE_GAP.as_millis()).unwrap_or(u64::MAX);
         if last != 0 && now.saturating_sub(last) < gap {
-            return;
+            return false;
         }
         // 0 means "never"; a wake in the first millisecond is stored as 1.
         self.last_unknown_wake.store(now.max(1), Ordering::Relaxed);
         for wake in &self.wakes {
             wake.notify_one();
         }
+        true
     }
 
     fn recompose(&self) {

@@ -308,6 +308,11 @@ impl<T: Deref<Target = LabelTable>> Scrape<T> {
         }
     }
 
+    /// The label table this scrape was joined with.
+    pub fn table(&self) -> &LabelTable {
+        &self.table
+    }
+
     /// Each joined interface's labels and counters, by name (the live view).
     pub fn interfaces(&self) -> impl Iterator<Item = (&Interface, &Counters)> {
         self.rows

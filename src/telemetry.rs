@@ -25,6 +25,7 @@ const SOURCE_UP: &str = "truenas_net_exporter_source_up";
 const SOURCE_ERRORS: &str = "truenas_net_exporter_source_errors_total";
 const CONNECTIONS: &str = "truenas_net_exporter_http_connections";
 const LABEL_COLLISIONS: &str = "truenas_net_exporter_label_collisions";
+const NEW_INTERFACE_WAIT: &str = "truenas_net_exporter_new_interface_wait_seconds";
 
 static METADATA: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
 
@@ -58,6 +59,8 @@ pub struct Telemetry {
     pub connections: Gauge,
     pub tls_handshake_errors: Counter,
     pub label_collisions: Gauge,
+    /// What scrapes that met new interfaces waited for the resolvers.
+    pub unknown_wait: Histogram,
     limits: Vec<Arc<LimitMetric>>,
 }
 
@@ -84,6 +87,11 @@ impl Telemetry {
             .set_buckets_for_metric(
                 metrics_exporter_prometheus::Matcher::Full(SCRAPE_DURATION.into()),
                 &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25],
+            )
+            .expect("static, non-empty bucket list")
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(NEW_INTERFACE_WAIT.into()),
+                &[0.01, 0.05, 0.1, 0.25, 0.5],
             )
             .expect("static, non-empty bucket list")
             .build_recorder();
@@ -131,6 +139,10 @@ impl Telemetry {
         );
         describe(SOURCE_ERRORS, "Failed lookups of a source of a resolver.");
         describe(
+            NEW_INTERFACE_WAIT,
+            "Time a scrape that met interfaces the labels did not know yet waited for the resolvers it woke.",
+        );
+        describe(
             LABEL_COLLISIONS,
             "Interfaces left out of the last label table because their labels would repeat another's.",
         );
@@ -152,6 +164,7 @@ impl Telemetry {
             connections: recorder.register_gauge(&key(CONNECTIONS), &METADATA),
             tls_handshake_errors: recorder.register_counter(&key(TLS_HANDSHAKE_ERRORS), &METADATA),
             label_collisions: recorder.register_gauge(&key(LABEL_COLLISIONS), &METADATA),
+            unknown_wait: recorder.register_histogram(&key(NEW_INTERFACE_WAIT), &METADATA),
             limits: Limit::ALL
                 .iter()
                 .map(|&limit| {

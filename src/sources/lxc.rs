@@ -35,6 +35,8 @@ pub enum LxcError {
     Worker(#[from] WorkerError),
     #[error(transparent)]
     Command(#[from] CommandError),
+    #[error(transparent)]
+    Middleware(#[from] crate::sources::middleware::MiddlewareError),
     #[error("midclt container.query output is not the expected JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("no container lookup worked: {0}")]

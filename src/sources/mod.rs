@@ -19,6 +19,7 @@ pub mod docker;
 pub mod incus;
 pub mod lxc;
 pub mod middleware;
+pub mod netlink;
 pub mod procfs;
 pub mod topology;
 pub mod unix_http;

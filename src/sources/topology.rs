@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::bounded::{self, Fs};
+use crate::sources::netlink::{self, LinkWakes};
 use crate::sources::{ResolverId, Source, Worker, WorkerError};
 
 /// What sysfs says about one interface. Every field is optional because a
@@ -225,21 +226,44 @@ pub fn read(fs: &Fs, rootfs: &Path, procfs: &Path) -> Result<TopologySnapshot, T
     Ok(TopologySnapshot { links })
 }
 
-/// The topology resolver: [`read`] on the blocking pool, since sysfs reads block.
+/// The topology resolver: [`read`] on the blocking pool, since sysfs reads
+/// block. Where the host's link notifications reach it, it follows them.
 pub struct TopologySource {
     rootfs: PathBuf,
     procfs: PathBuf,
     worker: Worker,
+    links: LinkWakes,
 }
 
 impl TopologySource {
-    /// `timeout` bounds each read of the whole tree (the refresh timeout).
-    pub fn new(rootfs: &Path, procfs: &Path, timeout: std::time::Duration) -> TopologySource {
+    /// `timeout` bounds each read of the whole tree (the refresh timeout);
+    /// `links` says whom a link notification wakes.
+    pub fn new(
+        rootfs: &Path,
+        procfs: &Path,
+        timeout: std::time::Duration,
+        links: LinkWakes,
+    ) -> TopologySource {
         TopologySource {
             rootfs: rootfs.to_owned(),
             procfs: procfs.to_owned(),
             worker: Worker::new(timeout),
+            links,
         }
+    }
+
+    /// Whether this process is in the network namespace of the host's pid 1.
+    async fn in_host_netns(&self) -> bool {
+        let host = self.procfs.join("1/ns/net");
+        let own = self
+            .worker
+            .run(move |fs| {
+                let host = fs.read_link(&host).ok()?;
+                let own = fs.read_link(Path::new("/proc/self/ns/net")).ok()?;
+                Some(host == own)
+            })
+            .await;
+        matches!(own, Ok(Some(true)))
     }
 }
 
@@ -253,6 +277,17 @@ impl Source for TopologySource {
         self.worker
             .run(move |fs| read(fs, &rootfs, &procfs))
             .await?
+    }
+
+    /// Link notifications, where they are the host's.
+    async fn watch(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        if self.in_host_netns().await {
+            netlink::follow(&self.links, shutdown).await;
+        } else {
+            tracing::info!(
+                "not in the host's network namespace: new interfaces are read at the next refresh, or when a scrape meets one"
+            );
+        }
     }
 
     fn stuck_on(&self) -> Option<String> {

@@ -38,6 +38,8 @@ use crate::telemetry::Telemetry;
 pub enum VmError {
     #[error(transparent)]
     Command(#[from] CommandError),
+    #[error(transparent)]
+    Middleware(#[from] crate::sources::middleware::MiddlewareError),
     #[error("midclt vm.query output is not the expected JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("cannot scan {path}: {source}")]
