@@ -10,6 +10,7 @@ mod cli;
 mod container;
 mod docker;
 mod docs;
+mod events;
 mod fake_middleware;
 mod fixture_host;
 mod http;

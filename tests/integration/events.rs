@@ -1,0 +1,234 @@
+//! TrueNAS owners by event: the exporter asks the middleware over its own
+//! socket (a fake that speaks the middleware's protocols, on a real unix
+//! socket) and follows its events, with midclt only as the fallback. On the
+//! seed-host fixture here; with real QEMU taps and real link notifications
+//! in a private namespace below.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::fake_middleware::{FakeMiddleware, Mode};
+use crate::http::Server;
+use crate::support::{copy_fixture, fixture, http, parse, wait_for};
+
+/// Where the exporter looks for the socket under its root (26's path).
+const SOCKET: &str = "run/middleware/middlewared.sock";
+
+/// The seed host's `vm.query` rows, as its fake midclt prints them.
+fn seed_rows() -> Vec<Value> {
+    let out = Command::new(fixture("seed-host").join("usr/bin/midclt"))
+        .args(["call", "vm.query"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A midclt that counts its runs in `<dir>/midclt-runs` and then answers as
+/// the seed host's does.
+fn counting_midclt(dir: &Path) -> PathBuf {
+    let script = dir.join("counting-midclt");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho run >> {}\nexec {} \"$@\"\n",
+            dir.join("midclt-runs").display(),
+            fixture("seed-host").join("usr/bin/midclt").display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .unwrap();
+    script
+}
+
+fn midclt_runs(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("midclt-runs"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+/// VMs from the middleware only, refreshed once an hour: whatever changes
+/// sooner came by event.
+fn config(midclt: &Path) -> String {
+    format!(
+        "[vm]\nsources = [\"midclt\"]\ninterval = \"1h\"\n[lxc]\nenabled = false\n[incus]\nenabled = false\n\
+         [commands]\nchroot = false\n[truenas]\nmidclt_command = [{:?}, \"call\"]\n",
+        midclt.display().to_string()
+    )
+}
+
+/// `interface`'s owner label in a fresh scrape.
+fn owner_of(addr: SocketAddr, interface: &str) -> Option<String> {
+    let samples = parse(&http(addr, "GET", "/metrics").body);
+    samples
+        .iter()
+        .find(|s| {
+            s.name == "net_interface_rx_bytes_total" && s.label("interface") == Some(interface)
+        })
+        .and_then(|s| s.label("instance").map(str::to_owned))
+}
+
+fn source_up(addr: SocketAddr, source: &str) -> Option<f64> {
+    parse(&http(addr, "GET", "/metrics").body)
+        .iter()
+        .find(|s| {
+            s.name == "truenas_net_exporter_source_up"
+                && s.label("resolver") == Some("middleware")
+                && s.label("source") == Some(source)
+        })
+        .map(|s| s.value)
+}
+
+/// One VM row of `vm.query`, running as `pid`.
+fn row(id: u64, name: &str, pid: u64) -> Value {
+    json!({"id": id, "name": name, "devices": [],
+           "status": {"state": "RUNNING", "pid": pid, "domain_state": "RUNNING"}})
+}
+
+/// Announces a change and waits a second, with no scrape in between; then
+/// the first scrape must show `vnet3`'s owner as `expected`.
+fn after_event(
+    addr: SocketAddr,
+    fake: &FakeMiddleware,
+    msg: &str,
+    fields: Option<Value>,
+    expected: &str,
+) {
+    fake.announce("vm.query", msg, json!(3), fields);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        owner_of(addr, "vnet3").as_deref(),
+        Some(expected),
+        "vnet3's owner 1 s after a {msg} event"
+    );
+}
+
+/// JSON-RPC (25.04 and later) and the legacy protocol (24.10, whose
+/// `/api/current` is a 404) pass the same test: names from the socket with
+/// no midclt run; an added, a changed and a removed VM each show at the
+/// first scrape, 1 s after their event, with the periodic refresh an hour
+/// away; a middleware restart is followed by a new subscription and events
+/// work again.
+#[test]
+fn vms_follow_the_middlewares_events_over_its_socket() {
+    for mode in [Mode::JsonRpc, Mode::Release2410] {
+        let host = copy_fixture("seed-host");
+        let tools = tempfile::tempdir().unwrap();
+        let fake = FakeMiddleware::start(&host.path().join(SOCKET), mode);
+        fake.set_methods(&["vm.query"]);
+        // vyos (pid 7730, vnet3 among its taps) is not there yet.
+        let without_vyos: Vec<Value> = seed_rows()
+            .into_iter()
+            .filter(|r| r["name"] != "vyos")
+            .collect();
+        fake.set_rows("vm.query", without_vyos.clone());
+        let server = Server::start(host.path(), &config(&counting_midclt(tools.path())));
+
+        let first = wait_for(Duration::from_secs(10), || {
+            owner_of(server.addr, "vnet0").filter(|o| o == "pihole")
+        });
+        assert!(first.is_some(), "{mode:?}: the socket's VMs are named");
+        let subscribed = wait_for(Duration::from_secs(5), || {
+            fake.subscriptions()
+                .contains(&"vm.query".to_owned())
+                .then_some(())
+        });
+        assert!(subscribed.is_some(), "{mode:?}: subscribed to vm.query");
+        // The first refresh, the subscription's probe and the refresh it
+        // wakes, done before anything changes.
+        let settled = wait_for(Duration::from_secs(5), || {
+            (fake.calls("vm.query") >= 3).then_some(())
+        });
+        assert!(
+            settled.is_some(),
+            "{mode:?}: {} calls",
+            fake.calls("vm.query")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(owner_of(server.addr, "vnet3").as_deref(), Some("vnet3"));
+
+        let mut rows = without_vyos.clone();
+        rows.push(row(3, "vyos", 7730));
+        fake.set_rows("vm.query", rows.clone());
+        after_event(
+            server.addr,
+            &fake,
+            "added",
+            Some(row(3, "vyos", 7730)),
+            "vyos",
+        );
+
+        rows.retain(|r| r["id"] != 3);
+        rows.push(row(3, "router", 7730));
+        fake.set_rows("vm.query", rows);
+        after_event(
+            server.addr,
+            &fake,
+            "changed",
+            Some(row(3, "router", 7730)),
+            "router",
+        );
+
+        fake.set_rows("vm.query", without_vyos.clone());
+        after_event(server.addr, &fake, "removed", None, "vnet3");
+
+        // A restart: the connection drops, the client reconnects with
+        // backoff and subscribes again.
+        fake.stop();
+        std::thread::sleep(Duration::from_millis(300));
+        fake.start_again();
+        let again = wait_for(Duration::from_secs(15), || {
+            (fake.connections() >= 2 && fake.subscriptions().contains(&"vm.query".to_owned()))
+                .then_some(())
+        });
+        assert!(
+            again.is_some(),
+            "{mode:?}: subscribed again after a restart"
+        );
+        let mut rows = without_vyos;
+        rows.push(row(3, "vyos", 7730));
+        fake.set_rows("vm.query", rows);
+        after_event(
+            server.addr,
+            &fake,
+            "changed",
+            Some(row(3, "vyos", 7730)),
+            "vyos",
+        );
+
+        assert_eq!(
+            midclt_runs(tools.path()),
+            0,
+            "{mode:?}: no midclt while the socket answers"
+        );
+        assert_eq!(source_up(server.addr, "socket"), Some(1.0), "{mode:?}");
+        assert_eq!(source_up(server.addr, "midclt"), Some(0.0), "{mode:?}");
+        assert!(
+            fake.calls("vm.query") >= 5,
+            "{mode:?}: {} calls",
+            fake.calls("vm.query")
+        );
+    }
+}
+
+/// Without a socket, midclt answers, and the metrics say which way worked.
+#[test]
+fn midclt_is_the_fallback_without_a_socket() {
+    let host = copy_fixture("seed-host");
+    let tools = tempfile::tempdir().unwrap();
+    let server = Server::start(host.path(), &config(&counting_midclt(tools.path())));
+    let named = wait_for(Duration::from_secs(10), || {
+        owner_of(server.addr, "vnet3").filter(|o| o == "vyos")
+    });
+    assert!(named.is_some(), "midclt names the VMs");
+    assert!(midclt_runs(tools.path()) >= 1);
+    assert_eq!(source_up(server.addr, "midclt"), Some(1.0));
+    assert_eq!(source_up(server.addr, "socket"), Some(0.0));
+}
