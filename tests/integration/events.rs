@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -231,4 +231,86 @@ fn midclt_is_the_fallback_without_a_socket() {
     assert!(midclt_runs(tools.path()) >= 1);
     assert_eq!(source_up(server.addr, "midclt"), Some(1.0));
     assert_eq!(source_up(server.addr, "socket"), Some(0.0));
+}
+
+/// A tap that appears between two refreshes, met first by a scrape: the
+/// scrape wakes the resolvers and waits (a bounded wait) for their answer,
+/// so even that first scrape names its VM, and never leaves it out. The
+/// exporter's histogram says what the wait cost.
+#[test]
+fn a_new_tap_is_named_at_the_first_scrape_that_meets_it() {
+    let host = copy_fixture("seed-host");
+    let tools = tempfile::tempdir().unwrap();
+    let fake = FakeMiddleware::start(&host.path().join(SOCKET), Mode::JsonRpc);
+    fake.set_methods(&["vm.query"]);
+    let mut rows = seed_rows();
+    rows.push(row(9, "9_newvm", 7740));
+    fake.set_rows("vm.query", rows);
+    let config = config(&counting_midclt(tools.path())) + "[topology]\ninterval = \"1h\"\n";
+    let server = Server::start(host.path(), &config);
+    let named = wait_for(Duration::from_secs(10), || {
+        owner_of(server.addr, "vnet3").filter(|o| o == "vyos")
+    });
+    assert!(named.is_some(), "the first refreshes are done");
+    // The scrape-triggered wake is rate-limited from the exporter's start.
+    std::thread::sleep(truenas_net_exporter::hub::UNKNOWN_WAKE_GAP);
+
+    // The VM starts: its QEMU (pid 7740) holds the new tap vnet9.
+    let root = host.path();
+    let qemu = root.join("proc/7740");
+    std::fs::create_dir_all(qemu.join("fd")).unwrap();
+    std::fs::create_dir_all(qemu.join("fdinfo")).unwrap();
+    std::os::unix::fs::symlink("/dev/net/tun", qemu.join("fd/40")).unwrap();
+    std::fs::write(
+        qemu.join("fdinfo/40"),
+        "pos:\t0\nflags:\t0104002\niff:\tvnet9\n",
+    )
+    .unwrap();
+    let tap = root.join("sys/class/net/vnet9");
+    std::fs::create_dir_all(&tap).unwrap();
+    for (file, text) in [
+        ("ifindex", "99\n"),
+        ("iflink", "99\n"),
+        ("type", "1\n"),
+        ("tun_flags", "0x1002\n"),
+        ("operstate", "unknown\n"),
+        ("mtu", "1500\n"),
+    ] {
+        std::fs::write(tap.join(file), text).unwrap();
+    }
+    let netdev = root.join("proc/1/net/dev");
+    let mut text = std::fs::read_to_string(&netdev).unwrap();
+    text.push_str("  vnet9: 900 9 0 0 0 0 0 0 450 5 0 0 0 0 0 0\n");
+    std::fs::write(&netdev, text).unwrap();
+
+    let started = Instant::now();
+    let body = http(server.addr, "GET", "/metrics").body;
+    let took = started.elapsed();
+    let samples = parse(&body);
+    let vnet9 = samples
+        .iter()
+        .find(|s| s.name == "net_interface_rx_bytes_total" && s.label("interface") == Some("vnet9"))
+        .expect("the new tap is written");
+    assert_eq!(
+        vnet9.label("instance"),
+        Some("newvm"),
+        "named at the first scrape"
+    );
+    assert_eq!(vnet9.label("state"), Some("unknown"));
+    let waits = |suffix: &str| {
+        samples
+            .iter()
+            .find(|s| s.name == format!("truenas_net_exporter_new_interface_wait_seconds_{suffix}"))
+            .map(|s| s.value)
+    };
+    assert_eq!(waits("count"), Some(1.0), "one scrape waited");
+    let waited = waits("sum").unwrap();
+    let bound = truenas_net_exporter::exporter::UNKNOWN_WAIT.as_secs_f64();
+    assert!(waited <= bound + 0.05, "the wait is bounded: {waited} s");
+    eprintln!(
+        "the first scrape of a new tap waited {:.1} ms (the whole scrape took {:.1} ms)",
+        waited * 1e3,
+        took.as_secs_f64() * 1e3
+    );
+    assert_eq!(midclt_runs(tools.path()), 0);
 }
