@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::fake_middleware::{FakeMiddleware, Mode};
 use crate::http::Server;
-use crate::support::{copy_fixture, fixture, http, parse, wait_for};
+use crate::support::{copy_fixture, fixture, have, http, is_root, parse, require, wait_for};
 
 /// Where the exporter looks for the socket under its root (26's path).
 const SOCKET: &str = "run/middleware/middlewared.sock";
@@ -56,7 +56,7 @@ fn midclt_runs(dir: &Path) -> usize {
 
 /// VMs from the middleware only, refreshed once an hour: whatever changes
 /// sooner came by event.
-fn config(midclt: &Path) -> String {
+fn config_text(midclt: &Path) -> String {
     format!(
         "[vm]\nsources = [\"midclt\"]\ninterval = \"1h\"\n[lxc]\nenabled = false\n[incus]\nenabled = false\n\
          [commands]\nchroot = false\n[truenas]\nmidclt_command = [{:?}, \"call\"]\n",
@@ -129,7 +129,7 @@ fn vms_follow_the_middlewares_events_over_its_socket() {
             .filter(|r| r["name"] != "vyos")
             .collect();
         fake.set_rows("vm.query", without_vyos.clone());
-        let server = Server::start(host.path(), &config(&counting_midclt(tools.path())));
+        let server = Server::start(host.path(), &config_text(&counting_midclt(tools.path())));
 
         let first = wait_for(Duration::from_secs(10), || {
             owner_of(server.addr, "vnet0").filter(|o| o == "pihole")
@@ -223,7 +223,7 @@ fn vms_follow_the_middlewares_events_over_its_socket() {
 fn midclt_is_the_fallback_without_a_socket() {
     let host = copy_fixture("seed-host");
     let tools = tempfile::tempdir().unwrap();
-    let server = Server::start(host.path(), &config(&counting_midclt(tools.path())));
+    let server = Server::start(host.path(), &config_text(&counting_midclt(tools.path())));
     let named = wait_for(Duration::from_secs(10), || {
         owner_of(server.addr, "vnet3").filter(|o| o == "vyos")
     });
@@ -246,7 +246,7 @@ fn a_new_tap_is_named_at_the_first_scrape_that_meets_it() {
     let mut rows = seed_rows();
     rows.push(row(9, "9_newvm", 7740));
     fake.set_rows("vm.query", rows);
-    let config = config(&counting_midclt(tools.path())) + "[topology]\ninterval = \"1h\"\n";
+    let config = config_text(&counting_midclt(tools.path())) + "[topology]\ninterval = \"1h\"\n";
     let server = Server::start(host.path(), &config);
     let named = wait_for(Duration::from_secs(10), || {
         owner_of(server.addr, "vnet3").filter(|o| o == "vyos")
@@ -313,4 +313,202 @@ fn a_new_tap_is_named_at_the_first_scrape_that_meets_it() {
         took.as_secs_f64() * 1e3
     );
     assert_eq!(midclt_runs(tools.path()), 0);
+}
+
+/// The namespace's script, its pid 1 as seen from here (for `nsenter`), and
+/// its root; killed and reaped when dropped.
+struct Namespace {
+    unshare: std::process::Child,
+    root: tempfile::TempDir,
+}
+
+impl Namespace {
+    fn log(&self) -> String {
+        ["script.log", "exporter.log", "qemu.log"]
+            .map(|f| std::fs::read_to_string(self.root.path().join(f)).unwrap_or_default())
+            .join("\n")
+    }
+
+    fn wait_file(&self, name: &str) {
+        let found = wait_for(Duration::from_secs(20), || {
+            self.root.path().join(name).exists().then_some(())
+        });
+        assert!(found.is_some(), "no {name}: {}", self.log());
+    }
+
+    fn touch(&self, name: &str) {
+        std::fs::write(self.root.path().join(name), "").unwrap();
+    }
+
+    /// GET `path` from the exporter inside, through its network namespace.
+    fn get(&self, path: &str) -> String {
+        let pid = self.unshare.id();
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+        let init = children
+            .split_whitespace()
+            .next()
+            .expect("the namespace's pid 1");
+        let out = Command::new("nsenter")
+            .args(["-t", init, "-n", "curl", "-sS", "--max-time", "5"])
+            .arg(format!("http://127.0.0.1:9551{path}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "curl {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        self.touch("done");
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+    }
+}
+
+/// Real devices in a private namespace, with the exporter in it: a tap
+/// created with no scrape and no event is in the topology within 1 s (the
+/// kernel's link notification); a real QEMU holding a tap, announced by the
+/// middleware's event while the periodic refresh is an hour away, is named
+/// at the first scrape after it, within 1 s of the event; removed, it drops
+/// out. No midclt runs throughout.
+#[test]
+fn real_taps_are_found_by_link_notifications_and_named_by_events() {
+    if !require(is_root(), "needs root for unshare")
+        || !require(
+            have("unshare") && have("nsenter") && have("ip"),
+            "util-linux and iproute2 not installed",
+        )
+        || !require(
+            have("qemu-system-x86_64"),
+            "qemu-system-x86_64 not installed",
+        )
+        || !require(have("curl"), "curl not installed")
+    {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("sys")).unwrap();
+    let fake = FakeMiddleware::start(&root.path().join(SOCKET), Mode::JsonRpc);
+    fake.set_methods(&["vm.query"]);
+    fake.set_rows("vm.query", vec![]);
+    let midclt = counting_midclt(root.path());
+    let config = root.path().join("config.toml");
+    std::fs::write(
+        &config,
+        config_text(&midclt) + "[topology]\ninterval = \"1h\"\n",
+    )
+    .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/vm-events.sh");
+    let unshare = Command::new("unshare")
+        .args([
+            "-n",
+            "-p",
+            "-f",
+            "-m",
+            "--mount-proc",
+            "--kill-child=SIGTERM",
+            "bash",
+        ])
+        .arg(&script)
+        .env("BIN", crate::support::bin())
+        .env("ROOT", root.path())
+        .env("PORT", "9551")
+        .env("CONFIG", &config)
+        .spawn()
+        .unwrap();
+    let ns = Namespace { unshare, root };
+    ns.wait_file("ready");
+    let subscribed = wait_for(Duration::from_secs(10), || {
+        fake.subscriptions()
+            .contains(&"vm.query".to_owned())
+            .then_some(())
+    });
+    assert!(subscribed.is_some(), "subscribed: {}", ns.log());
+
+    // A tap, with no scrape and no event: the topology has it (its MTU is
+    // sysfs's) and no read had to wait for it.
+    ns.touch("go-tap");
+    ns.wait_file("tap-done");
+    std::thread::sleep(Duration::from_secs(1));
+    let api: Value = serde_json::from_str(&ns.get("/api/v1/interfaces")).unwrap();
+    let tap = api["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["interface"] == "tnetap0")
+        .unwrap_or_else(|| panic!("no tnetap0 in {api}"));
+    assert_eq!(tap["mtu_bytes"], 1500, "in the topology: {tap}");
+    let waits = |text: &str| {
+        parse(text)
+            .iter()
+            .find(|s| s.name == "truenas_net_exporter_new_interface_wait_seconds_count")
+            .map(|s| s.value)
+    };
+    assert_eq!(
+        waits(&ns.get("/metrics")),
+        Some(0.0),
+        "known before any read met it"
+    );
+
+    // A VM starts: QEMU opens vnet7; the middleware then announces it.
+    ns.touch("go-vm");
+    ns.wait_file("qemu.pid");
+    let pid: u64 = std::fs::read_to_string(ns.root.path().join("qemu.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let found = wait_for(Duration::from_secs(10), || {
+        parse(&ns.get("/metrics"))
+            .iter()
+            .any(|s| s.label("interface") == Some("vnet7"))
+            .then_some(())
+    });
+    assert!(found.is_some(), "vnet7 exported: {}", ns.log());
+    std::thread::sleep(Duration::from_millis(500));
+    let vm = row(7, "7_newvm", pid);
+    fake.set_rows("vm.query", vec![vm.clone()]);
+    let calls = fake.calls("vm.query");
+    let announced = Instant::now();
+    fake.announce("vm.query", "changed", json!(7), Some(vm));
+    // What the event set off, seen from the middleware's side (no scrape).
+    let asked = wait_for(Duration::from_secs(1), || {
+        (fake.calls("vm.query") > calls).then(|| announced.elapsed())
+    });
+    eprintln!("the VM resolver asked vm.query {asked:?} after the event");
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(announced.elapsed()));
+    let owner = |text: &str| {
+        parse(text)
+            .iter()
+            .find(|s| {
+                s.name == "net_interface_rx_bytes_total" && s.label("interface") == Some("vnet7")
+            })
+            .and_then(|s| s.label("instance").map(str::to_owned))
+    };
+    assert_eq!(
+        owner(&ns.get("/metrics")).as_deref(),
+        Some("newvm"),
+        "1 s after the event: {}",
+        ns.log()
+    );
+
+    fake.set_rows("vm.query", vec![]);
+    fake.announce("vm.query", "removed", json!(7), None);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        owner(&ns.get("/metrics")).as_deref(),
+        Some("vnet7"),
+        "removed"
+    );
+    assert_eq!(
+        midclt_runs(ns.root.path()),
+        0,
+        "no midclt while the socket answers"
+    );
 }
