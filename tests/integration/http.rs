@@ -245,10 +245,16 @@ fn unknown_interface_is_exported_at_once_and_wakes_topology() {
     let first = parse(&server.metrics());
     let s = one(&first, "net_interface_rx_bytes_total", "vethnew1");
     assert_eq!(s.label("instance_type"), Some("docker"), "from its name");
-    assert_eq!(s.label("state"), Some("unknown"));
+    // The scrape woke the topology resolver and waited a bounded time for it: on an idle
+    // machine its sysfs facts are already in this answer, on a loaded one they may not be.
+    let state = s.label("state");
+    assert!(
+        matches!(state, Some("up") | Some("unknown")),
+        "state {state:?}"
+    );
     assert_eq!(s.value, 10.0);
 
-    // The scrape woke the topology resolver: sysfs facts arrive without waiting an hour.
+    // Either way they arrive without waiting the hour.
     server.wait_labelled("vethnew1", "br0");
 }
 
