@@ -8,7 +8,8 @@
 //!   `-name`, which on TrueNAS 26 is the domain's UUID;
 //! - `midclt` (`vm.query`): the middleware's VMs and their QEMU pids: adds
 //!   VMs the scan could not name and names them as TrueNAS does;
-//! - `virsh`: each active domain's interfaces (`domiflist`).
+//! - `virsh`: each active domain's interfaces (`domiflist`); skipped while
+//!   the middleware's socket and the process scan leave it nothing to add.
 //!
 //! Where lookups name one interface differently, the order of `[vm] sources`
 //! decides. The lookups run side by side; one that fails is logged and
@@ -19,6 +20,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -365,6 +367,9 @@ pub struct VmSource {
     lookups: BTreeMap<VmLookup, Lookup>,
     /// virsh is not installed (said once).
     no_virsh: std::sync::atomic::AtomicBool,
+    /// Whether virsh could add anything at the next refresh (see
+    /// [`VmSource::virsh_adds_nothing`]); true until a refresh says otherwise.
+    virsh_needed: std::sync::atomic::AtomicBool,
 }
 
 impl VmSource {
@@ -393,7 +398,19 @@ impl VmSource {
             budget: crate::sources::lookup_budget(timeout),
             lookups,
             no_virsh: std::sync::atomic::AtomicBool::new(false),
+            virsh_needed: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+
+    /// virsh names only what the others name too, once the middleware
+    /// answers over its socket (VM names by pid, kept current by events) and
+    /// every VM process's fds could be read (its taps and macvtaps): then it
+    /// is not run, so a TrueNAS host starts no process per refresh. It runs
+    /// again at the refresh after either stops being so.
+    fn virsh_adds_nothing(&self, unreadable: usize) -> bool {
+        self.settings.sources.contains(&VmLookup::Midclt)
+            && self.middleware.over_socket()
+            && unreadable == 0
     }
 
     async fn virsh(&self, args: &[&str]) -> Result<String, VmError> {
@@ -413,10 +430,7 @@ impl VmSource {
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
                 // No libvirt client here: nothing of that kind, not a failure.
-                if !self
-                    .no_virsh
-                    .swap(true, std::sync::atomic::Ordering::Relaxed)
-                {
+                if !self.no_virsh.swap(true, Ordering::Relaxed) {
                     tracing::info!(command = %self.settings.virsh_command[0], "no virsh on this host");
                 }
                 return Ok(HashMap::new());
@@ -496,15 +510,22 @@ impl Source for VmSource {
         // All at once: a hung midclt and a hung virsh, each within its
         // command timeout, must not use up the refresh timeout before the
         // scan has run.
+        let virsh = self.virsh_needed.load(Ordering::Relaxed);
+        let asked: Vec<_> = self
+            .lookups
+            .iter()
+            .filter(|(l, _)| **l != VmLookup::Virsh || virsh)
+            .collect();
         let answers = join_all(
-            self.lookups
+            asked
                 .iter()
-                .map(|(&l, health)| health.run(self.budget, self.ask(l))),
+                .map(|(l, health)| health.run(self.budget, self.ask(**l))),
         )
         .await;
         let mut found = Found::default();
         let mut failures = Vec::new();
-        for (&lookup, answer) in self.lookups.keys().zip(answers) {
+        for ((lookup, _), answer) in asked.iter().zip(answers) {
+            let lookup = **lookup;
             let outcome = answer.map(|answer| match answer {
                 Answer::Interfaces(interfaces) => found.virsh = interfaces,
                 Answer::Processes(vms) => {
@@ -521,29 +542,37 @@ impl Source for VmSource {
                 failures.push(format!("{}: {e}", lookup.name()));
             }
         }
-        if failures.len() == self.lookups.len() {
+        if failures.len() == asked.len() {
             return Err(VmError::AllFailed(failures.join("; ")));
         }
         let (procfs, rootfs) = (self.procfs.clone(), self.rootfs.clone());
         let pids: Vec<u32> = found.processes.keys().copied().collect();
-        let (held, macvtap_names) = self
+        let (held, macvtap_names, unreadable) = self
             .worker
             .run(move |fs| {
                 let macvtaps = macvtaps(fs, &rootfs);
                 let mut held = BTreeMap::new();
+                let mut unreadable = 0;
                 for pid in pids {
                     match held_interfaces(fs, &procfs, pid, &macvtaps.by_device) {
                         Ok(h) => {
                             held.insert(pid, h);
                         }
                         Err(e) => {
+                            unreadable += 1;
                             tracing::debug!(pid, error = %e, "cannot read the VM process's fds")
                         }
                     }
                 }
-                (held, macvtaps.names)
+                (held, macvtaps.names, unreadable)
             })
             .await?;
+        let needed = !self.virsh_adds_nothing(unreadable);
+        if self.virsh_needed.swap(needed, Ordering::Relaxed) != needed
+            && self.lookups.contains_key(&VmLookup::Virsh)
+        {
+            tracing::debug!(needed, "virsh lookup");
+        }
         found.held = held;
         found.macvtap_names = macvtap_names;
         Ok(combine(&self.settings.sources, &found))

@@ -233,6 +233,73 @@ fn midclt_is_the_fallback_without_a_socket() {
     assert_eq!(source_up(server.addr, "socket"), Some(0.0));
 }
 
+/// With every resolver on and refreshing each second, a host whose
+/// middleware answers over its socket starts no process: no midclt, and
+/// virsh once, at the first refresh, before the socket has been seen to
+/// answer. When the middleware goes away, both run again.
+#[test]
+fn the_socket_leaves_no_process_to_start() {
+    let host = copy_fixture("seed-host");
+    let tools = tempfile::tempdir().unwrap();
+    let fake = FakeMiddleware::start(&host.path().join(SOCKET), Mode::JsonRpc);
+    fake.set_methods(&["vm.query"]);
+    fake.set_rows("vm.query", seed_rows());
+    let virsh = tools.path().join("virsh");
+    std::fs::write(
+        &virsh,
+        format!(
+            "#!/bin/sh\necho run >> {}\n",
+            tools.path().join("virsh-runs").display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&virsh)
+        .status()
+        .unwrap();
+    let virsh_runs = || {
+        std::fs::read_to_string(tools.path().join("virsh-runs"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let midclt = counting_midclt(tools.path());
+    let config = format!(
+        "[vm]\ninterval = \"1s\"\nvirsh_command = [{virsh:?}]\n[lxc]\ninterval = \"1s\"\n\
+         [incus]\ninterval = \"1s\"\n[commands]\nchroot = false\n\
+         [truenas]\nmidclt_command = [{midclt:?}, \"call\"]\n",
+        virsh = virsh.display().to_string(),
+        midclt = midclt.display().to_string(),
+    );
+    let server = Server::start(host.path(), &config);
+    let named = wait_for(Duration::from_secs(10), || {
+        owner_of(server.addr, "vnet3").filter(|o| o == "vyos")
+    });
+    assert!(named.is_some(), "the socket names the VMs");
+    let calls = fake.calls("vm.query");
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        fake.calls("vm.query") >= calls + 3,
+        "the VM resolver kept refreshing: {} calls",
+        fake.calls("vm.query")
+    );
+    assert_eq!(midclt_runs(tools.path()), 0, "no midclt");
+    assert!(virsh_runs() <= 1, "virsh ran {} times", virsh_runs());
+    assert_eq!(owner_of(server.addr, "vnet3").as_deref(), Some("vyos"));
+
+    fake.stop();
+    let fallback = wait_for(Duration::from_secs(10), || {
+        (midclt_runs(tools.path()) >= 1 && virsh_runs() >= 2).then_some(())
+    });
+    assert!(
+        fallback.is_some(),
+        "without the socket: {} midclt, {} virsh runs",
+        midclt_runs(tools.path()),
+        virsh_runs()
+    );
+    assert_eq!(owner_of(server.addr, "vnet3").as_deref(), Some("vyos"));
+}
+
 /// A tap that appears between two refreshes, met first by a scrape: the
 /// scrape wakes the resolvers and waits (a bounded wait) for their answer,
 /// so even that first scrape names its VM, and never leaves it out. The

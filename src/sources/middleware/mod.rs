@@ -160,6 +160,12 @@ impl Middleware {
         Ok(answer?)
     }
 
+    /// Whether the last answer came over the socket (so events keep the
+    /// owners current and no process was started for it).
+    pub fn over_socket(&self) -> bool {
+        self.state().path == Some(Path::Socket)
+    }
+
     /// Records which way worked (or failed) and says so when it changes.
     fn took(&self, path: Path, result: Result<(), ()>) {
         let [socket, midclt] = &self.metrics;
