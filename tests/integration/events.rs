@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 
 use crate::fake_middleware::{FakeMiddleware, Mode};
 use crate::http::Server;
-use crate::support::{copy_fixture, fixture, have, http, is_root, parse, require, wait_for};
+use crate::support::{
+    copy_fixture, fixture, have, http, in_private_host, is_root, parse, require, wait_for,
+};
 
 /// Where the exporter looks for the socket under its root (26's path).
 const SOCKET: &str = "run/middleware/middlewared.sock";
@@ -471,19 +473,7 @@ fn real_taps_are_found_by_link_notifications_and_named_by_events() {
         config_text(&midclt) + "[topology]\ninterval = \"1h\"\n",
     )
     .unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/vm-events.sh");
-    let unshare = Command::new("unshare")
-        .args([
-            "-n",
-            "-p",
-            "-f",
-            "-m",
-            "--mount-proc",
-            "--kill-child=SIGTERM",
-            "bash",
-        ])
-        .arg(&script)
-        .env("BIN", crate::support::bin())
+    let unshare = in_private_host("vm-events.sh")
         .env("ROOT", root.path())
         .env("PORT", "9551")
         .env("CONFIG", &config)

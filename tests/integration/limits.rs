@@ -630,21 +630,9 @@ fn an_endless_engine_answer_is_cut_off() {
 
 /// Answers `/version` like a real engine and `/containers/json` without end.
 fn fake_engine(conn: std::os::unix::net::UnixStream) {
-    use std::io::BufRead;
-
     let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
     let mut out = conn;
-    loop {
-        let mut request = String::new();
-        if reader.read_line(&mut request).unwrap_or(0) == 0 {
-            return;
-        }
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
-                break;
-            }
-        }
+    while let Some(request) = crate::support::next_request(&mut reader) {
         if request.contains("/version") {
             let body = r#"{"Version":"20.10.24","ApiVersion":"1.41","MinAPIVersion":"1.12"}"#;
             let head = format!(

@@ -16,7 +16,8 @@ use crate::browser::{Browser, chromium};
 use crate::fixture_host::{LABELS, seed_vm_toml};
 use crate::http::Server;
 use crate::support::{
-    GrowingRx, Sample, copy_fixture, fixture, have, http, is_root, one, parse, require, wait_for,
+    GrowingRx, Sample, copy_fixture, fixture, have, http, in_private_host, is_root, one, parse,
+    require, wait_for,
 };
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
@@ -497,25 +498,13 @@ fn a_browser_shows_live_traffic_on_real_devices() {
     let id = std::process::id().to_string();
     let container = format!("tnelive{id}");
     let _cgroup = CgroupGuard(format!("lxc.payload.{container}"));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/live-view.sh");
     let mut browser = Browser::start(|flags| {
-        let mut c = Command::new("unshare");
-        c.args([
-            "-n",
-            "-p",
-            "-f",
-            "-m",
-            "--mount-proc",
-            "--kill-child=SIGTERM",
-            "bash",
-        ])
-        .arg(&script)
-        .arg(chromium)
-        .args(flags)
-        .env("BIN", crate::support::bin())
-        .env("ROOT", root.path())
-        .env("TNE_ID", &id)
-        .env("PORT", "9551");
+        let mut c = in_private_host("live-view.sh");
+        c.arg(chromium)
+            .args(flags)
+            .env("ROOT", root.path())
+            .env("TNE_ID", &id)
+            .env("PORT", "9551");
         c
     });
     let log = || {

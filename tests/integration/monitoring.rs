@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::docker::{Cleanup, engine, server_on, shared_engine};
 use crate::fixture_host::seed_vm_toml;
 use crate::http::Server;
-use crate::prometheus::{query_values, readme_scrape_config, start_prometheus_with};
+use crate::prometheus::{all_answer, query_values, readme_scrape_config, start_prometheus_with};
 use crate::support::{copy_fixture, have, require, wait_for};
 
 pub(crate) fn dir() -> PathBuf {
@@ -85,6 +85,21 @@ pub(crate) fn panels(dashboard: &Value) -> Vec<&Value> {
     let mut out = Vec::new();
     walk(&dashboard["panels"], &mut out);
     out
+}
+
+/// Every panel target's expression, made concrete, with its panel's title.
+pub(crate) fn panel_queries(dashboard: &Value) -> Vec<(String, String)> {
+    panels(dashboard)
+        .into_iter()
+        .flat_map(|p| {
+            let title = p["title"].as_str().unwrap_or("").to_owned();
+            p["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(move |t| Some((title.clone(), concrete(t["expr"].as_str()?))))
+        })
+        .collect()
 }
 
 #[test]
@@ -185,34 +200,8 @@ fn every_panel_and_rule_answers_on_a_real_prometheus() {
     let rule_refs: Vec<&Path> = rules.iter().map(PathBuf::as_path).collect();
     let prom = start_prometheus_with(&readme_scrape_config(&targets), &rule_refs);
 
-    let d = dashboard();
-    let queries: Vec<(String, String)> = panels(&d)
-        .into_iter()
-        .flat_map(|p| {
-            let title = p["title"].as_str().unwrap_or("").to_owned();
-            p["targets"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(move |t| Some((title.clone(), concrete(t["expr"].as_str()?))))
-        })
-        .collect();
-    // Recording rules and rate() need a few scrapes; wait until every panel answers.
-    let answered = wait_for(Duration::from_secs(90), || {
-        let results: Vec<_> = queries
-            .iter()
-            .map(|(_, q)| query_values(prom.addr, q))
-            .collect();
-        results.iter().all(|r| !r.is_empty()).then_some(results)
-    });
-    let results = answered.unwrap_or_else(|| {
-        let empty: Vec<_> = queries
-            .iter()
-            .filter(|(_, q)| query_values(prom.addr, q).is_empty())
-            .map(|(t, q)| format!("{t}: {q}"))
-            .collect();
-        panic!("panels without data: {empty:#?}")
-    });
+    let queries = panel_queries(&dashboard());
+    let results = all_answer(prom.addr, &queries, String::new);
     for ((title, q), series) in queries.iter().zip(&results) {
         for (labels, _) in series {
             assert!(

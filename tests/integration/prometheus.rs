@@ -162,6 +162,28 @@ pub fn query_values(
         .collect()
 }
 
+/// Each query's series once every one of them answers (recording rules
+/// and rate() need a few scrapes), within 90 s; else a panic naming those
+/// still empty, with `context` after them.
+pub fn all_answer(
+    addr: SocketAddr,
+    queries: &[(String, String)],
+    context: impl FnOnce() -> String,
+) -> Vec<Vec<(serde_json::Map<String, serde_json::Value>, f64)>> {
+    let answered = crate::support::wait_for(std::time::Duration::from_secs(90), || {
+        let results: Vec<_> = queries.iter().map(|(_, q)| query_values(addr, q)).collect();
+        results.iter().all(|r| !r.is_empty()).then_some(results)
+    });
+    answered.unwrap_or_else(|| {
+        let empty: Vec<_> = queries
+            .iter()
+            .filter(|(_, q)| query_values(addr, q).is_empty())
+            .map(|(t, q)| format!("{t}: {q}"))
+            .collect();
+        panic!("panels without data: {empty:#?}\n{}", context())
+    })
+}
+
 pub(crate) fn label_values(
     series: &[serde_json::Map<String, serde_json::Value>],
     label: &str,

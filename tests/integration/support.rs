@@ -411,3 +411,41 @@ fn set_counters(host: &Path, values: &[(&str, usize, u64)]) -> std::io::Result<(
     std::fs::write(&tmp, text)?;
     std::fs::rename(tmp, netdev)
 }
+
+/// `tests/integration/<script>` in bash, as pid 1's child in a private
+/// host (network, pid and mount namespaces, its own /proc), killed with the
+/// `unshare` that runs it; `BIN` is the exporter's binary.
+pub fn in_private_host(script: &str) -> Command {
+    let mut c = Command::new("unshare");
+    c.args([
+        "-n",
+        "-p",
+        "-f",
+        "-m",
+        "--mount-proc",
+        "--kill-child=SIGTERM",
+        "bash",
+    ])
+    .arg(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/integration")
+            .join(script),
+    )
+    .env("BIN", bin());
+    c
+}
+
+/// The next HTTP/1.1 request's first line (its headers read past), or
+/// `None` once the client has gone: for the fake servers the tests run.
+pub fn next_request(reader: &mut impl std::io::BufRead) -> Option<String> {
+    let mut request = String::new();
+    if reader.read_line(&mut request).unwrap_or(0) == 0 {
+        return None;
+    }
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+            return Some(request);
+        }
+    }
+}

@@ -22,10 +22,10 @@ use truenas_net_exporter::cli::Cli;
 
 use crate::fixture_host::seed_vm_toml;
 use crate::http::Server;
-use crate::monitoring::{concrete, dashboard, host_with_a_system_container, panels};
+use crate::monitoring::{dashboard, host_with_a_system_container, panel_queries};
 use crate::prometheus::{
-    encode, free_port, label_values, promql_lines, query_values, readme, readme_scrape_config,
-    start_prometheus_with,
+    all_answer, encode, free_port, label_values, promql_lines, query_values, readme,
+    readme_scrape_config, start_prometheus_with,
 };
 use crate::support::{GrowingRx, RX_BYTES, TX_BYTES, have, http, parse, require, wait_for};
 
@@ -168,17 +168,7 @@ impl FakeEngine {
 fn answer(conn: UnixStream) {
     let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
     let mut out = conn;
-    loop {
-        let mut request = String::new();
-        if reader.read_line(&mut request).unwrap_or(0) == 0 {
-            return;
-        }
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
-                break;
-            }
-        }
+    while let Some(request) = crate::support::next_request(&mut reader) {
         let path = request.split(' ').nth(1).unwrap_or("");
         let path = path.split('?').next().unwrap_or("");
         if path.ends_with("/events") {
@@ -493,36 +483,10 @@ fn victoria_scrapes_with_the_readme_config_and_answers_every_query_and_panel() {
     }
 
     // Every dashboard panel, the recording rules' series written by vmalert.
-    let d = dashboard();
-    let panel_queries: Vec<(String, String)> = panels(&d)
-        .into_iter()
-        .flat_map(|p| {
-            let title = p["title"].as_str().unwrap_or("").to_owned();
-            p["targets"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(move |t| Some((title.clone(), concrete(t["expr"].as_str()?))))
-        })
-        .collect();
+    let panel_queries = panel_queries(&dashboard());
     assert!(panel_queries.len() >= 20, "{}", panel_queries.len());
-    let answered = wait_for(Duration::from_secs(90), || {
-        let r: Vec<_> = panel_queries
-            .iter()
-            .map(|(_, q)| query_values(vm.addr, q))
-            .collect();
-        r.iter().all(|s| !s.is_empty()).then_some(r)
-    });
-    let answered = answered.unwrap_or_else(|| {
-        let empty: Vec<_> = panel_queries
-            .iter()
-            .filter(|(_, q)| query_values(vm.addr, q).is_empty())
-            .map(|(t, q)| format!("{t}: {q}"))
-            .collect();
-        panic!(
-            "panels without data: {empty:#?}\nvmalert: {}",
-            vmalert.log()
-        )
+    let answered = all_answer(vm.addr, &panel_queries, || {
+        format!("vmalert: {}", vmalert.log())
     });
     let mut hosts_seen = BTreeSet::new();
     for ((title, q), series) in panel_queries.iter().zip(&answered) {
