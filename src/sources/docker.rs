@@ -116,18 +116,21 @@ pub struct ContainerFacts {
     pub app: String,
     /// `network_mode: container:<x>` (Compose `service:<x>`): it joined another's namespace.
     pub joins_another: bool,
+    /// `network_mode: host`: the engine says so, whether or not the host's
+    /// namespace can be read (it cannot without the right to look at pid 1).
+    pub host_network: bool,
 }
 
 /// Picks, for each network namespace, the container that owns it: the one that
 /// did not join another's namespace, then the first by name. Namespaces equal to
-/// `host_ns` (host networking) own nothing.
+/// `host_ns` (host networking), and host-network containers, own nothing.
 pub fn namespace_owners<'a>(
     containers: &'a [(ContainerFacts, String)],
     host_ns: Option<&str>,
 ) -> Vec<(&'a ContainerFacts, &'a str)> {
     let mut by_ns: BTreeMap<&str, &ContainerFacts> = BTreeMap::new();
     for (facts, ns) in containers {
-        if Some(ns.as_str()) == host_ns {
+        if facts.host_network || Some(ns.as_str()) == host_ns {
             continue;
         }
         let slot = by_ns.entry(ns.as_str()).or_insert(facts);
@@ -272,16 +275,18 @@ impl DockerSource {
             .and_then(|c| c.labels.as_ref())
             .and_then(|l| l.get("com.docker.compose.project"))
             .map_or(String::new(), |p| app_from_project(p).to_owned());
-        let joins_another = inspect
+        let network_mode = inspect
             .host_config
             .as_ref()
-            .and_then(|h| h.network_mode.as_deref())
-            .is_some_and(|m| m.starts_with("container:"));
+            .and_then(|h| h.network_mode.as_deref());
+        let joins_another = network_mode.is_some_and(|m| m.starts_with("container:"));
+        let host_network = network_mode == Some("host");
         Ok(Some(ContainerFacts {
             name,
             pid,
             app,
             joins_another,
+            host_network,
         }))
     }
 
@@ -625,6 +630,7 @@ mod tests {
             pid: 1,
             app: String::new(),
             joins_another: joins,
+            host_network: name == "hostnet",
         };
         let list = vec![
             (c("b-sidecar", true), "net:[2]".to_owned()),
@@ -646,5 +652,11 @@ mod tests {
             namespace_owners(&reversed, Some("net:[1]"))[0].0.name,
             "z-main"
         );
+        // The host's namespace unread: the engine's word still counts.
+        let names: Vec<_> = namespace_owners(&list, None)
+            .iter()
+            .map(|(f, _)| f.name.as_str())
+            .collect();
+        assert_eq!(names, ["z-main", "alone"]);
     }
 }
