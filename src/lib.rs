@@ -7,6 +7,7 @@
 //! [`server`] answers HTTP. [`config`] and [`cli`] build the settings;
 //! [`exporter`] ties them together.
 
+pub mod accounting;
 pub mod bounded;
 pub mod cli;
 pub mod command;

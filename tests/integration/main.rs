@@ -4,6 +4,7 @@
 //! with `CI` set (to anything but `false` or `0`), or `TNE_REQUIRE_ALL=1`, a
 //! skip is a failure.
 
+mod accounting;
 mod alloc;
 mod browser;
 mod cli;

@@ -1,0 +1,252 @@
+//! The `bpf()` system call, the few commands the accounting uses: create a
+//! hash map, load a program (with the verifier's log when it refuses), link
+//! it to a cgroup, read the map in batches and delete gone keys. Each
+//! command's attributes are a zeroed buffer with its fields written at the
+//! offsets of the kernel's `union bpf_attr`; the kernel accepts a buffer
+//! larger than it knows as long as the rest is zero.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const MAP_CREATE: libc::c_long = 0;
+const MAP_DELETE_ELEM: libc::c_long = 3;
+const PROG_LOAD: libc::c_long = 5;
+const MAP_LOOKUP_BATCH: libc::c_long = 24;
+const LINK_CREATE: libc::c_long = 28;
+
+const MAP_TYPE_HASH: u32 = 1;
+const PROG_TYPE_CGROUP_SKB: u32 = 8;
+
+/// Where a cgroup_skb program runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Ingress = 0,
+    Egress = 1,
+}
+
+/// The verifier's log, at most this long.
+const LOG_SIZE: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error("bpf({command}): {source}")]
+    Call {
+        command: &'static str,
+        source: io::Error,
+    },
+    #[error("the kernel's verifier refused the {direction:?} program ({source}); its log:\n{log}")]
+    Refused {
+        direction: Direction,
+        source: io::Error,
+        log: String,
+    },
+}
+
+/// A `union bpf_attr`, as bytes.
+struct Attr([u8; 128]);
+
+impl Attr {
+    fn new() -> Attr {
+        Attr([0; 128])
+    }
+
+    fn u32(mut self, offset: usize, value: u32) -> Attr {
+        self.0[offset..offset + 4].copy_from_slice(&value.to_ne_bytes());
+        self
+    }
+
+    fn u64(mut self, offset: usize, value: u64) -> Attr {
+        self.0[offset..offset + 8].copy_from_slice(&value.to_ne_bytes());
+        self
+    }
+
+    fn read_u32(&self, offset: usize) -> u32 {
+        let mut b = [0; 4];
+        b.copy_from_slice(&self.0[offset..offset + 4]);
+        u32::from_ne_bytes(b)
+    }
+}
+
+fn ptr<T>(p: *const T) -> u64 {
+    p as usize as u64
+}
+
+/// One `bpf()` call; its result, or the errno as an error.
+fn call(command: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live buffer of the length given; every pointer
+    // written into it points into a buffer that outlives the call, with the
+    // size the attribute next to it says.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            command,
+            attr.0.as_mut_ptr(),
+            attr.0.len() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// A file descriptor the kernel returned.
+fn owned(rc: libc::c_long) -> OwnedFd {
+    // SAFETY: the bpf commands that return a value return a new fd, ours
+    // alone from now on.
+    unsafe { OwnedFd::from_raw_fd(rc as i32) }
+}
+
+/// A hash map of `max_entries` keys of `key_size` bytes to values of
+/// `value_size`.
+pub fn hash_map(
+    name: &str,
+    key_size: usize,
+    value_size: usize,
+    max_entries: u32,
+) -> Result<OwnedFd, BpfError> {
+    let mut attr = Attr::new()
+        .u32(0, MAP_TYPE_HASH)
+        .u32(4, key_size as u32)
+        .u32(8, value_size as u32)
+        .u32(12, max_entries);
+    let name = name.as_bytes();
+    let len = name.len().min(15);
+    attr.0[28..28 + len].copy_from_slice(&name[..len]);
+    call(MAP_CREATE, &mut attr)
+        .map(owned)
+        .map_err(|source| BpfError::Call {
+            command: "map create",
+            source,
+        })
+}
+
+/// Loads a cgroup_skb program for `direction`; a refusal carries the
+/// verifier's log.
+pub fn load_cgroup_skb(
+    name: &str,
+    direction: Direction,
+    instructions: &[u8],
+) -> Result<OwnedFd, BpfError> {
+    // Only helpers open to any licence are used; the string is still required.
+    let license = CString::new("MIT").unwrap_or_default();
+    let mut log = vec![0u8; LOG_SIZE];
+    let load = |log: &mut [u8], level: u32| {
+        let mut attr = Attr::new()
+            .u32(0, PROG_TYPE_CGROUP_SKB)
+            .u32(4, (instructions.len() / 8) as u32)
+            .u64(8, ptr(instructions.as_ptr()))
+            .u64(16, ptr(license.as_ptr()))
+            .u32(24, level)
+            .u32(28, if level > 0 { log.len() as u32 } else { 0 })
+            .u64(32, if level > 0 { ptr(log.as_ptr()) } else { 0 })
+            .u32(68, direction as u32);
+        let name = name.as_bytes();
+        let len = name.len().min(15);
+        attr.0[48..48 + len].copy_from_slice(&name[..len]);
+        call(PROG_LOAD, &mut attr)
+    };
+    match load(&mut log, 0) {
+        Ok(fd) => Ok(owned(fd)),
+        Err(source) => {
+            // Again with the log on, to say why.
+            let _ = load(&mut log, 1);
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            Err(BpfError::Refused {
+                direction,
+                source,
+                log: String::from_utf8_lossy(&log[..end]).trim_end().to_owned(),
+            })
+        }
+    }
+}
+
+/// Links `program` to the cgroup open as `cgroup`; the link, and with it
+/// the attachment, lasts as long as the returned fd (so a crash leaves
+/// nothing behind). Links always coexist with other programs there.
+pub fn link_cgroup(
+    program: &OwnedFd,
+    cgroup: &impl AsRawFd,
+    direction: Direction,
+) -> Result<OwnedFd, BpfError> {
+    let mut attr = Attr::new()
+        .u32(0, program.as_raw_fd() as u32)
+        .u32(4, cgroup.as_raw_fd() as u32)
+        .u32(8, direction as u32);
+    call(LINK_CREATE, &mut attr)
+        .map(owned)
+        .map_err(|source| BpfError::Call {
+            command: "link create",
+            source,
+        })
+}
+
+/// Every entry of `map` (8-byte keys, 16-byte values), `chunk` at a time:
+/// one call per chunk.
+pub fn read_all(map: &OwnedFd, chunk: usize) -> Result<Vec<(u64, [u64; 2])>, BpfError> {
+    let chunk = chunk.max(1);
+    let mut entries = Vec::new();
+    let mut keys = vec![0u64; chunk];
+    let mut values = vec![[0u64; 2]; chunk];
+    // The batch token: a bucket index for a hash map.
+    let mut token = [0u64; 1];
+    let mut first = true;
+    loop {
+        let mut attr = Attr::new()
+            .u64(0, if first { 0 } else { ptr(token.as_ptr()) })
+            .u64(8, ptr(token.as_mut_ptr()))
+            .u64(16, ptr(keys.as_mut_ptr()))
+            .u64(24, ptr(values.as_mut_ptr()))
+            .u32(32, keys.len() as u32)
+            .u32(36, map.as_raw_fd() as u32);
+        let result = call(MAP_LOOKUP_BATCH, &mut attr);
+        let count = (attr.read_u32(32) as usize).min(keys.len());
+        match result {
+            Ok(_) => {}
+            // One bucket holds more than a chunk: again, with room for it.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && keys.len() < 1 << 20 => {
+                keys.resize(keys.len() * 2, 0);
+                values.resize(keys.len(), [0; 2]);
+                continue;
+            }
+            // The end: this last batch may still hold entries.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                entries.extend(
+                    keys[..count]
+                        .iter()
+                        .copied()
+                        .zip(values[..count].iter().copied()),
+                );
+                return Ok(entries);
+            }
+            Err(source) => {
+                return Err(BpfError::Call {
+                    command: "map lookup batch",
+                    source,
+                });
+            }
+        }
+        entries.extend(
+            keys[..count]
+                .iter()
+                .copied()
+                .zip(values[..count].iter().copied()),
+        );
+        first = false;
+    }
+}
+
+/// Removes `key` from `map`; a key already gone is not an error.
+pub fn delete(map: &OwnedFd, key: u64) -> Result<(), BpfError> {
+    let mut attr = Attr::new().u32(0, map.as_raw_fd() as u32).u64(8, ptr(&key));
+    match call(MAP_DELETE_ELEM, &mut attr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(source) => Err(BpfError::Call {
+            command: "map delete",
+            source,
+        }),
+    }
+}

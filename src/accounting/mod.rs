@@ -1,0 +1,174 @@
+//! Traffic per cgroup, for the workloads with no host interface of their
+//! own (host-network containers, the host's services): a counting program
+//! on the ingress and egress of every inet socket below a cgroup v2
+//! directory (the root, in production), linked once, keyed by the socket's
+//! cgroup id (the inode number of its directory). The scrape reads the two
+//! maps in a few calls; nothing walks a directory on the scrape path.
+//!
+//! The links close with the process, so a crash or `kill -9` leaves no
+//! program attached. They coexist with systemd's and Docker's programs.
+
+pub mod bpf;
+pub mod program;
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use self::bpf::{BpfError, Direction};
+
+/// Map entries read per call.
+const READ_CHUNK: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountingError {
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+    #[error("cannot open the cgroup {path}: {source}")]
+    Cgroup {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One cgroup's socket traffic since the program was attached: bytes are
+/// L3 (IP header and payload), and a packet is what the socket layer saw
+/// (a GSO or GRO super-packet counts once).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+}
+
+/// The programs linked to one cgroup, and their maps.
+pub struct Accounting {
+    rx: OwnedFd,
+    tx: OwnedFd,
+    /// Dropping them detaches the programs.
+    _links: [OwnedFd; 2],
+}
+
+impl Accounting {
+    /// Loads the two programs, each counting into a map of at most
+    /// `max_cgroups` cgroups, and links them to the cgroup v2 directory
+    /// `cgroup`.
+    pub fn attach(cgroup: &Path, max_cgroups: u32) -> Result<Accounting, AccountingError> {
+        let dir = std::fs::File::open(cgroup).map_err(|source| AccountingError::Cgroup {
+            path: cgroup.to_owned(),
+            source,
+        })?;
+        let link = |direction, name: &str| -> Result<(OwnedFd, OwnedFd), AccountingError> {
+            let map = bpf::hash_map(name, program::KEY_SIZE, program::VALUE_SIZE, max_cgroups)?;
+            let code = program::bytes(&program::counter(std::os::fd::AsRawFd::as_raw_fd(&map)));
+            let prog = bpf::load_cgroup_skb(name, direction, &code)?;
+            // The link holds the program, the program its map.
+            let link = bpf::link_cgroup(&prog, &dir, direction)?;
+            Ok((map, link))
+        };
+        let (rx, rx_link) = link(Direction::Ingress, "tne_rx")?;
+        let (tx, tx_link) = link(Direction::Egress, "tne_tx")?;
+        Ok(Accounting {
+            rx,
+            tx,
+            _links: [rx_link, tx_link],
+        })
+    }
+
+    /// Every cgroup counted so far, by id.
+    pub fn read(&self) -> Result<BTreeMap<u64, Counts>, AccountingError> {
+        let mut all: BTreeMap<u64, Counts> = BTreeMap::new();
+        for (id, [bytes, packets]) in bpf::read_all(&self.rx, READ_CHUNK)? {
+            let c = all.entry(id).or_default();
+            c.rx_bytes = bytes;
+            c.rx_packets = packets;
+        }
+        for (id, [bytes, packets]) in bpf::read_all(&self.tx, READ_CHUNK)? {
+            let c = all.entry(id).or_default();
+            c.tx_bytes = bytes;
+            c.tx_packets = packets;
+        }
+        Ok(all)
+    }
+
+    /// Drops the counters of cgroups that are gone, so the maps hold only
+    /// live ones.
+    pub fn forget(&self, ids: impl IntoIterator<Item = u64>) -> Result<(), AccountingError> {
+        for id in ids {
+            bpf::delete(&self.rx, id)?;
+            bpf::delete(&self.tx, id)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the cgroup v2 hierarchy is mounted, from `/proc/self/mountinfo`:
+/// `/sys/fs/cgroup` on a unified host, `/sys/fs/cgroup/unified` on a hybrid
+/// one. The first `cgroup2` mount of the hierarchy's root wins.
+pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        // id parent major:minor root mount-point options [optional...] - type source super
+        let (left, right) = line.split_once(" - ")?;
+        if right.split(' ').next()? != "cgroup2" {
+            return None;
+        }
+        let mut fields = left.split(' ');
+        let root = fields.nth(3)?;
+        let point = fields.next()?;
+        (root == "/").then(|| PathBuf::from(unescape(point)))
+    })
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_v2_mount_on_hybrid_and_unified_hosts() {
+        let hybrid = "\
+25 30 0:23 / /sys rw,nosuid shared:7 - sysfs sysfs rw
+29 25 0:26 / /sys/fs/cgroup ro shared:9 - tmpfs tmpfs ro,mode=755
+30 29 0:27 / /sys/fs/cgroup/unified rw shared:10 - cgroup2 cgroup2 rw,nsdelegate
+31 29 0:28 / /sys/fs/cgroup/systemd rw shared:11 - cgroup cgroup rw,name=systemd
+";
+        assert_eq!(
+            cgroup2_mount(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified = "35 25 0:30 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup2_mount(unified),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        // A container's view of a sub-cgroup is not the hierarchy's root.
+        let sub = "40 35 0:30 /docker/abc /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_mount(sub), None);
+        let spaced = "41 35 0:30 / /mnt/my\\040cg rw - cgroup2 none rw\n";
+        assert_eq!(cgroup2_mount(spaced), Some(PathBuf::from("/mnt/my cg")));
+        assert_eq!(cgroup2_mount("garbage\n\n - \n"), None);
+    }
+}
