@@ -68,6 +68,18 @@ pub struct RawConfig {
     pub truenas: RawTrueNas,
     #[serde(default)]
     pub commands: RawCommands,
+    #[serde(default)]
+    pub accounting: RawAccounting,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccounting {
+    pub enabled: Option<bool>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub max_cgroups: Option<usize>,
+    pub cgroup: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -359,6 +371,18 @@ pub struct Config {
     pub lxc: Option<Schedule>,
     pub incus: Option<IncusConfig>,
     pub commands: CommandConfig,
+    /// Traffic per cgroup; off with `[accounting] enabled = false`.
+    pub accounting: Option<AccountingConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccountingConfig {
+    /// The cgroup tree's refresh.
+    pub schedule: Schedule,
+    /// Cgroups the kernel's maps hold at most.
+    pub max_cgroups: u32,
+    /// Where the programs are attached: `None` for the hierarchy's root.
+    pub cgroup: Option<PathBuf>,
 }
 
 impl Config {
@@ -446,6 +470,27 @@ impl Config {
             (&d::LXC_ENABLED, &d::LXC_INTERVAL, &d::LXC_TIMEOUT),
             (raw.lxc.enabled, raw.lxc.interval, raw.lxc.timeout),
         )?;
+        let max_cgroups = count(&d::ACCOUNTING_MAX_CGROUPS, raw.accounting.max_cgroups)?;
+        let max_cgroups = u32::try_from(max_cgroups)
+            .map_err(|_| invalid(d::ACCOUNTING_MAX_CGROUPS.key, "too large"))?;
+        let accounting_cgroup = raw.accounting.cgroup.filter(|p| !p.as_os_str().is_empty());
+        let accounting = schedule(
+            (
+                &d::ACCOUNTING_ENABLED,
+                &d::ACCOUNTING_INTERVAL,
+                &d::ACCOUNTING_TIMEOUT,
+            ),
+            (
+                raw.accounting.enabled,
+                raw.accounting.interval,
+                raw.accounting.timeout,
+            ),
+        )?
+        .map(|schedule| AccountingConfig {
+            schedule,
+            max_cgroups,
+            cgroup: accounting_cgroup,
+        });
         let commands = CommandConfig {
             chroot: raw.commands.chroot.unwrap_or(d::COMMANDS_CHROOT.default),
             timeout: duration(&d::COMMANDS_TIMEOUT, raw.commands.timeout)?,
@@ -518,6 +563,7 @@ impl Config {
             lxc,
             incus,
             commands,
+            accounting,
         })
     }
 }

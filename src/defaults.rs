@@ -109,6 +109,12 @@ pub const MIDDLEWARE_SOCKETS: Setting<&[&str]> = Setting::new(
         "/run/middleware/middlewared.sock",
     ],
 );
+// [accounting]: traffic per cgroup, counted by the kernel.
+pub const ACCOUNTING_ENABLED: Setting<bool> = Setting::new("accounting.enabled", true);
+pub const ACCOUNTING_INTERVAL: Setting<Duration> = Setting::new("accounting.interval", secs(30));
+pub const ACCOUNTING_TIMEOUT: Setting<Duration> = Setting::new("accounting.timeout", secs(10));
+pub const ACCOUNTING_MAX_CGROUPS: Setting<usize> = Setting::new("accounting.max_cgroups", 16384);
+pub const ACCOUNTING_CGROUP: Setting<&str> = Setting::new("accounting.cgroup", "");
 // [commands]: each command's timeout fits in 3/4 of the refresh timeout of
 // every resolver that runs one (a test checks).
 pub const COMMANDS_CHROOT: Setting<bool> = Setting::new("commands.chroot", true);
@@ -217,6 +223,11 @@ rows! {
     COMMANDS_CHROOT => Shown::Bool,
     COMMANDS_TIMEOUT => Shown::Duration,
     COMMANDS_MAX_OUTPUT => bytes,
+    ACCOUNTING_ENABLED => Shown::Bool,
+    ACCOUNTING_INTERVAL => Shown::Duration,
+    ACCOUNTING_TIMEOUT => Shown::Duration,
+    ACCOUNTING_MAX_CGROUPS => Shown::Count,
+    ACCOUNTING_CGROUP => Shown::Text,
 }
 
 const fn bytes(b: Bytes) -> Shown {

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
+use crate::accounting::{Accounting, cgroup2_mount};
 use crate::command::Runner;
 use crate::compose::LabelTable;
 use crate::config::{Config, Schedule, VmLookup};
 use crate::hub::Hub;
 use crate::resolver::{AnyResolver, Publish, Resolver};
 use crate::scrape::{JoinStats, NetdevReader, Scrape};
+use crate::sources::cgroups::CgroupSource;
 use crate::sources::docker::DockerSource;
 use crate::sources::incus::IncusSource;
 use crate::sources::lxc::LxcSource;
@@ -24,6 +26,7 @@ use crate::sources::topology::TopologySource;
 use crate::sources::vm::VmSource;
 use crate::sources::{Claims, ResolverId, Source};
 use crate::telemetry::Telemetry;
+use crate::workloads::Workloads;
 
 pub struct Exporter {
     pub config: Config,
@@ -37,9 +40,10 @@ pub struct Exporter {
 impl Exporter {
     pub fn new(config: Config) -> Arc<Exporter> {
         let telemetry = Telemetry::new();
+        let workloads = attach_accounting(&config, &telemetry);
         Arc::new(Exporter {
             netdev: NetdevReader::new(&config.procfs, config.netdev, &telemetry),
-            hub: Hub::new(config.labels.clone()),
+            hub: Hub::new(config.labels.clone(), workloads),
             telemetry,
             config,
             netdev_failing: AtomicBool::new(false),
@@ -90,6 +94,20 @@ impl Exporter {
                 &self.telemetry,
             );
             list.push(self.owner_resolver(source, schedule));
+        }
+        if let Some(accounting) = c
+            .accounting
+            .as_ref()
+            .filter(|_| self.hub.workloads().is_some())
+        {
+            let me = Arc::clone(self);
+            let publish: Publish<_> = Box::new(move |tree| me.hub.publish_cgroups(tree));
+            let source = CgroupSource::new(
+                &c.procfs,
+                accounting.cgroup.clone(),
+                accounting.schedule.timeout,
+            );
+            list.push(self.resolver(source, accounting.schedule, publish));
         }
         if let Some(vm) = &c.vm {
             let source = VmSource::new(
@@ -265,6 +283,37 @@ impl Exporter {
     }
 }
 
+/// The counting programs, linked where `[accounting]` says (by default the
+/// cgroup v2 hierarchy in `<procfs>/self/mountinfo`). Where that cannot be
+/// (no hierarchy in view, an old kernel, no `CAP_BPF`/`CAP_NET_ADMIN`) it
+/// says so once, at info, and `source_up{resolver="cgroups",source="bpf"}`
+/// is 0: everything else works as without it.
+fn attach_accounting(config: &Config, telemetry: &Telemetry) -> Option<Workloads> {
+    let settings = config.accounting.as_ref()?;
+    let (up, _) = telemetry.source("cgroups", "bpf");
+    let mountinfo = config.procfs.join("self/mountinfo");
+    let mount = crate::bounded::read(&mountinfo, 1 << 20)
+        .ok()
+        .and_then(|t| cgroup2_mount(&String::from_utf8_lossy(&t)));
+    let Some(cgroup) = settings.cgroup.clone().or(mount) else {
+        tracing::info!(mountinfo = %mountinfo.display(), "no cgroup v2 hierarchy in view: no traffic per workload (host-network containers and services stay unnamed)");
+        up.set(0.0);
+        return None;
+    };
+    match Accounting::attach(&cgroup, settings.max_cgroups) {
+        Ok(accounting) => {
+            tracing::info!(cgroup = %cgroup.display(), "counting traffic per cgroup");
+            up.set(1.0);
+            Some(Workloads::new(accounting, &config.labels.owner_label))
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "cannot count traffic per cgroup (it needs CAP_BPF and CAP_NET_ADMIN, and kernel 5.7): no traffic per workload (host-network containers and services stay unnamed)");
+            up.set(0.0);
+            None
+        }
+    }
+}
+
 /// How long a scrape that met new interfaces waits for the resolvers it woke.
 /// At most once per [`crate::hub::UNKNOWN_WAKE_GAP`], since only a scrape
 /// that wakes them waits.
@@ -315,6 +364,15 @@ impl Iterator for ScrapeBody {
             return Some(out);
         }
         self.done = true;
+        if self.scrape.is_some()
+            && let Some(workloads) = self.exporter.hub.workloads()
+        {
+            match workloads.write(&mut out) {
+                Ok(stats) if stats.unknown > 0 => self.exporter.hub.wake_for_unknown_cgroups(),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "cannot read the counters per cgroup"),
+            }
+        }
         let telemetry = &self.exporter.telemetry;
         telemetry
             .scrape_duration

@@ -1,5 +1,7 @@
 //! The shared state between resolvers and scrapes: each resolver's latest
-//! snapshot, the label table composed from them, and each resolver's wake-up.
+//! snapshot, the label table composed from them (and, where the kernel
+//! counts traffic per cgroup, the workload table), and each resolver's
+//! wake-up.
 //! Resolvers publish here; scrapes only `load()` the table, which is lock-free.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,8 +13,10 @@ use tokio::sync::{Notify, watch};
 
 use crate::compose::{self, LabelTable};
 use crate::labels::LabelSettings;
+use crate::sources::cgroups::CgroupTree;
 use crate::sources::topology::TopologySnapshot;
 use crate::sources::{Claims, ResolverId};
+use crate::workloads::Workloads;
 
 pub struct Hub {
     settings: Arc<LabelSettings>,
@@ -20,6 +24,9 @@ pub struct Hub {
     /// Indexed by [`ResolverId`]; the topology's slot stays empty.
     owners: [ArcSwap<Claims>; ResolverId::COUNT],
     table: ArcSwap<LabelTable>,
+    cgroups: ArcSwap<CgroupTree>,
+    /// Traffic per cgroup, where the counting programs are attached.
+    workloads: Option<Workloads>,
     /// Serialises compositions so a slower, older one cannot overwrite a newer
     /// table; holds the last table's label collisions, to log only changes.
     compose_lock: Mutex<Vec<String>>,
@@ -28,6 +35,9 @@ pub struct Hub {
     born: Instant,
     /// Milliseconds since `born` of the last scrape-triggered wake; 0 = never.
     last_unknown_wake: AtomicU64,
+    /// The same for the cgroup resolver, woken by cgroups a scrape counted
+    /// but the workload table did not know.
+    last_cgroup_wake: AtomicU64,
     composed: AtomicBool,
     /// Indexed by [`ResolverId`]: how many times each resolver has published
     /// (changed or not), bumped once the table reflects it.
@@ -41,16 +51,19 @@ pub type Refreshes = [u64; ResolverId::COUNT];
 pub const UNKNOWN_WAKE_GAP: Duration = Duration::from_secs(5);
 
 impl Hub {
-    pub fn new(settings: LabelSettings) -> Hub {
+    pub fn new(settings: LabelSettings, workloads: Option<Workloads>) -> Hub {
         Hub {
             settings: Arc::new(settings),
             topology: ArcSwap::default(),
             owners: Default::default(),
             table: ArcSwap::default(),
+            cgroups: ArcSwap::default(),
+            workloads,
             compose_lock: Mutex::new(Vec::new()),
             wakes: Default::default(),
             born: Instant::now(),
             last_unknown_wake: AtomicU64::new(0),
+            last_cgroup_wake: AtomicU64::new(0),
             composed: AtomicBool::new(false),
             refreshes: watch::Sender::new([0; ResolverId::COUNT]),
         }
@@ -78,6 +91,27 @@ impl Hub {
             self.recompose();
         }
         self.refreshed(ResolverId::Topology);
+    }
+
+    /// Traffic per workload, if the kernel counts it here.
+    pub fn workloads(&self) -> Option<&Workloads> {
+        self.workloads.as_ref()
+    }
+
+    /// Replaces the cgroup tree; recomposes the workloads if it changed.
+    pub fn publish_cgroups(&self, tree: CgroupTree) {
+        if **self.cgroups.load() != tree {
+            if tree.truncated && !self.cgroups.load().truncated {
+                tracing::warn!(
+                    read = tree.cgroups.len(),
+                    "more cgroups than the exporter reads; the rest count as the host's"
+                );
+            }
+            self.cgroups.store(Arc::new(tree));
+            let _serial = self.compose_lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.recompose_workloads();
+        }
+        self.refreshed(ResolverId::Cgroups);
     }
 
     /// Replaces one owner resolver's snapshot; recomposes only if it changed.
@@ -120,17 +154,33 @@ impl Hub {
             // Nothing published yet: every resolver is on its first refresh anyway.
             return false;
         }
-        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let last = self.last_unknown_wake.load(Ordering::Relaxed);
-        let gap = u64::try_from(UNKNOWN_WAKE_GAP.as_millis()).unwrap_or(u64::MAX);
-        if last != 0 && now.saturating_sub(last) < gap {
+        if !self.wake_due(&self.last_unknown_wake) {
             return false;
         }
-        // 0 means "never"; a wake in the first millisecond is stored as 1.
-        self.last_unknown_wake.store(now.max(1), Ordering::Relaxed);
         for wake in &self.wakes {
             wake.notify_one();
         }
+        true
+    }
+
+    /// A scrape counted cgroups the workload table does not know: the
+    /// cgroup resolver looks again, as often as [`Hub::wake_for_unknown`].
+    pub fn wake_for_unknown_cgroups(&self) {
+        if self.wake_due(&self.last_cgroup_wake) {
+            self.wakes[ResolverId::Cgroups.index()].notify_one();
+        }
+    }
+
+    /// Whether [`UNKNOWN_WAKE_GAP`] has passed since `last`; if so, now is `last`.
+    fn wake_due(&self, last: &AtomicU64) -> bool {
+        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let previous = last.load(Ordering::Relaxed);
+        let gap = u64::try_from(UNKNOWN_WAKE_GAP.as_millis()).unwrap_or(u64::MAX);
+        if previous != 0 && now.saturating_sub(previous) < gap {
+            return false;
+        }
+        // 0 means "never"; a wake in the first millisecond is stored as 1.
+        last.store(now.max(1), Ordering::Relaxed);
         true
     }
 
@@ -148,6 +198,23 @@ impl Hub {
         }
         self.table.store(Arc::new(table));
         self.composed.store(true, Ordering::Relaxed);
+        self.recompose_workloads();
+    }
+
+    /// With the compose lock held.
+    fn recompose_workloads(&self) {
+        let Some(workloads) = &self.workloads else {
+            return;
+        };
+        let tree = self.cgroups.load();
+        if tree.cgroups.is_empty() {
+            return;
+        }
+        let owners = ResolverId::ALL.map(|id| self.owners[id.index()].load_full());
+        let refs: Vec<&Claims> = owners.iter().map(|o| o.as_ref()).collect();
+        if let Err(e) = workloads.publish(&tree, &refs) {
+            tracing::warn!(error = %e, "cannot read the counters of cgroups that went");
+        }
     }
 }
 
@@ -159,7 +226,7 @@ mod tests {
 
     #[test]
     fn unknown_wakes_are_rate_limited_and_wait_for_a_first_table() {
-        let hub = Hub::new(LabelSettings::default());
+        let hub = Hub::new(LabelSettings::default(), None);
         let woken = |id| hub.wake(id).notified().now_or_never().is_some();
         hub.wake_for_unknown();
         assert!(!woken(ResolverId::Topology), "no table yet: no wake");

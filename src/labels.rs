@@ -146,7 +146,7 @@ pub fn push_escaped(out: &mut String, value: &[u8]) {
 }
 
 /// Appends `name="value"`, the value escaped.
-fn push_label(out: &mut String, name: &str, value: &[u8]) {
+pub fn push_label(out: &mut String, name: &str, value: &[u8]) {
     out.push_str(name);
     out.push_str("=\"");
     push_escaped(out, value);

@@ -28,6 +28,7 @@ pub mod sources;
 #[doc(hidden)]
 pub mod synthetic;
 pub mod telemetry;
+pub mod workloads;
 
 use std::future::Future;
 use std::sync::Arc;

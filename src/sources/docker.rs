@@ -143,6 +143,22 @@ pub fn namespace_owners<'a>(
 
 /// Claims every container's veths (by their host ends) for the container.
 pub fn map_veths(fs: &Fs, procfs: &Path, containers: Vec<ContainerFacts>) -> Claims {
+    let mut veths = Claims::default();
+    // Every container's cgroup, whatever its network: a host-network
+    // container's traffic has no interface of its own, only its sockets.
+    for c in &containers {
+        if let Some(path) = procfs::cgroup_of(fs, procfs, c.pid) {
+            veths.by_cgroup.insert(
+                path,
+                Claim {
+                    kind: Kind::Docker,
+                    instance: c.name.clone(),
+                    app: c.app.clone(),
+                    of: OwnerKind::Container,
+                },
+            );
+        }
+    }
     let host_ns = procfs::netns_of(fs, procfs, "1");
     let with_ns: Vec<(ContainerFacts, String)> = containers
         .into_iter()
@@ -154,7 +170,6 @@ pub fn map_veths(fs: &Fs, procfs: &Path, containers: Vec<ContainerFacts>) -> Cla
             Some((c, ns?))
         })
         .collect();
-    let mut veths = Claims::default();
     for (facts, _) in namespace_owners(&with_ns, host_ns.as_deref()) {
         match procfs::veth_ends(fs, procfs, facts.pid) {
             Ok(ends) => {

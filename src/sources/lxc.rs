@@ -103,17 +103,30 @@ pub fn owners(fs: &Fs, procfs: &Path, containers: &BTreeMap<String, u32>, kind: 
     let host_ns = procfs::netns_of(fs, procfs, "1");
     let mut owners = Claims::default();
     for (name, &pid) in containers {
+        let owner = Claim {
+            kind,
+            instance: name.clone(),
+            app: String::new(),
+            of: OwnerKind::SystemContainer,
+        };
+        // The container's own cgroup: an LXC payload's top (its init sits
+        // in `init.scope` below it), or where the middleware's pid is.
+        let cgroup = procfs::cgroup_of(fs, procfs, pid).map(|path| {
+            let payload = format!("/lxc.payload.{name}");
+            if path.starts_with(&format!("{payload}/")) {
+                payload
+            } else {
+                path
+            }
+        });
+        if let Some(path) = cgroup {
+            owners.by_cgroup.insert(path, owner.clone());
+        }
         let Some(pid) = procfs::in_own_netns(fs, procfs, pid, host_ns.as_deref()) else {
             continue;
         };
         match procfs::veth_ends(fs, procfs, pid) {
             Ok(ends) => {
-                let owner = Claim {
-                    kind,
-                    instance: name.clone(),
-                    app: String::new(),
-                    of: OwnerKind::SystemContainer,
-                };
                 owners.claim_veths(&ends, &owner);
             }
             Err(e) => {
@@ -191,8 +204,12 @@ impl Source for LxcSource {
             (a, b) => {
                 // TrueNAS's own containers first: the middleware knows them by name.
                 let mut all = a.unwrap_or_default();
-                for (index, claim) in b.unwrap_or_default().by_veth {
+                let b = b.unwrap_or_default();
+                for (index, claim) in b.by_veth {
                     all.by_veth.entry(index).or_insert(claim);
+                }
+                for (path, claim) in b.by_cgroup {
+                    all.by_cgroup.entry(path).or_insert(claim);
                 }
                 Ok(all)
             }

@@ -15,6 +15,7 @@ use crate::labels::Kind;
 use crate::owner::OwnerKind;
 use crate::sources::topology::LinkFacts;
 
+pub mod cgroups;
 pub mod docker;
 pub mod incus;
 pub mod lxc;
@@ -36,16 +37,19 @@ pub enum ResolverId {
     Incus,
     Lxc,
     Vm,
+    /// The cgroup tree, for traffic counted per cgroup: no claims of its own.
+    Cgroups,
 }
 
 impl ResolverId {
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
     pub const ALL: [ResolverId; ResolverId::COUNT] = [
         ResolverId::Topology,
         ResolverId::Docker,
         ResolverId::Incus,
         ResolverId::Lxc,
         ResolverId::Vm,
+        ResolverId::Cgroups,
     ];
 
     /// The `resolver` label value and the name in logs.
@@ -56,6 +60,7 @@ impl ResolverId {
             ResolverId::Incus => "incus",
             ResolverId::Lxc => "lxc",
             ResolverId::Vm => "vm",
+            ResolverId::Cgroups => "cgroups",
         }
     }
 
@@ -188,6 +193,9 @@ pub struct Claims {
     pub by_ifindex: HashMap<u32, Claim>,
     /// Host ifindex -> the container-side end's ifindex and the container.
     pub by_veth: HashMap<u32, (u32, Claim)>,
+    /// A workload's cgroup v2 path (`/docker/<id>`, `/lxc.payload.<name>`):
+    /// its sockets' traffic, and that of every cgroup below it, is its own.
+    pub by_cgroup: HashMap<String, Claim>,
 }
 
 impl Claims {

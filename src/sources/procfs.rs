@@ -75,3 +75,20 @@ pub fn veth_ends(fs: &Fs, procfs: &Path, pid: u32) -> std::io::Result<Vec<VethEn
     }
     Ok(out)
 }
+
+/// A process's cgroup in the v2 hierarchy: the path of the `0::` line of
+/// its `/proc/<pid>/cgroup` (`/docker/<id>`, `/system.slice/x.service`).
+pub fn cgroup_v2(text: &str) -> Option<&str> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .map(str::trim_end)
+        .filter(|path| path.starts_with('/'))
+}
+
+/// [`cgroup_v2`] of process `pid`.
+pub fn cgroup_of(fs: &Fs, procfs: &Path, pid: u32) -> Option<String> {
+    let text = fs
+        .read(&procfs.join(format!("{pid}/cgroup")), 64 * 1024)
+        .ok()?;
+    cgroup_v2(&String::from_utf8_lossy(&text)).map(str::to_owned)
+}

@@ -166,3 +166,107 @@ fn a_refused_program_says_why() {
     assert!(text.contains("verifier refused"), "{text}");
     assert!(text.contains("exit"), "the verifier's log: {text}");
 }
+
+/// The exporter counts per cgroup below its `[accounting] cgroup` (here the
+/// test's own, standing in for the hierarchy's root) and names what it
+/// counts: a systemd service by its unit, a Docker container's cgroup by
+/// its short id until the Docker resolver names it, the rest as the host.
+/// A cgroup that goes leaves its counts to its workload, whose counter
+/// never goes back.
+#[test]
+fn the_scrape_names_each_cgroups_traffic() {
+    if !require(is_root(), "needs root to load BPF programs") {
+        return;
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let Some(root) = cgroup2_mount(&mountinfo) else {
+        assert!(
+            require(false, "no cgroup v2 hierarchy mounted"),
+            "unreachable"
+        );
+        return;
+    };
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let top = root.join(format!("tne-workloads-{}", std::process::id()));
+    let service = top.join("system.slice/tnetest.service");
+    let worker = service.join("worker");
+    let container = top.join(format!("system.slice/docker-{ID}.scope"));
+    let _cleanup = Cleanup(vec![
+        worker.clone(),
+        service.clone(),
+        container.clone(),
+        top.join("system.slice"),
+        top.clone(),
+    ]);
+    for dir in [&worker, &container] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let host = crate::support::copy_fixture("seed-host");
+    let server = crate::http::Server::start(
+        host.path(),
+        &format!(
+            "[accounting]\ncgroup = {:?}\ninterval = \"1s\"\n",
+            top.display().to_string()
+        ),
+    );
+
+    let server_socket = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server_socket.local_addr().unwrap().port();
+    let send = |cgroup: &Path, bytes: usize| {
+        let mut child = run_in(
+            cgroup,
+            &format!("head -c {bytes} /dev/zero > /dev/tcp/127.0.0.1/{port}"),
+        );
+        let (mut conn, _) = server_socket.accept().unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).unwrap();
+        assert!(child.wait().unwrap().success());
+        assert_eq!(got.len(), bytes);
+    };
+    send(&service, 1_000_000);
+    send(&worker, 2_000_000);
+    send(&container, 500_000);
+
+    let tx = |body: &str, kind: &str, instance: &str| {
+        crate::support::parse(body)
+            .iter()
+            .find(|s| {
+                s.name == "net_workload_tx_bytes_total"
+                    && s.label("instance_type") == Some(kind)
+                    && s.label("instance") == Some(instance)
+            })
+            .map(|s| s.value)
+    };
+    let body = crate::support::wait_for(std::time::Duration::from_secs(10), || {
+        let body = server.metrics();
+        (tx(&body, "service", "tnetest").is_some_and(|v| v >= 3_000_000.0)
+            && tx(&body, "docker", &ID[..12]).is_some())
+        .then_some(body)
+    })
+    .unwrap_or_else(|| panic!("workloads named: {}", server.metrics()));
+    let service_tx = tx(&body, "service", "tnetest").unwrap();
+    let container_tx = tx(&body, "docker", &ID[..12]).unwrap();
+    eprintln!("service sent {service_tx} bytes, the container {container_tx}");
+    assert!(service_tx <= 3_000_000.0 * 1.05 + 10_000.0, "{service_tx}");
+    assert!(
+        (500_000.0..=500_000.0 * 1.05 + 10_000.0).contains(&container_tx),
+        "{container_tx}"
+    );
+
+    // The worker's cgroup goes: its bytes stay the service's.
+    std::fs::remove_dir(&worker).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let after = tx(&server.metrics(), "service", "tnetest").unwrap();
+    assert!(after >= service_tx, "{after} < {service_tx}: went back");
+}
+
+/// Removes cgroup directories, children first.
+struct Cleanup(Vec<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! Traffic per workload: the counters the kernel keeps per cgroup
+//! ([`accounting`](crate::accounting)), named by owner. The background side
+//! composes, from the cgroup tree and the owners' cgroup claims, which owner
+//! each cgroup id is ([`WorkloadTable`]); the scrape reads the counters and
+//! sums them per owner. An owner's counters never go back: a cgroup that
+//! goes (a container recreated under the same name) leaves its last counts
+//! to its owner, and is then dropped from the kernel's map.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use crate::accounting::{Accounting, AccountingError, Counts};
+use crate::labels::push_label;
+use crate::owner::{Owner, OwnerKind};
+use crate::sources::Claims;
+use crate::sources::cgroups::CgroupTree;
+
+/// One workload: what its series say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    pub owner: Owner,
+    /// `instance_type`: `docker`, `incus`, `lxc`, `service` or `host`.
+    pub kind: &'static str,
+    /// `instance_type="..",<owner label>="..",app=".."`, escaped.
+    pub rendered: Box<str>,
+}
+
+/// Which workload each cgroup id is, from one composition.
+#[derive(Debug, Default)]
+pub struct WorkloadTable {
+    pub by_id: HashMap<u64, u32>,
+    pub workloads: Vec<Workload>,
+    /// Per workload: the counts its gone cgroups left it.
+    pub retired: Vec<Counts>,
+}
+
+/// A unit's name if `path` is a systemd service's cgroup
+/// (`/system.slice/smbd.service`, or below a slice of its own).
+pub fn service_of(path: &str) -> Option<&str> {
+    let (parent, last) = path.rsplit_once('/')?;
+    let unit = last.strip_suffix(".service")?;
+    (parent.ends_with(".slice") && !unit.is_empty()).then_some(unit)
+}
+
+/// A Docker container's id where the path is one of the engine's own
+/// layouts, for a container the Docker resolver has not named (yet): the
+/// cgroupfs driver's `/docker/<id>`, the systemd driver's
+/// `/system.slice/docker-<id>.scope`.
+pub fn docker_id(path: &str) -> Option<&str> {
+    let last = path.rsplit('/').next()?;
+    let id = match path.strip_prefix("/docker/") {
+        Some(id) if id == last => id,
+        _ => last.strip_prefix("docker-")?.strip_suffix(".scope")?,
+    };
+    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
+fn render(owner_label: &str, kind: &str, owner: &Owner) -> Box<str> {
+    let mut s = String::with_capacity(96);
+    push_label(&mut s, "instance_type", kind.as_bytes());
+    s.push(',');
+    push_label(&mut s, owner_label, owner.name.as_bytes());
+    s.push(',');
+    push_label(&mut s, "app", owner.app.as_bytes());
+    s.into_boxed_str()
+}
+
+/// Decides each cgroup's workload: the nearest cgroup at or above it that
+/// an owner claims (a container, by the first resolver that claims it),
+/// else a systemd service, else a Docker cgroup not yet named (by its short
+/// id), else the host.
+pub fn compose(tree: &CgroupTree, claims: &[&Claims], owner_label: &str) -> WorkloadTable {
+    let mut table = WorkloadTable::default();
+    let mut index: HashMap<(&'static str, Box<str>, Box<str>), u32> = HashMap::new();
+    let mut at_path: HashMap<&str, u32> = HashMap::with_capacity(tree.cgroups.len());
+    let mut add = |table: &mut WorkloadTable, kind: &'static str, owner: Owner| -> u32 {
+        let key = (kind, owner.name.clone(), owner.app.clone());
+        *index.entry(key).or_insert_with(|| {
+            table.workloads.push(Workload {
+                rendered: render(owner_label, kind, &owner),
+                owner,
+                kind,
+            });
+            table.retired.push(Counts::default());
+            (table.workloads.len() - 1) as u32
+        })
+    };
+    for cgroup in &tree.cgroups {
+        let path = cgroup.path.as_str();
+        let claim = claims.iter().find_map(|c| c.by_cgroup.get(path));
+        let parent = path
+            .rsplit_once('/')
+            .map(|(p, _)| if p.is_empty() { "/" } else { p })
+            .filter(|_| path != "/")
+            .and_then(|p| at_path.get(p).copied());
+        let workload = if let Some(c) = claim {
+            let of = if c.of == OwnerKind::Container && !c.app.is_empty() {
+                OwnerKind::App
+            } else {
+                c.of
+            };
+            add(
+                &mut table,
+                c.kind.as_str(),
+                Owner::new(of, &c.instance, &c.app),
+            )
+        } else if let Some(id) = docker_id(path) {
+            let owner = Owner::new(OwnerKind::Container, &id[..12], "");
+            add(&mut table, "docker", owner)
+        } else if let Some(unit) = service_of(path) {
+            add(
+                &mut table,
+                "service",
+                Owner::new(OwnerKind::Service, unit, ""),
+            )
+        } else if let Some(p) = parent {
+            p
+        } else {
+            add(&mut table, "host", Owner::host())
+        };
+        at_path.insert(path, workload);
+        table.by_id.insert(cgroup.id, workload);
+    }
+    table
+}
+
+/// What a scrape's read of the counters found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadStats {
+    /// Workloads written.
+    pub workloads: usize,
+    /// Cgroups counted that the last composition did not know (new since).
+    pub unknown: usize,
+}
+
+/// The counting programs and the latest table.
+pub struct Workloads {
+    accounting: Accounting,
+    table: ArcSwap<WorkloadTable>,
+    /// What gone cgroups left each workload, by its rendered labels: kept
+    /// while the workload has a cgroup left.
+    retired: Mutex<HashMap<Box<str>, Counts>>,
+    owner_label: String,
+}
+
+fn add(into: &mut Counts, c: &Counts) {
+    into.rx_bytes += c.rx_bytes;
+    into.rx_packets += c.rx_packets;
+    into.tx_bytes += c.tx_bytes;
+    into.tx_packets += c.tx_packets;
+}
+
+impl Workloads {
+    pub fn new(accounting: Accounting, owner_label: &str) -> Workloads {
+        Workloads {
+            accounting,
+            table: ArcSwap::default(),
+            retired: Mutex::default(),
+            owner_label: owner_label.to_owned(),
+        }
+    }
+
+    pub fn table(&self) -> Arc<WorkloadTable> {
+        self.table.load_full()
+    }
+
+    /// A new composition: cgroups that have gone leave their counts to
+    /// their workload (if it is still there) and are then dropped from the
+    /// kernel's maps, after the table that no longer has them is in place.
+    pub fn publish(&self, tree: &CgroupTree, claims: &[&Claims]) -> Result<(), AccountingError> {
+        let mut next = compose(tree, claims, &self.owner_label);
+        let old = self.table.load_full();
+        let gone: Vec<u64> = old
+            .by_id
+            .keys()
+            .filter(|id| !next.by_id.contains_key(id))
+            .copied()
+            .collect();
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        if !gone.is_empty() {
+            let counts = self.accounting.read()?;
+            for id in &gone {
+                let (Some(c), Some(&w)) = (counts.get(id), old.by_id.get(id)) else {
+                    continue;
+                };
+                if let Some(workload) = old.workloads.get(w as usize) {
+                    add(retired.entry(workload.rendered.clone()).or_default(), c);
+                }
+            }
+        }
+        let present: HashMap<&str, usize> = next
+            .workloads
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (&*w.rendered, i))
+            .collect();
+        retired.retain(|k, _| present.contains_key(&**k));
+        for (k, c) in retired.iter() {
+            if let Some(&i) = present.get(&**k) {
+                next.retired[i] = *c;
+            }
+        }
+        drop(retired);
+        self.table.store(Arc::new(next));
+        self.accounting.forget(gone)
+    }
+
+    /// Reads the counters and writes the `net_workload_*` families.
+    pub fn write(&self, out: &mut Vec<u8>) -> Result<ReadStats, AccountingError> {
+        let counts = self.accounting.read()?;
+        let table = self.table.load();
+        let mut sums = table.retired.clone();
+        let mut stats = ReadStats::default();
+        for (id, c) in &counts {
+            match table.by_id.get(id) {
+                Some(&w) => add(&mut sums[w as usize], c),
+                None => stats.unknown += 1,
+            }
+        }
+        let mut order: Vec<usize> = (0..table.workloads.len()).collect();
+        order.retain(|&i| sums[i] != Counts::default());
+        order.sort_by(|&a, &b| {
+            table.workloads[a]
+                .rendered
+                .cmp(&table.workloads[b].rendered)
+        });
+        stats.workloads = order.len();
+        let mut num = itoa::Buffer::new();
+        for (name, help, value) in FAMILIES {
+            for part in ["# HELP ", name, " ", help, "\n# TYPE ", name, " counter\n"] {
+                out.extend_from_slice(part.as_bytes());
+            }
+            for &i in &order {
+                out.extend_from_slice(name.as_bytes());
+                out.push(b'{');
+                out.extend_from_slice(table.workloads[i].rendered.as_bytes());
+                out.extend_from_slice(b"} ");
+                out.extend_from_slice(num.format(value(&sums[i])).as_bytes());
+                out.push(b'\n');
+            }
+        }
+        Ok(stats)
+    }
+}
+
+type Family = (&'static str, &'static str, fn(&Counts) -> u64);
+
+/// The workload families: what the workload's own sockets received and
+/// sent (its side, unlike a container's host veth).
+pub const FAMILIES: [Family; 4] = [
+    (
+        "net_workload_rx_bytes_total",
+        "Bytes the workload's sockets received (IP header and payload).",
+        |c| c.rx_bytes,
+    ),
+    (
+        "net_workload_tx_bytes_total",
+        "Bytes the workload's sockets sent (IP header and payload).",
+        |c| c.tx_bytes,
+    ),
+    (
+        "net_workload_rx_packets_total",
+        "Packets the workload's sockets received (a GRO super-packet counts once).",
+        |c| c.rx_packets,
+    ),
+    (
+        "net_workload_tx_packets_total",
+        "Packets the workload's sockets sent (a GSO super-packet counts once).",
+        |c| c.tx_packets,
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::Kind;
+    use crate::sources::Claim;
+    use crate::sources::cgroups::Cgroup;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn services_and_docker_layouts() {
+        assert_eq!(service_of("/system.slice/smbd.service"), Some("smbd"));
+        assert_eq!(service_of("/system.slice/ssh.service"), Some("ssh"));
+        assert_eq!(service_of("/user.slice/x.service"), Some("x"));
+        assert_eq!(service_of("/system.slice"), None);
+        assert_eq!(service_of("/docker/x.service"), None);
+        assert_eq!(docker_id(&format!("/docker/{ID}")), Some(ID));
+        assert_eq!(
+            docker_id(&format!("/system.slice/docker-{ID}.scope")),
+            Some(ID)
+        );
+        assert_eq!(docker_id(&format!("/docker/{ID}/child")), None);
+        assert_eq!(docker_id("/docker/abc"), None);
+    }
+
+    #[test]
+    fn each_cgroup_is_its_nearest_owner() {
+        let tree = CgroupTree {
+            cgroups: [
+                "/",
+                "/system.slice",
+                "/docker",
+                "/system.slice/smbd.service",
+                "/system.slice/docker-aaaa.scope",
+                &format!("/docker/{ID}"),
+                "/docker/named",
+                "/docker/named/inner",
+                "/system.slice/smbd.service/worker",
+                "/init.scope",
+            ]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Cgroup {
+                id: i as u64 + 1,
+                path: (*p).to_owned(),
+            })
+            .collect(),
+            ..CgroupTree::default()
+        };
+        let mut claims = Claims::default();
+        claims.by_cgroup.insert(
+            "/docker/named".into(),
+            Claim {
+                kind: Kind::Docker,
+                instance: "web\"1".into(),
+                app: "immich".into(),
+                of: OwnerKind::Container,
+            },
+        );
+        let table = compose(&tree, &[&claims], "instance");
+        let of = |id: u64| {
+            table.workloads[table.by_id[&id] as usize]
+                .rendered
+                .to_string()
+        };
+        let host = r#"instance_type="host",instance="host",app="""#;
+        assert_eq!(of(1), host);
+        assert_eq!(of(2), host, "a slice is the host's");
+        assert_eq!(of(4), r#"instance_type="service",instance="smbd",app="""#);
+        assert_eq!(of(9), of(4), "below a service: the service");
+        assert_eq!(of(5), host, "not a Docker id");
+        assert_eq!(
+            of(6),
+            r#"instance_type="docker",instance="0123456789ab",app="""#
+        );
+        assert_eq!(
+            of(7),
+            r#"instance_type="docker",instance="web\"1",app="immich""#
+        );
+        assert_eq!(of(8), of(7), "below a container: the container");
+        assert_eq!(of(10), host);
+        assert_eq!(table.workloads.len(), 4);
+    }
+}
