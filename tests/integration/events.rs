@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use crate::fake_middleware::{FakeMiddleware, Mode};
 use crate::http::Server;
 use crate::support::{
-    copy_fixture, fixture, have, http, in_private_host, is_root, parse, require, wait_for,
+    PrivateHost, copy_fixture, fixture, have, http, in_private_host, is_root, parse, require,
+    wait_for,
 };
 
 /// Where the exporter looks for the socket under its root (26's path).
@@ -396,62 +397,6 @@ fn a_new_tap_is_named_at_the_first_scrape_that_meets_it() {
     assert_eq!(midclt_runs(tools.path()), 0);
 }
 
-/// The namespace's script, its pid 1 as seen from here (for `nsenter`), and
-/// its root; killed and reaped when dropped.
-struct Namespace {
-    unshare: std::process::Child,
-    root: tempfile::TempDir,
-}
-
-impl Namespace {
-    fn log(&self) -> String {
-        ["script.log", "exporter.log", "qemu.log"]
-            .map(|f| std::fs::read_to_string(self.root.path().join(f)).unwrap_or_default())
-            .join("\n")
-    }
-
-    fn wait_file(&self, name: &str) {
-        let found = wait_for(Duration::from_secs(20), || {
-            self.root.path().join(name).exists().then_some(())
-        });
-        assert!(found.is_some(), "no {name}: {}", self.log());
-    }
-
-    fn touch(&self, name: &str) {
-        std::fs::write(self.root.path().join(name), "").unwrap();
-    }
-
-    /// GET `path` from the exporter inside, through its network namespace.
-    fn get(&self, path: &str) -> String {
-        let pid = self.unshare.id();
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
-        let init = children
-            .split_whitespace()
-            .next()
-            .expect("the namespace's pid 1");
-        let out = Command::new("nsenter")
-            .args(["-t", init, "-n", "curl", "-sS", "--max-time", "5"])
-            .arg(format!("http://127.0.0.1:9551{path}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "curl {path}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        self.touch("done");
-        std::thread::sleep(Duration::from_millis(200));
-        let _ = self.unshare.kill();
-        let _ = self.unshare.wait();
-    }
-}
-
 /// Real devices in a private namespace, with the exporter in it: a tap
 /// created with no scrape and no event is in the topology within 1 s (the
 /// kernel's link notification); a real QEMU holding a tap, announced by the
@@ -491,7 +436,7 @@ fn real_taps_are_found_by_link_notifications_and_named_by_events() {
         .env("CONFIG", &config)
         .spawn()
         .unwrap();
-    let ns = Namespace { unshare, root };
+    let ns = PrivateHost { unshare, root };
     ns.wait_file("ready");
     let subscribed = wait_for(Duration::from_secs(10), || {
         fake.subscriptions()

@@ -449,3 +449,60 @@ pub fn next_request(reader: &mut impl std::io::BufRead) -> Option<String> {
         }
     }
 }
+
+/// A script in a private host ([`in_private_host`]) driven by files in
+/// `root`: the script, its pid 1 as seen from here (for `nsenter`), and
+/// its root; killed and reaped when dropped.
+pub struct PrivateHost {
+    pub unshare: std::process::Child,
+    pub root: tempfile::TempDir,
+}
+
+impl PrivateHost {
+    pub fn log(&self) -> String {
+        ["script.log", "exporter.log", "qemu.log", "dockerd.log"]
+            .map(|f| std::fs::read_to_string(self.root.path().join(f)).unwrap_or_default())
+            .join("\n")
+    }
+
+    pub fn wait_file(&self, name: &str) {
+        let found = wait_for(Duration::from_secs(20), || {
+            self.root.path().join(name).exists().then_some(())
+        });
+        assert!(found.is_some(), "no {name}: {}", self.log());
+    }
+
+    pub fn touch(&self, name: &str) {
+        std::fs::write(self.root.path().join(name), "").unwrap();
+    }
+
+    /// GET `path` from the exporter inside, through its network namespace.
+    pub fn get(&self, path: &str) -> String {
+        let pid = self.unshare.id();
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+        let init = children
+            .split_whitespace()
+            .next()
+            .expect("the namespace's pid 1");
+        let out = Command::new("nsenter")
+            .args(["-t", init, "-n", "curl", "-sS", "--max-time", "5"])
+            .arg(format!("http://127.0.0.1:9551{path}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "curl {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for PrivateHost {
+    fn drop(&mut self) {
+        self.touch("done");
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+    }
+}
