@@ -105,9 +105,11 @@ impl Accounting {
 
 /// Where the cgroup v2 hierarchy is mounted, from `/proc/self/mountinfo`:
 /// `/sys/fs/cgroup` on a unified host, `/sys/fs/cgroup/unified` on a hybrid
-/// one. The first `cgroup2` mount of the hierarchy's root wins.
+/// one. The last `cgroup2` mount of the hierarchy's root wins: a later
+/// mount may hide an earlier one (a fresh sysfs over `/sys`), never the
+/// other way round.
 pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
+    mountinfo.lines().rev().find_map(|line| {
         // id parent major:minor root mount-point options [optional...] - type source super
         let (left, right) = line.split_once(" - ")?;
         if right.split(' ').next()? != "cgroup2" {
@@ -163,6 +165,12 @@ mod tests {
         assert_eq!(
             cgroup2_mount(unified),
             Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        let hidden = format!("{hybrid}50 25 0:40 / /sys rw - sysfs sysfs rw\n{unified}");
+        assert_eq!(
+            cgroup2_mount(&hidden),
+            Some(PathBuf::from("/sys/fs/cgroup")),
+            "the later mount"
         );
         // A container's view of a sub-cgroup is not the hierarchy's root.
         let sub = "40 35 0:30 /docker/abc /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n";

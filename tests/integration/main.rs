@@ -26,3 +26,4 @@ mod security;
 mod support;
 mod victoria;
 mod workflow;
+mod workloads;

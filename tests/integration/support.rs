@@ -466,7 +466,7 @@ impl PrivateHost {
     }
 
     pub fn wait_file(&self, name: &str) {
-        let found = wait_for(Duration::from_secs(20), || {
+        let found = wait_for(Duration::from_secs(60), || {
             self.root.path().join(name).exists().then_some(())
         });
         assert!(found.is_some(), "no {name}: {}", self.log());
