@@ -270,3 +270,134 @@ impl Drop for Cleanup {
         }
     }
 }
+
+/// The exporter's binary on the seed fixture, its programs linked to
+/// `cgroup`, run through `wrapper` (empty: directly); its stderr goes to
+/// `log`. Returns the process and its address once it answers.
+fn exporter_on(
+    cgroup: &Path,
+    wrapper: &[&str],
+    log: &Path,
+) -> (std::process::Child, std::net::SocketAddr) {
+    let host = crate::support::fixture("seed-host");
+    let port = crate::prometheus::free_port();
+    let config = log.with_extension("toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[accounting]\ncgroup = {:?}\n",
+            cgroup.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut command = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(crate::support::bin());
+            c
+        }
+        None => Command::new(crate::support::bin()),
+    };
+    let child = command
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--path.rootfs={}", host.display()))
+        .arg(format!("--path.procfs={}", host.join("proc").display()))
+        .arg("--docker.socket=")
+        .arg(format!("--config.file={}", config.display()))
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let up = crate::support::wait_for(std::time::Duration::from_secs(10), || {
+        std::net::TcpStream::connect(addr).ok()
+    });
+    assert!(up.is_some(), "the exporter answers");
+    (child, addr)
+}
+
+/// A test cgroup under the v2 hierarchy, or `None` (skipped) without one.
+fn test_cgroup(name: &str) -> Option<Cleanup> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = cgroup2_mount(&mountinfo);
+    if !require(root.is_some(), "no cgroup v2 hierarchy mounted") {
+        return None;
+    }
+    let dir = root?.join(format!("tne-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    Some(Cleanup(vec![dir]))
+}
+
+/// `kill -9` of the exporter leaves no program on the cgroup: its links
+/// close with the process.
+#[test]
+fn a_killed_exporter_leaves_nothing_attached() {
+    if !require(is_root(), "needs root to load BPF programs")
+        || !require(have("bpftool"), "bpftool not installed")
+    {
+        return;
+    }
+    let Some(cgroup) = test_cgroup("kill") else {
+        return;
+    };
+    let dir = cgroup.0[0].clone();
+    let logs = tempfile::tempdir().unwrap();
+    let (mut exporter, _) = exporter_on(&dir, &[], &logs.path().join("exporter.log"));
+    let listing = attached(&dir);
+    assert!(
+        listing.contains("tne_rx") && listing.contains("tne_tx"),
+        "attached while it runs: {listing}"
+    );
+    exporter.kill().unwrap();
+    exporter.wait().unwrap();
+    let listing = attached(&dir);
+    assert!(!listing.contains("tne_"), "after kill -9: {listing}");
+}
+
+/// Without CAP_BPF and CAP_SYS_ADMIN the exporter starts, serves every
+/// interface, says once why there is no traffic per workload, and its
+/// health metrics show it.
+#[test]
+fn without_the_privilege_it_serves_and_says_so() {
+    if !require(is_root(), "needs root to drop capabilities")
+        || !require(have("setpriv"), "setpriv not installed (util-linux)")
+    {
+        return;
+    }
+    let Some(cgroup) = test_cgroup("nocap") else {
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("exporter.log");
+    let drop = "-bpf,-sys_admin,-perfmon";
+    let wrapper = ["setpriv", "--bounding-set", drop, "--inh-caps", drop, "--"];
+    let (mut exporter, addr) = exporter_on(&cgroup.0[0], &wrapper, &log);
+    let body = crate::support::http(addr, "GET", "/metrics").body;
+    let _ = exporter.kill();
+    let _ = exporter.wait();
+    let samples = crate::support::parse(&body);
+    let interfaces = samples
+        .iter()
+        .filter(|s| s.name == "net_interface_rx_bytes_total")
+        .count();
+    assert!(interfaces >= 5, "interfaces served: {interfaces}");
+    assert!(
+        !samples.iter().any(|s| s.name.starts_with("net_workload_")),
+        "no workload families"
+    );
+    let up = samples
+        .iter()
+        .find(|s| {
+            s.name == "truenas_net_exporter_source_up"
+                && s.label("resolver") == Some("cgroups")
+                && s.label("source") == Some("bpf")
+        })
+        .map(|s| s.value);
+    assert_eq!(up, Some(0.0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("cannot count traffic per cgroup").count(),
+        1,
+        "said once: {text}"
+    );
+    assert!(text.contains("Operation not permitted"), "why: {text}");
+}

@@ -47,7 +47,7 @@ pub(crate) fn promql_lines(text: &str) -> Vec<String> {
     queries
 }
 
-pub(crate) fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
