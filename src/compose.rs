@@ -170,6 +170,11 @@ impl LabelTable {
         self.entries.len()
     }
 
+    /// Every interface the filter keeps.
+    pub fn interfaces(&self) -> impl Iterator<Item = &Interface> {
+        self.entries.iter().flatten()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

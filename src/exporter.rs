@@ -373,6 +373,10 @@ impl Iterator for ScrapeBody {
                 Err(e) => tracing::debug!(error = %e, "cannot read the counters per cgroup"),
             }
         }
+        if self.scrape.is_some() && self.exporter.hub.workloads().is_none() {
+            let list = self.exporter.hub.namespace_only();
+            crate::namespaces::write(&self.exporter.config.procfs, &list, &mut out);
+        }
         let telemetry = &self.exporter.telemetry;
         telemetry
             .scrape_duration

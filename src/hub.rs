@@ -13,6 +13,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::compose::{self, LabelTable};
 use crate::labels::LabelSettings;
+use crate::namespaces::{self, NamespaceWorkload};
 use crate::sources::cgroups::CgroupTree;
 use crate::sources::topology::TopologySnapshot;
 use crate::sources::{Claims, ResolverId};
@@ -27,6 +28,9 @@ pub struct Hub {
     cgroups: ArcSwap<CgroupTree>,
     /// Traffic per cgroup, where the counting programs are attached.
     workloads: Option<Workloads>,
+    /// Where they are not: the containers whose traffic is their own
+    /// namespace's only.
+    namespace_only: ArcSwap<Vec<NamespaceWorkload>>,
     /// Serialises compositions so a slower, older one cannot overwrite a newer
     /// table; holds the last table's label collisions, to log only changes.
     compose_lock: Mutex<Vec<String>>,
@@ -59,6 +63,7 @@ impl Hub {
             table: ArcSwap::default(),
             cgroups: ArcSwap::default(),
             workloads,
+            namespace_only: ArcSwap::default(),
             compose_lock: Mutex::new(Vec::new()),
             wakes: Default::default(),
             born: Instant::now(),
@@ -96,6 +101,12 @@ impl Hub {
     /// Traffic per workload, if the kernel counts it here.
     pub fn workloads(&self) -> Option<&Workloads> {
         self.workloads.as_ref()
+    }
+
+    /// The containers whose traffic only their namespace's `net/dev` has,
+    /// where the kernel does not count per cgroup.
+    pub fn namespace_only(&self) -> Arc<Vec<NamespaceWorkload>> {
+        self.namespace_only.load_full()
     }
 
     /// Replaces the cgroup tree; recomposes the workloads if it changed.
@@ -195,6 +206,10 @@ impl Hub {
                 tracing::warn!(interfaces = ?table.collisions, "interfaces left out: their labels would repeat another interface's");
             }
             collisions.clone_from(&table.collisions);
+        }
+        if self.workloads.is_none() {
+            let list = namespaces::namespace_only(&table, &refs, &self.settings.owner_label);
+            self.namespace_only.store(Arc::new(list));
         }
         self.table.store(Arc::new(table));
         self.composed.store(true, Ordering::Relaxed);

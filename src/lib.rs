@@ -18,6 +18,7 @@ pub mod exporter;
 mod healthcheck;
 pub mod hub;
 pub mod labels;
+pub mod namespaces;
 pub mod netdev;
 pub mod owner;
 pub mod process;

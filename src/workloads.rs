@@ -247,30 +247,51 @@ impl Workloads {
 
 type Family = (&'static str, &'static str, fn(&Counts) -> u64);
 
-/// The workload families: what the workload's own sockets received and
-/// sent (its side, unlike a container's host veth).
+/// The workload families, from the workload's side (rx: what it received).
+/// The kernel counts its sockets' packets per cgroup (IP header and
+/// payload; a GSO/GRO super-packet once); where it cannot, a container with
+/// a network namespace of its own and no host interface has its namespace's
+/// interfaces' counters instead ([`crate::namespaces`]: Ethernet frames).
 pub const FAMILIES: [Family; 4] = [
     (
         "net_workload_rx_bytes_total",
-        "Bytes the workload's sockets received (IP header and payload).",
+        "Bytes the workload received: its sockets' (IP header and payload), or its network namespace's interfaces'.",
         |c| c.rx_bytes,
     ),
     (
         "net_workload_tx_bytes_total",
-        "Bytes the workload's sockets sent (IP header and payload).",
+        "Bytes the workload sent: its sockets' (IP header and payload), or its network namespace's interfaces'.",
         |c| c.tx_bytes,
     ),
     (
         "net_workload_rx_packets_total",
-        "Packets the workload's sockets received (a GRO super-packet counts once).",
+        "Packets the workload received (its sockets' count a GRO super-packet once).",
         |c| c.rx_packets,
     ),
     (
         "net_workload_tx_packets_total",
-        "Packets the workload's sockets sent (a GSO super-packet counts once).",
+        "Packets the workload sent (its sockets' count a GSO super-packet once).",
         |c| c.tx_packets,
     ),
 ];
+
+/// Writes [`FAMILIES`] for `rows` (rendered labels and counts), in order.
+pub fn write_families(out: &mut Vec<u8>, rows: &[(&str, Counts)]) {
+    let mut num = itoa::Buffer::new();
+    for (name, help, value) in FAMILIES {
+        for part in ["# HELP ", name, " ", help, "\n# TYPE ", name, " counter\n"] {
+            out.extend_from_slice(part.as_bytes());
+        }
+        for (labels, counts) in rows {
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'{');
+            out.extend_from_slice(labels.as_bytes());
+            out.extend_from_slice(b"} ");
+            out.extend_from_slice(num.format(value(counts)).as_bytes());
+            out.push(b'\n');
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -144,22 +144,40 @@ pub fn namespace_owners<'a>(
 /// Claims every container's veths (by their host ends) for the container.
 pub fn map_veths(fs: &Fs, procfs: &Path, containers: Vec<ContainerFacts>) -> Claims {
     let mut veths = Claims::default();
-    // Every container's cgroup, whatever its network: a host-network
-    // container's traffic has no interface of its own, only its sockets.
+    let claim = |c: &ContainerFacts| Claim {
+        kind: Kind::Docker,
+        instance: c.name.clone(),
+        app: c.app.clone(),
+        of: OwnerKind::Container,
+    };
+    let host_ns = procfs::netns_of(fs, procfs, "1");
+    let cgroup2 = fs
+        .read(&procfs.join("self/mountinfo"), 1 << 20)
+        .ok()
+        .and_then(|t| crate::accounting::cgroup2_mount(&String::from_utf8_lossy(&t)));
     for c in &containers {
-        if let Some(path) = procfs::cgroup_of(fs, procfs, c.pid) {
-            veths.by_cgroup.insert(
-                path,
-                Claim {
-                    kind: Kind::Docker,
-                    instance: c.name.clone(),
-                    app: c.app.clone(),
-                    of: OwnerKind::Container,
-                },
-            );
+        // Every container's cgroup, whatever its network: a host-network
+        // container's traffic has no interface of its own, only its sockets.
+        let cgroup = procfs::cgroup_of(fs, procfs, c.pid);
+        if let Some(path) = &cgroup {
+            veths.by_cgroup.insert(path.clone(), claim(c));
+        }
+        // A host-network container's tuns are host interfaces (tailscale0,
+        // zt*): its processes hold them open, as QEMU holds its taps.
+        if host_ns.is_some() && procfs::netns_of(fs, procfs, &c.pid.to_string()) == host_ns {
+            let pids = cgroup
+                .as_deref()
+                .zip(cgroup2.as_deref())
+                .map(|(path, mount)| cgroup_procs(fs, mount, path))
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| vec![c.pid]);
+            for pid in pids {
+                for tun in procfs::held_tuns(fs, procfs, pid).unwrap_or_default() {
+                    veths.by_interface.insert(tun.into_bytes(), claim(c));
+                }
+            }
         }
     }
-    let host_ns = procfs::netns_of(fs, procfs, "1");
     let with_ns: Vec<(ContainerFacts, String)> = containers
         .into_iter()
         .filter_map(|c| {
@@ -171,22 +189,34 @@ pub fn map_veths(fs: &Fs, procfs: &Path, containers: Vec<ContainerFacts>) -> Cla
         })
         .collect();
     for (facts, _) in namespace_owners(&with_ns, host_ns.as_deref()) {
+        veths.by_netns.insert(facts.pid, claim(facts));
         match procfs::veth_ends(fs, procfs, facts.pid) {
-            Ok(ends) => {
-                let owner = Claim {
-                    kind: Kind::Docker,
-                    instance: facts.name.clone(),
-                    app: facts.app.clone(),
-                    of: OwnerKind::Container,
-                };
-                veths.claim_veths(&ends, &owner);
-            }
+            Ok(ends) => veths.claim_veths(&ends, &claim(facts)),
             Err(e) => {
                 tracing::debug!(container = %facts.name, error = %e, "cannot read container sysfs")
             }
         }
     }
     veths
+}
+
+/// A container's processes looked at for tuns, at most: a VPN app has a few.
+const MAX_PROCS: usize = 256;
+
+/// The processes in cgroup `path` of the hierarchy mounted at `mount`.
+fn cgroup_procs(fs: &Fs, mount: &Path, path: &str) -> Vec<u32> {
+    let file = mount
+        .join(path.trim_start_matches('/'))
+        .join("cgroup.procs");
+    fs.read(&file, 64 * 1024)
+        .map(|t| {
+            String::from_utf8_lossy(&t)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .take(MAX_PROCS)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Inspects at most this many containers at once.

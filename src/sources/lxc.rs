@@ -125,6 +125,7 @@ pub fn owners(fs: &Fs, procfs: &Path, containers: &BTreeMap<String, u32>, kind: 
         let Some(pid) = procfs::in_own_netns(fs, procfs, pid, host_ns.as_deref()) else {
             continue;
         };
+        owners.by_netns.insert(pid, owner.clone());
         match procfs::veth_ends(fs, procfs, pid) {
             Ok(ends) => {
                 owners.claim_veths(&ends, &owner);
@@ -210,6 +211,9 @@ impl Source for LxcSource {
                 }
                 for (path, claim) in b.by_cgroup {
                     all.by_cgroup.entry(path).or_insert(claim);
+                }
+                for (pid, claim) in b.by_netns {
+                    all.by_netns.entry(pid).or_insert(claim);
                 }
                 Ok(all)
             }

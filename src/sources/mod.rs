@@ -196,6 +196,10 @@ pub struct Claims {
     /// A workload's cgroup v2 path (`/docker/<id>`, `/lxc.payload.<name>`):
     /// its sockets' traffic, and that of every cgroup below it, is its own.
     pub by_cgroup: HashMap<String, Claim>,
+    /// A process in each container's own network namespace, by pid: where
+    /// its namespace's `net/dev` is read for a container with no host
+    /// interface (macvlan, ipvlan) when the kernel does not count per cgroup.
+    pub by_netns: HashMap<u32, Claim>,
 }
 
 impl Claims {

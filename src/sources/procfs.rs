@@ -92,3 +92,62 @@ pub fn cgroup_of(fs: &Fs, procfs: &Path, pid: u32) -> Option<String> {
         .ok()?;
     cgroup_v2(&String::from_utf8_lossy(&text)).map(str::to_owned)
 }
+
+/// The interface name in a tun fd's `fdinfo` (`iff:\tvnet0`).
+pub fn fdinfo_iff(fdinfo: &str) -> Option<&str> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("iff:"))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+}
+
+/// An fd's `fdinfo` is a few lines (an epoll fd's one per watched fd).
+const FDINFO_MAX: usize = 64 * 1024;
+
+/// The tun or tap that fd `fd` of the process at `base` (`<procfs>/<pid>`)
+/// is open on, by its `fdinfo`.
+pub fn tun_of(fs: &Fs, base: &Path, fd: &std::ffi::OsStr) -> Option<String> {
+    let info = fs.read(&base.join("fdinfo").join(fd), FDINFO_MAX).ok()?;
+    fdinfo_iff(&String::from_utf8_lossy(&info)).map(str::to_owned)
+}
+
+/// The tuns and taps process `pid` holds open (a VPN's `tailscale0`, a
+/// QEMU's `vnet3`): fds on `/dev/net/tun`, named by their `fdinfo`.
+pub fn held_tuns(fs: &Fs, procfs: &Path, pid: u32) -> std::io::Result<Vec<String>> {
+    let base = procfs.join(pid.to_string());
+    let mut tuns = Vec::new();
+    for entry in fs.read_dir(&base.join("fd"))?.flatten() {
+        let is_tun = fs
+            .read_link(&entry.path())
+            .is_ok_and(|t| t == Path::new("/dev/net/tun"));
+        if is_tun {
+            tuns.extend(tun_of(fs, &base, &entry.file_name()));
+        }
+    }
+    Ok(tuns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fdinfo_lines() {
+        assert_eq!(
+            fdinfo_iff("pos:\t0\nflags:\t0104002\nmnt_id:\t27\niff:\tvnet3\n"),
+            Some("vnet3")
+        );
+        assert_eq!(fdinfo_iff("pos:\t0\n"), None);
+        assert_eq!(fdinfo_iff("iff:\t\n"), None);
+    }
+
+    #[test]
+    fn the_v2_cgroup_line() {
+        let text = "12:memory:/docker/abc\n1:name=systemd:/docker/abc\n0::/docker/abc\n";
+        assert_eq!(cgroup_v2(text), Some("/docker/abc"));
+        assert_eq!(cgroup_v2("0::/\n"), Some("/"));
+        assert_eq!(cgroup_v2("1:cpu:/x\n"), None);
+        assert_eq!(cgroup_v2("0::relative\n"), None);
+    }
+}

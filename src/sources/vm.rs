@@ -144,17 +144,6 @@ pub fn qemu_guest_name(cmdline: &[u8]) -> Option<String> {
     (!guest.is_empty()).then(|| display_name(guest).to_owned())
 }
 
-/// The interface name in a tun fd's `fdinfo` (`iff:\tvnet0`).
-pub fn fdinfo_iff(fdinfo: &str) -> Option<&str> {
-    fdinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("iff:"))
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-}
-
-/// An fd's `fdinfo` is a few lines (an epoll fd's one per watched fd).
-const FDINFO_MAX: usize = 64 * 1024;
 /// QEMU command lines from libvirt run to a few kilobytes.
 const CMDLINE_MAX: usize = 256 * 1024;
 
@@ -236,11 +225,8 @@ pub fn held_interfaces(
         };
         let target = target.as_os_str().as_bytes();
         if target == b"/dev/net/tun" {
-            let info = fs.read(&base.join("fdinfo").join(entry.file_name()), FDINFO_MAX);
-            let info = info.map(|b| String::from_utf8_lossy(&b).into_owned());
-            if let Some(name) = info.ok().as_deref().and_then(fdinfo_iff) {
-                held.taps.push(name.to_owned());
-            }
+            held.taps
+                .extend(procfs::tun_of(fs, &base, &entry.file_name()));
             continue;
         }
         // stat through the fd: the device it is open on, whatever its node is called.
@@ -733,15 +719,5 @@ mod tests {
         );
         assert_eq!(qemu_guest_name(&line(&["/bin/sleep", "-name", "x"])), None);
         assert_eq!(qemu_guest_name(b""), None);
-    }
-
-    #[test]
-    fn fdinfo_lines() {
-        assert_eq!(
-            fdinfo_iff("pos:\t0\nflags:\t0104002\nmnt_id:\t27\niff:\tvnet3\n"),
-            Some("vnet3")
-        );
-        assert_eq!(fdinfo_iff("pos:\t0\n"), None);
-        assert_eq!(fdinfo_iff("iff:\t\n"), None);
     }
 }

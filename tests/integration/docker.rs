@@ -940,3 +940,91 @@ fn docker_pid() -> u32 {
         .next()
         .unwrap_or_else(|| panic!("no dockerd serves {socket}"))
 }
+
+/// A tun held open by a host-network container's process (a VPN app's
+/// `tailscale0`) is that container's, found through the fd's `fdinfo` as
+/// a VM's tap is. The holder is a process of the test's, moved into the
+/// container's cgroup, since the test image has nothing that opens a tun.
+#[test]
+fn a_tun_held_by_a_host_network_app_is_the_apps() {
+    if !engine() || !require(have("python3"), "python3 not installed") {
+        return;
+    }
+    let _engine = shared_engine();
+    let n = std::process::id();
+    let name = format!("ix-tnevpn{n}-tailscale-1");
+    let mut c = Cleanup::default();
+    c.run(
+        &name,
+        &[
+            "--label",
+            &format!("com.docker.compose.project=ix-tnevpn{n}"),
+            "--network",
+            "host",
+            IMAGE,
+            "sleep",
+            "3600",
+        ],
+    );
+    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", &name]);
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("the container's v2 cgroup")
+        .to_owned();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount = truenas_net_exporter::accounting::cgroup2_mount(&mountinfo).expect("cgroup v2");
+    // TUNSETIFF with IFF_TUN | IFF_NO_PI: a tun named tnetun<n>, held open.
+    let tun = format!("tnetun{}", n % 100_000);
+    let ready = tempfile::tempdir().unwrap();
+    let flag = ready.path().join("ready");
+    let mut holder = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import fcntl, os, struct, time\n\
+             fd = os.open('/dev/net/tun', os.O_RDWR)\n\
+             fcntl.ioctl(fd, 0x400454ca, struct.pack('16sH', b'{tun}', 0x1001))\n\
+             open('{}', 'w').close()\n\
+             time.sleep(3600)\n",
+            flag.display()
+        ))
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let holder_pid = holder.id();
+    let _holder = Kill(&mut holder);
+    assert!(
+        wait_for(Duration::from_secs(10), || flag.exists().then_some(())).is_some(),
+        "the tun is open"
+    );
+    std::fs::write(
+        mount
+            .join(path.trim_start_matches('/'))
+            .join("cgroup.procs"),
+        holder_pid.to_string(),
+    )
+    .unwrap();
+
+    let server = server_on(
+        &socket(),
+        "[docker]\ninterval = \"1s\"\n[topology]\ninterval = \"1s\"\n",
+    );
+    let labels = wait_for(Duration::from_secs(15), || {
+        labels_of(&server.metrics(), &tun).filter(|l| l["instance"] == name)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{tun} is the app's: {:?}",
+            labels_of(&server.metrics(), &tun)
+        )
+    });
+    assert_eq!(labels["instance_type"], "docker");
+    assert_eq!(labels["app"], format!("tnevpn{n}"));
+}

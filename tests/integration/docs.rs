@@ -97,6 +97,7 @@ const LAYERS: &[&[&str]] = &[
     &["sources"],
     &["resolver", "synthetic"],
     &["compose", "workloads"],
+    &["namespaces"],
     &["hub"],
     &["scrape"],
     &["exporter"],

@@ -478,6 +478,11 @@ impl PrivateHost {
 
     /// GET `path` from the exporter inside, through its network namespace.
     pub fn get(&self, path: &str) -> String {
+        self.get_on(9551, path)
+    }
+
+    /// GET `path` from whatever listens on `port` inside.
+    pub fn get_on(&self, port: u16, path: &str) -> String {
         let pid = self.unshare.id();
         let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
         let init = children
@@ -486,7 +491,7 @@ impl PrivateHost {
             .expect("the namespace's pid 1");
         let out = Command::new("nsenter")
             .args(["-t", init, "-n", "curl", "-sS", "--max-time", "5"])
-            .arg(format!("http://127.0.0.1:9551{path}"))
+            .arg(format!("http://127.0.0.1:{port}{path}"))
             .output()
             .unwrap();
         assert!(

@@ -60,9 +60,15 @@ docker network create -d macvlan -o parent=uplink0 --subnet 10.77.0.0/24 \
 
 "$BIN" --web.listen-address="127.0.0.1:$PORT" --docker.socket="$ROOT/docker.sock" \
   --config.file="$ROOT/config.toml" 2>"$ROOT/exporter.log" &
-for _ in $(seq 100); do
-  (exec 6<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-  sleep 0.1
+# The same without the privilege to count per cgroup, one port up.
+setpriv --bounding-set -bpf,-sys_admin,-perfmon --inh-caps -bpf,-sys_admin,-perfmon -- \
+  "$BIN" --web.listen-address="127.0.0.1:$((PORT + 1))" --docker.socket="$ROOT/docker.sock" \
+  --config.file="$ROOT/config.toml" 2>"$ROOT/unprivileged.log" &
+for port in "$PORT" "$((PORT + 1))"; do
+  for _ in $(seq 100); do
+    (exec 6<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
 done
 touch "$ROOT/ready"
 

@@ -106,6 +106,30 @@ fn every_workload_on_a_truenas_like_host_is_named() {
         share * 100.0
     );
     assert!(share >= 0.95, "named {:.1}% of the uplink", share * 100.0);
+
+    // Without CAP_BPF: the macvlan container, which has no host interface,
+    // still gets its namespace's counters (Ethernet frames: at least what
+    // it sent); the others are not named that way (the bridged one has its
+    // veth, the host-network one and the service no namespace of their own).
+    let unprivileged = host.get_on(9552, "/metrics");
+    let macvlan = tx_of(&unprivileged, "docker", "macvlan");
+    assert!(
+        macvlan.is_some_and(|v| (BYTES..=BYTES + BYTES / 10).contains(&v)),
+        "the macvlan container from its namespace: {macvlan:?}"
+    );
+    for (kind, name) in [
+        ("docker", "bridged"),
+        ("docker", "hostnet"),
+        ("service", "tnesvc"),
+    ] {
+        assert_eq!(tx_of(&unprivileged, kind, name), None, "{name}");
+    }
+    let log = std::fs::read_to_string(host.root.path().join("unprivileged.log")).unwrap();
+    assert_eq!(
+        log.matches("cannot count traffic per cgroup").count(),
+        1,
+        "said once: {log}"
+    );
     assert!(
         share <= 1.01,
         "named more than the uplink sent: {:.1}%",
