@@ -11,6 +11,11 @@
 #   benches/load.sh midclt   what a VM and an LXC refresh cost through a fake midclt (sh, python3)
 #   benches/load.sh docker   100 containers on a running dockerd: refresh time, scrape latency
 #                            idle vs during refreshes, label freshness, 10,000 scrapes' fds/threads/RSS
+#   benches/load.sh accounting  traffic per workload's cost: iperf3 throughput and CPU over a veth
+#                            pair and loopback with and without the counting programs, their ns per
+#                            run (kernel BPF stats), the scrape's added cost at 100 and 10,000 cgroups
+#   benches/load.sh churn    500 containers started and removed on a running dockerd while scraping:
+#                            RSS, workload series and their owners before, during and after
 #
 # Every server binds 127.0.0.1 inside a private network namespace; nothing leaves the machine.
 set -euo pipefail
@@ -266,8 +271,116 @@ docker)
   done
   kill "$pid"
   ;;
+accounting)
+  # Needs iperf3, wrk, jq, bpftool. The programs are linked at the cgroup v2
+  # root: every socket on this machine is counted while they are.
+  cargo build --release -q
+  export -f make_topology
+  WORK=$work BIN=$bin unshare -n -p -f -m --mount-proc bash -c '
+    set -e
+    mount -t sysfs sysfs /sys
+    mount -t tmpfs tmpfs /run
+    make_topology
+    ip netns add far
+    ip link add tnebench0 type veth peer name tnebench1 netns far
+    ip addr add 10.88.0.1/24 dev tnebench0 && ip link set tnebench0 up
+    ip -n far addr add 10.88.0.2/24 dev tnebench1 && ip -n far link set tnebench1 up
+    iperf3 -s -D -1 >/dev/null 2>&1 || true
+    start() { # $1 = accounting on|off; the exporter on 19554
+      printf "[accounting]\nenabled = %s\n[vm]\nsources = [\"qemu\"]\n" "$1" > "$WORK/c.toml"
+      "$BIN" --config.file="$WORK/c.toml" --web.listen-address=127.0.0.1:19554 \
+        --docker.socket= --log.level=warn & echo $! > "$WORK/pid"; sleep 1
+    }
+    stop() { kill "$(cat "$WORK/pid")"; wait "$(cat "$WORK/pid")" 2>/dev/null || true; }
+    iperf() { # $1 = label, $2 = target; prints Gbit/s and the sender'"'"'s CPU %
+      iperf3 -s -D -1 -p 5201 >/dev/null; sleep 0.3
+      if [ "$2" = veth ]; then cmd="ip netns exec far iperf3 -c 10.88.0.1"; else cmd="iperf3 -c 127.0.0.1"; fi
+      $cmd -t 5 -J -p 5201 | jq -r --arg l "$1" \
+        "\"  \(\$l): \(.end.sum_received.bits_per_second / 1e9 * 100 | round / 100) Gbit/s, sender CPU \(.end.cpu_utilization_percent.host_total * 10 | round / 10)%\""
+    }
+    echo "== iperf3, 5 s each, alternating"
+    for target in veth loopback; do
+      echo "$target:"
+      for round in 1 2 3; do
+        start false; iperf "without" $target; stop
+        start true; iperf "with   " $target; stop
+      done
+    done
+    echo "== the programs'"'"' own cost (kernel.bpf_stats_enabled), one veth run"
+    old=$(sysctl -n kernel.bpf_stats_enabled)
+    sysctl -qw kernel.bpf_stats_enabled=1
+    start true; iperf "with" veth
+    for p in tne_rx tne_tx; do
+      bpftool prog show name $p -j | jq -r "\"  $p: \(.run_cnt) runs, \(if .run_cnt > 0 then (.run_time_ns / .run_cnt | round) else 0 end) ns a run\""
+    done
+    stop
+    sysctl -qw kernel.bpf_stats_enabled=$old
+    echo "== scrape of 48 interfaces, with N cgroups counted (wrk, 10 s)"
+    root=$(awk "\$9 == \"cgroup2\" {print \$5}" /proc/self/mountinfo | tail -1)
+    for n in 100 10000; do
+      parent="$root/tne-bench-$$"
+      mkdir -p "$parent"
+      for i in $(seq "$n"); do
+        mkdir "$parent/c$i"
+        (echo $BASHPID > "$parent/c$i/cgroup.procs"; echo x > /dev/udp/127.0.0.1/9) 2>/dev/null || true
+      done
+      for on in false true; do
+        printf "[accounting]\nenabled = %s\ncgroup = \"%s\"\n[vm]\nsources = [\"qemu\"]\n" "$on" "$parent" > "$WORK/c.toml"
+        "$BIN" --config.file="$WORK/c.toml" --web.listen-address=127.0.0.1:19554 --docker.socket= --log.level=warn &
+        pid=$!; sleep 2
+        series=$(curl -s http://127.0.0.1:19554/metrics | grep -c "^net_workload_tx_bytes_total" || true)
+        printf "  %s cgroups, accounting %-5s (%s workload series): " "$n" "$on" "$series"
+        wrk -t1 -c1 -d10s --latency http://127.0.0.1:19554/metrics | awk "/Requests\/sec/ {r=\$2} / 50%/ {p=\$2} / 99%/ {q=\$2} END {printf \"%s req/s, p50 %s, p99 %s\\n\", r, p, q}"
+        kill $pid; wait $pid 2>/dev/null || true
+      done
+      for i in $(seq "$n"); do rmdir "$parent/c$i"; done
+      rmdir "$parent"
+    done
+  '
+  ;;
+churn)
+  # Uses the host's dockerd (DOCKER_HOST or the default socket).
+  cargo build --release -q
+  n=${N:-500}
+  mkdir -p "$work/image/bin"
+  cp /bin/busybox "$work/image/bin/busybox"
+  for a in sh nc sleep; do ln -sf busybox "$work/image/bin/$a"; done
+  tar -C "$work/image" -c . | docker import - tne-churn:load >/dev/null
+  cleanup_churn() {
+    docker rm -f $(docker ps -aq --filter label=tne-churn=1) >/dev/null 2>&1 || true
+    kill "$(cat "$work/pid" 2>/dev/null)" 2>/dev/null || true
+    rm -rf "$work"
+  }
+  trap cleanup_churn EXIT
+  printf '[docker]\ninterval = "5s"\n[accounting]\ninterval = "5s"\n' > "$work/c.toml"
+  "$bin" --config.file="$work/c.toml" --web.listen-address=127.0.0.1:19555 --log.level=warn &
+  pid=$!; echo $pid > "$work/pid"; sleep 2
+  (while kill -0 $pid 2>/dev/null; do
+     curl -s http://127.0.0.1:19555/metrics | grep '^net_workload_tx_bytes_total{instance_type="docker"' \
+       | sed -n 's/.*instance="\([^"]*\)".*/\1/p' >> "$work/seen"
+     sleep 0.2
+   done) &
+  scraper=$!
+  workloads() { curl -s http://127.0.0.1:19555/metrics | grep -c '^net_workload_tx_bytes_total' || true; }
+  echo "before: RSS $(rss_kib $pid) KiB, workload series $(workloads)"
+  for batch in $(seq 0 49 $((n - 1))); do
+    for i in $(seq "$batch" $((batch + 49))); do
+      [ "$i" -lt "$n" ] || break
+      docker run -d --label tne-churn=1 --name "tne-churn-$i" --network host tne-churn:load \
+        sh -c "echo churn-$i | nc -u -w1 127.0.0.1 9; sleep 3600" >/dev/null
+    done
+    sleep 6
+    echo "after starting $((batch + 50)): RSS $(rss_kib $pid) KiB, workload series $(workloads)"
+    docker rm -f $(docker ps -aq --filter label=tne-churn=1) >/dev/null
+  done
+  sleep 12
+  echo "after removing all: RSS $(rss_kib $pid) KiB (peak $(hwm_kib $pid) KiB), workload series $(workloads)"
+  kill $scraper 2>/dev/null || true
+  sort -u "$work/seen" > "$work/names"
+  echo "docker workloads ever seen: $(wc -l < "$work/names"); not a churn container's name: $(grep -cv '^tne-churn-[0-9]*$' "$work/names" || true)"
+  ;;
 *)
-  echo "usage: $0 bench|http|memory|procscan|midclt|docker" >&2
+  echo "usage: $0 bench|http|memory|procscan|midclt|docker|accounting|churn" >&2
   exit 2
   ;;
 esac
