@@ -285,7 +285,6 @@ accounting)
     ip link add tnebench0 type veth peer name tnebench1 netns far
     ip addr add 10.88.0.1/24 dev tnebench0 && ip link set tnebench0 up
     ip -n far addr add 10.88.0.2/24 dev tnebench1 && ip -n far link set tnebench1 up
-    iperf3 -s -D -1 >/dev/null 2>&1 || true
     start() { # $1 = accounting on|off; the exporter on 19554
       printf "[accounting]\nenabled = %s\n[vm]\nsources = [\"qemu\"]\n" "$1" > "$WORK/c.toml"
       "$BIN" --config.file="$WORK/c.toml" --web.listen-address=127.0.0.1:19554 \
