@@ -30,6 +30,8 @@ use crate::workloads::Workloads;
 
 pub struct Exporter {
     pub config: Config,
+    /// Hit when the kernel's per-cgroup maps are full.
+    cgroups_full: Arc<crate::telemetry::LimitMetric>,
     pub hub: Hub,
     pub telemetry: Telemetry,
     netdev: NetdevReader,
@@ -42,6 +44,7 @@ impl Exporter {
         let telemetry = Telemetry::new();
         let workloads = attach_accounting(&config, &telemetry);
         Arc::new(Exporter {
+            cgroups_full: telemetry.limit(crate::telemetry::Limit::AccountingCgroups),
             netdev: NetdevReader::new(&config.procfs, config.netdev, &telemetry),
             hub: Hub::new(config.labels.clone(), workloads),
             telemetry,
@@ -289,6 +292,10 @@ impl Exporter {
 /// says so once, at info, and `source_up{resolver="cgroups",source="bpf"}`
 /// is 0: everything else works as without it.
 fn attach_accounting(config: &Config, telemetry: &Telemetry) -> Option<Workloads> {
+    // A one-off run would count nothing: the programs start at zero.
+    if config.mode != crate::config::RunMode::Serve {
+        return None;
+    }
     let settings = config.accounting.as_ref()?;
     let (up, _) = telemetry.source("cgroups", "bpf");
     let mountinfo = config.procfs.join("self/mountinfo");
@@ -368,8 +375,23 @@ impl Iterator for ScrapeBody {
             && let Some(workloads) = self.exporter.hub.workloads()
         {
             match workloads.write(&mut out) {
-                Ok(stats) if stats.unknown > 0 => self.exporter.hub.wake_for_unknown_cgroups(),
-                Ok(_) => {}
+                Ok(stats) => {
+                    if stats.unknown > 0 {
+                        self.exporter.hub.wake_for_unknown_cgroups();
+                    }
+                    let max = self
+                        .exporter
+                        .config
+                        .accounting
+                        .as_ref()
+                        .map(|a| a.max_cgroups);
+                    if max.is_some_and(|max| stats.counted >= max as usize) {
+                        self.exporter.cgroups_full.hit(&format!(
+                            "{} cgroups counted: new ones go uncounted ([accounting] max_cgroups)",
+                            stats.counted
+                        ));
+                    }
+                }
                 Err(e) => tracing::debug!(error = %e, "cannot read the counters per cgroup"),
             }
         }

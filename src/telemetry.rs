@@ -310,10 +310,12 @@ pub enum Limit {
     CommandTimeout,
     /// A Docker API response larger than its limit.
     DockerResponse,
+    /// The kernel's per-cgroup maps are full: new cgroups go uncounted.
+    AccountingCgroups,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 9] = [
+    pub const ALL: [Limit; 10] = [
         Limit::HttpHeaderTimeout,
         Limit::HttpWriteTimeout,
         Limit::HttpConnections,
@@ -323,6 +325,7 @@ impl Limit {
         Limit::CommandOutput,
         Limit::CommandTimeout,
         Limit::DockerResponse,
+        Limit::AccountingCgroups,
     ];
 
     pub fn name(self) -> &'static str {
@@ -331,6 +334,7 @@ impl Limit {
             Limit::HttpWriteTimeout => "http_write_timeout",
             Limit::HttpConnections => "http_connections",
             Limit::HttpRequests => "http_requests",
+            Limit::AccountingCgroups => "accounting_cgroups",
             Limit::NetdevSize => "netdev_size",
             Limit::NetdevTimeout => "netdev_timeout",
             Limit::CommandOutput => "command_output",

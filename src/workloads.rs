@@ -133,6 +133,8 @@ pub struct ReadStats {
     pub workloads: usize,
     /// Cgroups counted that the last composition did not know (new since).
     pub unknown: usize,
+    /// Cgroups in the kernel's maps.
+    pub counted: usize,
 }
 
 /// The counting programs and the latest table.
@@ -212,7 +214,10 @@ impl Workloads {
         let counts = self.accounting.read()?;
         let table = self.table.load();
         let mut sums = table.retired.clone();
-        let mut stats = ReadStats::default();
+        let mut stats = ReadStats {
+            counted: counts.len(),
+            ..ReadStats::default()
+        };
         for (id, c) in &counts {
             match table.by_id.get(id) {
                 Some(&w) => add(&mut sums[w as usize], c),

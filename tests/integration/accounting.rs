@@ -401,3 +401,58 @@ fn without_the_privilege_it_serves_and_says_so() {
     );
     assert!(text.contains("Operation not permitted"), "why: {text}");
 }
+
+/// Past `[accounting] max_cgroups`, a new cgroup goes uncounted, and the
+/// exporter counts the hit; nothing else changes.
+#[test]
+fn full_maps_are_a_counted_limit() {
+    if !require(is_root(), "needs root to load BPF programs") {
+        return;
+    }
+    let Some(cgroup) = test_cgroup("full") else {
+        return;
+    };
+    let top = cgroup.0[0].clone();
+    let (a, b) = (top.join("a.service"), top.join("b.service"));
+    let _children = Cleanup(vec![a.clone(), b.clone()]);
+    for dir in [&a, &b] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let host = crate::support::copy_fixture("seed-host");
+    let server = crate::http::Server::start(
+        host.path(),
+        &format!(
+            "[accounting]\ncgroup = {:?}\nmax_cgroups = 1\ninterval = \"1s\"\n",
+            top.display().to_string()
+        ),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    for dir in [&a, &b] {
+        let mut child = run_in(
+            dir,
+            &format!("head -c 1000 /dev/zero > /dev/tcp/127.0.0.1/{port}"),
+        );
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    let hits = crate::support::wait_for(std::time::Duration::from_secs(10), || {
+        let samples = crate::support::parse(&server.metrics());
+        let hits = samples
+            .iter()
+            .find(|s| {
+                s.name == "truenas_net_exporter_limit_hits_total"
+                    && s.label("limit") == Some("accounting_cgroups")
+            })
+            .map(|s| s.value)?;
+        (hits >= 1.0).then_some(samples)
+    })
+    .expect("the full maps are counted");
+    let services = hits
+        .iter()
+        .filter(|s| s.name == "net_workload_tx_bytes_total")
+        .count();
+    assert_eq!(services, 1, "one cgroup counted");
+}
