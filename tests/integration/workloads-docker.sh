@@ -6,7 +6,8 @@
 # container, a host-network container, a macvlan container on the uplink,
 # and a process in a system.slice service cgroup. workloads.rs runs this
 # through `unshare -n -p -f -m --mount-proc` and drives it by files in $ROOT.
-# Needs: $BIN, $ROOT, $PORT, $BYTES; dockerd, docker, busybox, iproute2, python3.
+# Needs: $BIN, $ROOT, $PORT, $BYTES; dockerd, docker, busybox, iproute2, python3,
+# qemu-system-x86_64, setpriv.
 set -euo pipefail
 exec 2>"$ROOT/script.log"
 trap 'echo "workloads-docker.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
@@ -87,6 +88,12 @@ mkdir -p /sys/fs/cgroup/system.slice/tnesvc.service
   exec busybox sh -c "head -c $BYTES /dev/zero | busybox nc 10.77.0.2 5001; sleep 3600") &
 svc=/sys/fs/cgroup/system.slice/tnesvc.service
 settle
+# A VM: its traffic is its tap's, not its QEMU's sockets'.
+mkdir -p /dev/net 2>/dev/null || true
+[ -e /dev/net/tun ] || mknod -m 666 /dev/net/tun c 10 200
+qemu-system-x86_64 -machine none -S -display none -name guest=3_tnevm \
+  -netdev tap,id=n0,ifname=vnet30,script=no,downscript=no \
+  -daemonize -pidfile "$ROOT/qemu.pid" 2>"$ROOT/qemu.log"
 touch "$ROOT/sent"
 
 until [ -e "$ROOT/done" ]; do sleep 0.1; done
@@ -95,3 +102,4 @@ docker rm -f bridged hostnet macvlan >/dev/null 2>&1 || true
 echo 1 >"$svc/cgroup.kill" 2>/dev/null || xargs -r kill -9 <"$svc/cgroup.procs" || true
 for _ in $(seq 50); do rmdir "$svc" 2>/dev/null && break; sleep 0.1; done
 kill "$(cat "$ROOT/dockerd.pid")" 2>/dev/null || true
+kill "$(cat "$ROOT/qemu.pid")" 2>/dev/null || true

@@ -15,7 +15,16 @@ const BYTES: u64 = 20_000_000;
 #[test]
 fn every_workload_on_a_truenas_like_host_is_named() {
     let tools = [
-        "dockerd", "docker", "busybox", "python3", "unshare", "nsenter", "curl", "ip",
+        "dockerd",
+        "docker",
+        "busybox",
+        "python3",
+        "unshare",
+        "nsenter",
+        "curl",
+        "ip",
+        "qemu-system-x86_64",
+        "setpriv",
     ];
     if !require(is_root(), "needs root for namespaces, dockerd and BPF")
         || !require(
@@ -78,6 +87,15 @@ fn every_workload_on_a_truenas_like_host_is_named() {
             host.log()
         )
     });
+    // The VM's tap is the VM's, in the interface counters.
+    let tap = parse(&body)
+        .into_iter()
+        .find(|s| s.name == "net_interface_info" && s.label("interface") == Some("vnet30"));
+    assert_eq!(
+        tap.as_ref().and_then(|s| s.label("instance")),
+        Some("tnevm"),
+        "the VM's tap: {tap:?}"
+    );
     let sink = std::fs::read_to_string(host.root.path().join("sink.log")).unwrap_or_default();
     eprintln!("the LAN received (peer, bytes):\n{sink}");
     let mut named = 0;
@@ -86,9 +104,10 @@ fn every_workload_on_a_truenas_like_host_is_named() {
         let packets = value(&body, "net_workload_tx_packets_total", kind, name).unwrap();
         eprintln!("{kind} {name}: {tx} bytes sent in {packets} packets");
         // L3: the payload and each packet's IP and TCP headers (at most 60
-        // bytes), and 1% for what TCP may send again.
+        // bytes), and 5% for what TCP sends again when the receiving end
+        // falls behind (on a busy 2-core machine, it does).
         assert!(
-            tx <= BYTES + 60 * packets + BYTES / 100,
+            tx <= BYTES + 60 * packets + BYTES / 20,
             "{kind} {name}: {tx} bytes in {packets} packets"
         );
         named += tx;
