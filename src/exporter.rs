@@ -275,6 +275,37 @@ impl Exporter {
         Ok((scrape, time))
     }
 
+    /// The `net_workload_*` families: from the kernel's per-cgroup
+    /// counters, or, where there are none, from the namespaces of the
+    /// containers that have no host interface.
+    fn write_workloads(&self, out: &mut Vec<u8>) {
+        let Some(workloads) = self.hub.workloads() else {
+            crate::namespaces::write(&self.config.procfs, &self.hub.namespace_only(), out);
+            return;
+        };
+        let (up, errors) = self.telemetry.source("cgroups", "bpf");
+        match workloads.write(out) {
+            Ok(stats) => {
+                up.set(1.0);
+                if stats.unknown > 0 {
+                    self.hub.wake_for_unknown_cgroups();
+                }
+                let max = self.config.accounting.as_ref().map(|a| a.max_cgroups);
+                if max.is_some_and(|max| stats.counted >= max as usize) {
+                    self.cgroups_full.hit(&format!(
+                        "{} cgroups counted: new ones go uncounted ([accounting] max_cgroups)",
+                        stats.counted
+                    ));
+                }
+            }
+            Err(e) => {
+                up.set(0.0);
+                errors.increment(1);
+                tracing::debug!(error = %e, "cannot read the counters per cgroup");
+            }
+        }
+    }
+
     fn after_join(&self, stats: &JoinStats) {
         if stats.malformed > 0 {
             self.telemetry.malformed_lines.increment(stats.malformed);
@@ -371,33 +402,8 @@ impl Iterator for ScrapeBody {
             return Some(out);
         }
         self.done = true;
-        if self.scrape.is_some()
-            && let Some(workloads) = self.exporter.hub.workloads()
-        {
-            match workloads.write(&mut out) {
-                Ok(stats) => {
-                    if stats.unknown > 0 {
-                        self.exporter.hub.wake_for_unknown_cgroups();
-                    }
-                    let max = self
-                        .exporter
-                        .config
-                        .accounting
-                        .as_ref()
-                        .map(|a| a.max_cgroups);
-                    if max.is_some_and(|max| stats.counted >= max as usize) {
-                        self.exporter.cgroups_full.hit(&format!(
-                            "{} cgroups counted: new ones go uncounted ([accounting] max_cgroups)",
-                            stats.counted
-                        ));
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "cannot read the counters per cgroup"),
-            }
-        }
-        if self.scrape.is_some() && self.exporter.hub.workloads().is_none() {
-            let list = self.exporter.hub.namespace_only();
-            crate::namespaces::write(&self.exporter.config.procfs, &list, &mut out);
+        if self.scrape.is_some() {
+            self.exporter.write_workloads(&mut out);
         }
         let telemetry = &self.exporter.telemetry;
         telemetry
