@@ -201,28 +201,9 @@ fn the_scrape_names_each_cgroups_traffic() {
     for dir in [&worker, &container] {
         std::fs::create_dir_all(dir).unwrap();
     }
-    let host = crate::support::copy_fixture("seed-host");
-    let server = crate::http::Server::start(
-        host.path(),
-        &format!(
-            "[accounting]\ncgroup = {:?}\ninterval = \"1s\"\n",
-            top.display().to_string()
-        ),
-    );
-
-    let server_socket = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = server_socket.local_addr().unwrap().port();
-    let send = |cgroup: &Path, bytes: usize| {
-        let mut child = run_in(
-            cgroup,
-            &format!("head -c {bytes} /dev/zero > /dev/tcp/127.0.0.1/{port}"),
-        );
-        let (mut conn, _) = server_socket.accept().unwrap();
-        let mut got = Vec::new();
-        conn.read_to_end(&mut got).unwrap();
-        assert!(child.wait().unwrap().success());
-        assert_eq!(got.len(), bytes);
-    };
+    let (_host, server) = server_counting(&top, "");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let send = |cgroup: &Path, bytes: usize| send_from(&listener, cgroup, bytes);
     send(&service, 1_000_000);
     send(&worker, 2_000_000);
     send(&container, 500_000);
@@ -258,6 +239,35 @@ fn the_scrape_names_each_cgroups_traffic() {
     std::thread::sleep(std::time::Duration::from_secs(3));
     let after = tx(&server.metrics(), "service", "tnetest").unwrap();
     assert!(after >= service_tx, "{after} < {service_tx}: went back");
+}
+
+/// The seed fixture served in-process with `extra` TOML after its
+/// `[accounting]` section, the programs linked at `cgroup`.
+fn server_counting(cgroup: &Path, extra: &str) -> (tempfile::TempDir, crate::http::Server) {
+    let host = crate::support::copy_fixture("seed-host");
+    let server = crate::http::Server::start(
+        host.path(),
+        &format!(
+            "[accounting]\ncgroup = {:?}\ninterval = \"1s\"\n{extra}",
+            cgroup.display().to_string()
+        ),
+    );
+    (host, server)
+}
+
+/// Sends `bytes` to `listener` from a process in `cgroup`, and waits until
+/// all arrived.
+fn send_from(listener: &TcpListener, cgroup: &Path, bytes: usize) {
+    let port = listener.local_addr().unwrap().port();
+    let mut child = run_in(
+        cgroup,
+        &format!("head -c {bytes} /dev/zero > /dev/tcp/127.0.0.1/{port}"),
+    );
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut got = Vec::new();
+    conn.read_to_end(&mut got).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(got.len(), bytes);
 }
 
 /// Removes cgroup directories, children first.
@@ -418,25 +428,10 @@ fn full_maps_are_a_counted_limit() {
     for dir in [&a, &b] {
         std::fs::create_dir_all(dir).unwrap();
     }
-    let host = crate::support::copy_fixture("seed-host");
-    let server = crate::http::Server::start(
-        host.path(),
-        &format!(
-            "[accounting]\ncgroup = {:?}\nmax_cgroups = 1\ninterval = \"1s\"\n",
-            top.display().to_string()
-        ),
-    );
+    let (_host, server) = server_counting(&top, "max_cgroups = 1\n");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     for dir in [&a, &b] {
-        let mut child = run_in(
-            dir,
-            &format!("head -c 1000 /dev/zero > /dev/tcp/127.0.0.1/{port}"),
-        );
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut got = Vec::new();
-        conn.read_to_end(&mut got).unwrap();
-        assert!(child.wait().unwrap().success());
+        send_from(&listener, dir, 1000);
     }
     let hits = crate::support::wait_for(std::time::Duration::from_secs(10), || {
         let samples = crate::support::parse(&server.metrics());
