@@ -13,18 +13,6 @@ use truenas_net_exporter::accounting::{Accounting, cgroup2_mount};
 
 use crate::support::{have, is_root, require};
 
-/// A cgroup of the test's own under the v2 hierarchy, removed at the end.
-struct TestCgroup(PathBuf);
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        for child in ["sender", "receiver"] {
-            let _ = std::fs::remove_dir(self.0.join(child));
-        }
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 /// Runs `script` in bash, in `cgroup` (it moves itself there first).
 fn run_in(cgroup: &Path, script: &str) -> std::process::Child {
     Command::new("bash")
@@ -54,22 +42,18 @@ fn each_cgroup_counts_what_its_sockets_sent_and_received() {
     {
         return;
     }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let Some(root) = cgroup2_mount(&mountinfo) else {
-        assert!(
-            require(false, "no cgroup v2 hierarchy mounted"),
-            "unreachable"
-        );
+    let Some(cgroup) = test_cgroup("accounting") else {
         return;
     };
-    let cgroup = TestCgroup(root.join(format!("tne-accounting-{}", std::process::id())));
-    for dir in ["", "sender", "receiver"] {
-        std::fs::create_dir_all(cgroup.0.join(dir)).unwrap();
+    let top = cgroup.0[0].clone();
+    let _children = Cleanup(vec![top.join("sender"), top.join("receiver")]);
+    for dir in ["sender", "receiver"] {
+        std::fs::create_dir_all(top.join(dir)).unwrap();
     }
-    let id = |child: &str| std::fs::metadata(cgroup.0.join(child)).unwrap().ino();
+    let id = |child: &str| std::fs::metadata(top.join(child)).unwrap().ino();
 
-    let accounting = Accounting::attach(&cgroup.0, 1024).unwrap();
-    let listing = attached(&cgroup.0);
+    let accounting = Accounting::attach(&top, 1024).unwrap();
+    let listing = attached(&top);
     assert!(
         listing.contains("tne_rx") && listing.contains("tne_tx"),
         "attached: {listing}"
@@ -81,7 +65,7 @@ fn each_cgroup_counts_what_its_sockets_sent_and_received() {
     let server = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = server.local_addr().unwrap().port();
     let sender = run_in(
-        &cgroup.0.join("sender"),
+        &top.join("sender"),
         &format!("head -c {SENT} /dev/zero > /dev/tcp/127.0.0.1/{port}"),
     );
     let (mut from_sender, _) = server.accept().unwrap();
@@ -89,7 +73,7 @@ fn each_cgroup_counts_what_its_sockets_sent_and_received() {
     from_sender.read_to_end(&mut got).unwrap();
     assert_eq!(got.len(), SENT);
     let receiver = run_in(
-        &cgroup.0.join("receiver"),
+        &top.join("receiver"),
         &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; cat <&3 > /dev/null"),
     );
     let (mut to_receiver, _) = server.accept().unwrap();
@@ -138,7 +122,7 @@ fn each_cgroup_counts_what_its_sockets_sent_and_received() {
     assert!(counts.contains_key(&id("receiver")));
 
     drop(accounting);
-    let listing = attached(&cgroup.0);
+    let listing = attached(&top);
     assert!(
         !listing.contains("tne_"),
         "closed links leave nothing: {listing}"
@@ -178,16 +162,11 @@ fn the_scrape_names_each_cgroups_traffic() {
     if !require(is_root(), "needs root to load BPF programs") {
         return;
     }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let Some(root) = cgroup2_mount(&mountinfo) else {
-        assert!(
-            require(false, "no cgroup v2 hierarchy mounted"),
-            "unreachable"
-        );
+    let Some(cgroup) = test_cgroup("workloads") else {
         return;
     };
     const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-    let top = root.join(format!("tne-workloads-{}", std::process::id()));
+    let top = cgroup.0[0].clone();
     let service = top.join("system.slice/tnetest.service");
     let worker = service.join("worker");
     let container = top.join(format!("system.slice/docker-{ID}.scope"));
@@ -196,7 +175,6 @@ fn the_scrape_names_each_cgroups_traffic() {
         service.clone(),
         container.clone(),
         top.join("system.slice"),
-        top.clone(),
     ]);
     for dir in [&worker, &container] {
         std::fs::create_dir_all(dir).unwrap();
