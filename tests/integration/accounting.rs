@@ -88,11 +88,11 @@ fn each_cgroup_counts_what_its_sockets_sent_and_received() {
     let receiver = counts.get(&id("receiver")).copied().unwrap_or_default();
     eprintln!("sender {sender:?}, receiver {receiver:?}");
     // L3 bytes: the payload plus each packet's IP and TCP headers (at most
-    // 60 + 60 bytes), the handshake and the close, and what TCP sent again
-    // (a 64 KiB segment over loopback now and then, as the interface sees).
+    // 60 + 60 bytes), the handshake and the close, and what TCP sent again:
+    // over a busy loopback, a 64 KiB segment now and then.
     let within = |bytes: u64, packets: u64, payload: usize| {
         let payload = payload as u64;
-        bytes >= payload && bytes <= payload + payload / 20 + 120 * packets + 1000
+        bytes >= payload && bytes <= payload + payload / 10 + 120 * packets + 140_000
     };
     assert!(
         within(sender.tx_bytes, sender.tx_packets, SENT),
@@ -206,11 +206,10 @@ fn the_scrape_names_each_cgroups_traffic() {
     let service_tx = tx(&body, "service", "tnetest").unwrap();
     let container_tx = tx(&body, "docker", &ID[..12]).unwrap();
     eprintln!("service sent {service_tx} bytes, the container {container_tx}");
-    assert!(service_tx <= 3_000_000.0 * 1.05 + 10_000.0, "{service_tx}");
-    assert!(
-        (500_000.0..=500_000.0 * 1.05 + 10_000.0).contains(&container_tx),
-        "{container_tx}"
-    );
+    // Headers, and over loopback a 64 KiB segment sent again now and then.
+    let within = |sent: f64| sent..=sent * 1.05 + 140_000.0;
+    assert!(within(3_000_000.0).contains(&service_tx), "{service_tx}");
+    assert!(within(500_000.0).contains(&container_tx), "{container_tx}");
 
     // The worker's cgroup goes: its bytes stay the service's.
     std::fs::remove_dir(&worker).unwrap();
