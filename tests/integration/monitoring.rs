@@ -4,20 +4,24 @@
 //! the README's config (the seed-host fixture: NICs, bridges, VLANs, VMs; this
 //! host with a live Docker app; a fixture with an LXC container), each panel
 //! returning data, every series keeping its host. A panel added later is
-//! checked the same way: the test walks the JSON.
+//! checked the same way: the test walks the JSON. The live host counts
+//! traffic per cgroup: a bridged app, a host-network app and a service
+//! stand-in send bytes, so the per-app and per-service panels show them.
 
 use std::collections::BTreeSet;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use serde_json::Value;
+use truenas_net_exporter::accounting::cgroup2_mount;
 
-use crate::docker::{Cleanup, engine, server_on, shared_engine};
+use crate::docker::{Cleanup, IMAGE, docker, engine, server_on, shared_engine};
 use crate::fixture_host::seed_vm_toml;
 use crate::http::Server;
 use crate::prometheus::{all_answer, query_values, readme_scrape_config, start_prometheus_with};
-use crate::support::{copy_fixture, have, require, wait_for};
+use crate::support::{copy_fixture, have, parse, require, wait_for};
 
 pub(crate) fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("monitoring")
@@ -168,6 +172,106 @@ pub(crate) fn host_with_a_system_container() -> tempfile::TempDir {
     host
 }
 
+/// A TCP server on `addr` (port 0: any) that reads and drops what it is
+/// sent: where the test's workloads send their bytes.
+pub(crate) fn sink(addr: &str) -> SocketAddr {
+    let listener = TcpListener::bind(addr).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || std::io::copy(&mut &conn, &mut std::io::sink()));
+        }
+    });
+    addr
+}
+
+/// A shell loop for busybox `sh`: 4 KB to `to` every second.
+pub(crate) fn send_loop(to: SocketAddr) -> String {
+    format!(
+        "while :; do head -c 4096 /dev/zero | nc -w 1 {} {}; sleep 1; done",
+        to.ip(),
+        to.port()
+    )
+}
+
+/// The cgroup v2 hierarchy this process sees, if any.
+pub(crate) fn cgroup2() -> Option<PathBuf> {
+    cgroup2_mount(&std::fs::read_to_string("/proc/self/mountinfo").ok()?)
+}
+
+/// Cgroups of the test's own, each with a shell in it sending 4 KB a second
+/// over TCP, for the per-cgroup counters to name (a systemd service is
+/// `<hierarchy>/system.slice/<unit>.service`). Dropping it kills what runs
+/// in them and removes the cgroups it made.
+#[derive(Default)]
+pub(crate) struct Senders {
+    made: Vec<PathBuf>,
+    cgroups: Vec<PathBuf>,
+    shells: Vec<Child>,
+}
+
+impl Senders {
+    /// A shell in `cgroup`, made with any missing parent, sending to `to`.
+    pub(crate) fn start(&mut self, cgroup: &Path, to: SocketAddr) {
+        let mut missing: Vec<&Path> = cgroup.ancestors().take_while(|d| !d.exists()).collect();
+        missing.reverse();
+        for dir in missing {
+            std::fs::create_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            self.made.push(dir.to_owned());
+        }
+        self.cgroups.push(cgroup.to_owned());
+        // The shell moves itself in first: its children and sockets follow.
+        let shell = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && while :; do head -c 4096 /dev/zero > /dev/tcp/{}/{}; sleep 1; done",
+                cgroup.display(),
+                to.ip(),
+                to.port()
+            ))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.shells.push(shell);
+    }
+}
+
+impl Drop for Senders {
+    fn drop(&mut self) {
+        for shell in &mut self.shells {
+            let _ = shell.kill();
+            let _ = shell.wait();
+        }
+        // A `sleep` or `head` the shell left; a cgroup with a process in it
+        // cannot be removed.
+        for cgroup in &self.cgroups {
+            let _ = std::fs::write(cgroup.join("cgroup.kill"), "1");
+            let _ = wait_for(Duration::from_secs(5), || {
+                let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).ok()?;
+                procs.trim().is_empty().then_some(())
+            });
+        }
+        for dir in self.made.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Whether `server`'s exporter counts traffic per cgroup (it loaded its
+/// BPF programs).
+pub(crate) fn counts_per_cgroup(server: &Server) -> bool {
+    parse(&server.metrics()).iter().any(|s| {
+        s.name == "truenas_net_exporter_source_up"
+            && s.label("resolver") == Some("cgroups")
+            && s.label("source") == Some("bpf")
+            && s.value == 1.0
+    })
+}
+
+/// The per-cgroup counting every 1 s (30 s by default), so that a cgroup
+/// the test makes is named at once.
+pub(crate) const ACCOUNTING_1S: &str = "[accounting]\ninterval = \"1s\"\n";
+
 /// Substitutes the dashboard's variables as "All" and a short window.
 pub(crate) fn concrete(expr: &str) -> String {
     expr.replace("$__rate_interval", "1m")
@@ -183,15 +287,66 @@ fn every_panel_and_rule_answers_on_a_real_prometheus() {
     {
         return;
     }
+    let Some(hierarchy) = cgroup2() else {
+        require(false, "no cgroup v2 hierarchy: no traffic per workload");
+        return;
+    };
     let _engine = shared_engine();
     let n = std::process::id();
     let app = format!("tnemon{n}");
     let mut c = Cleanup::default();
-    c.app(&app);
+    let net = c.app(&app);
+    // Bytes for the per-cgroup counters: the app's container on its bridge
+    // sends to the bridge's host address; a second app, on the host
+    // network (no veth: only those counters see it), and a service
+    // stand-in send to the loopback.
+    let gateway = docker(&[
+        "network",
+        "inspect",
+        &net,
+        "-f",
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+    ]);
+    let bridged_sink = sink(&format!("{gateway}:0"));
+    docker(&[
+        "exec",
+        "-d",
+        &format!("ix-{app}-web-1"),
+        "sh",
+        "-c",
+        &send_loop(bridged_sink),
+    ]);
+    let local_sink = sink("127.0.0.1:0");
+    let host_app = format!("{app}h");
+    c.run(
+        &format!("ix-{host_app}-web-1"),
+        &[
+            "--label",
+            &format!("com.docker.compose.project=ix-{host_app}"),
+            "--network",
+            "host",
+            IMAGE,
+            "sh",
+            "-c",
+            &send_loop(local_sink),
+        ],
+    );
+    let mut senders = Senders::default();
+    senders.start(
+        &hierarchy.join(format!("system.slice/{app}.service")),
+        local_sink,
+    );
+
     let seed = Server::start(&crate::support::fixture("seed-host"), &seed_vm_toml());
     let containers = host_with_a_system_container();
     let lxc = Server::start(containers.path(), "");
-    let docker_host = server_on(&crate::docker::socket(), "");
+    let docker_host = server_on(&crate::docker::socket(), ACCOUNTING_1S);
+    if !require(
+        counts_per_cgroup(&docker_host),
+        "the exporter cannot load its BPF programs: no traffic per workload",
+    ) {
+        return;
+    }
     let targets = [seed.addr, lxc.addr, docker_host.addr];
     let rules = [
         dir().join("prometheus_rules.yaml"),
@@ -225,6 +380,31 @@ fn every_panel_and_rule_answers_on_a_real_prometheus() {
             .collect()
     };
     assert!(owners("host_app:net_interface_receive_bits:rate5m", "app").contains(&app));
+    // Per app from the app's side: the bridged app and the host-network one
+    // (which has no veth, so the host-side record lacks it); per service.
+    let per_app = "host_app:net_workload_transmit_bits:rate5m";
+    wait_for(Duration::from_secs(60), || {
+        let apps = owners(per_app, "app");
+        (apps.contains(&app) && apps.contains(&host_app)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{per_app}: {:?}", owners(per_app, "app")));
+    assert!(!owners("host_app:net_interface_receive_bits:rate5m", "app").contains(&host_app));
+    let per_service = "host_service:net_workload_transmit_bits:rate5m";
+    wait_for(Duration::from_secs(60), || {
+        owners(per_service, "instance").contains(&app).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{per_service}: {:?}", owners(per_service, "instance")));
+    // The bridged app is counted once: its veth's bytes (about as many) are
+    // not added to its cgroup's.
+    let once = format!(
+        "{per_app}{{app=\"{app}\"}} / on (host, app) \
+         (8 * sum by (host, app) (rate(net_workload_tx_bytes_total{{app=\"{app}\"}}[5m])))"
+    );
+    wait_for(Duration::from_secs(30), || {
+        let ratio = query_values(prom.addr, &once).first()?.1;
+        ((ratio - 1.0).abs() < 0.1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{once}: {:?}", query_values(prom.addr, &once)));
     assert!(owners("host_vm:net_interface_receive_bits:rate5m", "instance").contains("vyos"));
     assert!(
         owners(
