@@ -1,6 +1,7 @@
 //! Layer 5: a real Prometheus (Debian's `prometheus`) scrapes two exporters
 //! every second: the seed-host fixture (NICs, bridges, VMs through its fake
-//! midclt) and this host with a real Docker engine and a TrueNAS-style app.
+//! midclt) and this host with a real Docker engine, a TrueNAS-style app and
+//! a systemd service stand-in (a cgroup of the test's own) sending bytes.
 //! Its scrape config is the README's, and every PromQL line of the README is
 //! run through the HTTP API and must return the expected series. With the
 //! same config, two exporters of the same host stay two hosts.
@@ -13,6 +14,7 @@ use std::time::Duration;
 use crate::docker::{Cleanup, engine, server_on, shared_engine};
 use crate::fixture_host::seed_vm_toml;
 use crate::http::Server;
+use crate::monitoring::{ACCOUNTING_1S, Senders, cgroup2, counts_per_cgroup, sink};
 use crate::support::{GrowingRx, copy_fixture, fixture, have, http, require, wait_for};
 
 /// The README, cut at `## Prometheus`: what comes before, and the section on.
@@ -205,19 +207,35 @@ fn readme_queries_answer_from_a_real_prometheus() {
     {
         return;
     }
+    let Some(hierarchy) = cgroup2() else {
+        require(false, "no cgroup v2 hierarchy: no traffic per service");
+        return;
+    };
     let _engine = shared_engine();
     let n = std::process::id();
     let app = format!("tneprom{n}");
     let mut c = Cleanup::default();
     let net = c.app(&app);
+    // A service stand-in that sends bytes, for the per-service query.
+    let mut senders = Senders::default();
+    senders.start(
+        &hierarchy.join(format!("system.slice/{app}.service")),
+        sink("127.0.0.1:0"),
+    );
 
     let fixture_server = Server::start(&fixture("seed-host"), &seed_vm_toml());
-    let host_server = server_on(&crate::docker::socket(), "");
+    let host_server = server_on(&crate::docker::socket(), ACCOUNTING_1S);
+    if !require(
+        counts_per_cgroup(&host_server),
+        "the exporter cannot load its BPF programs: no traffic per service",
+    ) {
+        return;
+    }
     let prom = start_prometheus(&[fixture_server.addr, host_server.addr]);
 
     let (before, section) = readme();
     let queries = promql_lines(&section);
-    assert_eq!(queries.len(), 5, "the README's five queries");
+    assert_eq!(queries.len(), 6, "the README's six queries");
     // And those before the section: the VLAN join (a join on `interface`
     // alone would fail here: both hosts have `lo`) and utilisation.
     let others = promql_lines(&before);
@@ -241,28 +259,33 @@ fn readme_queries_answer_from_a_real_prometheus() {
         ["pihole", "pritunl", "vnet5", "vyos"],
         "per VM (vnet5 is held by no VM)"
     );
-    let nics = label_values(&results[2], "interface");
+    let service = wait_for(Duration::from_secs(30), || {
+        let services = label_values(&query(prom.addr, &queries[2]), "instance");
+        services.contains(&app).then_some(())
+    });
+    assert!(service.is_some(), "per service: {:?}", results[2]);
+    let nics = label_values(&results[3], "interface");
     assert!(
         nics.contains(&"enp8s0f0".to_owned()) && nics.contains(&"enp8s0f1".to_owned()),
         "{nics:?}"
     );
     assert!(
-        label_values(&results[3], "instance").contains(&net),
+        label_values(&results[4], "instance").contains(&net),
         "bridge totals: {:?}",
-        results[3]
+        results[4]
     );
-    assert!(label_values(&results[4], "interface").contains(&"vlan1".to_owned()));
+    assert!(label_values(&results[5], "interface").contains(&"vlan1".to_owned()));
 
-    let vlans = label_values(&results[5], "vlan");
+    let vlans = label_values(&results[6], "vlan");
     assert!(
         vlans.contains(&"1".to_owned()) && vlans.contains(&"2".to_owned()),
         "{vlans:?}"
     );
     assert!(
-        results[5].iter().all(|s| s.contains_key("host")),
+        results[6].iter().all(|s| s.contains_key("host")),
         "each VLAN total is per host"
     );
-    let nics = label_values(&results[6], "interface");
+    let nics = label_values(&results[7], "interface");
     assert!(
         nics.contains(&"enp8s0f0".to_owned()) && nics.contains(&"enp8s0f1".to_owned()),
         "utilisation where the speed is known: {nics:?}"
@@ -270,7 +293,7 @@ fn readme_queries_answer_from_a_real_prometheus() {
 
     // The README's honor_labels keeps the exporter's owner label as `instance`.
     assert!(
-        results[2]
+        results[3]
             .iter()
             .all(|s| !s.contains_key("exported_instance"))
     );

@@ -1,7 +1,9 @@
 //! VictoriaMetrics (Debian's `victoria-metrics`, with vmalert) in place of
 //! Prometheus: its own scraper runs the README's scrape config unchanged
-//! against two exporters of the same fixture host, which stay two hosts;
-//! every README PromQL line and dashboard panel answers through its
+//! against two exporters of the same fixture host, which stay two hosts
+//! (one counting traffic per cgroup, below a cgroup of the test's own; the
+//! other without, its apps read on their veths); every README PromQL line
+//! and dashboard panel answers through its
 //! Prometheus API, the recording rules evaluated by vmalert; vmalert accepts
 //! the rule files; and a real Prometheus remote-writing into it delivers the
 //! same series it holds itself, as does a vmagent with the same config.
@@ -22,12 +24,17 @@ use truenas_net_exporter::cli::Cli;
 
 use crate::fixture_host::seed_vm_toml;
 use crate::http::Server;
-use crate::monitoring::{dashboard, host_with_a_system_container, panel_queries};
+use crate::monitoring::{
+    Senders, cgroup2, counts_per_cgroup, dashboard, host_with_a_system_container, panel_queries,
+    sink,
+};
 use crate::prometheus::{
     all_answer, encode, free_port, label_values, promql_lines, query_values, readme,
     readme_scrape_config, start_prometheus_with,
 };
-use crate::support::{GrowingRx, RX_BYTES, TX_BYTES, have, http, parse, require, wait_for};
+use crate::support::{
+    GrowingRx, RX_BYTES, TX_BYTES, have, http, is_root, parse, require, wait_for,
+};
 
 /// A server process on a loopback port with its own data directory, killed
 /// when dropped.
@@ -238,13 +245,18 @@ fn engine_answer(path: &str) -> Option<Value> {
 /// An exporter of `root` (an [`apps_host`]) with the fixture's VMs and the
 /// fake engine's apps, returned once both are resolved.
 pub(crate) fn apps_exporter(root: &Path, engine: &FakeEngine) -> Server {
+    apps_exporter_with(root, engine, "")
+}
+
+/// [`apps_exporter`] with `toml` added to its configuration.
+pub(crate) fn apps_exporter_with(root: &Path, engine: &FakeEngine, toml: &str) -> Server {
     let cli = Cli {
         rootfs: Some(root.to_owned()),
         procfs: Some(root.join("proc")),
         docker_socket: Some(engine.socket.to_str().unwrap().to_owned()),
         ..Cli::default()
     };
-    let server = Server::start_with(&cli, &seed_vm_toml());
+    let server = Server::start_with(&cli, &format!("{}{toml}", seed_vm_toml()));
     // Labels that change after the first scrape would make series twice.
     wait_for(Duration::from_secs(20), || {
         let samples = parse(&server.metrics());
@@ -357,10 +369,47 @@ fn victoria_scrapes_with_the_readme_config_and_answers_every_query_and_panel() {
     let engine = FakeEngine::start();
     let hosts = [apps_host(), apps_host()];
     let _traffic = traffic(&[hosts[0].path(), hosts[1].path()]);
+    // Host 0 also counts traffic per cgroup, in a cgroup tree of the test's
+    // own: a service and immich's container each send bytes there. Host 1
+    // cannot (its procfs has no cgroup hierarchy), so its apps fall back to
+    // their veths. Without BPF (not root) the per-service query and panel,
+    // which only those counters feed, go unchecked.
+    let n = std::process::id();
+    let service = format!("tnevm{n}");
+    let mut senders = Senders::default();
+    let tree = cgroup2()
+        .filter(|_| {
+            require(
+                is_root(),
+                "counting per cgroup needs root: the per-service query and panel go unchecked",
+            )
+        })
+        .map(|h| h.join(format!("tnevm{n}")));
+    let counting_toml = tree.as_ref().map_or(String::new(), |tree| {
+        let sink = sink("127.0.0.1:0");
+        let slice = tree.join("system.slice");
+        senders.start(&slice.join(format!("{service}.service")), sink);
+        senders.start(
+            &slice.join(format!("docker-{}.scope", container_id(0))),
+            sink,
+        );
+        format!(
+            "[accounting]\ncgroup = {:?}\ninterval = \"1s\"\n",
+            tree.display().to_string()
+        )
+    });
     let servers = [
-        apps_exporter(hosts[0].path(), &engine),
+        apps_exporter_with(hosts[0].path(), &engine, &counting_toml),
         apps_exporter(hosts[1].path(), &engine),
     ];
+    let counting = tree.is_some()
+        && require(
+            counts_per_cgroup(&servers[0]),
+            "the exporter cannot load its BPF programs: the per-service query and panel go unchecked",
+        );
+    // What only the per-cgroup counters feed.
+    let per_service =
+        |q: &str| q.contains("instance_type=\"service\"") || q.contains("host_service:");
     let one_host = parse(&servers[0].metrics())
         .iter()
         .filter(|s| s.name == "net_interface_rx_bytes_total")
@@ -444,15 +493,23 @@ fn victoria_scrapes_with_the_readme_config_and_answers_every_query_and_panel() {
         .into_iter()
         .chain(promql_lines(&before))
         .collect();
-    assert_eq!(queries.len(), 7, "{queries:?}");
+    assert_eq!(queries.len(), 8, "{queries:?}");
+    assert!(per_service(&queries[2]), "{}", queries[2]);
+    let answers = |q: &String, r: &Vec<(Map<String, Value>, f64)>| {
+        !r.is_empty() || (!counting && per_service(q))
+    };
     let results = wait_for(Duration::from_secs(60), || {
         let r: Vec<_> = queries.iter().map(|q| query_values(vm.addr, q)).collect();
-        r.iter().all(|s| !s.is_empty()).then_some(r)
+        queries
+            .iter()
+            .zip(&r)
+            .all(|(q, r)| answers(q, r))
+            .then_some(r)
     })
     .unwrap_or_else(|| {
         let empty: Vec<_> = queries
             .iter()
-            .filter(|q| query_values(vm.addr, q).is_empty())
+            .filter(|q| !answers(q, &query_values(vm.addr, q)))
             .collect();
         panic!("README queries without an answer from VictoriaMetrics: {empty:#?}")
     });
@@ -475,7 +532,19 @@ fn victoria_scrapes_with_the_readme_config_and_answers_every_query_and_panel() {
         ],
         "per VM, per host"
     );
-    assert!(labels(&results[3], "instance").contains(&"ix-immich_default".to_owned()));
+    if counting {
+        assert_eq!(
+            labels(&results[2], "instance"),
+            [service.clone()],
+            "per service"
+        );
+        assert_eq!(
+            labels(&results[2], "host"),
+            [servers[0].addr.to_string()],
+            "per service: host 0 only"
+        );
+    }
+    assert!(labels(&results[4], "instance").contains(&"ix-immich_default".to_owned()));
     for (q, series) in queries.iter().zip(&results) {
         for (l, _) in series {
             assert!(l.contains_key("host"), "{q} mixes hosts: {l:?}");
@@ -483,7 +552,10 @@ fn victoria_scrapes_with_the_readme_config_and_answers_every_query_and_panel() {
     }
 
     // Every dashboard panel, the recording rules' series written by vmalert.
-    let panel_queries = panel_queries(&dashboard());
+    let panel_queries: Vec<(String, String)> = panel_queries(&dashboard())
+        .into_iter()
+        .filter(|(_, q)| counting || !per_service(q))
+        .collect();
     assert!(panel_queries.len() >= 20, "{}", panel_queries.len());
     let answered = all_answer(vm.addr, &panel_queries, || {
         format!("vmalert: {}", vmalert.log())
@@ -497,21 +569,32 @@ fn victoria_scrapes_with_the_readme_config_and_answers_every_query_and_panel() {
         }
     }
     assert_eq!(hosts_seen.len(), 2, "{hosts_seen:?}");
+    let every_app = [
+        "grafana",
+        "grafana",
+        "immich",
+        "immich",
+        "nextcloud",
+        "nextcloud",
+    ];
     let apps = labels(
         &query_values(vm.addr, "host_app:net_interface_transmit_bits:rate5m"),
         "app",
     );
-    assert_eq!(
-        apps,
-        [
-            "grafana",
-            "grafana",
-            "immich",
-            "immich",
-            "nextcloud",
-            "nextcloud"
-        ]
-    );
+    assert_eq!(apps, every_app);
+    // From the apps' side, one series per host and app whichever the source.
+    // Only host 0's immich sends (its cgroup's bytes): the veths' receive
+    // (what an app sent) stays put in the fixture.
+    let sent = "host_app:net_workload_transmit_bits:rate5m";
+    let expected = |(l, _): &(Map<String, Value>, f64)| {
+        counting && l["app"] == "immich" && l["host"] == servers[0].addr.to_string().as_str()
+    };
+    let rates = wait_for(Duration::from_secs(30), || {
+        let r = query_values(vm.addr, sent);
+        (labels(&r, "app") == every_app && r.iter().all(|s| (s.1 > 0.0) == expected(s)))
+            .then_some(r)
+    });
+    assert!(rates.is_some(), "{sent}: {:?}", query_values(vm.addr, sent));
 
     // Every rule's expression evaluates through the query API, and vmalert
     // runs every rule without an error.
