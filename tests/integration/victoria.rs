@@ -535,7 +535,7 @@ fn victoria_scrapes_with_the_readme_config_and_answers_every_query_and_panel() {
     if counting {
         assert_eq!(
             labels(&results[2], "instance"),
-            [service.clone()],
+            std::slice::from_ref(&service),
             "per service"
         );
         assert_eq!(
