@@ -164,15 +164,17 @@ pub fn map_veths(fs: &Fs, procfs: &Path, containers: Vec<ContainerFacts>) -> Cla
         }
         // A host-network container's tuns are host interfaces (tailscale0,
         // zt*): its processes hold them open, as QEMU holds its taps.
-        if host_ns.is_some() && procfs::netns_of(fs, procfs, &c.pid.to_string()) == host_ns {
+        if c.host_network {
             let pids = cgroup
                 .as_deref()
                 .zip(cgroup2.as_deref())
                 .map(|(path, mount)| cgroup_procs(fs, mount, path))
                 .filter(|p| !p.is_empty())
                 .unwrap_or_else(|| vec![c.pid]);
+            tracing::debug!(container = %c.name, ?pids, "a host-network container's processes");
             for pid in pids {
                 for tun in procfs::held_tuns(fs, procfs, pid).unwrap_or_default() {
+                    tracing::debug!(container = %c.name, %tun, pid, "a tun the container holds");
                     veths.by_interface.insert(tun.into_bytes(), claim(c));
                 }
             }
