@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
-use crate::accounting::{Accounting, cgroup2_mount};
+use crate::accounting::{Accounting, Counts, cgroup2_mount};
 use crate::command::Runner;
 use crate::compose::LabelTable;
 use crate::config::{Config, Schedule, VmLookup};
@@ -26,7 +26,7 @@ use crate::sources::topology::TopologySource;
 use crate::sources::vm::VmSource;
 use crate::sources::{Claims, ResolverId, Source};
 use crate::telemetry::Telemetry;
-use crate::workloads::Workloads;
+use crate::workloads::{Workload, Workloads};
 
 pub struct Exporter {
     pub config: Config,
@@ -302,6 +302,24 @@ impl Exporter {
                 up.set(0.0);
                 errors.increment(1);
                 tracing::debug!(error = %e, "cannot read the counters per cgroup");
+            }
+        }
+    }
+
+    /// Each workload's counters, read now as a scrape reads them (for the
+    /// live view); `None` where the kernel does not count per cgroup here,
+    /// or its counters could not be read this time.
+    pub fn read_workloads(&self) -> Option<Vec<(Workload, Counts)>> {
+        match self.hub.workloads()?.read() {
+            Ok((read, stats)) => {
+                if stats.unknown > 0 {
+                    self.hub.wake_for_unknown_cgroups();
+                }
+                Some(read)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the counters per cgroup");
+                None
             }
         }
     }

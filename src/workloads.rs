@@ -211,6 +211,17 @@ impl Workloads {
 
     /// Reads the counters and writes the `net_workload_*` families.
     pub fn write(&self, out: &mut Vec<u8>) -> Result<ReadStats, AccountingError> {
+        let (sums, stats) = self.read()?;
+        let rows: Vec<(&str, Counts)> = sums.iter().map(|(w, c)| (&*w.rendered, *c)).collect();
+        write_families(out, &rows);
+        Ok(stats)
+    }
+
+    /// Reads the counters and sums them per workload, what gone cgroups
+    /// left it included: the workloads that have counted anything, by
+    /// their rendered labels (the order `write` writes them in). The
+    /// scrape and the live view both read through here, so they agree.
+    pub fn read(&self) -> Result<(Vec<(Workload, Counts)>, ReadStats), AccountingError> {
         let counts = self.accounting.read()?;
         let table = self.table.load();
         let mut sums = table.retired.clone();
@@ -224,29 +235,16 @@ impl Workloads {
                 None => stats.unknown += 1,
             }
         }
-        let mut order: Vec<usize> = (0..table.workloads.len()).collect();
-        order.retain(|&i| sums[i] != Counts::default());
-        order.sort_by(|&a, &b| {
-            table.workloads[a]
-                .rendered
-                .cmp(&table.workloads[b].rendered)
-        });
-        stats.workloads = order.len();
-        let mut num = itoa::Buffer::new();
-        for (name, help, value) in FAMILIES {
-            for part in ["# HELP ", name, " ", help, "\n# TYPE ", name, " counter\n"] {
-                out.extend_from_slice(part.as_bytes());
-            }
-            for &i in &order {
-                out.extend_from_slice(name.as_bytes());
-                out.push(b'{');
-                out.extend_from_slice(table.workloads[i].rendered.as_bytes());
-                out.extend_from_slice(b"} ");
-                out.extend_from_slice(num.format(value(&sums[i])).as_bytes());
-                out.push(b'\n');
-            }
-        }
-        Ok(stats)
+        let mut read: Vec<(Workload, Counts)> = table
+            .workloads
+            .iter()
+            .zip(sums)
+            .filter(|(_, c)| *c != Counts::default())
+            .map(|(w, c)| (w.clone(), c))
+            .collect();
+        read.sort_by(|a, b| a.0.rendered.cmp(&b.0.rendered));
+        stats.workloads = read.len();
+        Ok((read, stats))
     }
 }
 

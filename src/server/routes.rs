@@ -181,7 +181,8 @@ async fn live_view(exporter: &Arc<Exporter>, page: bool) -> warp::reply::Respons
             );
         }
     };
-    let document = live::Document::new(&scrape, read_at);
+    let workloads = exporter.read_workloads();
+    let document = live::Document::new(&scrape, read_at, workloads.as_deref());
     if page {
         let html = live::html::page(&document, &exporter.config.telemetry_path);
         live_asset("text/html; charset=utf-8", html, "no-store")

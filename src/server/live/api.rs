@@ -9,9 +9,12 @@ use std::time::SystemTime;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
+use crate::accounting::Counts;
 use crate::compose::{Interface, LabelTable};
 use crate::netdev::Counters;
+use crate::owner::OwnerKind;
 use crate::scrape::{FAMILIES, Scrape, Value};
+use crate::workloads::{self, Workload};
 
 /// An interface's owner, as the API names it.
 #[derive(Serialize)]
@@ -88,6 +91,66 @@ impl<'a> Entry<'a> {
     }
 }
 
+/// One workload as `/api/v1/interfaces` gives it: its labels as the
+/// `net_workload_*` families write them (`instance` is the owner label
+/// whatever `[labels] owner_label` calls it there), the owner the page shows
+/// it under, and its four counters, counted on its own side (`rx_bytes`:
+/// what its sockets received).
+#[derive(Serialize)]
+pub struct WorkloadEntry<'a> {
+    pub instance: &'a str,
+    pub instance_type: &'static str,
+    pub app: &'a str,
+    pub owner: OwnerRef<'a>,
+    #[serde(flatten)]
+    pub counters: WorkloadCounters<'a>,
+    /// The owner's kind, for the page's order.
+    #[serde(skip)]
+    pub owner_kind: OwnerKind,
+}
+
+/// The four counters under their families' names without `net_workload_`
+/// and `_total`, so the JSON cannot drift from `/metrics`.
+pub struct WorkloadCounters<'a>(pub &'a Counts);
+
+impl Serialize for WorkloadCounters<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(workloads::FAMILIES.len()))?;
+        for (name, _, value) in &workloads::FAMILIES {
+            let key = name
+                .trim_start_matches("net_workload_")
+                .trim_end_matches("_total");
+            map.serialize_entry(key, &value(self.0))?;
+        }
+        map.end()
+    }
+}
+
+impl<'a> WorkloadEntry<'a> {
+    pub fn new(workload: &'a Workload, counts: &'a Counts) -> WorkloadEntry<'a> {
+        let owner = &workload.owner;
+        // An app's containers are one owner named by the app, as its
+        // interfaces are (`compose::owner_of`); the workload keeps the
+        // container's name as its `instance`.
+        let name = if owner.kind == OwnerKind::App && !owner.app.is_empty() {
+            &owner.app
+        } else {
+            &owner.name
+        };
+        WorkloadEntry {
+            instance: &owner.name,
+            instance_type: workload.kind,
+            app: &owner.app,
+            owner: OwnerRef {
+                kind: owner.kind.as_str(),
+                name,
+            },
+            counters: WorkloadCounters(counts),
+            owner_kind: owner.kind,
+        }
+    }
+}
+
 /// What `/api/v1/interfaces` answers.
 #[derive(Serialize)]
 pub struct Document<'a> {
@@ -97,11 +160,19 @@ pub struct Document<'a> {
     pub time: f64,
     /// By interface name.
     pub interfaces: Vec<Entry<'a>>,
+    /// Traffic per workload, read right after net/dev, in the order of
+    /// `/metrics`; left out where the kernel does not count it here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workloads: Option<Vec<WorkloadEntry<'a>>>,
 }
 
 impl<'a> Document<'a> {
-    /// The interfaces of one join.
-    pub fn new<T: Deref<Target = LabelTable>>(scrape: &'a Scrape<T>, read_at: SystemTime) -> Self {
+    /// The interfaces of one join, and the workloads read with it.
+    pub fn new<T: Deref<Target = LabelTable>>(
+        scrape: &'a Scrape<T>,
+        read_at: SystemTime,
+        workloads: Option<&'a [(Workload, Counts)]>,
+    ) -> Self {
         let time = read_at
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_millis() as f64 / 1000.0);
@@ -112,6 +183,7 @@ impl<'a> Document<'a> {
                 .interfaces()
                 .map(|(interface, counters)| Entry::new(interface, counters))
                 .collect(),
+            workloads: workloads.map(|w| w.iter().map(|(w, c)| WorkloadEntry::new(w, c)).collect()),
         }
     }
 

@@ -1,37 +1,53 @@
-//! The page's grouping: the interfaces of one read under their owners, in
-//! the page's order (by owner kind, then name; the script re-sorts by
-//! traffic). Owners come composed; nothing here decides one.
+//! The page's grouping: the interfaces and workloads of one read under
+//! their owners, in the page's order (by owner kind, then name; the script
+//! re-sorts by traffic). Owners come composed; nothing here decides one.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
-use super::api::Entry;
-use crate::owner::{Owner, OwnerKind};
+use super::api::{Entry, WorkloadEntry};
+use crate::owner::OwnerKind;
 
-/// One owner and its interfaces, by interface name.
+/// One owner, its interfaces (by interface name) and its workloads (in the
+/// order of `/metrics`).
 pub struct Group<'d, 'a> {
-    pub owner: &'a Arc<Owner>,
+    pub kind: OwnerKind,
+    pub name: &'a str,
     pub interfaces: Vec<&'d Entry<'a>>,
+    pub workloads: Vec<&'d WorkloadEntry<'a>>,
 }
 
-/// The interfaces under their owners: by owner kind, then name (bytes).
-pub fn by_owner<'d, 'a>(entries: &'d [Entry<'a>]) -> Vec<Group<'d, 'a>> {
-    let mut groups: Vec<Group<'d, 'a>> = Vec::new();
-    let mut sorted: Vec<&Entry<'a>> = entries.iter().collect();
-    // Stable: within an owner, interfaces stay by name.
-    sorted.sort_by(|a, b| key(&a.source.owner).cmp(&key(&b.source.owner)));
-    for entry in sorted {
-        let owner = &entry.source.owner;
-        match groups.last_mut() {
-            Some(g) if **g.owner == **owner => g.interfaces.push(entry),
-            _ => groups.push(Group {
-                owner,
-                interfaces: vec![entry],
-            }),
-        }
+/// The interfaces and workloads under their owners: by owner kind, then
+/// name (bytes). An owner with both (an app whose containers have veths,
+/// the host) is one group.
+pub fn by_owner<'d, 'a>(
+    entries: &'d [Entry<'a>],
+    workloads: &'d [WorkloadEntry<'a>],
+) -> Vec<Group<'d, 'a>> {
+    let mut groups: BTreeMap<(OwnerKind, &'a [u8]), Group<'d, 'a>> = BTreeMap::new();
+    for entry in entries {
+        group_of(&mut groups, entry.source.owner.kind, entry.owner.name)
+            .interfaces
+            .push(entry);
     }
-    groups
+    for workload in workloads {
+        group_of(&mut groups, workload.owner_kind, workload.owner.name)
+            .workloads
+            .push(workload);
+    }
+    groups.into_values().collect()
 }
 
-fn key(owner: &Owner) -> (OwnerKind, &[u8]) {
-    (owner.kind, owner.name.as_bytes())
+fn group_of<'g, 'd, 'a>(
+    groups: &'g mut BTreeMap<(OwnerKind, &'a [u8]), Group<'d, 'a>>,
+    kind: OwnerKind,
+    name: &'a str,
+) -> &'g mut Group<'d, 'a> {
+    groups
+        .entry((kind, name.as_bytes()))
+        .or_insert_with(|| Group {
+            kind,
+            name,
+            interfaces: Vec::new(),
+            workloads: Vec::new(),
+        })
 }

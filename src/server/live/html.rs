@@ -1,12 +1,13 @@
-//! The page at `/`: every interface of one read under its owner, NICs also
-//! in a table of their own, without rates (the script adds them), rendered
-//! on the server so it reads without JavaScript. Every name came from outside
+//! The page at `/`: every interface and workload of one read under its
+//! owner, NICs also in a table of their own, without rates (the script adds
+//! them; workloads show their counters), rendered on the server so it reads
+//! without JavaScript. Every name came from outside
 //! (container names, Compose labels, interface names): each is escaped, in
 //! text and attributes alike.
 
-use super::api::{Document, Entry};
+use super::api::{Document, Entry, WorkloadEntry};
 use super::group;
-use crate::owner::{Owner, OwnerKind};
+use crate::owner::OwnerKind;
 
 const PAGE: &str = include_str!("page.html");
 
@@ -21,12 +22,16 @@ pub fn page(document: &Document<'_>, metrics: &str) -> String {
     {
         nic_row(&mut nics, entry);
     }
-    let groups = group::by_owner(&document.interfaces);
-    let mut owners = String::with_capacity(document.interfaces.len() * 300);
+    let workloads = document.workloads.as_deref().unwrap_or_default();
+    let groups = group::by_owner(&document.interfaces, workloads);
+    let mut owners = String::with_capacity((document.interfaces.len() + workloads.len()) * 300);
     for g in &groups {
-        owner_head(&mut owners, g.owner);
+        owner_head(&mut owners, g.kind, g.name);
         for entry in &g.interfaces {
             interface_row(&mut owners, entry);
+        }
+        for workload in &g.workloads {
+            workload_row(&mut owners, workload);
         }
         owners.push_str("</tbody>\n");
     }
@@ -35,6 +40,7 @@ pub fn page(document: &Document<'_>, metrics: &str) -> String {
         match key {
             "metrics" => push_html(out, &relative(metrics)),
             "nics" => out.push_str(&nics),
+            "named" => named(out, document.workloads.is_some()),
             "owners" => out.push_str(&owners),
             "version" => push_html(out, document.version),
             _ => return false,
@@ -122,8 +128,35 @@ fn nic_row(out: &mut String, it: &Entry<'_>) {
     );
 }
 
-fn owner_head(out: &mut String, owner: &Owner) {
-    let (kind, name) = (owner.kind.as_str(), &*owner.name);
+/// The line under the NICs. The share it states comes from rates, which
+/// only the script has; without it the line says so, or that there is
+/// nothing to name traffic by.
+fn named(out: &mut String, counted: bool) {
+    let (state, text) = if counted {
+        (
+            "js",
+            "How much of the uplinks\u{2019} traffic the page can name needs live rates (JavaScript).",
+        )
+    } else {
+        (
+            "off",
+            "Traffic per workload is not counted on this host, so the page cannot say how much of the uplinks\u{2019} traffic it names.",
+        )
+    };
+    push_all(
+        out,
+        &[
+            Raw("<p id=\"named\" class=\"named\" data-named=\""),
+            Raw(state),
+            Raw("\" data-rx-pct=\"\" data-tx-pct=\"\">"),
+            Raw(text),
+            Raw("</p>"),
+        ],
+    );
+}
+
+fn owner_head(out: &mut String, kind: OwnerKind, name: &str) {
+    let kind = kind.as_str();
     push_all(
         out,
         &[
@@ -172,6 +205,53 @@ fn interface_row(out: &mut String, it: &Entry<'_>) {
     );
 }
 
+/// A workload: its own sockets' traffic, with its counters so far (the
+/// script adds rates, and keeps the counters current).
+fn workload_row(out: &mut String, w: &WorkloadEntry<'_>) {
+    let c = w.counters.0;
+    let totals = format!(
+        "sockets: rx {} \u{b7} tx {}",
+        format_bytes(c.rx_bytes),
+        format_bytes(c.tx_bytes)
+    );
+    push_all(
+        out,
+        &[
+            Raw("<tr class=\"wl\" data-workload=\""),
+            Text(w.instance),
+            Raw("\" data-type=\""),
+            Text(w.instance_type),
+            Raw("\" data-rx-bps=\"\" data-tx-bps=\"\"><td>"),
+            Text(w.instance),
+            Raw("<small class=\"totals\">"),
+            Text(&totals),
+            Raw("</small></td><td>"),
+            Text(w.instance_type),
+            Raw(
+                "</td><td></td><td></td><td></td><td class=\"rx-rate\"></td><td class=\"tx-rate\"></td></tr>\n",
+            ),
+        ],
+    );
+}
+
+/// Bytes in decimal units to 3 significant digits, as the script writes
+/// them: "512 B", "1.23 kB", "45.6 MB", "789 GB".
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while unit < UNITS.len() - 1 && value >= 999.5 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} B"),
+        _ if value >= 99.95 => format!("{value:.0} {}", UNITS[unit]),
+        _ if value >= 9.995 => format!("{value:.1} {}", UNITS[unit]),
+        _ => format!("{value:.2} {}", UNITS[unit]),
+    }
+}
+
 /// A link speed in bytes/s as bits/s in the largest unit that keeps it at 1
 /// or more, to at most two decimals: "2.5 Gb/s", "10 Gb/s", "100 Mb/s".
 pub fn format_speed(bytes: u64) -> String {
@@ -195,6 +275,7 @@ mod tests {
     use crate::compose::{Described, Interface};
     use crate::labels::Kind;
     use crate::netdev::Counters;
+    use crate::owner::Owner;
 
     fn interface(name: &str, claimant: &str, kind: Kind, owner: &Arc<Owner>) -> Interface {
         let described = Described {
@@ -239,7 +320,7 @@ mod tests {
             seen.push(key.to_owned());
             true
         });
-        assert_eq!(seen, ["metrics", "nics", "owners", "version"]);
+        assert_eq!(seen, ["metrics", "nics", "named", "owners", "version"]);
         let mut out = String::new();
         fill(&mut out, "a {x} {b} {", |key, out| {
             (key == "x").then(|| out.push('X')).is_some()
@@ -267,6 +348,7 @@ mod tests {
                 .iter()
                 .map(|i| Entry::new(i, &counters))
                 .collect(),
+            workloads: None,
         };
         let html = page(&doc, "/prom/metrics");
         let escaped = "&lt;img src=x onerror=&quot;alert(&#x27;1&#x27;)&quot;&gt;&amp;";
@@ -300,5 +382,93 @@ mod tests {
         assert_eq!(json["interfaces"][1]["tx_dropped"], 8);
         assert_eq!(json["interfaces"][1]["vlan"], 20);
         assert!(json["interfaces"][1].get("source").is_none());
+        assert!(json.get("workloads").is_none(), "not counted here");
+        assert!(html.contains(r#"data-named="off""#));
+    }
+
+    #[test]
+    fn bytes_read_as_the_script_writes_them() {
+        assert_eq!(format_bytes(0), "0 B");
+        assert_eq!(format_bytes(999), "999 B");
+        assert_eq!(format_bytes(1000), "1.00 kB");
+        assert_eq!(format_bytes(1234), "1.23 kB");
+        assert_eq!(format_bytes(45_600_000), "45.6 MB");
+        assert_eq!(format_bytes(789_000_000_000), "789 GB");
+        assert_eq!(format_bytes(999_600), "1.00 MB");
+    }
+
+    #[test]
+    fn workloads_join_their_owners_or_stand_alone() {
+        use crate::accounting::Counts;
+        use crate::workloads::Workload;
+
+        let nic = Arc::new(Owner::new(OwnerKind::Nic, "enp3s0", ""));
+        let app = Arc::new(Owner::new(OwnerKind::App, "immich", "immich"));
+        let interfaces = [
+            interface("enp3s0", "", Kind::Physical, &nic),
+            interface("veth1", "immich-server-1", Kind::Docker, &app),
+        ];
+        let workload = |kind: &'static str, of: OwnerKind, name: &str, app: &str| Workload {
+            owner: Owner::new(of, name, app),
+            kind,
+            rendered: "".into(),
+        };
+        let read = [
+            (
+                workload("docker", OwnerKind::App, "immich-server-1", "immich"),
+                Counts {
+                    rx_bytes: 1234,
+                    tx_bytes: 45_600_000,
+                    rx_packets: 3,
+                    tx_packets: 4,
+                },
+            ),
+            (
+                workload("service", OwnerKind::Service, "<smbd>", ""),
+                Counts {
+                    rx_bytes: 7,
+                    tx_bytes: 8,
+                    rx_packets: 1,
+                    tx_packets: 2,
+                },
+            ),
+        ];
+        let counters = Counters { values: [0; 8] };
+        let doc = Document {
+            version: "0.1.0",
+            time: 1.5,
+            interfaces: interfaces
+                .iter()
+                .map(|i| Entry::new(i, &counters))
+                .collect(),
+            workloads: Some(read.iter().map(|(w, c)| WorkloadEntry::new(w, c)).collect()),
+        };
+        let html = page(&doc, "/metrics");
+        // The app's container is a row of the app's group, not an owner of its own.
+        assert_eq!(html.matches("<tbody class=\"owner\"").count(), 3, "{html}");
+        let app = html.find(r#"data-kind="app" data-name="immich""#).unwrap();
+        let row = html
+            .find(r#"<tr class="wl" data-workload="immich-server-1" data-type="docker""#)
+            .unwrap();
+        assert!(app < row && row < html.find("data-kind=\"service\"").unwrap());
+        assert!(html.contains(
+            r#"<td>immich-server-1<small class="totals">sockets: rx 1.23 kB · tx 45.6 MB</small></td><td>docker</td>"#
+        ));
+        assert!(
+            html.contains(r#"<tbody class="owner" data-kind="service" data-name="&lt;smbd&gt;""#)
+        );
+        assert!(html.contains(r#"data-named="js""#));
+
+        let json: serde_json::Value = serde_json::from_slice(&doc.to_json()).unwrap();
+        assert_eq!(
+            json["workloads"][0],
+            serde_json::json!({
+                "instance": "immich-server-1", "instance_type": "docker", "app": "immich",
+                "owner": {"kind": "app", "name": "immich"},
+                "rx_bytes": 1234, "tx_bytes": 45_600_000, "rx_packets": 3, "tx_packets": 4
+            })
+        );
+        assert_eq!(json["workloads"][1]["owner"]["kind"], "service");
+        assert_eq!(json["workloads"][1]["instance"], "<smbd>");
     }
 }

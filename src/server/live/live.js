@@ -1,13 +1,15 @@
 /* truenas-net-exporter live view: polls api/v1/interfaces every 2 s and updates
- * the server-rendered tables in place (the structure live.rs renders), with
- * a sparkline of the last minutes per owner and NIC kept in this tab only.
+ * the server-rendered tables in place (the structure html.rs renders), with
+ * a sparkline of the last minutes per owner and NIC kept in this tab only,
+ * the workloads (traffic per cgroup) under their owners, and the share of
+ * the uplinks' traffic they and the VMs account for.
  * Names come from outside: the DOM is only built with createElement +
  * textContent / setAttribute, never from HTML strings. */
 (() => {
 'use strict';
 const API = 'api/v1/interfaces', PERIOD = 2000, TIMEOUT = 5000;
-const KINDS = ['app', 'container', 'vm', 'system container', 'network', 'bridge', 'nic', 'host'];
-const UNITS = ['b/s', 'kb/s', 'Mb/s', 'Gb/s', 'Tb/s'];
+const KINDS = ['app', 'container', 'vm', 'system container', 'network', 'service', 'bridge', 'nic', 'host'];
+const UNITS = ['b/s', 'kb/s', 'Mb/s', 'Gb/s', 'Tb/s'], BYTES = ['B', 'kB', 'MB', 'GB', 'TB', 'PB'];
 // History: at most POINTS reads per series, none older than SPAN seconds; a
 // longer silence than GAP (paused, hidden, unreachable) breaks the line.
 const SPAN = 180, POINTS = 90, GAP = 3 * PERIOD / 1000, SW = 120, SH = 24;
@@ -18,14 +20,15 @@ const SVG = 'http://www.w3.org/2000/svg', SIDE_KEY = 'truenas-net-exporter.side'
 const WORKLOADS = new Set(['app', 'container', 'vm', 'system container']);
 const PAIRED = new Set(['docker', 'incus', 'lxc', 'vm']);
 const d = document, body = d.body, $ = (r, s) => r.querySelector(s);
-const owners = $(d, '#owners'), nicBody = $(d, '#nics tbody'), statusEl = $(d, '#status');
+const owners = $(d, '#owners'), nicBody = $(d, '#nics tbody'), statusEl = $(d, '#status'), namedEl = $(d, '#named');
 const pauseBtn = $(d, '#pause'), sideEl = $(d, '#side');
 if (!owners || !nicBody || !statusEl) return;
 
-let prev = null;        // last read: {t: server time, c: Map iface -> [rx, tx] bytes}
+let prev = null;        // last read: {t: server time, c: Map iface -> [rx, tx] bytes, w: the same per workload}
 let rates = new Map();  // iface -> [rx, tx] bits/s
+let wrates = new Map(); // workload key -> [rx, tx] bits/s, its own side
 let refreshes = 0, lastOk = '', timer = 0, inflight = false, paused = false;
-let side = 'host', last = null;  // the last read's interfaces, to redraw on a switch
+let side = 'host', last = null;  // the last read, to redraw on a switch
 const hist = new Map();  // ownerKey -> [[t, rx, tx, owner's rx, owner's tx] bits/s, ...]
 d.documentElement.classList.remove('nojs');
 
@@ -57,6 +60,14 @@ function fmtRate(bps) {
   while (u < 4 && Number(bps.toPrecision(3)) >= 1000) { bps /= 1000; u++; }
   return bps.toPrecision(3) + ' ' + UNITS[u];
 }
+// Bytes, 3 significant digits, as html.rs writes them: "512 B", "1.23 kB".
+function fmtBytes(n) {
+  let b = num(n), u = 0;
+  if (isNaN(b)) return '';
+  while (u < 5 && Number(b.toPrecision(3)) >= 1000) { b /= 1000; u++; }
+  return (u ? b.toPrecision(3) : String(b)) + ' ' + BYTES[u];
+}
+const fmtPct = p => p.toFixed(1) + ' %';
 // Link speed in bytes/s: "2.5 Gb/s", "10 Gb/s", "100 Mb/s"; '' if unknown.
 function fmtSpeed(bytes) {
   let b = num(bytes) * 8, u = 0;
@@ -85,6 +96,8 @@ function sync(parent, sel, keyOf, items, key, make, update, after) {
   }
 }
 const ifName = it => str(it.interface), ifKey = e => attr(e, 'data-interface');
+const wlKey = w => str(w.instance_type) + '\0' + str(w.instance);
+const wlRowKey = e => attr(e, 'data-type') + '\0' + attr(e, 'data-workload');
 const ownerKey = (kind, name) => kind + '\0' + name;
 const itOwner = it => it.owner || {};
 const swaps = it => WORKLOADS.has(str(itOwner(it).kind)) && PAIRED.has(str(it.instance_type));
@@ -103,6 +116,14 @@ function newRow(cls, name, cells) {
   tr.append(el('td', '', name), ...cells.map(c => el('td', c)));
   return tr;
 }
+function newWorkload(w) {
+  const tr = el('tr', 'wl', '', { 'data-workload': str(w.instance), 'data-type': str(w.instance_type),
+    'data-rx-bps': '', 'data-tx-bps': '' });
+  const name = el('td', '', str(w.instance));
+  name.append(el('small', 'totals'));
+  tr.append(name, el('td', '', str(w.instance_type)), el('td'), el('td'), el('td'), el('td', 'rx-rate'), el('td', 'tx-rate'));
+  return tr;
+}
 function newOwner(g) {
   const tb = el('tbody', 'owner', '', { 'data-kind': g.kind, 'data-name': g.name, 'data-rx-bps': '', 'data-tx-bps': '' });
   const tr = el('tr', 'owner-head'), th = el('th', '', '', { colspan: '5' });
@@ -112,14 +133,18 @@ function newOwner(g) {
   return tb;
 }
 
-// The interfaces under their owners, with each owner's rates from both sides.
-function group(list) {
+// The interfaces and workloads under their owners, with each owner's rates
+// from both sides.
+function group(list, wl) {
   const groups = new Map();
-  for (const it of list) {
+  const of = it => {
     const o = itOwner(it), kind = str(o.kind), name = str(o.name), k = ownerKey(kind, name);
-    const r = rates.get(ifName(it));
     let g = groups.get(k);
-    if (!g) groups.set(k, g = { k, kind, name, ifs: [], rx: NaN, tx: NaN, orx: NaN, otx: NaN });
+    if (!g) groups.set(k, g = { k, kind, name, ifs: [], wls: [], rx: NaN, tx: NaN, orx: NaN, otx: NaN, wrx: NaN, wtx: NaN });
+    return g;
+  };
+  for (const it of list) {
+    const r = rates.get(ifName(it)), g = of(it);
     g.ifs.push(it);
     if (r) {
       const s = swaps(it) ? 1 : 0;
@@ -127,7 +152,61 @@ function group(list) {
       g.orx = add(g.orx, r[s]); g.otx = add(g.otx, r[1 - s]);
     }
   }
+  for (const w of wl) {
+    const r = wrates.get(wlKey(w)), g = of(w);
+    g.wls.push(w);
+    if (r) { g.wrx = add(g.wrx, r[0]); g.wtx = add(g.wtx, r[1]); }
+  }
+  // An owner with interfaces is counted by them (its workloads' sockets are
+  // behind them); one without by its workloads, the same on either side.
+  groups.forEach(g => {
+    if (!g.ifs.length) { g.rx = g.orx = g.wrx; g.tx = g.otx = g.wtx; }
+  });
   return groups;
+}
+
+// The line under the NICs: the workloads' and VMs' traffic against the
+// uplinks' (physical NICs and bonds; a bond's ports are in the bond), per
+// direction, over the same interval. Loopback and local traffic count as
+// named too, so the raw share can pass 100 %: shown capped, and said so.
+function named(list, groups, wl) {
+  if (!namedEl) return;
+  let state = 'ok', text;
+  const up = list.filter(it => itOwner(it).kind === 'nic' && !str(it.bond));
+  const ur = up.map(it => rates.get(ifName(it))).filter(Boolean);
+  const pct = { rx: NaN, tx: NaN }, raw = { rx: NaN, tx: NaN };
+  if (!wl) {
+    state = 'off';
+    text = 'Traffic per workload is not counted on this host, so the page cannot say how much of the uplinks\u2019 traffic it names.';
+  } else if (!up.length) {
+    state = 'none';
+    text = 'No physical NIC or bond here: no uplink traffic to name.';
+  } else if (!ur.length) {
+    state = 'wait';
+    text = 'Named share of the uplinks\u2019 traffic: after the next read.';
+  } else {
+    let nrx = 0, ntx = 0, urx = 0, utx = 0;
+    for (const r of ur) { urx = add(urx, r[0]); utx = add(utx, r[1]); }
+    for (const w of wl) { const r = wrates.get(wlKey(w)); if (r) { nrx = add(nrx, r[0]); ntx = add(ntx, r[1]); } }
+    groups.forEach(g => { if (g.kind === 'vm') { nrx = add(nrx, g.orx); ntx = add(ntx, g.otx); } });
+    const part = (dir, n, u, verb) => {
+      if (!(u > 0)) return `the uplinks ${verb} nothing`;
+      raw[dir] = n / u * 100;
+      pct[dir] = Math.min(raw[dir], 100);
+      return `${fmtPct(pct[dir])} of the ${fmtRate(u)} the uplinks ${verb} (${fmtPct(100 - pct[dir])} not)`;
+    };
+    text = `Named by workloads and VMs: ${part('tx', ntx, utx, 'sent')}; ${part('rx', nrx, urx, 'received')}.`;
+    if (raw.tx > 100 || raw.rx > 100) {
+      state = 'capped';
+      text += ' Capped at 100 %: they exchanged more than the uplinks carried, the rest on the host.';
+    }
+  }
+  setAttr(namedEl, 'data-named', state);
+  for (const dir of ['rx', 'tx']) {
+    setAttr(namedEl, `data-${dir}-pct`, numAttr(pct[dir]));
+    setAttr(namedEl, `data-${dir}-raw`, numAttr(raw[dir]));
+  }
+  setText(namedEl, text);
 }
 
 // One point per owner for a read with fresh rates; owners gone are forgotten.
@@ -177,9 +256,9 @@ function spark(parent, key, own) {
     : `Last ${Math.round(end - h[0][0])} s: rx peak ${fmtRate(rx)}, tx peak ${fmtRate(tx)}`);
 }
 
-function render(list) {
-  last = list;
-  const groups = group(list), own = side === 'owner';
+function render(list, wl) {
+  last = [list, wl];
+  const groups = group(list, wl || []), own = side === 'owner';
   const total = g => isNaN(g.rx) ? -1 : g.rx + g.tx;
   // Busiest first; owners without a rate yet last; ties: kind rank, kind, name.
   const sorted = [...groups.values()].sort((a, b) =>
@@ -203,7 +282,15 @@ function render(list) {
           setState(c[4], str(it.state));
           setRates(tr, seen(it, rates.get(name)));
         }, $(tb, 'tr.owner-head'));
+      const ifs = tb.querySelectorAll('tr.iface');
+      // A workload's own sockets: never swapped.
+      sync(tb, 'tr.wl', wlRowKey, g.wls, wlKey, newWorkload, (tr, w) => {
+        setText($(tr, '.totals'), `sockets: rx ${fmtBytes(w.rx_bytes)} \u00b7 tx ${fmtBytes(w.tx_bytes)}`);
+        setText(tr.cells[1], str(w.instance_type));
+        setRates(tr, wrates.get(wlKey(w)));
+      }, ifs.length ? ifs[ifs.length - 1] : $(tb, 'tr.owner-head'));
     }, $(owners, 'thead'));
+  named(list, groups, wl);
 
   sync(nicBody, 'tr.nic', ifKey, list.filter(it => itOwner(it).kind === 'nic').sort(byIface), ifName,
     it => newRow('nic', ifName(it), ['', '', 'rx-rate', 'tx-rate', 'util']),
@@ -237,23 +324,31 @@ function apply(data) {
   let list = data && data.interfaces;
   if (isNaN(t) || !Array.isArray(list)) throw new Error('bad response');
   list = list.filter(it => it && it.interface != null);
-  const cur = new Map(list.map(it => [ifName(it), [num(it.rx_bytes), num(it.tx_bytes)]]));
+  // Absent where the kernel does not count per workload.
+  const wl = Array.isArray(data.workloads) ? data.workloads.filter(w => w && w.instance != null) : null;
+  const counts = (xs, key) => new Map(xs.map(it => [key(it), [num(it.rx_bytes), num(it.tx_bytes)]]));
+  const deltas = (now, was, dt) => {
+    const out = new Map();
+    now.forEach((c, k) => {
+      const b = was.get(k);
+      if (b) out.set(k, [rate(c[0], b[0], dt), rate(c[1], b[1], dt)]);
+    });
+    return out;
+  };
+  const cur = { t, c: counts(list, ifName), w: counts(wl || [], wlKey) };
   let fresh = false;
   if (prev && t > prev.t) {
     fresh = true;
-    const dt = t - prev.t;
-    rates = new Map();
-    cur.forEach((c, name) => {
-      const b = prev.c.get(name);
-      if (b) rates.set(name, [rate(c[0], b[0], dt), rate(c[1], b[1], dt)]);
-    });
-    prev = { t, c: cur };
+    rates = deltas(cur.c, prev.c, t - prev.t);
+    wrates = deltas(cur.w, prev.w, t - prev.t);
+    prev = cur;
   } else if (!prev || t < prev.t) {  // first read, or the server clock went back
     rates = new Map();
-    prev = { t, c: cur };
+    wrates = new Map();
+    prev = cur;
   }                                   // same time = same read: keep the rates
-  if (fresh) record(t, group(list));
-  render(list);
+  if (fresh) record(t, group(list, wl || []));
+  render(list, wl);
   body.setAttribute('data-refreshes', String(++refreshes));
   lastOk = new Date().toLocaleTimeString();
   status(paused ? 'paused' : 'ok');
@@ -306,7 +401,7 @@ if (sideEl) {
     side = e.target.value === 'owner' ? 'owner' : 'host';
     body.setAttribute('data-side', side);
     try { localStorage.setItem(SIDE_KEY, side); } catch (e) { /* storage off */ }
-    if (last) render(last);
+    if (last) render(...last);
   });
 }
 
