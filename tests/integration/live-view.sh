@@ -4,8 +4,12 @@
 # container (its own network namespace, in cgroup lxc.payload.<name>) with a
 # veth on the bridge, UDP traffic to it that grows every 200 ms, the exporter,
 # and then Chromium, run with this script's arguments, in the same namespace.
-# Needs: $BIN, $ROOT, $TNE_ID, $PORT. Chromium keeps fds 3 and 4 (its
-# DevTools pipe); nothing else may hold them.
+# With $SERVICE (a cgroup v2 directory live.rs made, below the one
+# $ROOT/config.toml links the exporter's counting programs at), a host
+# service too: a process in that cgroup that sends TCP to a sink on loopback
+# all along.
+# Needs: $BIN, $ROOT, $TNE_ID, $PORT; busybox with $SERVICE. Chromium keeps
+# fds 3 and 4 (its DevTools pipe); nothing else may hold them.
 set -euo pipefail
 exec 2>"$ROOT/script.log"
 mount -t sysfs sysfs "$ROOT/sys"
@@ -57,8 +61,22 @@ payload=$(printf '%01000d' 0)
   done
 ) 3>&- 4>&- &
 
+if [ -n "${SERVICE:-}" ]; then
+  busybox nc -l -p 7070 >/dev/null 3>&- 4>&- &
+  (
+    echo "$BASHPID" > "$SERVICE/cgroup.procs"
+    for _ in $(seq 100); do
+      exec 5>/dev/tcp/127.0.0.1/7070 && break
+      sleep 0.05
+    done 2>/dev/null
+    while :; do head -c 100000 /dev/zero >&5; sleep 0.2; done
+  ) 3>&- 4>&- &
+fi
+
+config=()
+[ ! -e "$ROOT/config.toml" ] || config=(--config.file="$ROOT/config.toml")
 "$BIN" --web.listen-address="127.0.0.1:$PORT" --path.rootfs="$ROOT" --path.procfs=/proc \
-  --docker.socket= --log.level=warn 3>&- 4>&- 2>"$ROOT/exporter.log" &
+  --docker.socket= --log.level=warn "${config[@]}" 3>&- 4>&- 2>"$ROOT/exporter.log" &
 for _ in $(seq 100); do
   (exec 6<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
   sleep 0.1

@@ -3,14 +3,16 @@
 //! Chromium over the DevTools protocol) the page shows rates from real
 //! traffic on real devices, link utilisation, and hostile names as text.
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
+use truenas_net_exporter::accounting::cgroup2_mount;
 
 use crate::browser::{Browser, chromium};
 use crate::fixture_host::{LABELS, seed_vm_toml};
@@ -282,6 +284,8 @@ fn the_page_lists_every_interface_without_javascript() {
         "the switch is hidden"
     );
     assert!(html.contains("<p id=\"convention\">rx and tx are counted as the host"));
+    // The line under the NICs needs rates: without the script it says so.
+    assert!(html.contains(r#"<p id="named" class="named" data-named="off""#));
     assert!(!html.contains("<svg"), "no sparklines without the script");
 }
 
@@ -477,7 +481,11 @@ impl Drop for CgroupGuard {
 /// on a bridge, UDP traffic to it that grows every 200 ms, the exporter and
 /// Chromium in the same namespace. The page shows the owners, a non-zero
 /// rate for the container's veth, and a different figure after the next
-/// refresh.
+/// refresh. A host service (a process in `system.slice/tnelive.service`
+/// below a cgroup of the test's own, where the exporter counts per cgroup)
+/// sends TCP all along: the page shows it as an owner with a non-zero rate,
+/// and the line under the NICs (there are none here: it says so, with no
+/// share above 100 %).
 #[test]
 fn a_browser_shows_live_traffic_on_real_devices() {
     if !require(
@@ -498,6 +506,17 @@ fn a_browser_shows_live_traffic_on_real_devices() {
     let id = std::process::id().to_string();
     let container = format!("tnelive{id}");
     let _cgroup = CgroupGuard(format!("lxc.payload.{container}"));
+    let service = if require(
+        have("busybox"),
+        "the live view's host service needs busybox (nc)",
+    ) {
+        ServiceCgroup::new(&format!("tne-live-{id}"), "tnelive")
+    } else {
+        None
+    };
+    if let Some(service) = &service {
+        std::fs::write(root.path().join("config.toml"), service.config()).unwrap();
+    }
     let mut browser = Browser::start(|flags| {
         let mut c = in_private_host("live-view.sh");
         c.arg(chromium)
@@ -505,6 +524,9 @@ fn a_browser_shows_live_traffic_on_real_devices() {
             .env("ROOT", root.path())
             .env("TNE_ID", &id)
             .env("PORT", "9551");
+        if let Some(service) = &service {
+            c.env("SERVICE", &service.service);
+        }
         c
     });
     let log = || {
@@ -565,6 +587,57 @@ fn a_browser_shows_live_traffic_on_real_devices() {
     println!(
         "vethlive0 transmit: {} then {} (refreshes {refreshes} -> {})",
         first["text"], next["text"], next["refreshes"]
+    );
+
+    if service.is_none() {
+        return;
+    }
+    let probe = r#"(() => {
+        const t = document.querySelector('#owners tbody.owner[data-kind="service"][data-name="tnelive"]');
+        const row = t && t.querySelector('tr.wl[data-workload="tnelive"][data-type="service"]');
+        const n = document.querySelector('#named');
+        return row && row.dataset.txBps !== '' ? {
+            owner: +t.dataset.txBps, row: +row.dataset.txBps,
+            text: t.querySelector('.owner-head .tx-rate').textContent,
+            nics: document.querySelectorAll('#nics tr.nic').length,
+            named: n && {state: n.dataset.named, tx: n.dataset.txPct, rx: n.dataset.rxPct, text: n.textContent},
+        } : null;
+    })()"#;
+    let shown = wait_for(Duration::from_secs(30), || {
+        let v = browser.eval(&tab, probe);
+        (!v.is_null() && v["owner"].as_f64() > Some(0.0)).then_some(v)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no rate for the service tnelive: {}; logs:\n{}",
+            browser.eval(
+                &tab,
+                "[...document.querySelectorAll('#owners tbody.owner')].map(t => t.dataset.kind + '|' + t.dataset.name + ' ' + t.dataset.txBps)"
+            ),
+            log()
+        )
+    });
+    assert_eq!(shown["owner"], shown["row"], "{shown}");
+    assert!(shown["text"].as_str().unwrap().ends_with("b/s"), "{shown}");
+    let named = &shown["named"];
+    for dir in ["tx", "rx"] {
+        let pct = named[dir].as_str().unwrap();
+        assert!(
+            pct.is_empty() || pct.parse::<f64>().is_ok_and(|p| (0.0..=100.0).contains(&p)),
+            "{dir}: {named}"
+        );
+    }
+    if shown["nics"] == 0 {
+        assert_eq!(named["state"], "none", "no uplink here: {named}");
+    } else {
+        assert!(
+            ["ok", "capped"].contains(&named["state"].as_str().unwrap()),
+            "{named}"
+        );
+    }
+    println!(
+        "service tnelive sends {}; the line under the NICs: {}",
+        shown["text"], named["text"]
     );
 }
 
@@ -1020,5 +1093,446 @@ fn a_browser_keeps_a_short_history_and_shows_either_side() {
     assert!(fits[4].as_f64() > Some(40.0), "the sparkline shows: {fits}");
     if let Some(dir) = std::env::var_os("LIVE_SCREENSHOTS") {
         browser.screenshot(&page, &Path::new(&dir).join("page-phone.png"));
+    }
+}
+
+/// A cgroup of the test's own under the cgroup v2 hierarchy (`name`), with a
+/// systemd-like service below it (`system.slice/<unit>.service`); the
+/// exporter's counting programs are linked there through its config. When
+/// dropped, the processes left in them are killed and the cgroups removed,
+/// children first.
+struct ServiceCgroup {
+    top: PathBuf,
+    service: PathBuf,
+    /// What [`ServiceCgroup::run`] started.
+    children: Vec<std::process::Child>,
+}
+
+impl ServiceCgroup {
+    /// `None` (the test skips) without a cgroup v2 hierarchy in view.
+    fn new(name: &str, unit: &str) -> Option<ServiceCgroup> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root = cgroup2_mount(&mountinfo);
+        if !require(root.is_some(), "no cgroup v2 hierarchy mounted") {
+            return None;
+        }
+        let top = root?.join(name);
+        let service = top.join(format!("system.slice/{unit}.service"));
+        std::fs::create_dir_all(&service).unwrap();
+        Some(ServiceCgroup {
+            top,
+            service,
+            children: Vec::new(),
+        })
+    }
+
+    /// The exporter's config: count below `top`, refresh the tree each second.
+    fn config(&self) -> String {
+        format!(
+            "[accounting]\ncgroup = {:?}\ninterval = \"1s\"\n",
+            self.top.display().to_string()
+        )
+    }
+
+    /// Starts `script` in bash in the service's cgroup (it moves itself
+    /// there before it opens any socket).
+    fn run(&mut self, script: &str) {
+        let child = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && {script}",
+                self.service.display()
+            ))
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+    }
+
+    /// Waits for what [`ServiceCgroup::run`] started; each must succeed.
+    fn wait(&mut self) {
+        for mut child in self.children.drain(..) {
+            assert!(child.wait().unwrap().success());
+        }
+    }
+}
+
+impl Drop for ServiceCgroup {
+    fn drop(&mut self) {
+        let slice = self.service.parent().unwrap().to_owned();
+        for dir in [&self.service, &slice, &self.top] {
+            let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+        }
+        for mut child in self.children.drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for dir in [&self.service, &slice, &self.top] {
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// A TCP sink on 127.0.0.1 that reads and drops whatever it is sent, on
+/// any number of connections; its port.
+fn sink() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || std::io::copy(&mut &conn, &mut std::io::sink()));
+        }
+    });
+    port
+}
+
+/// `(instance_type, instance)` -> value of one `net_workload_*` family.
+fn workload_values(samples: &[Sample], family: &str) -> BTreeMap<(String, String), f64> {
+    samples
+        .iter()
+        .filter(|s| s.name == family)
+        .map(|s| {
+            let label = |l| s.label(l).unwrap().to_owned();
+            ((label("instance_type"), label("instance")), s.value)
+        })
+        .collect()
+}
+
+/// With the kernel counting per cgroup (programs linked at a test cgroup),
+/// `/api/v1/interfaces` lists each workload with the counters `/metrics`
+/// gives it: read between two scrapes, each value lies between theirs. A
+/// service is its own owner; the page without JavaScript lists it with its
+/// counters. Where nothing counts (the other tests' fixture servers) the
+/// key is left out.
+#[test]
+fn the_api_has_the_workloads_metrics_has() {
+    if !require(is_root(), "needs root to count traffic per cgroup (BPF)") {
+        return;
+    }
+    let Some(mut cgroup) =
+        ServiceCgroup::new(&format!("tne-live-api-{}", std::process::id()), "tneapi")
+    else {
+        return;
+    };
+    let host = copy_fixture("seed-host");
+    let server = Server::start(host.path(), &cgroup.config());
+    // It answers once its programs are linked: nothing sent before is counted.
+    server.metrics();
+    let port = sink();
+    cgroup.run(&format!(
+        "head -c 1000000 /dev/zero > /dev/tcp/127.0.0.1/{port}"
+    ));
+    cgroup.wait();
+    let service = ("service".to_owned(), "tneapi".to_owned());
+    wait_for(Duration::from_secs(10), || {
+        let sent = workload_values(&parse(&server.metrics()), "net_workload_tx_bytes_total");
+        sent.get(&service).is_some_and(|&v| v >= 1e6).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the service counted: {}", server.metrics()));
+
+    let before = parse(&server.metrics());
+    let r = http(server.addr, "GET", "/api/v1/interfaces");
+    let after = parse(&server.metrics());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let doc: Value = serde_json::from_str(&r.body).unwrap();
+    let list = doc["workloads"].as_array().expect("a workloads list");
+    let listed: BTreeSet<(String, String)> = list
+        .iter()
+        .map(|w| {
+            (
+                w["instance_type"].as_str().unwrap().to_owned(),
+                w["instance"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(listed.len(), list.len(), "each once: {list:?}");
+    let families = [
+        ("rx_bytes", "net_workload_rx_bytes_total"),
+        ("tx_bytes", "net_workload_tx_bytes_total"),
+        ("rx_packets", "net_workload_rx_packets_total"),
+        ("tx_packets", "net_workload_tx_packets_total"),
+    ];
+    for (key, family) in families {
+        let (was, now) = (
+            workload_values(&before, family),
+            workload_values(&after, family),
+        );
+        assert!(
+            was.keys().all(|k| listed.contains(k)) && listed.iter().all(|k| now.contains_key(k)),
+            "{family}: {was:?} {listed:?} {now:?}"
+        );
+        for w in list {
+            let k = (
+                w["instance_type"].as_str().unwrap().to_owned(),
+                w["instance"].as_str().unwrap().to_owned(),
+            );
+            let value = w[key].as_u64().unwrap() as f64;
+            let low = was.get(&k).copied().unwrap_or(0.0);
+            assert!(
+                low <= value && value <= now[&k],
+                "{k:?} {key}: {low} <= {value} <= {}",
+                now[&k]
+            );
+        }
+    }
+    let svc = list
+        .iter()
+        .find(|w| w["instance"] == "tneapi")
+        .expect("the service");
+    assert_eq!(
+        svc["owner"],
+        serde_json::json!({"kind": "service", "name": "tneapi"})
+    );
+    assert_eq!(svc["app"], "");
+    let sent = svc["tx_bytes"].as_u64().unwrap();
+    assert!(
+        (1_000_000..1_100_000).contains(&sent),
+        "1 MB and its headers: {sent}"
+    );
+    // The same read keys as the interfaces' counters do (no other field).
+    let mut keys: Vec<&str> = svc
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "app",
+            "instance",
+            "instance_type",
+            "owner",
+            "rx_bytes",
+            "rx_packets",
+            "tx_bytes",
+            "tx_packets"
+        ]
+    );
+
+    // Without JavaScript: the service is an owner, its row has its counters.
+    let html = http(server.addr, "GET", "/").body;
+    let owner = html
+        .find(r#"<tbody class="owner" data-kind="service" data-name="tneapi""#)
+        .unwrap_or_else(|| panic!("{html}"));
+    let row = html
+        .find(r#"<tr class="wl" data-workload="tneapi" data-type="service""#)
+        .unwrap();
+    assert!(
+        owner < row && !html[owner..row].contains("</tbody>"),
+        "{html}"
+    );
+    let totals =
+        regex::Regex::new(r#"<small class="totals">sockets: rx [^<]* · tx (1\.0\d) MB</small>"#)
+            .unwrap();
+    assert!(totals.is_match(&html[row..]), "{}", &html[row..row + 300]);
+    assert!(html.contains(r#"data-named="js""#));
+
+    // The fixture servers of the other tests count nothing: no key.
+    let plain = Server::start(&fixture("seed-host"), "");
+    let doc: Value =
+        serde_json::from_str(&http(plain.addr, "GET", "/api/v1/interfaces").body).unwrap();
+    assert!(doc.get("workloads").is_none(), "{doc}");
+    assert!(
+        http(plain.addr, "GET", "/")
+            .body
+            .contains(r#"data-named="off""#)
+    );
+}
+
+/// The page's workloads and its line under the NICs, as numbers: the
+/// service's owner and row, every workload row's and pihole's rates (host
+/// side), the uplinks' transmit rate and the line's attributes.
+const NAMED: &str = r#"(() => {
+    const q = s => document.querySelector(s), n = q('#named');
+    const owner = q('#owners tbody.owner[data-kind="service"][data-name="tnepage"]');
+    const row = owner && owner.querySelector('tr.wl[data-workload="tnepage"][data-type="service"]');
+    const sum = (s, d) => [...document.querySelectorAll(s)].reduce((a, e) => a + (+e.dataset[d] || 0), 0);
+    return {
+        refreshes: +document.body.dataset.refreshes,
+        side: document.body.dataset.side,
+        owner: owner ? [owner.dataset.rxBps, owner.dataset.txBps] : null,
+        row: row ? [row.dataset.rxBps, row.dataset.txBps, row.querySelector('.totals').textContent] : null,
+        wl_tx: sum('#owners tr.wl', 'txBps'),
+        vm_sent: sum('#owners tbody.owner[data-kind="vm"]', 'rxBps'),
+        up_tx: sum('#nics tr.nic', 'txBps'),
+        state: n.dataset.named, pct: n.dataset.txPct, raw: n.dataset.txRaw, rx_pct: n.dataset.rxPct,
+        text: n.textContent,
+    };
+})()"#;
+
+/// A service (a process in `system.slice/tnepage.service` below the test's
+/// cgroup, where the exporter counts) sends TCP all along; pihole sends
+/// 4 Mb/s through its tap; the uplink sends 32 Mb/s, then, in a burst, only
+/// 80 kb/s. The page shows the service as an owner with its rate (its
+/// workload row's), the same on either side; the line under the NICs names
+/// the service's and pihole's share of what the uplinks sent, and caps it
+/// at 100 % (and says so) once they send more than the uplinks. With
+/// `LIVE_SCREENSHOTS=<dir>` it saves page-workloads.png there.
+#[test]
+fn a_browser_shows_workloads_and_how_much_of_the_uplinks_it_names() {
+    if !require(is_root(), "needs root to count traffic per cgroup (BPF)") {
+        return;
+    }
+    let Some(chromium) = chromium() else {
+        require(false, "chromium not installed (Debian package chromium)");
+        return;
+    };
+    let Some(mut cgroup) =
+        ServiceCgroup::new(&format!("tne-live-page-{}", std::process::id()), "tnepage")
+    else {
+        return;
+    };
+    let (host, toml) = vm_host();
+    const MB: f64 = 1e6;
+    let traffic = Traffic::start(
+        host.path(),
+        vec![
+            Flow {
+                interface: "enp8s0f0",
+                steady: (1.0 * MB, 4.0 * MB),
+                burst: (1.0 * MB, 0.01 * MB),
+            },
+            Flow {
+                interface: "vnet0",
+                steady: (0.5 * MB, 0.0),
+                burst: (0.5 * MB, 0.0),
+            },
+        ],
+    );
+    let server = Server::start(host.path(), &format!("{toml}{}", cgroup.config()));
+    let port = sink();
+    cgroup.run(&format!(
+        "exec 3>/dev/tcp/127.0.0.1/{port}; while :; do head -c 100000 /dev/zero >&3; sleep 0.1; done"
+    ));
+    wait_for(Duration::from_secs(10), || {
+        let body = server.metrics();
+        (body.contains("instance=\"pihole\"") && body.contains("instance=\"tnepage\""))
+            .then_some(())
+    })
+    .expect("the VMs resolved and the service counted");
+    let mut browser = Browser::start(|flags| {
+        let mut c = Command::new(chromium);
+        c.args(flags);
+        c
+    });
+    let page = browser.open(&format!("http://{}/", server.addr), true);
+    browser.desktop(&page, 1280, 1000);
+
+    let bps = |v: &Value, key: &str, i: usize| -> f64 {
+        v[key][i]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let shown = wait_for(Duration::from_secs(30), || {
+        let v = browser.eval(&page, NAMED);
+        (v["refreshes"].as_u64() >= Some(3) && v["state"] == "ok" && bps(&v, "owner", 1) > 0.0)
+            .then_some(v)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the service's rate and the named share: {}",
+            browser.eval(&page, NAMED)
+        )
+    });
+    // An owner without interfaces is counted by its workloads.
+    assert_eq!(shown["owner"][0], shown["row"][0], "{shown}");
+    assert_eq!(shown["owner"][1], shown["row"][1], "{shown}");
+    let sent = bps(&shown, "owner", 1);
+    assert!((1e6..20e6).contains(&sent), "about 8 Mb/s at most: {shown}");
+    assert!(
+        shown["row"][2]
+            .as_str()
+            .unwrap()
+            .starts_with("sockets: rx "),
+        "{shown}"
+    );
+    let pct: f64 = shown["pct"].as_str().unwrap().parse().unwrap();
+    let raw: f64 = shown["raw"].as_str().unwrap().parse().unwrap();
+    let (wl, vm, up) = (
+        shown["wl_tx"].as_f64().unwrap(),
+        shown["vm_sent"].as_f64().unwrap(),
+        shown["up_tx"].as_f64().unwrap(),
+    );
+    assert!(
+        (28e6..36e6).contains(&up),
+        "the uplink sends 32 Mb/s: {shown}"
+    );
+    assert!((3e6..5e6).contains(&vm), "pihole sends 4 Mb/s: {shown}");
+    assert!(
+        (raw - (wl + vm) / up * 100.0).abs() < 0.01,
+        "named = workloads' and VMs' sent over the uplinks' sent: {shown}"
+    );
+    assert!(0.0 < pct && pct == raw && pct < 100.0, "{shown}");
+    assert!(
+        shown["text"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("Named by workloads and VMs: {pct:.1} % of the ")),
+        "{shown}"
+    );
+    assert_eq!(
+        browser.eval(&page, "document.querySelectorAll('[style]').length"),
+        0,
+        "no inline style"
+    );
+    if let Some(dir) = std::env::var_os("LIVE_SCREENSHOTS") {
+        browser.screenshot(&page, &Path::new(&dir).join("page-workloads.png"));
+    }
+
+    // A workload's own sockets have no other side: the switch leaves them.
+    let both = browser.eval(
+        &page,
+        &format!(
+            "(() => {{ const a = {NAMED}; document.querySelector('#side input[value=owner]').click(); \
+             const b = {NAMED}; document.querySelector('#side input[value=host]').click(); return [a, b]; }})()"
+        ),
+    );
+    assert_eq!(both[1]["side"], "owner");
+    for key in ["owner", "row"] {
+        assert_eq!(both[0][key], both[1][key], "{key}: {both}");
+    }
+
+    // The uplink sends less than the service alone: capped, and said so.
+    traffic.burst(true);
+    let capped = wait_for(Duration::from_secs(20), || {
+        let v = browser.eval(&page, NAMED);
+        (v["state"] == "capped").then_some(v)
+    })
+    .unwrap_or_else(|| panic!("capped: {}", browser.eval(&page, NAMED)));
+    assert_eq!(capped["pct"], "100", "{capped}");
+    let raw: f64 = capped["raw"].as_str().unwrap().parse().unwrap();
+    assert!(raw > 100.0, "{capped}");
+    let text = capped["text"].as_str().unwrap();
+    assert!(
+        text.contains("100.0 % of the ") && text.contains("Capped at 100 %"),
+        "{capped}"
+    );
+    traffic.burst(false);
+
+    // On a phone's screen the workload rows fit too.
+    browser.phone(&page, 390, 844);
+    let fits = wait_for(Duration::from_secs(5), || {
+        let v = browser.eval(
+            &page,
+            "[window.innerWidth, document.documentElement.scrollWidth, \
+             document.querySelectorAll('#owners tr.wl').length]",
+        );
+        (v[0] == 390).then_some(v)
+    })
+    .expect("the phone viewport applied");
+    assert!(
+        fits[1].as_u64() <= Some(390),
+        "page width on a 390 px phone: {fits}"
+    );
+    assert!(fits[2].as_u64() > Some(0), "{fits}");
+    if let Some(dir) = std::env::var_os("LIVE_SCREENSHOTS") {
+        browser.screenshot(&page, &Path::new(&dir).join("page-workloads-phone.png"));
     }
 }
