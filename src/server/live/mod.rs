@@ -1,6 +1,8 @@
 //! The live view: `/` lists every interface under its owner (an app, a
 //! container, a VM, a system container, a Docker network, the host's NICs and
-//! bridges), rendered on the server ([`html`]) so it reads without
+//! bridges), and, where the kernel counts per cgroup, every workload (a
+//! service's, a host-network container's sockets) under its owner too,
+//! rendered on the server ([`html`]) so it reads without
 //! JavaScript; the embedded `live.js` then polls `/api/v1/interfaces`
 //! ([`api`]) every 2 s and turns two reads into rates in the browser, and
 //! keeps their last minutes there for its sparklines, so the exporter keeps
