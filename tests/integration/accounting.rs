@@ -229,6 +229,9 @@ fn server_counting(cgroup: &Path, extra: &str) -> (tempfile::TempDir, crate::htt
             cgroup.display().to_string()
         ),
     );
+    // The listener is bound before the programs are linked: a first answer
+    // means they are.
+    let _ = server.metrics();
     (host, server)
 }
 
@@ -298,7 +301,9 @@ fn exporter_on(
     let up = crate::support::wait_for(std::time::Duration::from_secs(10), || {
         std::net::TcpStream::connect(addr).ok()
     });
-    assert!(up.is_some(), "the exporter answers");
+    assert!(up.is_some(), "the exporter listens");
+    // It listens before it links the programs: an answer means it has.
+    assert_eq!(crate::support::http(addr, "GET", "/-/healthy").status, 200);
     (child, addr)
 }
 
