@@ -279,6 +279,7 @@ accounting)
   WORK=$work BIN=$bin unshare -n -p -f -m --mount-proc bash -c '
     set -e
     mount -t sysfs sysfs /sys
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup
     mount -t tmpfs tmpfs /run
     make_topology
     ip netns add far
@@ -310,7 +311,7 @@ accounting)
     sysctl -qw kernel.bpf_stats_enabled=1
     start true; iperf "with" veth
     for p in tne_rx tne_tx; do
-      bpftool prog show name $p -j | jq -r "\"  $p: \(.run_cnt) runs, \(if .run_cnt > 0 then (.run_time_ns / .run_cnt | round) else 0 end) ns a run\""
+      bpftool prog show name $p -j | jq -r "if type == \"array\" then .[] else . end | \"  $p: \(.run_cnt) runs, \(if .run_cnt > 0 then (.run_time_ns / .run_cnt | round) else 0 end) ns a run\""
     done
     stop
     sysctl -qw kernel.bpf_stats_enabled=$old
@@ -319,14 +320,17 @@ accounting)
     for n in 100 10000; do
       parent="$root/tne-bench-$$"
       mkdir -p "$parent"
-      for i in $(seq "$n"); do
-        mkdir "$parent/c$i"
-        (echo $BASHPID > "$parent/c$i/cgroup.procs"; echo x > /dev/udp/127.0.0.1/9) 2>/dev/null || true
-      done
+      for i in $(seq "$n"); do mkdir "$parent/c$i"; done
       for on in false true; do
-        printf "[accounting]\nenabled = %s\ncgroup = \"%s\"\n[vm]\nsources = [\"qemu\"]\n" "$on" "$parent" > "$WORK/c.toml"
+        printf "[accounting]\nenabled = %s\ncgroup = \"%s\"\ninterval = \"1s\"\n[vm]\nsources = [\"qemu\"]\n" "$on" "$parent" > "$WORK/c.toml"
         "$BIN" --config.file="$WORK/c.toml" --web.listen-address=127.0.0.1:19554 --docker.socket= --log.level=warn &
-        pid=$!; sleep 2
+        pid=$!
+        until curl -sf http://127.0.0.1:19554/-/healthy >/dev/null; do sleep 0.1; done
+        # Each cgroup sends one datagram while the programs count.
+        for i in $(seq "$n"); do
+          (echo $BASHPID > "$parent/c$i/cgroup.procs"; echo x > /dev/udp/127.0.0.1/9) 2>/dev/null || true
+        done
+        sleep 3
         series=$(curl -s http://127.0.0.1:19554/metrics | grep -c "^net_workload_tx_bytes_total" || true)
         printf "  %s cgroups, accounting %-5s (%s workload series): " "$n" "$on" "$series"
         wrk -t1 -c1 -d10s --latency http://127.0.0.1:19554/metrics | awk "/Requests\/sec/ {r=\$2} / 50%/ {p=\$2} / 99%/ {q=\$2} END {printf \"%s req/s, p50 %s, p99 %s\\n\", r, p, q}"

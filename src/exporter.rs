@@ -32,6 +32,9 @@ pub struct Exporter {
     pub config: Config,
     /// Hit when the kernel's per-cgroup maps are full.
     cgroups_full: Arc<crate::telemetry::LimitMetric>,
+    /// `source_up` and `source_errors_total` of the per-cgroup counters,
+    /// where they are asked for.
+    bpf: Option<(metrics::Gauge, metrics::Counter)>,
     pub hub: Hub,
     pub telemetry: Telemetry,
     netdev: NetdevReader,
@@ -45,6 +48,8 @@ impl Exporter {
         let workloads = attach_accounting(&config, &telemetry);
         Arc::new(Exporter {
             cgroups_full: telemetry.limit(crate::telemetry::Limit::AccountingCgroups),
+            bpf: (config.accounting.is_some() && config.mode == crate::config::RunMode::Serve)
+                .then(|| telemetry.source("cgroups", "bpf")),
             netdev: NetdevReader::new(&config.procfs, config.netdev, &telemetry),
             hub: Hub::new(config.labels.clone(), workloads),
             telemetry,
@@ -283,10 +288,17 @@ impl Exporter {
             crate::namespaces::write(&self.config.procfs, &self.hub.namespace_only(), out);
             return;
         };
-        let (up, errors) = self.telemetry.source("cgroups", "bpf");
+        let health = |ok: bool| {
+            if let Some((up, errors)) = &self.bpf {
+                up.set(if ok { 1.0 } else { 0.0 });
+                if !ok {
+                    errors.increment(1);
+                }
+            }
+        };
         match workloads.write(out) {
             Ok(stats) => {
-                up.set(1.0);
+                health(true);
                 if stats.unknown > 0 {
                     self.hub.wake_for_unknown_cgroups();
                 }
@@ -299,8 +311,7 @@ impl Exporter {
                 }
             }
             Err(e) => {
-                up.set(0.0);
-                errors.increment(1);
+                health(false);
                 tracing::debug!(error = %e, "cannot read the counters per cgroup");
             }
         }

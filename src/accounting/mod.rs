@@ -17,8 +17,10 @@ use std::path::{Path, PathBuf};
 
 use self::bpf::{BpfError, Direction};
 
-/// Map entries read per call.
-const READ_CHUNK: usize = 4096;
+/// Map entries read per call at least; a read sizes its buffers by the
+/// last one's count, so a host with few cgroups does not clear 100 KiB of
+/// buffers per scrape.
+const MIN_CHUNK: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountingError {
@@ -48,6 +50,8 @@ pub struct Accounting {
     tx: OwnedFd,
     /// Dropping them detaches the programs.
     _links: [OwnedFd; 2],
+    /// Entries the last read found, to size the next one's buffers.
+    last: std::sync::atomic::AtomicUsize,
 }
 
 impl Accounting {
@@ -73,22 +77,26 @@ impl Accounting {
             rx,
             tx,
             _links: [rx_link, tx_link],
+            last: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
     /// Every cgroup counted so far, by id.
     pub fn read(&self) -> Result<BTreeMap<u64, Counts>, AccountingError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let chunk = (self.last.load(Relaxed) + self.last.load(Relaxed) / 4).max(MIN_CHUNK);
         let mut all: BTreeMap<u64, Counts> = BTreeMap::new();
-        for (id, [bytes, packets]) in bpf::read_all(&self.rx, READ_CHUNK)? {
+        for (id, [bytes, packets]) in bpf::read_all(&self.rx, chunk)? {
             let c = all.entry(id).or_default();
             c.rx_bytes = bytes;
             c.rx_packets = packets;
         }
-        for (id, [bytes, packets]) in bpf::read_all(&self.tx, READ_CHUNK)? {
+        for (id, [bytes, packets]) in bpf::read_all(&self.tx, chunk)? {
             let c = all.entry(id).or_default();
             c.tx_bytes = bytes;
             c.tx_packets = packets;
         }
+        self.last.store(all.len(), Relaxed);
         Ok(all)
     }
 
