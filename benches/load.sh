@@ -320,7 +320,9 @@ accounting)
     for n in 100 10000; do
       parent="$root/tne-bench-$$"
       mkdir -p "$parent"
-      for i in $(seq "$n"); do mkdir "$parent/c$i"; done
+      # Each one a service of its own: n workloads.
+      mkdir -p "$parent/b.slice"
+      for i in $(seq "$n"); do mkdir "$parent/b.slice/c$i.service"; done
       for on in false true; do
         printf "[accounting]\nenabled = %s\ncgroup = \"%s\"\ninterval = \"1s\"\n[vm]\nsources = [\"qemu\"]\n" "$on" "$parent" > "$WORK/c.toml"
         "$BIN" --config.file="$WORK/c.toml" --web.listen-address=127.0.0.1:19554 --docker.socket= --log.level=warn &
@@ -328,7 +330,7 @@ accounting)
         until curl -sf http://127.0.0.1:19554/-/healthy >/dev/null; do sleep 0.1; done
         # Each cgroup sends one datagram while the programs count.
         for i in $(seq "$n"); do
-          (echo $BASHPID > "$parent/c$i/cgroup.procs"; echo x > /dev/udp/127.0.0.1/9) 2>/dev/null || true
+          (echo $BASHPID > "$parent/b.slice/c$i.service/cgroup.procs"; echo x > /dev/udp/127.0.0.1/9) 2>/dev/null || true
         done
         sleep 3
         series=$(curl -s http://127.0.0.1:19554/metrics | grep -c "^net_workload_tx_bytes_total" || true)
@@ -336,8 +338,8 @@ accounting)
         wrk -t1 -c1 -d10s --latency http://127.0.0.1:19554/metrics | awk "/Requests\/sec/ {r=\$2} / 50%/ {p=\$2} / 99%/ {q=\$2} END {printf \"%s req/s, p50 %s, p99 %s\\n\", r, p, q}"
         kill $pid; wait $pid 2>/dev/null || true
       done
-      for i in $(seq "$n"); do rmdir "$parent/c$i"; done
-      rmdir "$parent"
+      for i in $(seq "$n"); do rmdir "$parent/b.slice/c$i.service"; done
+      rmdir "$parent/b.slice" "$parent"
     done
   '
   ;;

@@ -183,13 +183,13 @@ pub fn link_cgroup(
         })
 }
 
-/// Every entry of `map` (8-byte keys, 16-byte values), `chunk` at a time:
-/// one call per chunk.
-pub fn read_all(map: &OwnedFd, chunk: usize) -> Result<Vec<(u64, [u64; 2])>, BpfError> {
+/// Every entry of `map` (8-byte keys, values of four u64), `chunk` at a
+/// time: one call per chunk.
+pub fn read_all(map: &OwnedFd, chunk: usize) -> Result<Vec<(u64, [u64; 4])>, BpfError> {
     let chunk = chunk.max(1);
     let mut entries = Vec::new();
     let mut keys = vec![0u64; chunk];
-    let mut values = vec![[0u64; 2]; chunk];
+    let mut values = vec![[0u64; 4]; chunk];
     // The batch token: a bucket index for a hash map.
     let mut token = [0u64; 1];
     let mut first = true;
@@ -208,7 +208,7 @@ pub fn read_all(map: &OwnedFd, chunk: usize) -> Result<Vec<(u64, [u64; 2])>, Bpf
             // One bucket holds more than a chunk: again, with room for it.
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && keys.len() < 1 << 20 => {
                 keys.resize(keys.len() * 2, 0);
-                values.resize(keys.len(), [0; 2]);
+                values.resize(keys.len(), [0; 4]);
                 continue;
             }
             // The end: this last batch may still hold entries.

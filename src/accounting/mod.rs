@@ -44,10 +44,9 @@ pub struct Counts {
     pub tx_packets: u64,
 }
 
-/// The programs linked to one cgroup, and their maps.
+/// The programs linked to one cgroup, and the map they share.
 pub struct Accounting {
-    rx: OwnedFd,
-    tx: OwnedFd,
+    map: OwnedFd,
     /// Dropping them detaches the programs.
     _links: [OwnedFd; 2],
     /// Entries the last read found, to size the next one's buffers.
@@ -63,39 +62,45 @@ impl Accounting {
             path: cgroup.to_owned(),
             source,
         })?;
-        let link = |direction, name: &str| -> Result<(OwnedFd, OwnedFd), AccountingError> {
-            let map = bpf::hash_map(name, program::KEY_SIZE, program::VALUE_SIZE, max_cgroups)?;
-            let code = program::bytes(&program::counter(std::os::fd::AsRawFd::as_raw_fd(&map)));
+        let map = bpf::hash_map(
+            "tne_cgroups",
+            program::KEY_SIZE,
+            program::VALUE_SIZE,
+            max_cgroups,
+        )?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&map);
+        let link = |direction, name: &str, offset| -> Result<OwnedFd, AccountingError> {
+            let code = program::bytes(&program::counter(fd, offset));
             let prog = bpf::load_cgroup_skb(name, direction, &code)?;
-            // The link holds the program, the program its map.
-            let link = bpf::link_cgroup(&prog, &dir, direction)?;
-            Ok((map, link))
+            // The link holds the program, the program the map.
+            Ok(bpf::link_cgroup(&prog, &dir, direction)?)
         };
-        let (rx, rx_link) = link(Direction::Ingress, "tne_rx")?;
-        let (tx, tx_link) = link(Direction::Egress, "tne_tx")?;
+        let rx = link(Direction::Ingress, "tne_rx", program::INGRESS)?;
+        let tx = link(Direction::Egress, "tne_tx", program::EGRESS)?;
         Ok(Accounting {
-            rx,
-            tx,
-            _links: [rx_link, tx_link],
+            map,
+            _links: [rx, tx],
             last: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
-    /// Every cgroup counted so far, by id.
+    /// Every cgroup counted so far, by id: one read of the map (a call per
+    /// chunk of entries).
     pub fn read(&self) -> Result<BTreeMap<u64, Counts>, AccountingError> {
         use std::sync::atomic::Ordering::Relaxed;
         let chunk = (self.last.load(Relaxed) + self.last.load(Relaxed) / 4).max(MIN_CHUNK);
-        let mut all: BTreeMap<u64, Counts> = BTreeMap::new();
-        for (id, [bytes, packets]) in bpf::read_all(&self.rx, chunk)? {
-            let c = all.entry(id).or_default();
-            c.rx_bytes = bytes;
-            c.rx_packets = packets;
-        }
-        for (id, [bytes, packets]) in bpf::read_all(&self.tx, chunk)? {
-            let c = all.entry(id).or_default();
-            c.tx_bytes = bytes;
-            c.tx_packets = packets;
-        }
+        let all: BTreeMap<u64, Counts> = bpf::read_all(&self.map, chunk)?
+            .into_iter()
+            .map(|(id, [rx_bytes, rx_packets, tx_bytes, tx_packets])| {
+                let counts = Counts {
+                    rx_bytes,
+                    rx_packets,
+                    tx_bytes,
+                    tx_packets,
+                };
+                (id, counts)
+            })
+            .collect();
         self.last.store(all.len(), Relaxed);
         Ok(all)
     }
@@ -104,8 +109,7 @@ impl Accounting {
     /// live ones.
     pub fn forget(&self, ids: impl IntoIterator<Item = u64>) -> Result<(), AccountingError> {
         for id in ids {
-            bpf::delete(&self.rx, id)?;
-            bpf::delete(&self.tx, id)?;
+            bpf::delete(&self.map, id)?;
         }
         Ok(())
     }

@@ -5,7 +5,9 @@
 //! One program per direction, attached to a cgroup as `cgroup_skb`. For
 //! each packet a full inet socket sends or receives, it adds the packet's
 //! length (L3: no Ethernet header) and one packet to the entry of the
-//! socket's cgroup id in a hash map, creating the entry at zero first. It
+//! socket's cgroup id in a hash map, creating the entry at zero first. Both
+//! directions share the map, each adding at its own offset in the entry, so
+//! a scrape reads one map (a read walks every bucket, full or not). It
 //! always lets the packet through.
 
 /// One `struct bpf_insn`: opcode, the two registers in one byte (dst in the
@@ -67,8 +69,12 @@ const NOEXIST: i32 = 1;
 /// `__sk_buff.len`'s offset.
 const SKB_LEN: i16 = 0;
 
-/// A map entry: bytes, then packets, as the user side reads it.
-pub const VALUE_SIZE: usize = 16;
+/// A map entry, as the user side reads it: received bytes and packets,
+/// then sent bytes and packets.
+pub const VALUE_SIZE: usize = 32;
+/// Where each direction adds in an entry.
+pub const INGRESS: i16 = 0;
+pub const EGRESS: i16 = 16;
 pub const KEY_SIZE: usize = 8;
 
 const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
@@ -89,8 +95,9 @@ fn load_map(dst: u8, map_fd: i32) -> [Insn; 2] {
     ]
 }
 
-/// The program that counts into the map `map_fd`.
-pub fn counter(map_fd: i32) -> Vec<Insn> {
+/// The program that counts into the map `map_fd`, at `offset` of each
+/// entry ([`INGRESS`] or [`EGRESS`]).
+pub fn counter(map_fd: i32, offset: i16) -> Vec<Insn> {
     let mut p = Vec::with_capacity(34);
     // Keep the packet (the context) across calls, which clobber r1-r5.
     p.push(insn(MOV64_REG, R6, R1, 0, 0));
@@ -109,15 +116,16 @@ pub fn counter(map_fd: i32) -> Vec<Insn> {
     // Found: go add (the jump's offset is patched below).
     let found = p.len();
     p.push(insn(JNE_IMM, R0, 0, 0, 0));
-    // Not found: a zeroed entry at fp-24..fp-8, inserted unless another CPU
+    // Not found: a zeroed entry at fp-40..fp-8, inserted unless another CPU
     // did it first, then looked up again.
-    p.push(insn(ST_DW, R10, 0, -24, 0));
-    p.push(insn(ST_DW, R10, 0, -16, 0));
+    for at in [-40, -32, -24, -16] {
+        p.push(insn(ST_DW, R10, 0, at, 0));
+    }
     p.extend(load_map(R1, map_fd));
     p.push(insn(MOV64_REG, R2, R10, 0, 0));
     p.push(insn(ADD64_IMM, R2, 0, 0, -8));
     p.push(insn(MOV64_REG, R3, R10, 0, 0));
-    p.push(insn(ADD64_IMM, R3, 0, 0, -24));
+    p.push(insn(ADD64_IMM, R3, 0, 0, -40));
     p.push(insn(MOV64_IMM, R4, 0, 0, NOEXIST));
     p.push(insn(CALL, 0, 0, 0, MAP_UPDATE_ELEM));
     lookup(&mut p);
@@ -128,9 +136,9 @@ pub fn counter(map_fd: i32) -> Vec<Insn> {
     // several CPUs may count one cgroup at once.
     let add = p.len();
     p.push(insn(LDX_W, R1, R6, SKB_LEN, 0));
-    p.push(insn(ATOMIC_ADD_DW, R0, R1, 0, 0));
+    p.push(insn(ATOMIC_ADD_DW, R0, R1, offset, 0));
     p.push(insn(MOV64_IMM, R1, 0, 0, 1));
-    p.push(insn(ATOMIC_ADD_DW, R0, R1, 8, 0));
+    p.push(insn(ATOMIC_ADD_DW, R0, R1, offset + 8, 0));
     // allow: return 1, the packet goes on.
     let allow = p.len();
     p.push(insn(MOV64_IMM, R0, 0, 0, 1));
@@ -164,7 +172,7 @@ mod tests {
 
     #[test]
     fn jumps_land_on_add_and_allow() {
-        let p = counter(7);
+        let p = counter(7, EGRESS);
         let target = |i: usize| i + 1 + p[i].off as usize;
         let found = p.iter().position(|i| i.code == JNE_IMM).unwrap();
         assert_eq!(p[target(found)].code, LDX_W, "found: add");
@@ -179,5 +187,11 @@ mod tests {
             "each map use loads the map"
         );
         assert_eq!(bytes(&p).len(), p.len() * 8);
+        let adds: Vec<_> = p
+            .iter()
+            .filter(|i| i.code == ATOMIC_ADD_DW)
+            .map(|i| i.off)
+            .collect();
+        assert_eq!(adds, [16, 24], "sent bytes and packets");
     }
 }
