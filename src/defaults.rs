@@ -113,7 +113,7 @@ pub const MIDDLEWARE_SOCKETS: Setting<&[&str]> = Setting::new(
 pub const ACCOUNTING_ENABLED: Setting<bool> = Setting::new("accounting.enabled", true);
 pub const ACCOUNTING_INTERVAL: Setting<Duration> = Setting::new("accounting.interval", secs(30));
 pub const ACCOUNTING_TIMEOUT: Setting<Duration> = Setting::new("accounting.timeout", secs(10));
-pub const ACCOUNTING_MAX_CGROUPS: Setting<usize> = Setting::new("accounting.max_cgroups", 16384);
+pub const ACCOUNTING_MAX_CGROUPS: Setting<usize> = Setting::new("accounting.max_cgroups", 4096);
 pub const ACCOUNTING_CGROUP: Setting<&str> = Setting::new("accounting.cgroup", "");
 // [commands]: each command's timeout fits in 3/4 of the refresh timeout of
 // every resolver that runs one (a test checks).
