@@ -358,21 +358,30 @@ churn)
   }
   trap cleanup_churn EXIT
   printf '[docker]\ninterval = "5s"\n[accounting]\ninterval = "5s"\n' > "$work/c.toml"
-  "$bin" --config.file="$work/c.toml" --web.listen-address=127.0.0.1:19555 --log.level=warn &
+  socket=${DOCKER_HOST:-unix:///var/run/docker.sock}
+  # A TCP sink each container sends a line to (busybox's nc has no UDP).
+  python3 -c 'import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 19556)); s.listen(64)
+while True:
+    c, _ = s.accept(); c.recv(4096); c.close()' &
+  sink=$!
+  "$bin" --config.file="$work/c.toml" --web.listen-address=127.0.0.1:19555 --log.level=warn \
+    --docker.socket="${socket#unix://}" &
   pid=$!; echo $pid > "$work/pid"; sleep 2
   (while kill -0 $pid 2>/dev/null; do
-     curl -s http://127.0.0.1:19555/metrics | grep '^net_workload_tx_bytes_total{instance_type="docker"' \
-       | sed -n 's/.*instance="\([^"]*\)".*/\1/p' >> "$work/seen"
+     { curl -s http://127.0.0.1:19555/metrics | grep '^net_workload_tx_bytes_total{instance_type="docker"' \
+       | sed -n 's/.*instance="\([^"]*\)".*/\1/p' >> "$work/seen"; } || true
      sleep 0.2
    done) &
   scraper=$!
   workloads() { curl -s http://127.0.0.1:19555/metrics | grep -c '^net_workload_tx_bytes_total' || true; }
   echo "before: RSS $(rss_kib $pid) KiB, workload series $(workloads)"
-  for batch in $(seq 0 49 $((n - 1))); do
+  for batch in $(seq 0 50 $((n - 1))); do
     for i in $(seq "$batch" $((batch + 49))); do
       [ "$i" -lt "$n" ] || break
       docker run -d --label tne-churn=1 --name "tne-churn-$i" --network host tne-churn:load \
-        sh -c "echo churn-$i | nc -u -w1 127.0.0.1 9; sleep 3600" >/dev/null
+        sh -c "echo churn-$i | nc 127.0.0.1 19556; sleep 3600" >/dev/null
     done
     sleep 6
     echo "after starting $((batch + 50)): RSS $(rss_kib $pid) KiB, workload series $(workloads)"
@@ -380,8 +389,9 @@ churn)
   done
   sleep 12
   echo "after removing all: RSS $(rss_kib $pid) KiB (peak $(hwm_kib $pid) KiB), workload series $(workloads)"
-  kill $scraper 2>/dev/null || true
+  kill $scraper $sink 2>/dev/null || true
   sort -u "$work/seen" > "$work/names"
+  grep -v '^tne-churn-[0-9]*$' "$work/names" | head -5 | sed 's/^/  not a churn name: /' || true
   echo "docker workloads ever seen: $(wc -l < "$work/names"); not a churn container's name: $(grep -cv '^tne-churn-[0-9]*$' "$work/names" || true)"
   ;;
 *)

@@ -227,7 +227,10 @@ impl Hub {
         }
         let owners = ResolverId::ALL.map(|id| self.owners[id.index()].load_full());
         let refs: Vec<&Claims> = owners.iter().map(|o| o.as_ref()).collect();
-        if let Err(e) = workloads.publish(&tree, &refs) {
+        // The Docker resolver has answered at least once: new containers'
+        // cgroups wait for its names.
+        let docker_names = self.refreshes.borrow()[ResolverId::Docker.index()] > 0;
+        if let Err(e) = workloads.publish(&tree, &refs, docker_names) {
             tracing::warn!(error = %e, "cannot read the counters of cgroups that went");
         }
     }

@@ -69,12 +69,22 @@ fn render(owner_label: &str, kind: &str, owner: &Owner) -> Box<str> {
 
 /// Decides each cgroup's workload: the nearest cgroup at or above it that
 /// an owner claims (a container, by the first resolver that claims it),
-/// else a systemd service, else a Docker cgroup not yet named (by its short
-/// id), else the host.
-pub fn compose(tree: &CgroupTree, claims: &[&Claims], owner_label: &str) -> WorkloadTable {
+/// else a systemd service, else the host. A Docker cgroup the Docker
+/// resolver has not named yet waits for it (left out of the table, so its
+/// bytes show under the container's name once known, never under another
+/// name first) where `docker_names`; elsewhere (no Docker resolver) it is
+/// written under its short id.
+pub fn compose(
+    tree: &CgroupTree,
+    claims: &[&Claims],
+    owner_label: &str,
+    docker_names: bool,
+) -> WorkloadTable {
     let mut table = WorkloadTable::default();
     let mut index: HashMap<(&'static str, Box<str>, Box<str>), u32> = HashMap::new();
     let mut at_path: HashMap<&str, u32> = HashMap::with_capacity(tree.cgroups.len());
+    // Cgroups waiting for the Docker resolver's name, and all below them.
+    let mut pending: std::collections::HashSet<&str> = std::collections::HashSet::new();
     let mut add = |table: &mut WorkloadTable, kind: &'static str, owner: Owner| -> u32 {
         let key = (kind, owner.name.clone(), owner.app.clone());
         *index.entry(key).or_insert_with(|| {
@@ -90,11 +100,18 @@ pub fn compose(tree: &CgroupTree, claims: &[&Claims], owner_label: &str) -> Work
     for cgroup in &tree.cgroups {
         let path = cgroup.path.as_str();
         let claim = claims.iter().find_map(|c| c.by_cgroup.get(path));
-        let parent = path
+        let parent_path = path
             .rsplit_once('/')
             .map(|(p, _)| if p.is_empty() { "/" } else { p })
-            .filter(|_| path != "/")
-            .and_then(|p| at_path.get(p).copied());
+            .filter(|_| path != "/");
+        let parent = parent_path.and_then(|p| at_path.get(p).copied());
+        let waits = claim.is_none()
+            && (parent_path.is_some_and(|p| pending.contains(p))
+                || docker_names && docker_id(path).is_some());
+        if waits {
+            pending.insert(path);
+            continue;
+        }
         let workload = if let Some(c) = claim {
             let of = if c.of == OwnerKind::Container && !c.app.is_empty() {
                 OwnerKind::App
@@ -171,8 +188,13 @@ impl Workloads {
     /// A new composition: cgroups that have gone leave their counts to
     /// their workload (if it is still there) and are then dropped from the
     /// kernel's maps, after the table that no longer has them is in place.
-    pub fn publish(&self, tree: &CgroupTree, claims: &[&Claims]) -> Result<(), AccountingError> {
-        let mut next = compose(tree, claims, &self.owner_label);
+    pub fn publish(
+        &self,
+        tree: &CgroupTree,
+        claims: &[&Claims],
+        docker_names: bool,
+    ) -> Result<(), AccountingError> {
+        let mut next = compose(tree, claims, &self.owner_label, docker_names);
         let old = self.table.load_full();
         let gone: Vec<u64> = old
             .by_id
@@ -355,7 +377,7 @@ mod tests {
                 of: OwnerKind::Container,
             },
         );
-        let table = compose(&tree, &[&claims], "instance");
+        let table = compose(&tree, &[&claims], "instance", false);
         let of = |id: u64| {
             table.workloads[table.by_id[&id] as usize]
                 .rendered
@@ -378,5 +400,21 @@ mod tests {
         assert_eq!(of(8), of(7), "below a container: the container");
         assert_eq!(of(10), host);
         assert_eq!(table.workloads.len(), 4);
+
+        // With a Docker resolver, an unnamed container's cgroup waits for
+        // its name, and so does everything below it.
+        let mut tree = tree;
+        tree.cgroups.push(Cgroup {
+            id: 11,
+            path: format!("/docker/{ID}/inner"),
+        });
+        let table = compose(&tree, &[&claims], "instance", true);
+        assert!(!table.by_id.contains_key(&6) && !table.by_id.contains_key(&11));
+        assert_eq!(
+            table.workloads[table.by_id[&7] as usize]
+                .rendered
+                .to_string(),
+            r#"instance_type="docker",instance="web\"1",app="immich""#
+        );
     }
 }
