@@ -30,7 +30,7 @@ use crate::workloads::{Workload, Workloads};
 
 pub struct Exporter {
     pub config: Config,
-    /// Hit when the kernel's per-cgroup maps are full.
+    /// Hit when the kernel's per-cgroup map is full.
     cgroups_full: Arc<crate::telemetry::LimitMetric>,
     /// `source_up` and `source_errors_total` of the per-cgroup counters,
     /// where they are asked for.

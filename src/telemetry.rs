@@ -310,7 +310,7 @@ pub enum Limit {
     CommandTimeout,
     /// A Docker API response larger than its limit.
     DockerResponse,
-    /// The kernel's per-cgroup maps are full: new cgroups go uncounted.
+    /// The kernel's per-cgroup map is full: new cgroups go uncounted.
     AccountingCgroups,
 }
 

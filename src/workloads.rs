@@ -150,7 +150,7 @@ pub struct ReadStats {
     pub workloads: usize,
     /// Cgroups counted that the last composition did not know (new since).
     pub unknown: usize,
-    /// Cgroups in the kernel's maps.
+    /// Cgroups in the kernel's map.
     pub counted: usize,
 }
 
@@ -187,7 +187,7 @@ impl Workloads {
 
     /// A new composition: cgroups that have gone leave their counts to
     /// their workload (if it is still there) and are then dropped from the
-    /// kernel's maps, after the table that no longer has them is in place.
+    /// kernel's map, after the table that no longer has them is in place.
     pub fn publish(
         &self,
         tree: &CgroupTree,

@@ -2,8 +2,8 @@
 //! own (host-network containers, the host's services): a counting program
 //! on the ingress and egress of every inet socket below a cgroup v2
 //! directory (the root, in production), linked once, keyed by the socket's
-//! cgroup id (the inode number of its directory). The scrape reads the two
-//! maps in a few calls; nothing walks a directory on the scrape path.
+//! cgroup id (the inode number of its directory), in one map both share.
+//! The scrape reads it in a few calls; nothing walks a directory there.
 //!
 //! The links close with the process, so a crash or `kill -9` leaves no
 //! program attached. They coexist with systemd's and Docker's programs.
@@ -105,7 +105,7 @@ impl Accounting {
         Ok(all)
     }
 
-    /// Drops the counters of cgroups that are gone, so the maps hold only
+    /// Drops the counters of cgroups that are gone, so the map holds only
     /// live ones.
     pub fn forget(&self, ids: impl IntoIterator<Item = u64>) -> Result<(), AccountingError> {
         for id in ids {
