@@ -285,7 +285,10 @@ impl Exporter {
     /// containers that have no host interface.
     fn write_workloads(&self, out: &mut Vec<u8>) {
         let Some(workloads) = self.hub.workloads() else {
-            crate::namespaces::write(&self.config.procfs, &self.hub.namespace_only(), out);
+            // `[accounting] enabled = false` asks for no workload families.
+            if self.config.accounting.is_some() {
+                crate::namespaces::write(&self.config.procfs, &self.hub.namespace_only(), out);
+            }
             return;
         };
         let health = |ok: bool| {
