@@ -65,7 +65,11 @@ docker network create -d macvlan -o parent=uplink0 --subnet 10.77.0.0/24 \
 setpriv --bounding-set -bpf,-sys_admin,-perfmon --inh-caps -bpf,-sys_admin,-perfmon -- \
   "$BIN" --web.listen-address="127.0.0.1:$((PORT + 1))" --docker.socket="$ROOT/docker.sock" \
   --config.file="$ROOT/config.toml" 2>"$ROOT/unprivileged.log" &
-for port in "$PORT" "$((PORT + 1))"; do
+# And with traffic per workload turned off, two ports up.
+sed 's/^\[accounting\]$/[accounting]\nenabled = false/' "$ROOT/config.toml" > "$ROOT/off.toml"
+"$BIN" --web.listen-address="127.0.0.1:$((PORT + 2))" --docker.socket="$ROOT/docker.sock" \
+  --config.file="$ROOT/off.toml" 2>"$ROOT/off.log" &
+for port in "$PORT" "$((PORT + 1))" "$((PORT + 2))"; do
   for _ in $(seq 100); do
     (exec 6<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.1

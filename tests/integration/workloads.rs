@@ -143,6 +143,13 @@ fn every_workload_on_a_truenas_like_host_is_named() {
     ] {
         assert_eq!(tx_of(&unprivileged, kind, name), None, "{name}");
     }
+    // Turned off: no workload families at all, the namespace fallback
+    // included.
+    let off = host.get_on(9553, "/metrics");
+    assert!(
+        off.contains("net_interface_rx_bytes_total") && !off.contains("net_workload_"),
+        "[accounting] enabled = false"
+    );
     let log = std::fs::read_to_string(host.root.path().join("unprivileged.log")).unwrap();
     assert_eq!(
         log.matches("cannot count traffic per cgroup").count(),
