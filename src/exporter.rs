@@ -325,11 +325,15 @@ impl Exporter {
     /// or its counters could not be read this time.
     pub fn read_workloads(&self) -> Option<Vec<(Workload, Counts)>> {
         match self.hub.workloads()?.read() {
-            Ok((read, stats)) => {
+            Ok((table, read, stats)) => {
                 if stats.unknown > 0 {
                     self.hub.wake_for_unknown_cgroups();
                 }
-                Some(read)
+                Some(
+                    read.into_iter()
+                        .map(|(w, c)| (table.workloads[w].clone(), c))
+                        .collect(),
+                )
             }
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read the counters per cgroup");

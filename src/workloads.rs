@@ -154,6 +154,10 @@ pub struct ReadStats {
     pub counted: usize,
 }
 
+/// Each workload that counted anything, as its index in the table, with
+/// its counts.
+pub type Sums = Vec<(usize, Counts)>;
+
 /// The counting programs and the latest table.
 pub struct Workloads {
     accounting: Accounting,
@@ -233,19 +237,24 @@ impl Workloads {
 
     /// Reads the counters and writes the `net_workload_*` families.
     pub fn write(&self, out: &mut Vec<u8>) -> Result<ReadStats, AccountingError> {
-        let (sums, stats) = self.read()?;
-        let rows: Vec<(&str, Counts)> = sums.iter().map(|(w, c)| (&*w.rendered, *c)).collect();
+        let (table, sums, stats) = self.read()?;
+        let rows: Vec<(&str, Counts)> = sums
+            .iter()
+            .map(|&(w, c)| (&*table.workloads[w].rendered, c))
+            .collect();
         write_families(out, &rows);
         Ok(stats)
     }
 
     /// Reads the counters and sums them per workload, what gone cgroups
     /// left it included: the workloads that have counted anything, by
-    /// their rendered labels (the order `write` writes them in). The
-    /// scrape and the live view both read through here, so they agree.
-    pub fn read(&self) -> Result<(Vec<(Workload, Counts)>, ReadStats), AccountingError> {
+    /// their rendered labels (the order `write` writes them in), as
+    /// indexes into the table they were read with, which nothing is copied
+    /// out of. The scrape and the live view both read through here, so
+    /// they agree.
+    pub fn read(&self) -> Result<(Arc<WorkloadTable>, Sums, ReadStats), AccountingError> {
         let counts = self.accounting.read()?;
-        let table = self.table.load();
+        let table = self.table.load_full();
         let mut sums = table.retired.clone();
         let mut stats = ReadStats {
             counted: counts.len(),
@@ -257,16 +266,17 @@ impl Workloads {
                 None => stats.unknown += 1,
             }
         }
-        let mut read: Vec<(Workload, Counts)> = table
-            .workloads
-            .iter()
-            .zip(sums)
+        let mut read: Vec<(usize, Counts)> = sums
+            .into_iter()
+            .enumerate()
             .filter(|(_, c)| *c != Counts::default())
-            .map(|(w, c)| (w.clone(), c))
             .collect();
-        read.sort_by(|a, b| a.0.rendered.cmp(&b.0.rendered));
+        read.sort_by(|a, b| {
+            let rendered = |i: usize| &table.workloads[i].rendered;
+            rendered(a.0).cmp(rendered(b.0))
+        });
         stats.workloads = read.len();
-        Ok((read, stats))
+        Ok((table, read, stats))
     }
 }
 
