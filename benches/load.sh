@@ -12,8 +12,9 @@
 #   benches/load.sh docker   100 containers on a running dockerd: refresh time, scrape latency
 #                            idle vs during refreshes, label freshness, 10,000 scrapes' fds/threads/RSS
 #   benches/load.sh accounting  traffic per workload's cost: iperf3 throughput and CPU over a veth
-#                            pair and loopback with and without the counting programs, their ns per
-#                            run (kernel BPF stats), the scrape's added cost at 100 and 10,000 cgroups
+#                            pair and loopback with and without the counting programs (ROUNDS=5 runs
+#                            of SECONDS_PER_RUN=10 each, alternating, medians), their ns per run and
+#                            share of a core (kernel BPF stats), the scrape at 100 and 10,000 cgroups
 #   benches/load.sh churn    500 containers started and removed on a running dockerd while scraping:
 #                            RSS, workload series and their owners before, during and after
 #
@@ -292,28 +293,42 @@ accounting)
         --docker.socket= --log.level=warn & echo $! > "$WORK/pid"; sleep 1
     }
     stop() { kill "$(cat "$WORK/pid")"; wait "$(cat "$WORK/pid")" 2>/dev/null || true; }
-    iperf() { # $1 = label, $2 = target; prints Gbit/s and the sender'"'"'s CPU %
+    iperf() { # $1 = label, $2 = target; prints Gbit/s and both ends'"'"' CPU %, and appends Gbit/s to $WORK/$1-$2
       iperf3 -s -D -1 -p 5201 >/dev/null; sleep 0.3
+      # Client on CPU 0, server on CPU 1: less noise from the scheduler.
       if [ "$2" = veth ]; then cmd="ip netns exec far iperf3 -c 10.88.0.1"; else cmd="iperf3 -c 127.0.0.1"; fi
-      $cmd -t 5 -J -p 5201 | jq -r --arg l "$1" \
-        "\"  \(\$l): \(.end.sum_received.bits_per_second / 1e9 * 100 | round / 100) Gbit/s, sender CPU \(.end.cpu_utilization_percent.host_total * 10 | round / 10)%\""
+      $cmd -A 0,1 -t "${SECONDS_PER_RUN:-10}" -J -p 5201 > "$WORK/run.json"
+      jq -r ".end.sum_received.bits_per_second / 1e9" "$WORK/run.json" >> "$WORK/$1-$2"
+      jq -r --arg l "$1" \
+        "\"  \(\$l): \(.end.sum_received.bits_per_second / 1e9 * 100 | round / 100) Gbit/s, sender CPU \(.end.cpu_utilization_percent.host_total * 10 | round / 10)%, receiver \(.end.cpu_utilization_percent.remote_total * 10 | round / 10)%\"" "$WORK/run.json"
     }
-    echo "== iperf3, 5 s each, alternating"
+    median() { sort -g "$1" | awk "{v[NR] = \$1} END {m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf \"%.2f\", m}"; }
+    rounds=${ROUNDS:-5}
+    echo "== iperf3, ${SECONDS_PER_RUN:-10} s each, $rounds rounds alternating (which goes first alternates too)"
     for target in veth loopback; do
       echo "$target:"
-      for round in 1 2 3; do
-        start false; iperf "without" $target; stop
-        start true; iperf "with   " $target; stop
+      for round in $(seq "$rounds"); do
+        if [ $((round % 2)) = 1 ]; then order="false true"; else order="true false"; fi
+        for on in $order; do
+          start $on
+          if [ $on = true ]; then iperf with $target; else iperf without $target; fi
+          stop
+        done
       done
+      w=$(median "$WORK/with-$target"); wo=$(median "$WORK/without-$target")
+      echo "  median: $wo Gbit/s without, $w with ($(awk "BEGIN {printf \"%+.1f\", ($w / $wo - 1) * 100}")%)"
     done
-    echo "== the programs'"'"' own cost (kernel.bpf_stats_enabled), one veth run"
+    echo "== the programs'"'"' own cost (kernel.bpf_stats_enabled), one run each"
     old=$(sysctl -n kernel.bpf_stats_enabled)
     sysctl -qw kernel.bpf_stats_enabled=1
-    start true; iperf "with" veth
-    for p in tne_rx tne_tx; do
-      bpftool prog show name $p -j | jq -r "if type == \"array\" then .[] else . end | \"  $p: \(.run_cnt) runs, \(if .run_cnt > 0 then (.run_time_ns / .run_cnt | round) else 0 end) ns a run\""
+    for target in veth loopback; do
+      start true; iperf stats $target
+      secs=${SECONDS_PER_RUN:-10}
+      for p in tne_rx tne_tx; do
+        bpftool prog show name $p -j | jq -r --arg s "$secs" "if type == \"array\" then .[] else . end | \"  $target $p: \(.run_cnt) runs, \(if .run_cnt > 0 then (.run_time_ns / .run_cnt | round) else 0 end) ns a run, \(.run_time_ns / (\$s | tonumber) / 1e7 * 100 | round / 100)% of one core\""
+      done
+      stop
     done
-    stop
     sysctl -qw kernel.bpf_stats_enabled=$old
     echo "== scrape of 48 interfaces, with N cgroups counted (wrk, 10 s)"
     root=$(awk "\$9 == \"cgroup2\" {print \$5}" /proc/self/mountinfo | tail -1)

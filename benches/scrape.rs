@@ -6,6 +6,11 @@
 //!   namespace holding ~50 interfaces; `TNE_BENCH_ROOTFS`/`TNE_BENCH_PROCFS`
 //!   point it at that host (default: this host).
 //! - `join_write_10k`: parse + join + write of a synthetic 10,000-interface buffer.
+//! - `workloads_{100,10000}`: the scrape's added cost of traffic per workload
+//!   at that many counted cgroups, each a service of its own (as root: the
+//!   counting programs linked to a cgroup of the bench's own, each child
+//!   cgroup sending one datagram): `read` the kernel's map alone, `write`
+//!   the whole part a scrape adds (read, sum per workload, the families).
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -130,5 +135,84 @@ fn gzip(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, netdev, join_write_10k, gzip);
+fn workloads(c: &mut Criterion) {
+    use std::os::unix::fs::MetadataExt;
+    use truenas_net_exporter::accounting::{Accounting, cgroup2_mount};
+    use truenas_net_exporter::sources::Claims;
+    use truenas_net_exporter::sources::cgroups::{Cgroup, CgroupTree};
+    use truenas_net_exporter::workloads::Workloads;
+
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let Some(v2) = cgroup2_mount(&mountinfo) else {
+        eprintln!("workloads benches skipped: no cgroup v2 hierarchy");
+        return;
+    };
+    let top = v2.join(format!("tne-bench-{}", std::process::id()));
+    let slice = top.join("b.slice");
+    if let Err(e) = std::fs::create_dir_all(&slice) {
+        eprintln!("workloads benches skipped: {}: {e}", slice.display());
+        return;
+    }
+    let home = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+        })
+        .map(|p| v2.join(p.trim_start_matches('/')))
+        .unwrap_or_else(|| v2.clone());
+    for n in [100usize, 10_000] {
+        let accounting = match Accounting::attach(&top, (n as u32).max(4096) * 2) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("workloads benches skipped: {e}");
+                break;
+            }
+        };
+        let mut tree = CgroupTree::default();
+        for i in 0..n {
+            let dir = slice.join(format!("c{i}.service"));
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string())
+                .expect("move into the cgroup");
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
+            let _ = socket.send_to(b"x", "127.0.0.1:9");
+            drop(socket);
+            tree.cgroups.push(Cgroup {
+                id: std::fs::metadata(&dir).expect("stat").ino(),
+                path: format!("/b.slice/c{i}.service"),
+            });
+        }
+        std::fs::write(home.join("cgroup.procs"), std::process::id().to_string())
+            .expect("move back");
+        let workloads = Workloads::new(accounting, "instance");
+        workloads
+            .publish(&tree, 1, &[&Claims::default()], false)
+            .expect("publish");
+        let mut out = Vec::new();
+        let stats = workloads.write(&mut out);
+        eprintln!(
+            "workloads_{n}: {} workloads, {} bytes of output",
+            stats.workloads,
+            out.len()
+        );
+        let mut g = c.benchmark_group(format!("workloads_{n}"));
+        g.bench_function("read", |b| b.iter(|| black_box(workloads.read().1.len())));
+        g.bench_function("write", |b| {
+            b.iter(|| {
+                out.clear();
+                black_box(workloads.write(&mut out))
+            })
+        });
+        g.finish();
+        drop(workloads);
+        for i in 0..n {
+            let _ = std::fs::remove_dir(slice.join(format!("c{i}.service")));
+        }
+    }
+    let _ = std::fs::remove_dir(&slice);
+    let _ = std::fs::remove_dir(&top);
+}
+
+criterion_group!(benches, netdev, join_write_10k, gzip, workloads);
 criterion_main!(benches);

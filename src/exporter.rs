@@ -299,47 +299,31 @@ impl Exporter {
                 }
             }
         };
-        match workloads.write(out) {
-            Ok(stats) => {
-                health(true);
-                if stats.unknown > 0 {
-                    self.hub.wake_for_unknown_cgroups();
-                }
-                let max = self.config.accounting.as_ref().map(|a| a.max_cgroups);
-                if max.is_some_and(|max| stats.counted >= max as usize) {
-                    self.cgroups_full.hit(&format!(
-                        "{} cgroups counted: new ones go uncounted ([accounting] max_cgroups)",
-                        stats.counted
-                    ));
-                }
-            }
-            Err(e) => {
-                health(false);
-                tracing::debug!(error = %e, "cannot read the counters per cgroup");
-            }
+        let stats = workloads.write(out);
+        health(workloads.healthy());
+        if stats.unknown > 0 {
+            self.hub.wake_for_unknown_cgroups();
+        }
+        if stats.unslotted > 0 {
+            self.cgroups_full.hit(&format!(
+                "{} cgroups with traffic go uncounted ([accounting] max_cgroups)",
+                stats.unslotted
+            ));
         }
     }
 
     /// Each workload's counters, read now as a scrape reads them (for the
-    /// live view); `None` where the kernel does not count per cgroup here,
-    /// or its counters could not be read this time.
+    /// live view); `None` where the kernel does not count per cgroup here.
     pub fn read_workloads(&self) -> Option<Vec<(Workload, Counts)>> {
-        match self.hub.workloads()?.read() {
-            Ok((table, read, stats)) => {
-                if stats.unknown > 0 {
-                    self.hub.wake_for_unknown_cgroups();
-                }
-                Some(
-                    read.into_iter()
-                        .map(|(w, c)| (table.workloads[w].clone(), c))
-                        .collect(),
-                )
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read the counters per cgroup");
-                None
-            }
+        let (table, read, stats) = self.hub.workloads()?.read();
+        if stats.unknown > 0 {
+            self.hub.wake_for_unknown_cgroups();
         }
+        Some(
+            read.into_iter()
+                .map(|(w, c)| (table.workloads[w].clone(), c))
+                .collect(),
+        )
     }
 
     fn after_join(&self, stats: &JoinStats) {

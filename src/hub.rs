@@ -109,9 +109,11 @@ impl Hub {
         self.namespace_only.load_full()
     }
 
-    /// Replaces the cgroup tree; recomposes the workloads if it changed.
+    /// Replaces the cgroup tree; recomposes the workloads if it changed, or
+    /// if the counting programs have met cgroups with no slot since.
     pub fn publish_cgroups(&self, tree: CgroupTree) {
-        if **self.cgroups.load() != tree {
+        let unsettled = self.workloads.as_ref().is_some_and(|w| w.unsettled());
+        if unsettled || **self.cgroups.load() != tree {
             if tree.truncated && !self.cgroups.load().truncated {
                 tracing::warn!(
                     read = tree.cgroups.len(),
@@ -120,7 +122,8 @@ impl Hub {
             }
             self.cgroups.store(Arc::new(tree));
             let _serial = self.compose_lock.lock().unwrap_or_else(|p| p.into_inner());
-            self.recompose_workloads();
+            // This walk is not counted as refreshed yet.
+            self.recompose_workloads(self.cgroup_walks() + 1);
         }
         self.refreshed(ResolverId::Cgroups);
     }
@@ -213,11 +216,16 @@ impl Hub {
         }
         self.table.store(Arc::new(table));
         self.composed.store(true, Ordering::Relaxed);
-        self.recompose_workloads();
+        self.recompose_workloads(self.cgroup_walks());
     }
 
-    /// With the compose lock held.
-    fn recompose_workloads(&self) {
+    fn cgroup_walks(&self) -> u64 {
+        self.refreshes.borrow()[ResolverId::Cgroups.index()]
+    }
+
+    /// With the compose lock held; `walk` counts the cgroup trees published,
+    /// the one in place included.
+    fn recompose_workloads(&self, walk: u64) {
         let Some(workloads) = &self.workloads else {
             return;
         };
@@ -230,7 +238,7 @@ impl Hub {
         // The Docker resolver has answered at least once: new containers'
         // cgroups wait for its names.
         let docker_names = self.refreshes.borrow()[ResolverId::Docker.index()] > 0;
-        if let Err(e) = workloads.publish(&tree, &refs, docker_names) {
+        if let Err(e) = workloads.publish(&tree, walk, &refs, docker_names) {
             tracing::warn!(error = %e, "cannot read the counters of cgroups that went");
         }
     }

@@ -1,8 +1,8 @@
 //! Traffic per workload: the counters the kernel keeps per cgroup
 //! ([`accounting`](crate::accounting)), named by owner. The background side
 //! composes, from the cgroup tree and the owners' cgroup claims, which owner
-//! each cgroup id is ([`WorkloadTable`]); the scrape reads the counters and
-//! sums them per owner. An owner's counters never go back: a cgroup that
+//! each cgroup id is, and which counter slot is whose ([`WorkloadTable`]);
+//! the scrape reads the slots and sums them per owner. An owner's counters never go back: a cgroup that
 //! goes (a container recreated under the same name) leaves its last counts
 //! to its owner, and is then dropped from the kernel's map.
 
@@ -31,9 +31,17 @@ pub struct Workload {
 #[derive(Debug, Default)]
 pub struct WorkloadTable {
     pub by_id: HashMap<u64, u32>,
+    /// In the order of their rendered labels, the order they are written in.
     pub workloads: Vec<Workload>,
     /// Per workload: the counts its gone cgroups left it.
     pub retired: Vec<Counts>,
+    /// Each counter slot with a named cgroup, and that cgroup's workload.
+    pub by_slot: Vec<(u32, u32)>,
+    /// The programs' count of new cgroups when this table was made: a
+    /// scrape that reads another has met cgroups the table does not know.
+    pub new_cgroups: u64,
+    /// Cgroups whose traffic goes uncounted for want of a slot.
+    pub unslotted: usize,
 }
 
 /// A unit's name if `path` is a systemd service's cgroup
@@ -140,6 +148,25 @@ pub fn compose(
         at_path.insert(path, workload);
         table.by_id.insert(cgroup.id, workload);
     }
+    // Written in label order: sorted once here, not at every scrape.
+    let mut order: Vec<u32> = (0..table.workloads.len() as u32).collect();
+    order.sort_by(|&a, &b| {
+        table.workloads[a as usize]
+            .rendered
+            .cmp(&table.workloads[b as usize].rendered)
+    });
+    let mut rank = vec![0u32; order.len()];
+    for (to, &from) in order.iter().enumerate() {
+        rank[from as usize] = to as u32;
+    }
+    let mut workloads: Vec<Option<Workload>> = table.workloads.drain(..).map(Some).collect();
+    table.workloads = order
+        .iter()
+        .filter_map(|&from| workloads[from as usize].take())
+        .collect();
+    for w in table.by_id.values_mut() {
+        *w = rank[*w as usize];
+    }
     table
 }
 
@@ -150,8 +177,8 @@ pub struct ReadStats {
     pub workloads: usize,
     /// Cgroups counted that the last composition did not know (new since).
     pub unknown: usize,
-    /// Cgroups in the kernel's map.
-    pub counted: usize,
+    /// Cgroups whose traffic goes uncounted for want of a slot.
+    pub unslotted: usize,
 }
 
 /// Each workload that counted anything, as its index in the table, with
@@ -166,13 +193,9 @@ pub struct Workloads {
     /// while the workload has a cgroup left.
     retired: Mutex<HashMap<Box<str>, Counts>>,
     owner_label: String,
-}
-
-fn add(into: &mut Counts, c: &Counts) {
-    into.rx_bytes += c.rx_bytes;
-    into.rx_packets += c.rx_packets;
-    into.tx_bytes += c.tx_bytes;
-    into.tx_packets += c.tx_packets;
+    /// Whether the last settle of the counters could write the kernel's
+    /// maps.
+    healthy: std::sync::atomic::AtomicBool,
 }
 
 impl Workloads {
@@ -182,6 +205,7 @@ impl Workloads {
             table: ArcSwap::default(),
             retired: Mutex::default(),
             owner_label: owner_label.to_owned(),
+            healthy: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -189,33 +213,49 @@ impl Workloads {
         self.table.load_full()
     }
 
-    /// A new composition: cgroups that have gone leave their counts to
-    /// their workload (if it is still there) and are then dropped from the
-    /// kernel's map, after the table that no longer has them is in place.
+    /// Whether the programs have met cgroups since the table was made, so
+    /// a new one is due even if the cgroup tree has not changed (a cgroup
+    /// that was idle until now is known; its first counts wait for it).
+    pub fn unsettled(&self) -> bool {
+        self.accounting.new_cgroups() != self.table.load().new_cgroups
+    }
+
+    /// Whether the last composition could write the kernel's maps.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A new composition: the counters are settled against the tree, the
+    /// `walk`th read of it (new cgroups get slots, gone ones leave theirs),
+    /// and a gone cgroup's last counts go to its workload if it is still
+    /// there.
     pub fn publish(
         &self,
         tree: &CgroupTree,
+        walk: u64,
         claims: &[&Claims],
         docker_names: bool,
     ) -> Result<(), AccountingError> {
         let mut next = compose(tree, claims, &self.owner_label, docker_names);
+        let live: Vec<u64> = tree.cgroups.iter().map(|c| c.id).collect();
+        let settled = match self.accounting.settle(&live, walk) {
+            Ok(s) => s,
+            Err(e) => {
+                // The table in place still reads the slots it knows.
+                self.healthy
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                return Err(e);
+            }
+        };
         let old = self.table.load_full();
-        let gone: Vec<u64> = old
-            .by_id
-            .keys()
-            .filter(|id| !next.by_id.contains_key(id))
-            .copied()
-            .collect();
         let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
-        if !gone.is_empty() {
-            let counts = self.accounting.read()?;
-            for id in &gone {
-                let (Some(c), Some(&w)) = (counts.get(id), old.by_id.get(id)) else {
-                    continue;
-                };
-                if let Some(workload) = old.workloads.get(w as usize) {
-                    add(retired.entry(workload.rendered.clone()).or_default(), c);
-                }
+        for (id, c) in &settled.gone {
+            let workload = old
+                .by_id
+                .get(id)
+                .and_then(|&w| old.workloads.get(w as usize));
+            if let Some(workload) = workload {
+                retired.entry(workload.rendered.clone()).or_default().add(c);
             }
         }
         let present: HashMap<&str, usize> = next
@@ -231,52 +271,63 @@ impl Workloads {
             }
         }
         drop(retired);
+        next.by_slot = settled
+            .slots
+            .iter()
+            .filter_map(|(id, slot)| next.by_id.get(id).map(|&w| (*slot, w)))
+            .collect();
+        next.new_cgroups = settled.new_cgroups;
+        next.unslotted = settled.unslotted;
         self.table.store(Arc::new(next));
-        self.accounting.forget(gone)
+        self.healthy.store(
+            settled.failed.is_none(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        match settled.failed {
+            Some((_, e)) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     /// Reads the counters and writes the `net_workload_*` families.
-    pub fn write(&self, out: &mut Vec<u8>) -> Result<ReadStats, AccountingError> {
-        let (table, sums, stats) = self.read()?;
+    pub fn write(&self, out: &mut Vec<u8>) -> ReadStats {
+        let (table, sums, stats) = self.read();
         let rows: Vec<(&str, Counts)> = sums
             .iter()
             .map(|&(w, c)| (&*table.workloads[w].rendered, c))
             .collect();
         write_families(out, &rows);
-        Ok(stats)
+        stats
     }
 
-    /// Reads the counters and sums them per workload, what gone cgroups
-    /// left it included: the workloads that have counted anything, by
-    /// their rendered labels (the order `write` writes them in), as
-    /// indexes into the table they were read with, which nothing is copied
-    /// out of. The scrape and the live view both read through here, so
-    /// they agree.
-    pub fn read(&self) -> Result<(Arc<WorkloadTable>, Sums, ReadStats), AccountingError> {
-        let counts = self.accounting.read()?;
+    /// Reads the counter slots and sums them per workload, what gone
+    /// cgroups left it included: the workloads that have counted anything,
+    /// in the order `write` writes them in, as indexes into the table they
+    /// were read with, which nothing is copied out of. No call to the
+    /// kernel: the slots are mapped memory. The scrape and the live view
+    /// both read through here, so they agree.
+    pub fn read(&self) -> (Arc<WorkloadTable>, Sums, ReadStats) {
         let table = self.table.load_full();
         let mut sums = table.retired.clone();
-        let mut stats = ReadStats {
-            counted: counts.len(),
-            ..ReadStats::default()
-        };
-        for (id, c) in &counts {
-            match table.by_id.get(id) {
-                Some(&w) => add(&mut sums[w as usize], c),
-                None => stats.unknown += 1,
+        for &(slot, w) in &table.by_slot {
+            if let Some(sum) = sums.get_mut(w as usize) {
+                sum.add(&self.accounting.slot(slot));
             }
         }
-        let mut read: Vec<(usize, Counts)> = sums
+        let read: Sums = sums
             .into_iter()
             .enumerate()
             .filter(|(_, c)| *c != Counts::default())
             .collect();
-        read.sort_by(|a, b| {
-            let rendered = |i: usize| &table.workloads[i].rendered;
-            rendered(a.0).cmp(rendered(b.0))
-        });
-        stats.workloads = read.len();
-        Ok((table, read, stats))
+        let stats = ReadStats {
+            workloads: read.len(),
+            unknown: self
+                .accounting
+                .new_cgroups()
+                .saturating_sub(table.new_cgroups) as usize,
+            unslotted: table.unslotted,
+        };
+        (table, read, stats)
     }
 }
 

@@ -1,6 +1,8 @@
 //! The `bpf()` system call, the few commands the accounting uses: create a
-//! hash map, load a program (with the verifier's log when it refuses), link
-//! it to a cgroup, read the map in batches and delete gone keys. Each
+//! map, load a program (with the verifier's log when it refuses), link it
+//! to a cgroup, read (or take) a hash map in batches, write and delete
+//! keys; and the memory mapping of an array map, which user space reads
+//! with no call at all. Each
 //! command's attributes are a zeroed buffer with its fields written at the
 //! offsets of the kernel's `union bpf_attr`; the kernel accepts a buffer
 //! larger than it knows as long as the rest is zero.
@@ -10,12 +12,17 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const MAP_CREATE: libc::c_long = 0;
+const MAP_UPDATE_ELEM: libc::c_long = 2;
 const MAP_DELETE_ELEM: libc::c_long = 3;
 const PROG_LOAD: libc::c_long = 5;
 const MAP_LOOKUP_BATCH: libc::c_long = 24;
+const MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
 const LINK_CREATE: libc::c_long = 28;
 
 const MAP_TYPE_HASH: u32 = 1;
+const MAP_TYPE_ARRAY: u32 = 2;
+/// An array map user space may `mmap`.
+const F_MMAPABLE: u32 = 1 << 10;
 const PROG_TYPE_CGROUP_SKB: u32 = 8;
 
 /// Where a cgroup_skb program runs.
@@ -107,11 +114,23 @@ pub fn hash_map(
     value_size: usize,
     max_entries: u32,
 ) -> Result<OwnedFd, BpfError> {
+    map_create(MAP_TYPE_HASH, 0, name, key_size, value_size, max_entries)
+}
+
+fn map_create(
+    kind: u32,
+    flags: u32,
+    name: &str,
+    key_size: usize,
+    value_size: usize,
+    max_entries: u32,
+) -> Result<OwnedFd, BpfError> {
     let mut attr = Attr::new()
-        .u32(0, MAP_TYPE_HASH)
+        .u32(0, kind)
         .u32(4, key_size as u32)
         .u32(8, value_size as u32)
-        .u32(12, max_entries);
+        .u32(12, max_entries)
+        .u32(16, flags);
     let name = name.as_bytes();
     let len = name.len().min(15);
     attr.0[28..28 + len].copy_from_slice(&name[..len]);
@@ -184,8 +203,14 @@ pub fn link_cgroup(
 }
 
 /// Every entry of `map` (8-byte keys, values of four u64), `chunk` at a
-/// time: one call per chunk.
-pub fn read_all(map: &OwnedFd, chunk: usize) -> Result<Vec<(u64, [u64; 4])>, BpfError> {
+/// time: one call per chunk. With `take`, each entry read is deleted in
+/// the same call, so nothing added between a read and a delete is lost.
+pub fn read_all(map: &OwnedFd, chunk: usize, take: bool) -> Result<Vec<(u64, [u64; 4])>, BpfError> {
+    let (command, name) = if take {
+        (MAP_LOOKUP_AND_DELETE_BATCH, "map lookup and delete batch")
+    } else {
+        (MAP_LOOKUP_BATCH, "map lookup batch")
+    };
     let chunk = chunk.max(1);
     let mut entries = Vec::new();
     let mut keys = vec![0u64; chunk];
@@ -201,7 +226,7 @@ pub fn read_all(map: &OwnedFd, chunk: usize) -> Result<Vec<(u64, [u64; 4])>, Bpf
             .u64(24, ptr(values.as_mut_ptr()))
             .u32(32, keys.len() as u32)
             .u32(36, map.as_raw_fd() as u32);
-        let result = call(MAP_LOOKUP_BATCH, &mut attr);
+        let result = call(command, &mut attr);
         let count = (attr.read_u32(32) as usize).min(keys.len());
         match result {
             Ok(_) => {}
@@ -223,7 +248,7 @@ pub fn read_all(map: &OwnedFd, chunk: usize) -> Result<Vec<(u64, [u64; 4])>, Bpf
             }
             Err(source) => {
                 return Err(BpfError::Call {
-                    command: "map lookup batch",
+                    command: name,
                     source,
                 });
             }
@@ -248,5 +273,124 @@ pub fn delete(map: &OwnedFd, key: u64) -> Result<(), BpfError> {
             command: "map delete",
             source,
         }),
+    }
+}
+
+/// Sets `key` of a map with 8-byte keys to `value` (created or replaced).
+pub fn update(map: &OwnedFd, key: u64, value: &[u8]) -> Result<(), BpfError> {
+    let mut attr = Attr::new()
+        .u32(0, map.as_raw_fd() as u32)
+        .u64(8, ptr(&key))
+        .u64(16, ptr(value.as_ptr()));
+    call(MAP_UPDATE_ELEM, &mut attr)
+        .map(drop)
+        .map_err(|source| BpfError::Call {
+            command: "map update",
+            source,
+        })
+}
+
+/// An array map of `u64` quadruples, mapped into this process: the kernel's
+/// programs and user space both add to its entries atomically, and user
+/// space reads them with plain loads.
+pub struct MappedArray {
+    map: OwnedFd,
+    base: std::ptr::NonNull<u64>,
+    len: usize,
+    entries: usize,
+}
+
+// SAFETY: the mapping is shared memory only ever accessed through atomics,
+// and lives as long as the value.
+unsafe impl Send for MappedArray {}
+// SAFETY: as above: every access is an atomic operation.
+unsafe impl Sync for MappedArray {}
+
+impl MappedArray {
+    /// An array of `entries` quadruples (4-byte keys), created mappable and
+    /// mapped.
+    pub fn create(name: &str, entries: u32) -> Result<MappedArray, BpfError> {
+        let map = map_create(MAP_TYPE_ARRAY, F_MMAPABLE, name, 4, 32, entries)?;
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        let len = (entries as usize * 32).div_ceil(page) * page;
+        // SAFETY: a fresh shared mapping of the map's data, which the kernel
+        // sizes to whole pages; checked for failure below.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.as_raw_fd(),
+                0,
+            )
+        };
+        if at == libc::MAP_FAILED {
+            return Err(BpfError::Call {
+                command: "mmap of the array map",
+                source: io::Error::last_os_error(),
+            });
+        }
+        let base = std::ptr::NonNull::new(at.cast::<u64>()).ok_or(BpfError::Call {
+            command: "mmap of the array map",
+            source: io::Error::from(io::ErrorKind::AddrNotAvailable),
+        })?;
+        Ok(MappedArray {
+            map,
+            base,
+            len,
+            entries: entries as usize,
+        })
+    }
+
+    pub fn fd(&self) -> &OwnedFd {
+        &self.map
+    }
+
+    /// Field `field` of entry `entry`; none past the end.
+    fn cell(&self, entry: usize, field: usize) -> Option<&std::sync::atomic::AtomicU64> {
+        (entry < self.entries && field < 4).then(|| {
+            // SAFETY: in bounds (checked above) of a live mapping, 8-byte
+            // aligned (page-aligned base, 32-byte entries); the kernel's
+            // programs only change it with atomic instructions.
+            unsafe {
+                std::sync::atomic::AtomicU64::from_ptr(self.base.as_ptr().add(entry * 4 + field))
+            }
+        })
+    }
+
+    /// Entry `entry`, each field loaded atomically (zeros past the end).
+    pub fn get(&self, entry: usize) -> [u64; 4] {
+        use std::sync::atomic::Ordering::Relaxed;
+        std::array::from_fn(|f| self.cell(entry, f).map_or(0, |c| c.load(Relaxed)))
+    }
+
+    /// Adds to entry `entry`, as the programs do.
+    pub fn add(&self, entry: usize, value: [u64; 4]) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (f, v) in value.into_iter().enumerate() {
+            if let Some(c) = self.cell(entry, f).filter(|_| v != 0) {
+                c.fetch_add(v, Relaxed);
+            }
+        }
+    }
+
+    /// Zeroes entry `entry`; only for an entry no program adds to anymore.
+    pub fn clear(&self, entry: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for c in (0..4).filter_map(|f| self.cell(entry, f)) {
+            c.store(0, Relaxed);
+        }
+    }
+}
+
+impl Drop for MappedArray {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `create`, unmapped once; nothing
+        // borrowed from it outlives `self`.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.len);
+        }
     }
 }

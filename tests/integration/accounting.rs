@@ -116,7 +116,27 @@ fn each_cgroup_counts_what_its_sockets_sent_and_received() {
         "the parent cgroup had no socket"
     );
 
-    accounting.forget([id("sender")]).unwrap();
+    // A settle gives the two slots, then the sender's cgroup goes: its
+    // last counts come back once, and it is counted no more.
+    let settled = accounting
+        .settle(&[id(""), id("sender"), id("receiver")], 1)
+        .unwrap();
+    assert!(settled.failed.is_none(), "{settled:?}");
+    assert_eq!(settled.slots.len(), 3, "every cgroup, while slots last");
+    assert_eq!(
+        accounting.read().unwrap(),
+        counts,
+        "the same counts, in slots"
+    );
+    let receiver_slot = settled
+        .slots
+        .iter()
+        .find(|s| s.0 == id("receiver"))
+        .unwrap()
+        .1;
+    assert_eq!(accounting.slot(receiver_slot), receiver);
+    let settled = accounting.settle(&[id(""), id("receiver")], 2).unwrap();
+    assert_eq!(settled.gone, [(id("sender"), sender)]);
     let counts = accounting.read().unwrap();
     assert!(!counts.contains_key(&id("sender")));
     assert!(counts.contains_key(&id("receiver")));
@@ -127,6 +147,97 @@ fn each_cgroup_counts_what_its_sockets_sent_and_received() {
         !listing.contains("tne_"),
         "closed links leave nothing: {listing}"
     );
+}
+
+/// A cgroup made after the last walk of the tree counts in the fresh map
+/// until the tree has it: its counts wait through any number of settles of
+/// the same walk and move into its slot once it is live; a cgroup the next
+/// two walks do not have is dropped. A gone cgroup's slot rests one settle
+/// and comes back zeroed to the next cgroup.
+#[test]
+fn a_new_cgroup_keeps_its_counts_until_the_tree_has_it() {
+    if !require(is_root(), "needs root to load BPF programs") {
+        return;
+    }
+    let Some(cgroup) = test_cgroup("settle") else {
+        return;
+    };
+    let top = cgroup.0[0].clone();
+    let (late, dead, next) = (top.join("late"), top.join("dead"), top.join("next"));
+    let (one, two) = (top.join("one"), top.join("two"));
+    let _children = Cleanup(vec![
+        late.clone(),
+        dead.clone(),
+        next.clone(),
+        one.clone(),
+        two.clone(),
+    ]);
+    for dir in [&late, &dead, &next, &one, &two] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let id = |dir: &Path| std::fs::metadata(dir).unwrap().ino();
+    // One slot: idle cgroups get none (half the slots must stay free).
+    let accounting = Accounting::attach(&top, 1).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    send_from(&listener, &late, 100_000);
+    assert_eq!(
+        accounting.new_cgroups(),
+        1,
+        "the programs met one new cgroup"
+    );
+    let counts = accounting.read().unwrap()[&id(&late)];
+    assert!(counts.tx_bytes >= 100_000, "{counts:?}");
+
+    for _ in 0..5 {
+        let settled = accounting.settle(&[id(&top)], 1).unwrap();
+        assert!(settled.slots.is_empty(), "{settled:?}");
+        assert_eq!(settled.new_cgroups, 1);
+    }
+    assert_eq!(accounting.read().unwrap()[&id(&late)], counts, "kept");
+    let settled = accounting.settle(&[id(&top), id(&late)], 2).unwrap();
+    assert_eq!(settled.slots, [(id(&late), 1)]);
+    assert_eq!(accounting.slot(1), counts, "its counts, in its slot");
+
+    // Traffic of a cgroup the tree never has: kept while a walk may have
+    // missed it, dropped after; with the one slot taken, the limit shows.
+    send_from(&listener, &dead, 1000);
+    let live = [id(&top), id(&late)];
+    assert_eq!(accounting.settle(&live, 2).unwrap().unslotted, 0);
+    assert_eq!(accounting.settle(&live, 3).unwrap().unslotted, 0);
+    assert!(accounting.read().unwrap().contains_key(&id(&dead)));
+    accounting.settle(&live, 4).unwrap();
+    assert!(!accounting.read().unwrap().contains_key(&id(&dead)));
+    send_from(&listener, &next, 1000);
+    let live = [id(&top), id(&late), id(&next)];
+    assert_eq!(
+        accounting.settle(&live, 5).unwrap().unslotted,
+        1,
+        "no slot left"
+    );
+
+    // `late` goes: its slot rests one settle, then is `next`'s, zeroed.
+    let live = [id(&top), id(&next)];
+    let settled = accounting.settle(&live, 6).unwrap();
+    assert_eq!(settled.gone, [(id(&late), counts)]);
+    assert!(
+        settled.slots.is_empty() && settled.unslotted == 1,
+        "{settled:?}"
+    );
+    let settled = accounting.settle(&live, 6).unwrap();
+    assert_eq!(settled.slots, [(id(&next), 1)]);
+    let next_counts = accounting.slot(1);
+    assert!(
+        (1000..=10_000).contains(&next_counts.tx_bytes),
+        "only next's: {next_counts:?}"
+    );
+
+    // The fresh map (one entry here) full: a third new cgroup's packets are
+    // counted as uncounted, and the settle says so.
+    assert_eq!(accounting.uncounted_packets(), 0);
+    send_from(&listener, &one, 1000);
+    send_from(&listener, &two, 1000);
+    assert!(accounting.uncounted_packets() > 0);
+    assert!(accounting.settle(&live, 7).unwrap().unslotted >= 1);
 }
 
 /// A program the verifier refuses comes back with the verifier's reason.

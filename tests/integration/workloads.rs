@@ -96,6 +96,12 @@ fn every_workload_on_a_truenas_like_host_is_named() {
         Some("tnevm"),
         "the VM's tap: {tap:?}"
     );
+    for line in body
+        .lines()
+        .filter(|l| l.starts_with("net_workload_tx_bytes"))
+    {
+        eprintln!("{line}");
+    }
     let sink = std::fs::read_to_string(host.root.path().join("sink.log")).unwrap_or_default();
     eprintln!("the LAN received (peer, bytes):\n{sink}");
     let mut named = 0;
