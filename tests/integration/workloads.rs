@@ -1,13 +1,15 @@
 //! Traffic per workload on a TrueNAS-like host, with a real Docker engine:
 //! cgroup2 alone at /sys/fs/cgroup and a dockerd of its own with TrueNAS's
 //! cgroupfs layout, in a private host (`workloads-docker.sh`). A bridged, a
-//! host-network and a macvlan container and a systemd-service stand-in
-//! each send a known number of bytes to a LAN behind the uplink; the
-//! exporter names each one's bytes, and together they are nearly all of
-//! the uplink's.
+//! host-network and a macvlan container, a systemd-service stand-in, an
+//! LXC/Incus container and a TrueNAS 26 container (the middleware faked,
+//! as it cannot run here) each send a known number of bytes to a LAN
+//! behind the uplink; the exporter names each one's bytes, and together
+//! they are nearly all of the uplink's.
 
 use std::time::Duration;
 
+use crate::fake_middleware::{FakeMiddleware, Mode};
 use crate::support::{PrivateHost, have, in_private_host, is_root, parse, require, wait_for};
 
 const BYTES: u64 = 20_000_000;
@@ -37,10 +39,14 @@ fn every_workload_on_a_truenas_like_host_is_named() {
     let root = tempfile::tempdir().unwrap();
     std::fs::write(
         root.path().join("config.toml"),
-        "[vm]\nsources = [\"qemu\"]\n[lxc]\nenabled = false\n[incus]\nenabled = false\n\
+        "[vm]\nsources = [\"qemu\"]\n[lxc]\ninterval = \"1s\"\n[incus]\nenabled = false\n\
          [docker]\ninterval = \"2s\"\n[accounting]\ninterval = \"1s\"\n",
     )
     .unwrap();
+    // TrueNAS 26's middleware, for its containers: the script mounts this
+    // directory at /run/middleware.
+    let middleware = FakeMiddleware::start(&root.path().join("mw/middlewared.sock"), Mode::JsonRpc);
+    middleware.set_methods(&["container.query"]);
     let unshare = in_private_host("workloads-docker.sh")
         .env("ROOT", root.path())
         .env("PORT", "9551")
@@ -49,6 +55,17 @@ fn every_workload_on_a_truenas_like_host_is_named() {
         .unwrap();
     let host = PrivateHost { unshare, root };
     host.wait_file("ready");
+    host.wait_file("vnet31.pid");
+    let pid = std::fs::read_to_string(host.root.path().join("vnet31.pid")).unwrap();
+    let pid: u32 = pid.trim().parse().unwrap();
+    middleware.set_rows(
+        "container.query",
+        vec![serde_json::json!({
+            "id": 1,
+            "name": "tnect",
+            "status": {"state": "RUNNING", "pid": pid, "domain_state": "RUNNING"},
+        })],
+    );
     host.wait_file("sent");
 
     let workloads = [
@@ -56,6 +73,8 @@ fn every_workload_on_a_truenas_like_host_is_named() {
         ("docker", "hostnet"),
         ("docker", "macvlan"),
         ("service", "tnesvc"),
+        ("incus", "tnelxc"),
+        ("lxc", "tnect"),
     ];
     let value = |body: &str, family: &str, kind: &str, name: &str| {
         parse(body)
@@ -87,15 +106,25 @@ fn every_workload_on_a_truenas_like_host_is_named() {
             host.log()
         )
     });
-    // The VM's tap is the VM's, in the interface counters.
-    let tap = parse(&body)
-        .into_iter()
-        .find(|s| s.name == "net_interface_info" && s.label("interface") == Some("vnet30"));
-    assert_eq!(
-        tap.as_ref().and_then(|s| s.label("instance")),
-        Some("tnevm"),
-        "the VM's tap: {tap:?}"
-    );
+    // The VM's tap is the VM's, and each system container's veth its
+    // container's, in the interface counters.
+    for (interface, kind, instance) in [
+        ("vnet30", "vm", "tnevm"),
+        ("veth5e1c0a11", "incus", "tnelxc"),
+        ("vnet31", "lxc", "tnect"),
+    ] {
+        let info = parse(&body)
+            .into_iter()
+            .find(|s| s.name == "net_interface_info" && s.label("interface") == Some(interface));
+        let labels = info
+            .as_ref()
+            .map(|s| (s.label("instance_type"), s.label("instance")));
+        assert_eq!(
+            labels,
+            Some((Some(kind), Some(instance))),
+            "{interface}: {info:?}"
+        );
+    }
     for line in body
         .lines()
         .filter(|l| l.starts_with("net_workload_tx_bytes"))
@@ -146,6 +175,8 @@ fn every_workload_on_a_truenas_like_host_is_named() {
         ("docker", "bridged"),
         ("docker", "hostnet"),
         ("service", "tnesvc"),
+        ("incus", "tnelxc"),
+        ("lxc", "tnect"),
     ] {
         assert_eq!(tx_of(&unprivileged, kind, name), None, "{name}");
     }
