@@ -239,7 +239,7 @@ impl Hub {
         // cgroups wait for its names.
         let docker_names = self.refreshes.borrow()[ResolverId::Docker.index()] > 0;
         if let Err(e) = workloads.publish(&tree, walk, &refs, docker_names) {
-            tracing::warn!(error = %e, "cannot read the counters of cgroups that went");
+            tracing::warn!(error = %e, "cannot settle the counters per cgroup with the cgroup tree");
         }
     }
 }
