@@ -2,9 +2,9 @@
 //! ([`accounting`](crate::accounting)), named by owner. The background side
 //! composes, from the cgroup tree and the owners' cgroup claims, which owner
 //! each cgroup id is, and which counter slot is whose ([`WorkloadTable`]);
-//! the scrape reads the slots and sums them per owner. An owner's counters never go back: a cgroup that
-//! goes (a container recreated under the same name) leaves its last counts
-//! to its owner, and is then dropped from the kernel's map.
+//! the scrape reads the slots and sums them per owner. An owner's counters
+//! never go back: a cgroup that goes (a container recreated under the same
+//! name) leaves its last counts to its owner, and its slot to a new cgroup.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
