@@ -471,8 +471,16 @@ impl Config {
             (raw.lxc.enabled, raw.lxc.interval, raw.lxc.timeout),
         )?;
         let max_cgroups = count(&d::ACCOUNTING_MAX_CGROUPS, raw.accounting.max_cgroups)?;
-        let max_cgroups = u32::try_from(max_cgroups)
-            .map_err(|_| invalid(d::ACCOUNTING_MAX_CGROUPS.key, "too large"))?;
+        if max_cgroups > d::CGROUP_TREE_MAX {
+            return Err(invalid(
+                d::ACCOUNTING_MAX_CGROUPS.key,
+                format!(
+                    "at most {}: the cgroup tree is read no further",
+                    d::CGROUP_TREE_MAX
+                ),
+            ));
+        }
+        let max_cgroups = max_cgroups as u32;
         let accounting_cgroup = raw.accounting.cgroup.filter(|p| !p.as_os_str().is_empty());
         let accounting = schedule(
             (
@@ -850,6 +858,10 @@ mod tests {
             ("[web]\nmax_connections = 0", "web.max_connections"),
             ("[web]\nidle_timeout = \"never\"", "web.idle_timeout"),
             ("[netdev]\nmax_bytes = 0", "netdev.max_bytes"),
+            (
+                "[accounting]\nmax_cgroups = 100001",
+                "accounting.max_cgroups",
+            ),
         ] {
             let err = build(toml, &Cli::default()).unwrap_err().to_string();
             assert!(err.contains(key), "{toml}: {err}");

@@ -114,6 +114,10 @@ pub const ACCOUNTING_ENABLED: Setting<bool> = Setting::new("accounting.enabled",
 pub const ACCOUNTING_INTERVAL: Setting<Duration> = Setting::new("accounting.interval", secs(30));
 pub const ACCOUNTING_TIMEOUT: Setting<Duration> = Setting::new("accounting.timeout", secs(10));
 pub const ACCOUNTING_MAX_CGROUPS: Setting<usize> = Setting::new("accounting.max_cgroups", 4096);
+/// Cgroups a read of the cgroup tree takes at most (a host has hundreds;
+/// past this the rest is left out, and logged): `max_cgroups` above it
+/// would be counters no cgroup could be named for.
+pub const CGROUP_TREE_MAX: usize = 100_000;
 pub const ACCOUNTING_CGROUP: Setting<&str> = Setting::new("accounting.cgroup", "");
 // [commands]: each command's timeout fits in 3/4 of the refresh timeout of
 // every resolver that runs one (a test checks).

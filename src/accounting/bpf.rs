@@ -2,10 +2,10 @@
 //! map, load a program (with the verifier's log when it refuses), link it
 //! to a cgroup, read (or take) a hash map in batches, write and delete
 //! keys; and the memory mapping of an array map, which user space reads
-//! with no call at all. Each
-//! command's attributes are a zeroed buffer with its fields written at the
-//! offsets of the kernel's `union bpf_attr`; the kernel accepts a buffer
-//! larger than it knows as long as the rest is zero.
+//! with no call at all. Each command's attributes are a zeroed buffer with
+//! its fields written at the offsets of the kernel's `union bpf_attr`; the
+//! kernel accepts a buffer larger than it knows as long as the rest is
+//! zero.
 
 use std::ffi::CString;
 use std::io;

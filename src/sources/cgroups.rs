@@ -13,9 +13,9 @@ use crate::accounting::cgroup2_mount;
 use crate::bounded::Fs;
 use crate::sources::{ResolverId, Source, Worker, WorkerError};
 
-/// Cgroups read per refresh at most: a host has hundreds; past this the
-/// rest is left out (and logged), not the refresh.
-pub const MAX_CGROUPS: usize = 100_000;
+/// Cgroups read per refresh at most: past this the rest is left out (and
+/// logged), not the refresh.
+pub const MAX_CGROUPS: usize = crate::defaults::CGROUP_TREE_MAX;
 /// How deep below the root the walk goes.
 const MAX_DEPTH: usize = 12;
 
