@@ -45,11 +45,15 @@ pub struct Exporter {
 impl Exporter {
     pub fn new(config: Config) -> Arc<Exporter> {
         let telemetry = Telemetry::new();
-        let workloads = attach_accounting(&config, &telemetry);
+        // A one-off run would count nothing: the programs start at zero.
+        let bpf = (config.accounting.is_some() && config.mode == crate::config::RunMode::Serve)
+            .then(|| telemetry.source("cgroups", "bpf"));
+        let workloads = bpf
+            .as_ref()
+            .and_then(|(up, _)| attach_accounting(&config, up));
         Arc::new(Exporter {
             cgroups_full: telemetry.limit(crate::telemetry::Limit::AccountingCgroups),
-            bpf: (config.accounting.is_some() && config.mode == crate::config::RunMode::Serve)
-                .then(|| telemetry.source("cgroups", "bpf")),
+            bpf,
             netdev: NetdevReader::new(&config.procfs, config.netdev, &telemetry),
             hub: Hub::new(config.labels.clone(), workloads),
             telemetry,
@@ -340,15 +344,11 @@ impl Exporter {
 /// The counting programs, linked where `[accounting]` says (by default the
 /// cgroup v2 hierarchy in `<procfs>/self/mountinfo`). Where that cannot be
 /// (no hierarchy in view, an old kernel, no `CAP_BPF`/`CAP_NET_ADMIN`) it
-/// says so once, at info, and `source_up{resolver="cgroups",source="bpf"}`
-/// is 0: everything else works as without it.
-fn attach_accounting(config: &Config, telemetry: &Telemetry) -> Option<Workloads> {
-    // A one-off run would count nothing: the programs start at zero.
-    if config.mode != crate::config::RunMode::Serve {
-        return None;
-    }
+/// says so once, at info, and `up`
+/// (`source_up{resolver="cgroups",source="bpf"}`) is 0: everything else
+/// works as without it.
+fn attach_accounting(config: &Config, up: &metrics::Gauge) -> Option<Workloads> {
     let settings = config.accounting.as_ref()?;
-    let (up, _) = telemetry.source("cgroups", "bpf");
     let mountinfo = config.procfs.join("self/mountinfo");
     let mount = crate::bounded::read(&mountinfo, 1 << 20)
         .ok()

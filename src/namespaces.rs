@@ -9,7 +9,6 @@ use std::path::Path;
 
 use crate::accounting::Counts;
 use crate::compose::LabelTable;
-use crate::labels::push_label;
 use crate::sources::Claims;
 
 /// One container whose traffic is its namespace's.
@@ -37,19 +36,14 @@ pub fn namespace_only(
         if claimants.contains(claim.instance.as_str()) || list.iter().any(|w| w.pid == pid) {
             continue;
         }
-        let mut rendered = String::with_capacity(96);
-        push_label(
-            &mut rendered,
-            "instance_type",
-            claim.kind.as_str().as_bytes(),
-        );
-        rendered.push(',');
-        push_label(&mut rendered, owner_label, claim.instance.as_bytes());
-        rendered.push(',');
-        push_label(&mut rendered, "app", claim.app.as_bytes());
         list.push(NamespaceWorkload {
             pid,
-            rendered: rendered.into_boxed_str(),
+            rendered: crate::workloads::render(
+                owner_label,
+                claim.kind.as_str(),
+                &claim.instance,
+                &claim.app,
+            ),
         });
     }
     list.sort_by(|a, b| a.rendered.cmp(&b.rendered));

@@ -65,13 +65,15 @@ pub fn docker_id(path: &str) -> Option<&str> {
     (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
 }
 
-fn render(owner_label: &str, kind: &str, owner: &Owner) -> Box<str> {
+/// A workload's labels as its series carry them:
+/// `instance_type="..",<owner label>="..",app=".."`, escaped.
+pub fn render(owner_label: &str, kind: &str, name: &str, app: &str) -> Box<str> {
     let mut s = String::with_capacity(96);
     push_label(&mut s, "instance_type", kind.as_bytes());
     s.push(',');
-    push_label(&mut s, owner_label, owner.name.as_bytes());
+    push_label(&mut s, owner_label, name.as_bytes());
     s.push(',');
-    push_label(&mut s, "app", owner.app.as_bytes());
+    push_label(&mut s, "app", app.as_bytes());
     s.into_boxed_str()
 }
 
@@ -97,7 +99,7 @@ pub fn compose(
         let key = (kind, owner.name.clone(), owner.app.clone());
         *index.entry(key).or_insert_with(|| {
             table.workloads.push(Workload {
-                rendered: render(owner_label, kind, &owner),
+                rendered: render(owner_label, kind, &owner.name, &owner.app),
                 owner,
                 kind,
             });

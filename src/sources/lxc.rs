@@ -205,16 +205,7 @@ impl Source for LxcSource {
             (a, b) => {
                 // TrueNAS's own containers first: the middleware knows them by name.
                 let mut all = a.unwrap_or_default();
-                let b = b.unwrap_or_default();
-                for (index, claim) in b.by_veth {
-                    all.by_veth.entry(index).or_insert(claim);
-                }
-                for (path, claim) in b.by_cgroup {
-                    all.by_cgroup.entry(path).or_insert(claim);
-                }
-                for (pid, claim) in b.by_netns {
-                    all.by_netns.entry(pid).or_insert(claim);
-                }
+                all.fill_from(b.unwrap_or_default());
                 Ok(all)
             }
         }

@@ -222,6 +222,20 @@ impl Claims {
         (facts.is_veth() && facts.iflink == Some(*peer)).then_some(owner)
     }
 
+    /// Adds what `other` claims and `self` does not: `self`'s claims win.
+    pub fn fill_from(&mut self, other: Claims) {
+        fn fill<K: std::hash::Hash + Eq, V>(into: &mut HashMap<K, V>, from: HashMap<K, V>) {
+            for (k, v) in from {
+                into.entry(k).or_insert(v);
+            }
+        }
+        fill(&mut self.by_interface, other.by_interface);
+        fill(&mut self.by_ifindex, other.by_ifindex);
+        fill(&mut self.by_veth, other.by_veth);
+        fill(&mut self.by_cgroup, other.by_cgroup);
+        fill(&mut self.by_netns, other.by_netns);
+    }
+
     /// Claims the host ends of a container's veths (`ends` from
     /// [`procfs::veth_ends`]) for `owner`; an end already claimed stays.
     pub fn claim_veths(&mut self, ends: &[procfs::VethEnd], owner: &Claim) {
