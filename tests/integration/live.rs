@@ -441,12 +441,20 @@ fn a_browser_shows_rates_utilisation_and_hostile_names_as_text() {
     assert_names_are_text(&shown, "names the server rendered");
 
     // On a phone's screen nothing is wider than the screen.
-    browser.phone(&fresh, 390, 844);
+    assert_fits_a_phone(&mut browser, &fresh, "#owners tr.iface");
+}
+
+/// On a 390 px phone screen, nothing on `page` is wider than the screen,
+/// and rows `rows` (a CSS selector) are there.
+fn assert_fits_a_phone(browser: &mut Browser, page: &crate::browser::Page, rows: &str) {
+    browser.phone(page, 390, 844);
     let fits = wait_for(Duration::from_secs(5), || {
         let v = browser.eval(
-            &fresh,
-            "[window.innerWidth, document.documentElement.scrollWidth, \
-             document.querySelectorAll('#owners tr.iface').length]",
+            page,
+            &format!(
+                "[window.innerWidth, document.documentElement.scrollWidth, \
+                 document.querySelectorAll('{rows}').length]"
+            ),
         );
         (v[0] == 390).then_some(v)
     })
@@ -455,7 +463,7 @@ fn a_browser_shows_rates_utilisation_and_hostile_names_as_text() {
         fits[1].as_u64() <= Some(390),
         "page width on a 390 px phone: {fits}"
     );
-    assert!(fits[2].as_u64() > Some(0));
+    assert!(fits[2].as_u64() > Some(0), "{rows}: {fits}");
 }
 
 /// The cgroup the namespace script makes; removed here too in case the
@@ -691,6 +699,17 @@ struct Flow {
     burst: (f64, f64),
 }
 
+impl Flow {
+    /// The same rates with the burst on or off.
+    fn even(interface: &'static str, rates: (f64, f64)) -> Flow {
+        Flow {
+            interface,
+            steady: rates,
+            burst: rates,
+        }
+    }
+}
+
 /// Counters that grow in a fixture host's net/dev as `flows` say, the
 /// bursts while [`Traffic::burst`] is set.
 struct Traffic {
@@ -848,33 +867,13 @@ fn a_browser_keeps_a_short_history_and_shows_either_side() {
         host.path(),
         vec![
             // A NIC and a VM's tap that differ by direction, all along.
-            Flow {
-                interface: "enp8s0f0",
-                steady: (50.0 * MB, 5.0 * MB),
-                burst: (50.0 * MB, 5.0 * MB),
-            },
-            Flow {
-                interface: "vnet3",
-                steady: (1.0 * MB, 0.25 * MB),
-                burst: (1.0 * MB, 0.25 * MB),
-            },
+            Flow::even("enp8s0f0", (50.0 * MB, 5.0 * MB)),
+            Flow::even("vnet3", (1.0 * MB, 0.25 * MB)),
             // Host-owned: a bridge, and a veth no container claims.
-            Flow {
-                interface: "br0",
-                steady: (2.0 * MB, 1.0 * MB),
-                burst: (2.0 * MB, 1.0 * MB),
-            },
-            Flow {
-                interface: "veth402dbe0",
-                steady: (0.3 * MB, 0.1 * MB),
-                burst: (0.3 * MB, 0.1 * MB),
-            },
+            Flow::even("br0", (2.0 * MB, 1.0 * MB)),
+            Flow::even("veth402dbe0", (0.3 * MB, 0.1 * MB)),
             // A macvtap counts as its VM does: never swapped.
-            Flow {
-                interface: "macvtap0",
-                steady: (0.5 * MB, 0.0),
-                burst: (0.5 * MB, 0.0),
-            },
+            Flow::even("macvtap0", (0.5 * MB, 0.0)),
             // The burst: pihole sends 100 Mb/s (its tap receives), pritunl
             // receives 200 Mb/s (its tap transmits).
             Flow {
@@ -1398,11 +1397,7 @@ fn a_browser_shows_workloads_and_how_much_of_the_uplinks_it_names() {
                 steady: (1.0 * MB, 4.0 * MB),
                 burst: (1.0 * MB, 0.01 * MB),
             },
-            Flow {
-                interface: "vnet0",
-                steady: (0.5 * MB, 0.0),
-                burst: (0.5 * MB, 0.0),
-            },
+            Flow::even("vnet0", (0.5 * MB, 0.0)),
         ],
     );
     let server = Server::start(host.path(), &format!("{toml}{}", cgroup.config()));
@@ -1517,21 +1512,7 @@ fn a_browser_shows_workloads_and_how_much_of_the_uplinks_it_names() {
     traffic.burst(false);
 
     // On a phone's screen the workload rows fit too.
-    browser.phone(&page, 390, 844);
-    let fits = wait_for(Duration::from_secs(5), || {
-        let v = browser.eval(
-            &page,
-            "[window.innerWidth, document.documentElement.scrollWidth, \
-             document.querySelectorAll('#owners tr.wl').length]",
-        );
-        (v[0] == 390).then_some(v)
-    })
-    .expect("the phone viewport applied");
-    assert!(
-        fits[1].as_u64() <= Some(390),
-        "page width on a 390 px phone: {fits}"
-    );
-    assert!(fits[2].as_u64() > Some(0), "{fits}");
+    assert_fits_a_phone(&mut browser, &page, "#owners tr.wl");
     if let Some(dir) = std::env::var_os("LIVE_SCREENSHOTS") {
         browser.screenshot(&page, &Path::new(&dir).join("page-workloads-phone.png"));
     }
