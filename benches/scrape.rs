@@ -16,11 +16,11 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use truenas_net_exporter::cli::Cli;
-use truenas_net_exporter::compose;
 use truenas_net_exporter::config::RawConfig;
-use truenas_net_exporter::labels::LabelSettings;
-use truenas_net_exporter::scrape;
+use truenas_net_exporter::config::cli::Cli;
+use truenas_net_exporter::expose::scrape;
+use truenas_net_exporter::model::composer;
+use truenas_net_exporter::model::labels::LabelSettings;
 use truenas_net_exporter::synthetic;
 use truenas_net_exporter::{Config, Exporter};
 
@@ -41,7 +41,7 @@ fn netdev(c: &mut Criterion) {
     let mut buf = Vec::new();
     let max = exporter.config.netdev.max_bytes;
     scrape::read_netdev(&path, max, &mut buf).expect("read net/dev");
-    let interfaces = truenas_net_exporter::netdev::parse(&buf).count();
+    let interfaces = truenas_net_exporter::expose::netdev::parse(&buf).count();
     eprintln!(
         "netdev benches: {interfaces} interfaces in {}",
         path.display()
@@ -85,7 +85,7 @@ fn netdev(c: &mut Criterion) {
 fn join_write_10k(c: &mut Criterion) {
     let (buf, topo, owners) = synthetic::host(10_000);
     let settings = LabelSettings::default();
-    let table = compose::compose(&topo, &[&owners], &settings);
+    let table = composer::compose(&topo, &[&owners], &settings);
     let mut out = Vec::new();
     scrape::join_and_write(&buf, &table, &settings, &mut out);
     eprintln!("join_write_10k: {} bytes of output", out.len());
@@ -106,13 +106,13 @@ fn join_write_10k(c: &mut Criterion) {
 /// server streams it (128 KiB chunks through the encoder): the CPU gzip adds
 /// per scrape, and the bytes it saves, decide `[web] compression = "auto"`.
 fn gzip(c: &mut Criterion) {
-    use truenas_net_exporter::scrape::Scrape;
+    use truenas_net_exporter::expose::scrape::Scrape;
     use truenas_net_exporter::server::routes::Gzipped;
 
     for n in [50, 10_000] {
         let (buf, topo, owners) = synthetic::host(n);
         let settings = LabelSettings::default();
-        let table = compose::compose(&topo, &[&owners], &settings);
+        let table = composer::compose(&topo, &[&owners], &settings);
         let chunks = || {
             let mut scrape = Scrape::new(&buf, &table, &settings);
             std::iter::from_fn(move || {
@@ -137,10 +137,10 @@ fn gzip(c: &mut Criterion) {
 
 fn workloads(c: &mut Criterion) {
     use std::os::unix::fs::MetadataExt;
-    use truenas_net_exporter::accounting::{Accounting, cgroup2_mount};
-    use truenas_net_exporter::sources::Claims;
-    use truenas_net_exporter::sources::cgroups::{Cgroup, CgroupTree};
+    use truenas_net_exporter::resolve::sources::Claims;
     use truenas_net_exporter::workloads::Workloads;
+    use truenas_net_exporter::workloads::accounting::{Accounting, cgroup2_mount};
+    use truenas_net_exporter::workloads::cgroups::{Cgroup, CgroupTree};
 
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let Some(v2) = cgroup2_mount(&mountinfo) else {

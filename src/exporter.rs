@@ -8,30 +8,30 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
-use crate::accounting::{Accounting, Counts, cgroup2_mount};
-use crate::command::Runner;
-use crate::compose::LabelTable;
+use crate::clients::command::Runner;
+use crate::clients::middleware::socket::{SocketClient, Watched};
+use crate::clients::middleware::{Middleware, PathMetrics};
 use crate::config::{Config, Schedule, VmLookup};
-use crate::hub::Hub;
-use crate::resolver::{AnyResolver, Publish, Resolver};
-use crate::scrape::{JoinStats, NetdevReader, Scrape};
-use crate::sources::cgroups::CgroupSource;
-use crate::sources::docker::DockerSource;
-use crate::sources::incus::IncusSource;
-use crate::sources::lxc::LxcSource;
-use crate::sources::middleware::socket::{SocketClient, Watched};
-use crate::sources::middleware::{Middleware, PathMetrics};
-use crate::sources::netlink::LinkWakes;
-use crate::sources::topology::TopologySource;
-use crate::sources::vm::VmSource;
-use crate::sources::{Claims, ResolverId, Source};
-use crate::telemetry::Telemetry;
+use crate::expose::scrape::{JoinStats, NetdevReader, Scrape};
+use crate::expose::telemetry::Telemetry;
+use crate::model::composer::LabelTable;
+use crate::model::hub::Hub;
+use crate::resolve::sources::docker::DockerSource;
+use crate::resolve::sources::incus::IncusSource;
+use crate::resolve::sources::lxc::LxcSource;
+use crate::resolve::sources::netlink::LinkWakes;
+use crate::resolve::sources::topology::TopologySource;
+use crate::resolve::sources::vm::VmSource;
+use crate::resolve::sources::{Claims, ResolverId, Source};
+use crate::resolve::{AnyResolver, Publish, Resolver};
+use crate::workloads::accounting::{Accounting, Counts, cgroup2_mount};
+use crate::workloads::cgroups::CgroupSource;
 use crate::workloads::{Workload, Workloads};
 
 pub struct Exporter {
     pub config: Config,
     /// Hit when the kernel's per-cgroup map is full.
-    cgroups_full: Arc<crate::telemetry::LimitMetric>,
+    cgroups_full: Arc<crate::expose::telemetry::LimitMetric>,
     /// `source_up` and `source_errors_total` of the per-cgroup counters,
     /// where they are asked for.
     bpf: Option<(metrics::Gauge, metrics::Counter)>,
@@ -52,7 +52,7 @@ impl Exporter {
             .as_ref()
             .and_then(|(up, _)| attach_accounting(&config, up));
         Arc::new(Exporter {
-            cgroups_full: telemetry.limit(crate::telemetry::Limit::AccountingCgroups),
+            cgroups_full: telemetry.limit(crate::expose::telemetry::Limit::AccountingCgroups),
             bpf,
             netdev: NetdevReader::new(&config.procfs, config.netdev, &telemetry),
             hub: Hub::new(config.labels.clone(), workloads),
@@ -291,7 +291,11 @@ impl Exporter {
         let Some(workloads) = self.hub.workloads() else {
             // `[accounting] enabled = false` asks for no workload families.
             if self.config.accounting.is_some() {
-                crate::namespaces::write(&self.config.procfs, &self.hub.namespace_only(), out);
+                crate::workloads::namespaces::write(
+                    &self.config.procfs,
+                    &self.hub.namespace_only(),
+                    out,
+                );
             }
             return;
         };
@@ -350,7 +354,7 @@ impl Exporter {
 fn attach_accounting(config: &Config, up: &metrics::Gauge) -> Option<Workloads> {
     let settings = config.accounting.as_ref()?;
     let mountinfo = config.procfs.join("self/mountinfo");
-    let mount = crate::bounded::read(&mountinfo, 1 << 20)
+    let mount = crate::clients::bounded::read(&mountinfo, 1 << 20)
         .ok()
         .and_then(|t| cgroup2_mount(&String::from_utf8_lossy(&t)));
     let Some(cgroup) = settings.cgroup.clone().or(mount) else {
@@ -373,7 +377,7 @@ fn attach_accounting(config: &Config, up: &metrics::Gauge) -> Option<Workloads> 
 }
 
 /// How long a scrape that met new interfaces waits for the resolvers it woke.
-/// At most once per [`crate::hub::UNKNOWN_WAKE_GAP`], since only a scrape
+/// At most once per [`crate::model::hub::UNKNOWN_WAKE_GAP`], since only a scrape
 /// that wakes them waits.
 pub const UNKNOWN_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 

@@ -7,28 +7,15 @@
 //! [`server`] answers HTTP. [`config`] and [`cli`] build the settings;
 //! [`exporter`] ties them together.
 
-pub mod accounting;
-pub mod bounded;
-pub mod cli;
-pub mod command;
-pub mod compose;
+pub mod clients;
 pub mod config;
-pub mod defaults;
 pub mod exporter;
-mod healthcheck;
-pub mod hub;
-pub mod labels;
-pub mod namespaces;
-pub mod netdev;
-pub mod owner;
-pub mod process;
-pub mod resolver;
-pub mod scrape;
+pub mod expose;
+pub mod model;
+pub mod resolve;
 pub mod server;
-pub mod sources;
 #[doc(hidden)]
 pub mod synthetic;
-pub mod telemetry;
 pub mod workloads;
 
 use std::future::Future;
@@ -113,4 +100,4 @@ pub async fn bind(listen_address: &str) -> std::io::Result<tokio::net::TcpListen
     }
 }
 
-pub use healthcheck::healthcheck;
+pub use server::healthcheck::healthcheck;

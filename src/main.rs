@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use truenas_net_exporter::cli::Cli;
 use truenas_net_exporter::config::RunMode;
+use truenas_net_exporter::config::cli::Cli;
 use truenas_net_exporter::{Config, bind, healthcheck, once, run};
 
 /// Errors end the process as one line on stderr, causes included, whatever

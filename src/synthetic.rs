@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::labels::Kind;
-use crate::sources::topology::{LinkFacts, TopologySnapshot};
-use crate::sources::{Claim, Claims};
+use crate::model::labels::Kind;
+use crate::resolve::sources::topology::{LinkFacts, TopologySnapshot};
+use crate::resolve::sources::{Claim, Claims};
 
 /// A host with `n` Docker veths on compose bridges, with owners: the net/dev
 /// text, the topology and the Docker owners.
@@ -40,7 +40,7 @@ pub fn host(n: usize) -> (Vec<u8>, TopologySnapshot, Claims) {
                 kind: Kind::Docker,
                 instance: format!("ix-app{}-server-{}", i / 20, i % 20),
                 app: format!("app{}", i / 20),
-                of: crate::owner::OwnerKind::Container,
+                of: crate::model::owner::OwnerKind::Container,
             },
         );
     }

@@ -5,6 +5,7 @@
 
 pub mod access;
 mod conn;
+pub mod healthcheck;
 pub mod live;
 pub mod routes;
 mod slots;
@@ -32,7 +33,7 @@ use self::conn::{Admitted, ConnState, Expired, Phase, Registry, TimedIo, Tracked
 use self::slots::{Refused, ScrapeSlots};
 use crate::config::HttpLimits;
 use crate::exporter::Exporter;
-use crate::telemetry::{Limit, LimitMetric};
+use crate::expose::telemetry::{Limit, LimitMetric};
 
 /// A request head (request line and headers) larger than this is refused;
 /// Prometheus sends a few hundred bytes. It also bounds an idle connection's

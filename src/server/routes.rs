@@ -253,8 +253,8 @@ mod tests {
 
     #[test]
     fn the_telemetry_path_cannot_take_a_fixed_one() {
-        use crate::cli::Cli;
         use crate::config::RawConfig;
+        use crate::config::cli::Cli;
         for (path, ok) in [
             ("/metrics", true),
             ("/", false),

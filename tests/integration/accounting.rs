@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use truenas_net_exporter::accounting::{Accounting, cgroup2_mount};
+use truenas_net_exporter::workloads::accounting::{Accounting, cgroup2_mount};
 
 use crate::support::{have, is_root, require};
 
@@ -238,8 +238,8 @@ fn a_new_cgroup_keeps_its_counts_until_the_tree_has_it() {
 /// A program the verifier refuses comes back with the verifier's reason.
 #[test]
 fn a_refused_program_says_why() {
-    use truenas_net_exporter::accounting::bpf::{Direction, load_cgroup_skb};
-    use truenas_net_exporter::accounting::program::{Insn, bytes};
+    use truenas_net_exporter::workloads::accounting::bpf::{Direction, load_cgroup_skb};
+    use truenas_net_exporter::workloads::accounting::program::{Insn, bytes};
     if !require(is_root(), "needs root to load BPF programs") {
         return;
     }

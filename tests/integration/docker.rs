@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
-use truenas_net_exporter::cli::Cli;
+use truenas_net_exporter::config::cli::Cli;
 
 use crate::http::Server;
 use crate::support::{have, http, is_root, one, parse, require, strict, wait_for};
@@ -974,7 +974,8 @@ fn a_tun_held_by_a_host_network_app_is_the_apps() {
         .expect("the container's v2 cgroup")
         .to_owned();
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let mount = truenas_net_exporter::accounting::cgroup2_mount(&mountinfo).expect("cgroup v2");
+    let mount =
+        truenas_net_exporter::workloads::accounting::cgroup2_mount(&mountinfo).expect("cgroup v2");
     // TUNSETIFF with IFF_TUN | IFF_NO_PI: a tun named tnetun<n>, held open.
     let tun = format!("tnetun{}", n % 100_000);
     let ready = tempfile::tempdir().unwrap();

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use truenas_net_exporter::Config;
-use truenas_net_exporter::cli::Cli;
 use truenas_net_exporter::config::RawConfig;
+use truenas_net_exporter::config::cli::Cli;
 
 use crate::support::{copy_fixture, fixture, http, one, parse, wait_for};
 

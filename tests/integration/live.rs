@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
-use truenas_net_exporter::accounting::cgroup2_mount;
+use truenas_net_exporter::workloads::accounting::cgroup2_mount;
 
 use crate::browser::{Browser, chromium};
 use crate::fixture_host::{LABELS, seed_vm_toml};

@@ -15,7 +15,7 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use serde_json::Value;
-use truenas_net_exporter::accounting::cgroup2_mount;
+use truenas_net_exporter::workloads::accounting::cgroup2_mount;
 
 use crate::docker::{Cleanup, IMAGE, docker, engine, server_on, shared_engine};
 use crate::fixture_host::seed_vm_toml;

@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use truenas_net_exporter::cli::Cli;
+use truenas_net_exporter::config::cli::Cli;
 
 use crate::fixture_host::seed_vm_toml;
 use crate::http::Server;

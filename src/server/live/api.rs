@@ -9,11 +9,11 @@ use std::time::SystemTime;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
-use crate::accounting::Counts;
-use crate::compose::{Interface, LabelTable};
-use crate::netdev::Counters;
-use crate::owner::OwnerKind;
-use crate::scrape::{FAMILIES, Scrape, Value};
+use crate::expose::netdev::Counters;
+use crate::expose::scrape::{FAMILIES, Scrape, Value};
+use crate::model::composer::{Interface, LabelTable};
+use crate::model::owner::OwnerKind;
+use crate::workloads::accounting::Counts;
 use crate::workloads::{self, Workload};
 
 /// An interface's owner, as the API names it.
@@ -130,7 +130,7 @@ impl<'a> WorkloadEntry<'a> {
     pub fn new(workload: &'a Workload, counts: &'a Counts) -> WorkloadEntry<'a> {
         let owner = &workload.owner;
         // An app's containers are one owner named by the app, as its
-        // interfaces are (`compose::owner_of`); the workload keeps the
+        // interfaces are (`composer::owner_of`); the workload keeps the
         // container's name as its `instance`.
         let name = if owner.kind == OwnerKind::App && !owner.app.is_empty() {
             &owner.app

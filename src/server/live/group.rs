@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::api::{Entry, WorkloadEntry};
-use crate::owner::OwnerKind;
+use crate::model::owner::OwnerKind;
 
 /// One owner, its interfaces (by interface name) and its workloads (in the
 /// order of `/metrics`).

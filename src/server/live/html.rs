@@ -7,7 +7,7 @@
 
 use super::api::{Document, Entry, WorkloadEntry};
 use super::group;
-use crate::owner::OwnerKind;
+use crate::model::owner::OwnerKind;
 
 const PAGE: &str = include_str!("page.html");
 
@@ -272,10 +272,10 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::compose::{Described, Interface};
-    use crate::labels::Kind;
-    use crate::netdev::Counters;
-    use crate::owner::Owner;
+    use crate::expose::netdev::Counters;
+    use crate::model::composer::{Described, Interface};
+    use crate::model::labels::Kind;
+    use crate::model::owner::Owner;
 
     fn interface(name: &str, claimant: &str, kind: Kind, owner: &Arc<Owner>) -> Interface {
         let described = Described {
@@ -399,8 +399,8 @@ mod tests {
 
     #[test]
     fn workloads_join_their_owners_or_stand_alone() {
-        use crate::accounting::Counts;
         use crate::workloads::Workload;
+        use crate::workloads::accounting::Counts;
 
         let nic = Arc::new(Owner::new(OwnerKind::Nic, "enp3s0", ""));
         let app = Arc::new(Owner::new(OwnerKind::App, "immich", "immich"));

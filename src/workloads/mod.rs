@@ -1,21 +1,25 @@
 //! Traffic per workload: the counters the kernel keeps per cgroup
-//! ([`accounting`](crate::accounting)), named by owner. The background side
+//! ([`accounting`](crate::workloads::accounting)), named by owner. The background side
 //! composes, from the cgroup tree and the owners' cgroup claims, which owner
 //! each cgroup id is, and which counter slot is whose ([`WorkloadTable`]);
 //! the scrape reads the slots and sums them per owner. An owner's counters
 //! never go back: a cgroup that goes (a container recreated under the same
 //! name) leaves its last counts to its owner, and its slot to a new cgroup.
 
+pub mod accounting;
+pub mod cgroups;
+pub mod namespaces;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::accounting::{Accounting, AccountingError, Counts};
-use crate::labels::push_label;
-use crate::owner::{Owner, OwnerKind};
-use crate::sources::Claims;
-use crate::sources::cgroups::CgroupTree;
+use crate::model::labels::push_label;
+use crate::model::owner::{Owner, OwnerKind};
+use crate::resolve::sources::Claims;
+use crate::workloads::accounting::{Accounting, AccountingError, Counts};
+use crate::workloads::cgroups::CgroupTree;
 
 /// One workload: what its series say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -339,7 +343,7 @@ type Family = (&'static str, &'static str, fn(&Counts) -> u64);
 /// The kernel counts its sockets' packets per cgroup (IP header and
 /// payload; a GSO/GRO super-packet once); where it cannot, a container with
 /// a network namespace of its own and no host interface has its namespace's
-/// interfaces' counters instead ([`crate::namespaces`]: Ethernet frames).
+/// interfaces' counters instead ([`crate::workloads::namespaces`]: Ethernet frames).
 pub const FAMILIES: [Family; 4] = [
     (
         "net_workload_rx_bytes_total",
@@ -384,9 +388,9 @@ pub fn write_families(out: &mut Vec<u8>, rows: &[(&str, Counts)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::labels::Kind;
-    use crate::sources::Claim;
-    use crate::sources::cgroups::Cgroup;
+    use crate::model::labels::Kind;
+    use crate::resolve::sources::Claim;
+    use crate::workloads::cgroups::Cgroup;
 
     const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 

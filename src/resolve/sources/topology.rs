@@ -7,9 +7,9 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::bounded::{self, Fs};
-use crate::sources::netlink::{self, LinkWakes};
-use crate::sources::{ResolverId, Source, Worker, WorkerError};
+use crate::clients::bounded::{self, Fs};
+use crate::resolve::sources::netlink::{self, LinkWakes};
+use crate::resolve::sources::{ResolverId, Source, Worker, WorkerError};
 
 /// What sysfs says about one interface. Every field is optional because a
 /// fixture, an old kernel or a vanishing interface may lack any file.

@@ -1,6 +1,6 @@
 //! Sources of facts about interfaces, one module each. A source produces an
-//! immutable snapshot per refresh; [`resolver`](crate::resolver) runs it on a
-//! schedule and the [`compose`](crate::compose)r joins the snapshots.
+//! immutable snapshot per refresh; [`resolver`](crate::resolve) runs it on a
+//! schedule and the [`compose`](crate::model::composer)r joins the snapshots.
 //! Topology publishes kernel facts; the others publish [`Claims`]: who holds
 //! which interface. This module has what they share: the [`Source`] trait, the
 //! [`ResolverId`] that names them, and the [`Claims`] snapshot.
@@ -10,20 +10,17 @@ use std::future::Future;
 
 use tokio::sync::watch;
 
-pub use crate::bounded::{Worker, WorkerError};
-use crate::labels::Kind;
-use crate::owner::OwnerKind;
-use crate::sources::topology::LinkFacts;
+pub use crate::clients::bounded::{Worker, WorkerError};
+use crate::model::labels::Kind;
+use crate::model::owner::OwnerKind;
+use crate::resolve::sources::topology::LinkFacts;
 
-pub mod cgroups;
 pub mod docker;
 pub mod incus;
 pub mod lxc;
-pub mod middleware;
 pub mod netlink;
 pub mod procfs;
 pub mod topology;
-pub mod unix_http;
 pub mod vm;
 
 /// Every resolver, in the order their owner claims take precedence: when two
@@ -115,7 +112,7 @@ impl Lookup {
     pub fn new(
         resolver: ResolverId,
         name: &'static str,
-        telemetry: &crate::telemetry::Telemetry,
+        telemetry: &crate::expose::telemetry::Telemetry,
     ) -> Lookup {
         let (up, errors) = telemetry.source(resolver.name(), name);
         Lookup {

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::bounded::Worker;
-use crate::telemetry::{Limit, LimitMetric, Telemetry};
+use crate::clients::bounded::Worker;
+use crate::expose::telemetry::{Limit, LimitMetric, Telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {

@@ -27,21 +27,23 @@ use futures_util::future::join_all;
 use futures_util::{StreamExt, stream};
 use serde::Deserialize;
 
-use crate::bounded::Fs;
-use crate::command::{CommandError, Runner};
+use crate::clients::bounded::Fs;
+use crate::clients::command::{CommandError, Runner};
+use crate::clients::middleware::Middleware;
 use crate::config::{VmLookup, VmSettings};
-use crate::labels::Kind;
-use crate::owner::OwnerKind;
-use crate::sources::middleware::Middleware;
-use crate::sources::{Claim, Claims, Lookup, ResolverId, Source, Worker, WorkerError, procfs};
-use crate::telemetry::Telemetry;
+use crate::expose::telemetry::Telemetry;
+use crate::model::labels::Kind;
+use crate::model::owner::OwnerKind;
+use crate::resolve::sources::{
+    Claim, Claims, Lookup, ResolverId, Source, Worker, WorkerError, procfs,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
     #[error(transparent)]
     Command(#[from] CommandError),
     #[error(transparent)]
-    Middleware(#[from] crate::sources::middleware::MiddlewareError),
+    Middleware(#[from] crate::clients::middleware::MiddlewareError),
     #[error("midclt vm.query output is not the expected JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("cannot scan {path}: {source}")]
@@ -381,7 +383,7 @@ impl VmSource {
             runner,
             middleware,
             worker: Worker::new(timeout),
-            budget: crate::sources::lookup_budget(timeout),
+            budget: crate::resolve::sources::lookup_budget(timeout),
             lookups,
             no_virsh: std::sync::atomic::AtomicBool::new(false),
             virsh_needed: std::sync::atomic::AtomicBool::new(true),

@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::protocol::{self, Change, Event, Incoming, Outcome, Protocol};
-use crate::bounded::{self, Worker};
+use crate::clients::bounded::{self, Worker};
 
 /// Connecting and the handshake, each.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

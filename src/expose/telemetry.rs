@@ -257,7 +257,7 @@ impl Telemetry {
         let start = out.len();
         // Writing into a Vec cannot fail.
         let _ = self.handle.render_to_write(out);
-        crate::process::write(&crate::process::read(), out);
+        crate::expose::process::write(&crate::expose::process::read(), out);
         self.cache.store(Some(Arc::new(CachedRender {
             at: Instant::now(),
             text: out[start..].to_vec(),

@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::OnceCell;
 
-use crate::bounded::{self, Worker};
+use crate::clients::bounded::{self, Worker};
 use crate::config::NetdevLimits;
-use crate::telemetry::{Limit, LimitMetric, Telemetry};
+use crate::expose::telemetry::{Limit, LimitMetric, Telemetry};
 
-use crate::compose::{self, Interface, LabelTable};
-use crate::labels::LabelSettings;
-use crate::netdev::{self, Counters};
+use crate::expose::netdev::{self, Counters};
+use crate::model::composer::{self, Interface, LabelTable};
+use crate::model::labels::LabelSettings;
 
 /// What one join produced besides the text.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -270,7 +270,7 @@ impl<T: Deref<Target = LabelTable>> Scrape<T> {
                 Some(_) => continue,
                 None => {
                     stats.unknown += 1;
-                    let Some(interface) = compose::fallback(name, settings) else {
+                    let Some(interface) = composer::fallback(name, settings) else {
                         continue;
                     };
                     if table.collides(&interface.rendered) {
@@ -427,9 +427,9 @@ fn write_header(out: &mut Vec<u8>, family: &Family) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compose::compose;
-    use crate::labels::InterfaceFilter;
-    use crate::sources::topology::{LinkFacts, TopologySnapshot};
+    use crate::model::composer::compose;
+    use crate::model::labels::InterfaceFilter;
+    use crate::resolve::sources::topology::{LinkFacts, TopologySnapshot};
 
     const NETDEV: &[u8] = b"Inter-|   Receive |  Transmit\n face |bytes packets|bytes packets\n\
         vnew: 5 6 0 0 0 0 0 0 7 8 0 0 0 0 0 0\n\

@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::bounded;
+use crate::clients::bounded;
 
 /// What one read of `/proc/self` found; `None` where a file could not be read.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]

@@ -5,15 +5,18 @@
 //! sit below everything that uses them: config imports no source and no part
 //! of the server.
 
+pub mod cli;
+pub mod defaults;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::cli::Cli;
-use crate::defaults::{self as d, Bytes, Setting};
-use crate::labels::{InterfaceFilter, LABEL_NAMES, LabelSettings, OWNER_LABEL};
+use crate::config::cli::Cli;
+use crate::config::defaults::{self as d, Bytes, Setting};
+use crate::model::labels::{InterfaceFilter, LABEL_NAMES, LabelSettings, OWNER_LABEL};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -396,7 +399,7 @@ impl Config {
     }
 
     /// Flags override the file; then every value is checked. Each value is
-    /// the flag's, else the file's, else the default ([`crate::defaults`]).
+    /// the flag's, else the file's, else the default ([`crate::config::defaults`]).
     pub fn build(raw: RawConfig, cli: &Cli) -> Result<Config, ConfigError> {
         let (web, paths) = (raw.web, raw.paths);
         let listen_address = text(
@@ -796,7 +799,7 @@ mod tests {
 
     #[test]
     fn example_file_parses_to_the_defaults() {
-        let text = include_str!("../config.example.toml");
+        let text = include_str!("../../config.example.toml");
         let from_file = build(text, &Cli::default()).unwrap();
         let defaults = build("", &Cli::default()).unwrap();
         assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));

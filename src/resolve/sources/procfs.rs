@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::bounded::Fs;
+use crate::clients::bounded::Fs;
 
 /// Every process directory under `procfs`, as `(pid, <procfs>/<pid>)`.
 pub fn pids(fs: &Fs, procfs: &Path) -> std::io::Result<impl Iterator<Item = (u32, PathBuf)>> {
@@ -43,7 +43,7 @@ pub fn in_own_netns(fs: &Fs, procfs: &Path, pid: u32, host_ns: Option<&str>) -> 
 /// One of a process's interfaces that is linked to a device outside its
 /// namespace: a veth's container end (`host_ifindex` is the host end), or a
 /// macvlan/ipvlan interface (`host_ifindex` is its parent). Only the host's
-/// side can tell which: see [`Claims::get`](crate::sources::Claims::get).
+/// side can tell which: see [`Claims::get`](crate::resolve::sources::Claims::get).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VethEnd {
     /// The interface's `iflink`: an ifindex in the host's namespace.

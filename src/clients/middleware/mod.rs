@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use self::protocol::Outcome;
 use self::socket::{SocketClient, SocketError};
-use crate::command::{CommandError, Runner};
+use crate::clients::command::{CommandError, Runner};
 
 /// midclt's messages for a method the middleware does not have: the
 /// JSON-RPC API of 25.04 and later says `Method does not exist`; the
@@ -61,7 +61,7 @@ pub struct PathMetrics {
 
 impl PathMetrics {
     /// The socket's and midclt's, as `resolver="middleware"`.
-    pub fn both(telemetry: &crate::telemetry::Telemetry) -> [PathMetrics; 2] {
+    pub fn both(telemetry: &crate::expose::telemetry::Telemetry) -> [PathMetrics; 2] {
         ["socket", "midclt"].map(|source| {
             let (up, errors) = telemetry.source("middleware", source);
             PathMetrics { up, errors }
@@ -274,7 +274,7 @@ mod tests {
     use super::*;
 
     const BUDGET: Duration = Duration::from_secs(5);
-    use crate::telemetry::Telemetry;
+    use crate::expose::telemetry::Telemetry;
 
     /// A fake client: answers `vm.query`, fails `container.query` as 24.x
     /// does and `virt.instance.query` as 26 does, counting its runs.

@@ -9,13 +9,13 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::accounting::cgroup2_mount;
-use crate::bounded::Fs;
-use crate::sources::{ResolverId, Source, Worker, WorkerError};
+use crate::clients::bounded::Fs;
+use crate::resolve::sources::{ResolverId, Source, Worker, WorkerError};
+use crate::workloads::accounting::cgroup2_mount;
 
 /// Cgroups read per refresh at most: past this the rest is left out (and
 /// logged), not the refresh.
-pub const MAX_CGROUPS: usize = crate::defaults::CGROUP_TREE_MAX;
+pub const MAX_CGROUPS: usize = crate::config::defaults::CGROUP_TREE_MAX;
 /// How deep below the root the walk goes.
 const MAX_DEPTH: usize = 12;
 

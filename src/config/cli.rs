@@ -1,12 +1,12 @@
 //! Command-line flags. Every flag is optional here so that an unset flag falls
 //! back to the config file, and the file to the default; `--help` shows the
-//! defaults of [`crate::defaults`].
+//! defaults of [`crate::config::defaults`].
 
 use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::defaults::{self as d, help};
+use crate::config::defaults::{self as d, help};
 
 #[derive(Debug, Clone, Default, Parser)]
 #[command(

@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
-use crate::accounting::Counts;
-use crate::compose::LabelTable;
-use crate::sources::Claims;
+use crate::model::composer::LabelTable;
+use crate::resolve::sources::Claims;
+use crate::workloads::accounting::Counts;
 
 /// One container whose traffic is its namespace's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub fn namespace_only(
 /// The sum of a namespace's interfaces but `lo`, from its `net/dev`.
 pub fn namespace_counts(netdev: &[u8]) -> Counts {
     let mut c = Counts::default();
-    for (name, counters) in crate::netdev::parse(netdev).flatten() {
+    for (name, counters) in crate::expose::netdev::parse(netdev).flatten() {
         if name == b"lo" {
             continue;
         }
@@ -79,7 +79,7 @@ pub fn write(procfs: &Path, list: &[NamespaceWorkload], out: &mut Vec<u8>) {
         .filter_map(|w| {
             buf.clear();
             let path = procfs.join(format!("{}/net/dev", w.pid));
-            crate::bounded::read_procfs_into(&path, NETDEV_MAX, &mut buf).ok()?;
+            crate::clients::bounded::read_procfs_into(&path, NETDEV_MAX, &mut buf).ok()?;
             Some((&*w.rendered, namespace_counts(&buf)))
         })
         .collect();

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
-use crate::bounded::{self, Worker};
+use crate::clients::bounded::{self, Worker};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnixHttpError {

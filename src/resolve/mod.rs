@@ -3,6 +3,8 @@
 //! per state change, and hands each good snapshot to its publisher. A failed
 //! refresh publishes nothing, so the last good snapshot (and its labels) stays.
 
+pub mod sources;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,8 +15,8 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{Notify, watch};
 
 use crate::config::Schedule;
-use crate::sources::{ResolverId, Source};
-use crate::telemetry::ResolverMetrics;
+use crate::expose::telemetry::ResolverMetrics;
+use crate::resolve::sources::{ResolverId, Source};
 
 /// Wake-triggered refreshes are spaced at least this far apart, so that a burst
 /// of engine events (a `docker run` sends a connect, then a start) costs one
@@ -292,7 +294,7 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::telemetry::Telemetry;
+    use crate::expose::telemetry::Telemetry;
 
     #[derive(Clone, Copy)]
     enum Step {

@@ -14,12 +14,12 @@ use bollard::query_parameters::EventsOptions;
 use futures_util::{StreamExt, stream};
 use tokio::sync::{Notify, OnceCell, watch};
 
-use crate::bounded::Fs;
+use crate::clients::bounded::Fs;
 use crate::config::DockerConfig;
-use crate::labels::Kind;
-use crate::owner::OwnerKind;
-use crate::sources::{Claim, Claims, ResolverId, Source, Worker, WorkerError, procfs};
-use crate::telemetry::{Limit, LimitMetric, Telemetry};
+use crate::expose::telemetry::{Limit, LimitMetric, Telemetry};
+use crate::model::labels::Kind;
+use crate::model::owner::OwnerKind;
+use crate::resolve::sources::{Claim, Claims, ResolverId, Source, Worker, WorkerError, procfs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -154,7 +154,7 @@ pub fn map_veths(fs: &Fs, procfs: &Path, containers: Vec<ContainerFacts>) -> Cla
     let cgroup2 = fs
         .read(&procfs.join("self/mountinfo"), 1 << 20)
         .ok()
-        .and_then(|t| crate::accounting::cgroup2_mount(&String::from_utf8_lossy(&t)));
+        .and_then(|t| crate::workloads::accounting::cgroup2_mount(&String::from_utf8_lossy(&t)));
     for c in &containers {
         // Every container's cgroup, whatever its network: a host-network
         // container's traffic has no interface of its own, only its sockets.
@@ -505,8 +505,8 @@ mod transport {
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio::net::UnixStream;
 
-    use crate::bounded::{self, Worker};
-    use crate::telemetry::LimitMetric;
+    use crate::clients::bounded::{self, Worker};
+    use crate::expose::telemetry::LimitMetric;
 
     pub fn client(
         socket: &Path,

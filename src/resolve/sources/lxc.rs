@@ -16,13 +16,15 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::bounded::Fs;
-use crate::command::CommandError;
-use crate::labels::Kind;
-use crate::owner::OwnerKind;
-use crate::sources::middleware::Middleware;
-use crate::sources::{Claim, Claims, Lookup, ResolverId, Source, Worker, WorkerError, procfs};
-use crate::telemetry::Telemetry;
+use crate::clients::bounded::Fs;
+use crate::clients::command::CommandError;
+use crate::clients::middleware::Middleware;
+use crate::expose::telemetry::Telemetry;
+use crate::model::labels::Kind;
+use crate::model::owner::OwnerKind;
+use crate::resolve::sources::{
+    Claim, Claims, Lookup, ResolverId, Source, Worker, WorkerError, procfs,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LxcError {
@@ -36,7 +38,7 @@ pub enum LxcError {
     #[error(transparent)]
     Command(#[from] CommandError),
     #[error(transparent)]
-    Middleware(#[from] crate::sources::middleware::MiddlewareError),
+    Middleware(#[from] crate::clients::middleware::MiddlewareError),
     #[error("midclt container.query output is not the expected JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("no container lookup worked: {0}")]
@@ -158,7 +160,7 @@ impl LxcSource {
     ) -> LxcSource {
         LxcSource {
             procfs: procfs.to_owned(),
-            budget: crate::sources::lookup_budget(timeout),
+            budget: crate::resolve::sources::lookup_budget(timeout),
             worker: Worker::new(timeout),
             middleware,
             cgroups: Lookup::new(ResolverId::Lxc, "cgroups", telemetry),

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tokio::sync::{Notify, watch};
 
-use crate::compose::{self, LabelTable};
-use crate::labels::LabelSettings;
-use crate::namespaces::{self, NamespaceWorkload};
-use crate::sources::cgroups::CgroupTree;
-use crate::sources::topology::TopologySnapshot;
-use crate::sources::{Claims, ResolverId};
+use crate::model::composer::{self, LabelTable};
+use crate::model::labels::LabelSettings;
+use crate::resolve::sources::topology::TopologySnapshot;
+use crate::resolve::sources::{Claims, ResolverId};
 use crate::workloads::Workloads;
+use crate::workloads::cgroups::CgroupTree;
+use crate::workloads::namespaces::{self, NamespaceWorkload};
 
 pub struct Hub {
     settings: Arc<LabelSettings>,
@@ -203,7 +203,7 @@ impl Hub {
         let topology = self.topology.load();
         let owners = ResolverId::ALL.map(|id| self.owners[id.index()].load_full());
         let refs: Vec<&Claims> = owners.iter().map(|o| o.as_ref()).collect();
-        let table = compose::compose(&topology, &refs, &self.settings);
+        let table = composer::compose(&topology, &refs, &self.settings);
         if table.collisions != *collisions {
             if !table.collisions.is_empty() {
                 tracing::warn!(interfaces = ?table.collisions, "interfaces left out: their labels would repeat another interface's");

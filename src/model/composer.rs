@@ -9,10 +9,10 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::labels::{InterfaceLabels, Kind, LabelSettings, Rendered, label_value};
-use crate::owner::{Owner, OwnerKind, OwnerSet};
-use crate::sources::topology::{LinkFacts, TopologySnapshot};
-use crate::sources::{Claim, Claims};
+use crate::model::labels::{InterfaceLabels, Kind, LabelSettings, Rendered, label_value};
+use crate::model::owner::{Owner, OwnerKind, OwnerSet};
+use crate::resolve::sources::topology::{LinkFacts, TopologySnapshot};
+use crate::resolve::sources::{Claim, Claims};
 
 /// One interface as the exporter describes it, and its rendered labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -378,7 +378,7 @@ mod tests {
     use regex::Regex;
 
     use super::*;
-    use crate::labels::InterfaceFilter;
+    use crate::model::labels::InterfaceFilter;
 
     fn eth(ifindex: u32, iflink: u32) -> LinkFacts {
         LinkFacts {
@@ -616,7 +616,7 @@ mod tests {
             of: OwnerKind::Container,
         };
         let mut docker = Claims::default();
-        use crate::sources::procfs::VethEnd;
+        use crate::resolve::sources::procfs::VethEnd;
         let end = |host_ifindex, ifindex| VethEnd {
             host_ifindex,
             ifindex,

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::labels::Kind;
-use crate::owner::OwnerKind;
-use crate::sources::middleware::Middleware;
-use crate::sources::unix_http::{self, UnixHttpError};
-use crate::sources::{Claim, Claims, ResolverId, Source, Worker, WorkerError};
+use crate::clients::middleware::Middleware;
+use crate::clients::unix_http::{self, UnixHttpError};
+use crate::model::labels::Kind;
+use crate::model::owner::OwnerKind;
+use crate::resolve::sources::{Claim, Claims, ResolverId, Source, Worker, WorkerError};
 
 /// Every project's instances; `recursion=1` includes their config (with the
 /// volatile keys) without gathering each instance's live state.
@@ -129,7 +129,7 @@ impl IncusSource {
             socket,
             max_response,
             worker: Worker::new(timeout),
-            budget: crate::sources::lookup_budget(timeout),
+            budget: crate::resolve::sources::lookup_budget(timeout),
             middleware,
             absent: Mutex::new(None),
         }

@@ -1,0 +1,8 @@
+//! What a scrape writes: the net/dev parser ([`netdev`]), the
+//! `net_interface_*` families ([`scrape`]), the `process_*` ones
+//! ([`process`]) and the exporter's own metrics ([`telemetry`]).
+
+pub mod netdev;
+pub mod process;
+pub mod scrape;
+pub mod telemetry;
