@@ -8,6 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
+use futures_util::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use crate::clients::command::Runner;
 use crate::clients::middleware::socket::{SocketClient, Watched};
 use crate::clients::middleware::{Middleware, PathMetrics};
@@ -27,6 +31,12 @@ use crate::resolve::{AnyResolver, Publish, Resolver};
 use crate::workloads::accounting::{Accounting, Counts, cgroup2_mount};
 use crate::workloads::cgroups::CgroupSource;
 use crate::workloads::{Workload, Workloads};
+
+/// The exporter's background work, for the app to start: see [`Exporter::background`].
+pub struct Background {
+    pub resolvers: Vec<Box<dyn AnyResolver>>,
+    pub connections: Vec<BoxFuture<'static, ()>>,
+}
 
 pub struct Exporter {
     pub config: Config,
@@ -62,8 +72,10 @@ impl Exporter {
         })
     }
 
-    /// Every enabled resolver, each publishing into the hub.
-    pub fn resolvers(self: &Arc<Self>) -> Vec<Box<dyn AnyResolver>> {
+    /// What runs in the background: every enabled resolver, each publishing
+    /// into the hub, and the middleware connection they share, which ends
+    /// when `shutdown` is cancelled. The app starts them all.
+    pub fn background(self: &Arc<Self>, shutdown: &CancellationToken) -> Background {
         let c = &self.config;
         let mut list = Vec::new();
         if let Some(schedule) = c.topology {
@@ -88,6 +100,11 @@ impl Exporter {
             list.push(self.owner_resolver(source, docker.schedule));
         }
         let middleware = Arc::new(self.middleware());
+        let connections = middleware
+            .connection(shutdown.clone())
+            .map(|task| Box::pin(task) as BoxFuture<'static, ()>)
+            .into_iter()
+            .collect();
         if let Some(incus) = &c.incus {
             let source = IncusSource::new(
                 &incus.socket,
@@ -132,7 +149,10 @@ impl Exporter {
             );
             list.push(self.owner_resolver(source, vm.schedule));
         }
-        list
+        Background {
+            resolvers: list,
+            connections,
+        }
     }
 
     /// Runs the host's tools: inside its root when the exporter has its own.
@@ -217,10 +237,30 @@ impl Exporter {
         self.resolver(source, schedule, publish)
     }
 
-    /// Refreshes every enabled resolver once, concurrently (`--once`).
+    /// Refreshes every enabled resolver once, concurrently (`--once`), with
+    /// the connections they ask through running meanwhile.
     pub async fn refresh_all_once(self: &Arc<Self>) {
-        let mut resolvers = self.resolvers();
+        let shutdown = CancellationToken::new();
+        let Background {
+            mut resolvers,
+            connections,
+        } = self.background(&shutdown);
+        let tasks = TaskTracker::new();
+        for connection in connections {
+            tasks.spawn(connection);
+        }
         futures_util::future::join_all(resolvers.iter_mut().map(|r| r.refresh())).await;
+        shutdown.cancel();
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    /// Detaches the counting programs from the cgroup tree now, whoever
+    /// still holds the exporter (a thread stuck on a hung mount may).
+    pub fn detach(&self) {
+        if let Some(workloads) = self.hub.workloads() {
+            workloads.detach();
+        }
     }
 
     /// One scrape: the `net_interface_*` families followed by the exporter's own

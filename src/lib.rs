@@ -21,10 +21,20 @@ pub mod workloads;
 use std::future::Future;
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 pub use config::Config;
 pub use exporter::Exporter;
 
 /// Runs resolvers and the HTTP server on `listener` until `shutdown` resolves.
+///
+/// One shutdown: every long-lived task (resolvers, their watches, the
+/// middleware connection, HTTP connections) watches one cancellation token
+/// and is started on one task tracker, which the way out awaits for at most
+/// `[web] shutdown_timeout`; a task still running then (a read stuck in the
+/// kernel keeps its thread) is left behind, said in the log. Then the
+/// counting programs are detached, whatever is still running.
 ///
 /// The resolvers get a runtime of their own on one thread: a Docker refresh
 /// deserialises an inspect per container, and on the scrape workers that work
@@ -39,39 +49,56 @@ pub async fn run(
         .await
         .map_err(std::io::Error::other)?;
     let exporter = Exporter::new(config);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
     let resolver_runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let resolvers = {
-        let exporter = Arc::clone(&exporter);
+    let on_resolvers = resolver_runtime.handle().clone();
+    let background = exporter.background(&stop);
+    for resolver in background.resolvers {
+        tasks.spawn_on(resolver.run(stop.clone()), &on_resolvers);
+    }
+    for connection in background.connections {
+        tasks.spawn_on(connection, &on_resolvers);
+    }
+    let resolver_thread = {
+        let tasks = tasks.clone();
         std::thread::Builder::new()
             .name("resolvers".into())
             .spawn(move || {
-                resolver_runtime.block_on(async {
-                    let mut tasks = tokio::task::JoinSet::new();
-                    for resolver in exporter.resolvers() {
-                        tasks.spawn(resolver.run(stop_rx.clone()));
-                    }
-                    // Panics in a source are caught in the resolver; this
-                    // is what is left (a panic in the loop itself).
-                    while let Some(ended) = tasks.join_next().await {
-                        if let Err(e) = ended {
-                            tracing::error!(error = %e, "a resolver task ended early");
-                        }
-                    }
-                });
+                // Drives the resolvers until the tracker is closed and empty.
+                resolver_runtime.block_on(tasks.wait());
                 // A read stuck in the kernel keeps its blocking thread: leave
                 // it behind rather than wait for it (dropping the runtime would).
                 resolver_runtime.shutdown_background();
             })?
     };
-    server::serve(Arc::clone(&exporter), listener, Arc::new(access), shutdown).await;
-    let _ = stop_tx.send(true);
-    // Joining blocks: do it off the async workers.
-    let joined = tokio::task::spawn_blocking(move || resolvers.join()).await;
-    if !matches!(joined, Ok(Ok(()))) {
-        tracing::error!("the resolver thread panicked");
+    let grace = exporter.config.http.shutdown_timeout;
+    let stopping = {
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    };
+    server::serve(Arc::clone(&exporter), listener, Arc::new(access), stopping).await;
+    stop.cancel();
+    tasks.close();
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        tracing::warn!(
+            left = tasks.len(),
+            ?grace,
+            "tasks still running at the end of the shutdown timeout; leaving them behind"
+        );
+    }
+    exporter.detach();
+    if tasks.is_empty() {
+        // Joining blocks: do it off the async workers.
+        let joined = tokio::task::spawn_blocking(move || resolver_thread.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            tracing::error!("the resolver thread panicked");
+        }
     }
     Ok(())
 }

@@ -12,7 +12,8 @@ use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Schedule;
 use crate::expose::telemetry::ResolverMetrics;
@@ -112,8 +113,8 @@ impl<S: Source> Resolver<S> {
     }
 
     /// Refreshes at once, then on every interval tick or wake, until `shutdown`
-    /// changes; the source's own [`Source::watch`] runs alongside.
-    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+    /// is cancelled; the source's own [`Source::watch`] runs alongside.
+    pub async fn run(self, shutdown: CancellationToken) {
         let Resolver {
             source,
             schedule,
@@ -123,19 +124,18 @@ impl<S: Source> Resolver<S> {
         } = self;
         let watcher = watch_until_shutdown(&source, shutdown.clone());
         let refresher = async {
-            let mut shutdown = shutdown;
             let mut backoff = PANIC_BACKOFF;
             let mut ticker = tokio::time::interval(schedule.interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last = None::<tokio::time::Instant>;
             loop {
                 tokio::select! {
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.cancelled() => return,
                     _ = ticker.tick() => {}
                     _ = wake.notified() => {
                         if let Some(last) = last {
                             tokio::select! {
-                                _ = shutdown.changed() => return,
+                                _ = shutdown.cancelled() => return,
                                 _ = tokio::time::sleep_until(last + MIN_WAKE_GAP) => {}
                             }
                         }
@@ -146,12 +146,12 @@ impl<S: Source> Resolver<S> {
                 // arrives while it runs asks for another.
                 let _ = wake.notified().now_or_never();
                 let outcome = tokio::select! {
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.cancelled() => return,
                     outcome = refresh_once(&source, schedule.timeout, &mut health, &publish) => outcome,
                 };
                 if outcome == Outcome::Panicked {
                     tokio::select! {
-                        _ = shutdown.changed() => return,
+                        _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(schedule.interval.max(PANIC_BACKOFF));
@@ -166,13 +166,13 @@ impl<S: Source> Resolver<S> {
 
 /// The source's [`Source::watch`] until shutdown, started again (after a
 /// backoff) if it panics or ends early.
-async fn watch_until_shutdown<S: Source>(source: &S, mut shutdown: watch::Receiver<bool>) {
+async fn watch_until_shutdown<S: Source>(source: &S, shutdown: CancellationToken) {
     let mut backoff = PANIC_BACKOFF;
     loop {
         let watched = AssertUnwindSafe(source.watch(shutdown.clone()))
             .catch_unwind()
             .await;
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             return;
         }
         match watched {
@@ -184,7 +184,7 @@ async fn watch_until_shutdown<S: Source>(source: &S, mut shutdown: watch::Receiv
             ),
         }
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(60));
@@ -265,7 +265,7 @@ async fn refresh_once<S: Source>(
 pub trait AnyResolver: Send {
     fn id(&self) -> ResolverId;
     /// [`Resolver::run`].
-    fn run(self: Box<Self>, shutdown: watch::Receiver<bool>) -> BoxFuture<'static, ()>;
+    fn run(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, ()>;
     /// [`Resolver::refresh`].
     fn refresh(&mut self) -> BoxFuture<'_, bool>;
 }
@@ -275,7 +275,7 @@ impl<S: Source> AnyResolver for Resolver<S> {
         S::ID
     }
 
-    fn run(self: Box<Self>, shutdown: watch::Receiver<bool>) -> BoxFuture<'static, ()> {
+    fn run(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, ()> {
         Box::pin(Resolver::run(*self, shutdown))
     }
 
@@ -343,7 +343,7 @@ mod tests {
         published: Arc<Mutex<Vec<usize>>>,
         telemetry: Telemetry,
         wake: Arc<Notify>,
-        stop: watch::Sender<bool>,
+        stop: CancellationToken,
         task: tokio::task::JoinHandle<()>,
     }
 
@@ -353,7 +353,7 @@ mod tests {
             let published = Arc::new(Mutex::new(Vec::new()));
             let telemetry = Telemetry::new();
             let wake = Arc::new(Notify::new());
-            let (stop, shutdown) = watch::channel(false);
+            let stop = CancellationToken::new();
             let sink = Arc::clone(&published);
             let resolver = Resolver::new(
                 Fake {
@@ -366,7 +366,7 @@ mod tests {
                 telemetry.resolver("topology"),
                 Box::new(move |n| sink.lock().unwrap().push(n)),
             );
-            let task = tokio::spawn(resolver.run(shutdown));
+            let task = tokio::spawn(resolver.run(stop.clone()));
             Harness {
                 calls,
                 published,
@@ -547,7 +547,7 @@ mod tests {
     async fn stops_on_shutdown_while_idle_and_mid_refresh() {
         let idle = Harness::start(&[], secs(10.0), secs(1.0));
         tokio::time::sleep(secs(1.0)).await;
-        idle.stop.send(true).unwrap();
+        idle.stop.cancel();
         tokio::time::timeout(secs(0.001), idle.task)
             .await
             .expect("stops while waiting for its tick")
@@ -556,7 +556,7 @@ mod tests {
         let busy = Harness::start(&[Step::Hang], secs(10.0), Duration::from_secs(3600));
         tokio::time::sleep(secs(1.0)).await;
         assert_eq!(busy.calls().len(), 1, "refresh in progress");
-        busy.stop.send(true).unwrap();
+        busy.stop.cancel();
         tokio::time::timeout(secs(0.001), busy.task)
             .await
             .expect("stops without waiting for the refresh")

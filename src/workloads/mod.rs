@@ -226,6 +226,11 @@ impl Workloads {
         self.accounting.new_cgroups() != self.table.load().new_cgroups
     }
 
+    /// Detaches the counting programs (the way out).
+    pub fn detach(&self) {
+        self.accounting.detach();
+    }
+
     /// Whether the last composition could write the kernel's maps.
     pub fn healthy(&self) -> bool {
         self.healthy.load(std::sync::atomic::Ordering::Relaxed)

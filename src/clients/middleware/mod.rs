@@ -160,6 +160,15 @@ impl Middleware {
         Ok(answer?)
     }
 
+    /// The socket's connection task, for the app to run until shutdown;
+    /// `None` when the socket is configured off.
+    pub fn connection(
+        &self,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        self.socket.as_ref().map(|s| s.connection(shutdown))
+    }
+
     /// Whether the last answer came over the socket (so events keep the
     /// owners current and no process was started for it).
     pub fn over_socket(&self) -> bool {

@@ -1,6 +1,7 @@
 //! One websocket connection to the middleware's unix socket, for the whole
 //! exporter. The middleware logs a root client in from its socket
-//! credentials, so no password is involved. A task keeps the connection:
+//! credentials, so no password is involved. A task the app starts
+//! ([`SocketClient::connection`]) keeps the connection until shutdown:
 //! it connects (JSON-RPC at `/api/current`, or 24.10's legacy protocol at
 //! `/websocket` when that path is a 404), subscribes to the collections the
 //! resolvers read, wakes those resolvers on each event and after every
@@ -8,18 +9,21 @@
 //! Calls go over the same connection and are matched to answers by id.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::UnixStream;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout_at};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::sync::CancellationToken;
 
 use super::protocol::{self, Change, Event, Incoming, Outcome, Protocol};
 use crate::clients::bounded::{self, Worker};
@@ -52,7 +56,6 @@ pub struct Watched {
 
 pub struct SocketClient {
     inner: Arc<Inner>,
-    started: Once,
 }
 
 struct Inner {
@@ -92,16 +95,30 @@ impl SocketClient {
                 state: watch::Sender::new(State::Starting),
                 connector: Worker::new(CONNECT_TIMEOUT),
             }),
-            started: Once::new(),
         }
     }
 
-    /// Calls `method` within `budget`. The first call starts the connection
-    /// task and waits for its first attempt.
+    /// The connection task, for the app to run: connects, serves, and after
+    /// a loss reconnects with backoff, until `shutdown` is cancelled.
+    pub fn connection(
+        &self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let inner = Arc::clone(&self.inner);
+        async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = keep_connected(&inner) => {}
+            }
+            inner
+                .state
+                .send_replace(State::Down("the exporter is stopping".into()));
+        }
+    }
+
+    /// Calls `method` within `budget`, waiting for the connection task's
+    /// first attempt if it has not settled yet.
     pub async fn call(&self, method: &str, budget: Duration) -> Result<Outcome, SocketError> {
-        self.started.call_once(|| {
-            tokio::spawn(keep_connected(Arc::clone(&self.inner)));
-        });
         let deadline = Instant::now() + budget;
         let mut state = self.inner.state.subscribe();
         let settled = timeout_at(deadline, async {
@@ -166,14 +183,16 @@ impl Conn {
     }
 }
 
-/// The connection task: connects, serves, and after a loss reconnects with
-/// backoff, for the process's lifetime. A panic in a connection is logged
-/// and counts as a loss.
-async fn keep_connected(inner: Arc<Inner>) {
+/// Connects, serves, and after a loss reconnects with backoff; ends only
+/// when dropped. A panic in a connection is logged and counts as a loss.
+async fn keep_connected(inner: &Arc<Inner>) {
     let mut backoff = MIN_BACKOFF;
     let mut last_reason = String::new();
     loop {
-        let attempt = AssertUnwind(connect_and_serve(&inner)).catch_unwind().await;
+        // The state a panic could leave half-changed is replaced whole below.
+        let attempt = AssertUnwindSafe(connect_and_serve(inner))
+            .catch_unwind()
+            .await;
         let (reason, lasted) = match attempt {
             Ok(outcome) => outcome,
             Err(_) => ("the connection task panicked".to_owned(), Duration::ZERO),
@@ -191,23 +210,6 @@ async fn keep_connected(inner: Arc<Inner>) {
     }
 }
 
-/// `catch_unwind` for a future that only borrows what a panic cannot leave
-/// half-changed (the state is replaced whole).
-struct AssertUnwind<F>(F);
-
-impl<F: std::future::Future> std::future::Future for AssertUnwind<F> {
-    type Output = F::Output;
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<F::Output> {
-        // SAFETY: structural pinning of the only field.
-        unsafe { self.map_unchecked_mut(|s| &mut s.0) }.poll(cx)
-    }
-}
-
-impl<F> std::panic::UnwindSafe for AssertUnwind<F> {}
-
 /// One connection from start to loss: why it ended, and how long it lasted.
 async fn connect_and_serve(inner: &Arc<Inner>) -> (String, Duration) {
     let (ws, protocol, path) = match connect(inner).await {
@@ -224,9 +226,12 @@ async fn connect_and_serve(inner: &Arc<Inner>) -> (String, Duration) {
         next_id: AtomicU64::new(1),
     });
     inner.state.send_replace(State::Up(Arc::clone(&conn)));
-    let subscribing = tokio::spawn(subscribe_all(Arc::clone(inner), Arc::clone(&conn)));
-    let reason = serve(inner, ws, &conn, outbox).await;
-    subscribing.abort();
+    // The connection's own chores (subscribing, subscribing again): they
+    // end with it, aborted when the set drops.
+    let mut chores = JoinSet::new();
+    chores.spawn(subscribe_all(Arc::clone(inner), Arc::clone(&conn)));
+    let reason = serve(inner, ws, &conn, outbox, &mut chores).await;
+    drop(chores);
     // Callers still waiting get `Closed` as their senders drop.
     conn.pending().clear();
     (format!("connection lost: {reason}"), since.elapsed())
@@ -312,10 +317,13 @@ async fn serve(
     ws: Ws,
     conn: &Arc<Conn>,
     mut outbox: mpsc::Receiver<String>,
+    chores: &mut JoinSet<()>,
 ) -> String {
     let (mut sink, mut stream) = ws.split();
     loop {
         tokio::select! {
+            // Finished chores leave the set.
+            Some(_) = chores.join_next(), if !chores.is_empty() => {}
             out = outbox.recv() => {
                 // The conn holds a sender, so the outbox cannot close first.
                 let Some(text) = out else { return "closed".into() };
@@ -325,7 +333,7 @@ async fn serve(
             }
             frame = stream.next() => match frame {
                 Some(Ok(Message::Text(text))) => {
-                    dispatch(inner, conn, protocol::parse(conn.protocol, text.as_str()));
+                    dispatch(inner, conn, protocol::parse(conn.protocol, text.as_str()), chores);
                 }
                 Some(Ok(Message::Close(_))) | None => return "closed by the middleware".into(),
                 // Pings are answered by the library; nothing else is expected.
@@ -336,7 +344,7 @@ async fn serve(
     }
 }
 
-fn dispatch(inner: &Arc<Inner>, conn: &Arc<Conn>, incoming: Incoming) {
+fn dispatch(inner: &Arc<Inner>, conn: &Arc<Conn>, incoming: Incoming, chores: &mut JoinSet<()>) {
     match incoming {
         Incoming::Result { id, outcome } => {
             if let Some(waiting) = conn.pending().remove(&id) {
@@ -354,7 +362,7 @@ fn dispatch(inner: &Arc<Inner>, conn: &Arc<Conn>, incoming: Incoming) {
             tracing::info!(collection = %collection, "the middleware ended a subscription; subscribing again");
             let conn = Arc::clone(conn);
             let inner = Arc::clone(inner);
-            tokio::spawn(async move {
+            chores.spawn(async move {
                 sleep(MIN_BACKOFF).await;
                 if let Some(name) = inner.watched.iter().find(|w| w.collection == collection) {
                     conn.subscribe(name.collection).await;
@@ -431,6 +439,8 @@ mod tests {
     async fn no_socket_is_unavailable_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let client = SocketClient::new(vec![dir.path().join("middlewared.sock")], 1 << 20, vec![]);
+        let stop = CancellationToken::new();
+        let connection = tokio::spawn(client.connection(stop.clone()));
         let started = std::time::Instant::now();
         let err = client
             .call("vm.query", Duration::from_secs(5))
@@ -439,5 +449,35 @@ mod tests {
         assert!(matches!(err, SocketError::Unavailable(_)), "{err}");
         assert!(err.to_string().contains("middlewared.sock"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(4));
+        stop.cancel();
+        connection.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_connection_task_ends_at_shutdown_and_calls_fail_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = SocketClient::new(vec![dir.path().join("middlewared.sock")], 1 << 20, vec![]);
+        let stop = CancellationToken::new();
+        let connection = tokio::spawn(client.connection(stop.clone()));
+        // Between two attempts, in its backoff.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        stop.cancel();
+        connection.await.unwrap();
+        let err = client
+            .call("vm.query", Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("stopping"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_its_task_a_call_waits_out_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = SocketClient::new(vec![dir.path().join("middlewared.sock")], 1 << 20, vec![]);
+        let err = client
+            .call("vm.query", Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SocketError::Timeout), "{err}");
     }
 }

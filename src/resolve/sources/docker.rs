@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime};
 use bollard::Docker;
 use bollard::query_parameters::EventsOptions;
 use futures_util::{StreamExt, stream};
-use tokio::sync::{Notify, OnceCell, watch};
+use tokio::sync::{Notify, OnceCell};
+use tokio_util::sync::CancellationToken;
 
 use crate::clients::bounded::Fs;
 use crate::config::DockerConfig;
@@ -343,7 +344,7 @@ impl DockerSource {
     /// from a little before the break (`since`: the engine replays what it
     /// saw meanwhile) and wakes the resolvers at once, since what happened
     /// while nobody listened is only known by looking.
-    async fn watch_events(&self, mut shutdown: watch::Receiver<bool>) {
+    async fn watch_events(&self, shutdown: CancellationToken) {
         let wakes = &self.wakes;
         let wake_all = || wakes.iter().for_each(|w| w.notify_one());
         let mut backoff = EVENTS_BACKOFF;
@@ -385,7 +386,7 @@ impl DockerSource {
                 }
                 loop {
                     tokio::select! {
-                        _ = shutdown.changed() => return,
+                        _ = shutdown.cancelled() => return,
                         event = events.next() => match event {
                             Some(Ok(_)) => wake_all(),
                             Some(Err(e)) => {
@@ -401,7 +402,7 @@ impl DockerSource {
                 wake_all();
             }
             tokio::select! {
-                _ = shutdown.changed() => return,
+                _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(EVENTS_BACKOFF_MAX);
@@ -428,7 +429,7 @@ impl Source for DockerSource {
     type Error = DockerError;
     const ID: ResolverId = ResolverId::Docker;
 
-    async fn watch(&self, shutdown: watch::Receiver<bool>) {
+    async fn watch(&self, shutdown: CancellationToken) {
         self.watch_events(shutdown).await;
     }
 

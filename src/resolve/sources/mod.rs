@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub use crate::clients::bounded::{Worker, WorkerError};
 use crate::model::labels::Kind;
@@ -75,9 +75,9 @@ pub trait Source: Send + Sync + 'static {
     fn refresh(&self) -> impl Future<Output = Result<Self::Snapshot, Self::Error>> + Send;
 
     /// Work that runs beside the refresh loop for the resolver's lifetime and
-    /// ends when `shutdown` changes: Docker follows the engine's event stream
+    /// ends when `shutdown` is cancelled: Docker follows the engine's event stream
     /// here. Most sources have none.
-    fn watch(&self, shutdown: watch::Receiver<bool>) -> impl Future<Output = ()> + Send {
+    fn watch(&self, shutdown: CancellationToken) -> impl Future<Output = ()> + Send {
         let _ = shutdown;
         async {}
     }

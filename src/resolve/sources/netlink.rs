@@ -13,7 +13,8 @@ use rtnetlink::packet_core::NetlinkPayload;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::{MulticastGroup, new_multicast_connection};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// Whom a link change wakes, by what the link is.
 pub struct LinkWakes {
@@ -48,9 +49,9 @@ pub fn kind_of(link: &LinkMessage) -> LinkKind {
     }
 }
 
-/// Follows link notifications until `shutdown` changes, waking by kind.
+/// Follows link notifications until `shutdown` is cancelled, waking by kind.
 /// Returns early (logged) if the kernel refuses the subscription.
-pub async fn follow(wakes: &LinkWakes, mut shutdown: watch::Receiver<bool>) {
+pub async fn follow(wakes: &LinkWakes, shutdown: CancellationToken) {
     let (connection, _handle, mut messages) = match new_multicast_connection(&[
         MulticastGroup::Link,
     ]) {
@@ -81,7 +82,7 @@ pub async fn follow(wakes: &LinkWakes, mut shutdown: watch::Receiver<bool>) {
                     wake.notify_one();
                 }
             }
-            _ = shutdown.changed() => break,
+            _ = shutdown.cancelled() => break,
         }
     }
     connection.abort();

@@ -280,7 +280,7 @@ impl Source for TopologySource {
     }
 
     /// Link notifications, where they are the host's.
-    async fn watch(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+    async fn watch(&self, shutdown: tokio_util::sync::CancellationToken) {
         if self.in_host_netns().await {
             netlink::follow(&self.links, shutdown).await;
         } else {

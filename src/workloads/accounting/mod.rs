@@ -96,8 +96,9 @@ pub struct Accounting {
     /// Cgroup id to counters, for cgroups with no slot.
     fresh: OwnedFd,
     max_cgroups: u32,
-    /// Dropping them detaches the programs.
-    _links: [OwnedFd; 2],
+    /// Closing them detaches the programs: at [`Accounting::detach`], or
+    /// with the process.
+    links: Mutex<Option<[OwnedFd; 2]>>,
     state: Mutex<Slots>,
 }
 
@@ -178,12 +179,28 @@ impl Accounting {
             counters,
             fresh,
             max_cgroups,
-            _links: [rx, tx],
+            links: Mutex::new(Some([rx, tx])),
             state: Mutex::new(Slots {
                 next: 1,
                 ..Slots::default()
             }),
         })
+    }
+
+    /// Detaches both programs now. The process's exit would too, but a
+    /// thread stuck on a hung mount can keep a process from exiting, and
+    /// the programs must not count on for it. They count nothing after.
+    pub fn detach(&self) {
+        let links = self.links.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(links);
+    }
+
+    /// Whether the programs are still linked.
+    pub fn attached(&self) -> bool {
+        self.links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     /// Slot `slot`'s counts, now: four loads, no call.
