@@ -26,7 +26,8 @@ use crate::resolve::sources::lxc::LxcSource;
 use crate::resolve::sources::netlink::LinkWakes;
 use crate::resolve::sources::topology::TopologySource;
 use crate::resolve::sources::vm::VmSource;
-use crate::resolve::sources::{Claims, ResolverId, Source};
+use crate::resolve::sources::{Claims, Source};
+use crate::resolve::wakes::Cause;
 use crate::resolve::{AnyResolver, Publish, Resolver};
 use crate::workloads::accounting::{Accounting, Counts, cgroup2_mount};
 use crate::workloads::cgroups::CgroupSource;
@@ -35,7 +36,9 @@ use crate::workloads::{Workload, Workloads};
 /// The exporter's background work, for the app to start: see [`Exporter::background`].
 pub struct Background {
     pub resolvers: Vec<Box<dyn AnyResolver>>,
-    pub connections: Vec<BoxFuture<'static, ()>>,
+    /// The hub's composer and the middleware connection, each bound to the
+    /// shutdown they were made with.
+    pub tasks: Vec<BoxFuture<'static, ()>>,
 }
 
 pub struct Exporter {
@@ -73,38 +76,37 @@ impl Exporter {
     }
 
     /// What runs in the background: every enabled resolver, each publishing
-    /// into the hub, and the middleware connection they share, which ends
-    /// when `shutdown` is cancelled. The app starts them all.
+    /// into the hub; the hub's composer; and the middleware connection the
+    /// resolvers share. The tasks end when `shutdown` is cancelled, the
+    /// resolvers when the shutdown their `run` is given is. The app starts
+    /// them all.
     pub fn background(self: &Arc<Self>, shutdown: &CancellationToken) -> Background {
         let c = &self.config;
         let mut list = Vec::new();
         if let Some(schedule) = c.topology {
             let me = Arc::clone(self);
             let publish: Publish<_> = Box::new(move |s| me.hub.publish_topology(s));
-            let wake = |ids: &[ResolverId]| ids.iter().map(|&id| self.hub.wake(id)).collect();
             let links = LinkWakes {
-                any: wake(&[ResolverId::Topology]),
-                veth: wake(&[ResolverId::Docker, ResolverId::Incus, ResolverId::Lxc]),
-                tap: wake(&[ResolverId::Vm]),
+                other: self.hub.waker(Cause::Link),
+                veth: self.hub.waker(Cause::VethLink),
+                tap: self.hub.waker(Cause::TapLink),
             };
             let source = TopologySource::new(&c.rootfs, &c.procfs, schedule.timeout, links);
             list.push(self.resolver(source, schedule, publish));
         }
         if let Some(docker) = &c.docker {
-            // An engine event also changes sysfs (a veth comes or goes).
-            let wakes = vec![
-                self.hub.wake(ResolverId::Docker),
-                self.hub.wake(ResolverId::Topology),
-            ];
+            let wakes = self.hub.waker(Cause::DockerEvent);
             let source = DockerSource::new(docker, &c.procfs, wakes, &self.telemetry);
             list.push(self.owner_resolver(source, docker.schedule));
         }
+        let me = Arc::clone(self);
+        let stop = shutdown.clone();
+        let mut tasks: Vec<BoxFuture<'static, ()>> =
+            vec![Box::pin(async move { me.hub.compose_bursts(stop).await })];
         let middleware = Arc::new(self.middleware());
-        let connections = middleware
-            .connection(shutdown.clone())
-            .map(|task| Box::pin(task) as BoxFuture<'static, ()>)
-            .into_iter()
-            .collect();
+        if let Some(connection) = middleware.connection(shutdown.clone()) {
+            tasks.push(Box::pin(connection));
+        }
         if let Some(incus) = &c.incus {
             let source = IncusSource::new(
                 &incus.socket,
@@ -151,7 +153,7 @@ impl Exporter {
         }
         Background {
             resolvers: list,
-            connections,
+            tasks,
         }
     }
 
@@ -177,22 +179,22 @@ impl Exporter {
                 .is_some_and(|vm| vm.settings.sources.contains(&VmLookup::Midclt));
         let mut every_refresh = Vec::new();
         let mut watched = Vec::new();
-        let mut watch = |collection, id| {
+        let mut watch = |collection, cause| {
             watched.push(Watched {
                 collection,
-                wakes: vec![self.hub.wake(id)],
+                wakes: self.hub.waker(cause),
             })
         };
         if vm_asks {
             every_refresh.push("vm.query");
-            watch("vm.query", ResolverId::Vm);
+            watch("vm.query", Cause::VmEvent);
         }
         if c.lxc.is_some() {
             every_refresh.push("container.query");
-            watch("container.query", ResolverId::Lxc);
+            watch("container.query", Cause::ContainerEvent);
         }
         if c.incus.is_some() {
-            watch("virt.instance.query", ResolverId::Incus);
+            watch("virt.instance.query", Cause::IncusEvent);
         }
         let paths = c
             .commands
@@ -238,18 +240,19 @@ impl Exporter {
     }
 
     /// Refreshes every enabled resolver once, concurrently (`--once`), with
-    /// the connections they ask through running meanwhile.
+    /// the connections they ask through running meanwhile; then composes.
     pub async fn refresh_all_once(self: &Arc<Self>) {
         let shutdown = CancellationToken::new();
         let Background {
             mut resolvers,
-            connections,
+            tasks: background,
         } = self.background(&shutdown);
         let tasks = TaskTracker::new();
-        for connection in connections {
-            tasks.spawn(connection);
+        for task in background {
+            tasks.spawn(task);
         }
         futures_util::future::join_all(resolvers.iter_mut().map(|r| r.refresh())).await;
+        self.hub.compose_pending();
         shutdown.cancel();
         tasks.close();
         tasks.wait().await;

@@ -59,8 +59,8 @@ pub async fn run(
     for resolver in background.resolvers {
         tasks.spawn_on(resolver.run(stop.clone()), &on_resolvers);
     }
-    for connection in background.connections {
-        tasks.spawn_on(connection, &on_resolvers);
+    for task in background.tasks {
+        tasks.spawn_on(task, &on_resolvers);
     }
     let resolver_thread = {
         let tasks = tasks.clone();

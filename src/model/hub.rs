@@ -1,8 +1,11 @@
 //! The shared state between resolvers and scrapes: each resolver's latest
 //! snapshot, the label table composed from them (and, where the kernel
 //! counts traffic per cgroup, the workload table), and each resolver's
-//! wake-up.
-//! Resolvers publish here; scrapes only `load()` the table, which is lock-free.
+//! wake-up, handed out by cause as the table of who wakes whom says.
+//! Resolvers publish here; the hub's composer task composes once per burst
+//! of publishes (a `docker run` is an engine event, a link notification and
+//! the refreshes they wake: one new table, not one per resolver); scrapes
+//! only `load()` the table, which is lock-free.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,11 +13,13 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::model::composer::{self, LabelTable};
 use crate::model::labels::LabelSettings;
 use crate::resolve::sources::topology::TopologySnapshot;
 use crate::resolve::sources::{Claims, ResolverId};
+use crate::resolve::wakes::{Cause, woken_by};
 use crate::workloads::Workloads;
 use crate::workloads::cgroups::CgroupTree;
 use crate::workloads::namespaces::{self, NamespaceWorkload};
@@ -46,7 +51,30 @@ pub struct Hub {
     /// Indexed by [`ResolverId`]: how many times each resolver has published
     /// (changed or not), bumped once the table reflects it.
     refreshes: watch::Sender<[u64; ResolverId::COUNT]>,
+    /// Publishes the composer has not composed yet.
+    pending: Mutex<Pending>,
+    /// Tells the composer task there are some.
+    compose_due: Notify,
+    /// Label tables composed so far.
+    compositions: AtomicU64,
 }
+
+/// What changed since the last composition.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Indexed by [`ResolverId`]: publishes, changed or not.
+    published: [u64; ResolverId::COUNT],
+    /// A topology or owner snapshot changed: the label table is composed anew.
+    labels: bool,
+    /// The cgroup tree changed, or cgroups wait for a slot: the workloads are.
+    cgroups: bool,
+}
+
+/// A burst of publishes ends after this long without one...
+pub const BURST_QUIET: Duration = Duration::from_millis(25);
+/// ... or this long after it began, whichever comes first: a steady stream
+/// of publishes must not hold labels back.
+pub const BURST_MAX: Duration = Duration::from_millis(100);
 
 /// Each resolver's publish count, as [`Hub::refreshes`] gives it.
 pub type Refreshes = [u64; ResolverId::COUNT];
@@ -71,7 +99,75 @@ impl Hub {
             last_cgroup_wake: AtomicU64::new(0),
             composed: AtomicBool::new(false),
             refreshes: watch::Sender::new([0; ResolverId::COUNT]),
+            pending: Mutex::default(),
+            compose_due: Notify::new(),
+            compositions: AtomicU64::new(0),
         }
+    }
+
+    /// The wake-ups of the resolvers that `cause` wakes ([`woken_by`]).
+    pub fn waker(&self, cause: Cause) -> Vec<Arc<Notify>> {
+        woken_by(cause).iter().map(|&id| self.wake(id)).collect()
+    }
+
+    /// Label tables composed so far.
+    pub fn compositions(&self) -> u64 {
+        self.compositions.load(Ordering::Relaxed)
+    }
+
+    /// The composer: once publishes come, waits for their burst to end
+    /// ([`BURST_QUIET`], at most [`BURST_MAX`]), then composes once. Runs
+    /// until `shutdown` is cancelled.
+    pub async fn compose_bursts(&self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.compose_due.notified() => {}
+            }
+            let end = tokio::time::Instant::now() + BURST_MAX;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = self.compose_due.notified() => {}
+                    _ = tokio::time::sleep(BURST_QUIET) => break,
+                    _ = tokio::time::sleep_until(end) => break,
+                }
+            }
+            self.compose_pending();
+        }
+    }
+
+    /// Composes what was published since the last composition, if anything
+    /// changed, and counts each publish as reflected. The composer task
+    /// calls it per burst; `--once` once, after its refreshes.
+    pub fn compose_pending(&self) {
+        let mut collisions = self.compose_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        // The walk that this composition reads, the one in place included.
+        let walk = self.cgroup_walks() + pending.published[ResolverId::Cgroups.index()];
+        if pending.labels {
+            self.recompose(&mut collisions, walk);
+        } else if pending.cgroups {
+            self.recompose_workloads(walk);
+        }
+        if pending.published.iter().any(|&n| n > 0) {
+            self.refreshes.send_modify(|r| {
+                for (count, new) in r.iter_mut().zip(pending.published) {
+                    *count += new;
+                }
+            });
+        }
+    }
+
+    /// Notes a publish of `id` for the composer.
+    fn published(&self, id: ResolverId, labels: bool, cgroups: bool) {
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.published[id.index()] += 1;
+            pending.labels |= labels;
+            pending.cgroups |= cgroups;
+        }
+        self.compose_due.notify_one();
     }
 
     pub fn settings(&self) -> &LabelSettings {
@@ -89,13 +185,14 @@ impl Hub {
         Arc::clone(&self.wakes[id.index()])
     }
 
-    /// Replaces the topology snapshot; recomposes only if it changed.
+    /// Replaces the topology snapshot; the next composition reads it if it
+    /// changed.
     pub fn publish_topology(&self, snapshot: TopologySnapshot) {
-        if **self.topology.load() != snapshot {
+        let changed = **self.topology.load() != snapshot;
+        if changed {
             self.topology.store(Arc::new(snapshot));
-            self.recompose();
         }
-        self.refreshed(ResolverId::Topology);
+        self.published(ResolverId::Topology, changed, false);
     }
 
     /// Traffic per workload, if the kernel counts it here.
@@ -109,11 +206,13 @@ impl Hub {
         self.namespace_only.load_full()
     }
 
-    /// Replaces the cgroup tree; recomposes the workloads if it changed, or
-    /// if the counting programs have met cgroups with no slot since.
+    /// Replaces the cgroup tree; the next composition settles the workloads
+    /// if it changed, or if the counting programs have met cgroups with no
+    /// slot since.
     pub fn publish_cgroups(&self, tree: CgroupTree) {
         let unsettled = self.workloads.as_ref().is_some_and(|w| w.unsettled());
-        if unsettled || **self.cgroups.load() != tree {
+        let changed = unsettled || **self.cgroups.load() != tree;
+        if changed {
             if tree.truncated && !self.cgroups.load().truncated {
                 tracing::warn!(
                     read = tree.cgroups.len(),
@@ -121,25 +220,19 @@ impl Hub {
                 );
             }
             self.cgroups.store(Arc::new(tree));
-            let _serial = self.compose_lock.lock().unwrap_or_else(|p| p.into_inner());
-            // This walk is not counted as refreshed yet.
-            self.recompose_workloads(self.cgroup_walks() + 1);
         }
-        self.refreshed(ResolverId::Cgroups);
+        self.published(ResolverId::Cgroups, false, changed);
     }
 
-    /// Replaces one owner resolver's snapshot; recomposes only if it changed.
+    /// Replaces one owner resolver's snapshot; the next composition reads it
+    /// if it changed.
     pub fn publish_owners(&self, id: ResolverId, snapshot: Claims) {
-        let slot = &self.owners[id.index()];
-        if **slot.load() != snapshot {
-            slot.store(Arc::new(snapshot));
-            self.recompose();
+        let current = &self.owners[id.index()];
+        let changed = **current.load() != snapshot;
+        if changed {
+            current.store(Arc::new(snapshot));
         }
-        self.refreshed(id);
-    }
-
-    fn refreshed(&self, id: ResolverId) {
-        self.refreshes.send_modify(|r| r[id.index()] += 1);
+        self.published(id, changed, false);
     }
 
     /// How many times each resolver has published so far.
@@ -171,7 +264,7 @@ impl Hub {
         if !self.wake_due(&self.last_unknown_wake) {
             return false;
         }
-        for wake in &self.wakes {
+        for wake in self.waker(Cause::UnknownInterface) {
             wake.notify_one();
         }
         true
@@ -181,7 +274,9 @@ impl Hub {
     /// cgroup resolver looks again, as often as [`Hub::wake_for_unknown`].
     pub fn wake_for_unknown_cgroups(&self) {
         if self.wake_due(&self.last_cgroup_wake) {
-            self.wakes[ResolverId::Cgroups.index()].notify_one();
+            for wake in self.waker(Cause::UnknownCgroup) {
+                wake.notify_one();
+            }
         }
     }
 
@@ -198,8 +293,8 @@ impl Hub {
         true
     }
 
-    fn recompose(&self) {
-        let mut collisions = self.compose_lock.lock().unwrap_or_else(|p| p.into_inner());
+    /// With the compose lock held (its guard is `collisions`).
+    fn recompose(&self, collisions: &mut Vec<String>, walk: u64) {
         let topology = self.topology.load();
         let owners = ResolverId::ALL.map(|id| self.owners[id.index()].load_full());
         let refs: Vec<&Claims> = owners.iter().map(|o| o.as_ref()).collect();
@@ -216,7 +311,8 @@ impl Hub {
         }
         self.table.store(Arc::new(table));
         self.composed.store(true, Ordering::Relaxed);
-        self.recompose_workloads(self.cgroup_walks());
+        self.compositions.fetch_add(1, Ordering::Relaxed);
+        self.recompose_workloads(walk);
     }
 
     fn cgroup_walks(&self) -> u64 {
@@ -260,11 +356,62 @@ mod tests {
         let mut topology = TopologySnapshot::default();
         topology.links.insert(b"eth0".to_vec(), Default::default());
         hub.publish_topology(topology);
+        hub.compose_pending();
         hub.wake_for_unknown();
         for id in ResolverId::ALL {
             assert!(woken(id), "{id:?}");
         }
         hub.wake_for_unknown();
         assert!(!woken(ResolverId::Topology), "within the gap");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_publishes_is_one_composition() {
+        let hub = Arc::new(Hub::new(LabelSettings::default(), None));
+        let stop = CancellationToken::new();
+        let composer = tokio::spawn({
+            let hub = Arc::clone(&hub);
+            let stop = stop.clone();
+            async move { hub.compose_bursts(stop).await }
+        });
+        let link = |name: &[u8]| {
+            let mut topology = TopologySnapshot::default();
+            topology.links.insert(name.to_vec(), Default::default());
+            topology
+        };
+        // A `docker run`: the topology, then the engine's resolver, 10 ms apart.
+        hub.publish_topology(link(b"veth1"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        hub.publish_owners(ResolverId::Docker, Claims::default());
+        assert_eq!(hub.compositions(), 0, "composed within the burst");
+        assert_eq!(
+            hub.refreshes(),
+            [0; ResolverId::COUNT],
+            "counted before composing"
+        );
+        tokio::time::sleep(BURST_QUIET * 2).await;
+        assert_eq!(hub.compositions(), 1);
+        let refreshes = hub.refreshes();
+        assert_eq!(refreshes[ResolverId::Topology.index()], 1);
+        assert_eq!(refreshes[ResolverId::Docker.index()], 1);
+        assert!(
+            hub.table().get(b"veth1").is_some(),
+            "the table has the new link"
+        );
+
+        // A publish that changes nothing is counted, and composes nothing.
+        hub.publish_topology(link(b"veth1"));
+        tokio::time::sleep(BURST_QUIET * 2).await;
+        assert_eq!(hub.compositions(), 1);
+        assert_eq!(hub.refreshes()[ResolverId::Topology.index()], 2);
+
+        // A steady stream still composes within BURST_MAX.
+        for n in 0..20u8 {
+            hub.publish_topology(link(&[b'x', n]));
+            tokio::time::sleep(BURST_QUIET / 2).await;
+        }
+        assert!(hub.compositions() >= 3, "{}", hub.compositions());
+        stop.cancel();
+        composer.await.unwrap();
     }
 }

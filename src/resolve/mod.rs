@@ -4,6 +4,7 @@
 //! refresh publishes nothing, so the last good snapshot (and its labels) stays.
 
 pub mod sources;
+pub mod wakes;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

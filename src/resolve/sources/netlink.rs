@@ -16,13 +16,13 @@ use rtnetlink::{MulticastGroup, new_multicast_connection};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// Whom a link change wakes, by what the link is.
+/// Whom a link change wakes, by what the link is (the table of who wakes
+/// whom is the resolvers' `wakes` module).
 pub struct LinkWakes {
-    /// Every change: the topology.
-    pub any: Vec<Arc<Notify>>,
-    /// A veth: the resolvers of containers.
+    /// Neither a veth nor a tap.
+    pub other: Vec<Arc<Notify>>,
     pub veth: Vec<Arc<Notify>>,
-    /// A tap, tun or macvtap: the VM resolver.
+    /// A tap, tun or macvtap.
     pub tap: Vec<Arc<Notify>>,
 }
 
@@ -73,12 +73,12 @@ pub async fn follow(wakes: &LinkWakes, shutdown: CancellationToken) {
                     ) => link,
                     _ => continue,
                 };
-                let also = match kind_of(&link) {
+                let woken = match kind_of(&link) {
                     LinkKind::Veth => &wakes.veth,
                     LinkKind::Tap => &wakes.tap,
-                    LinkKind::Other => &wakes.any,
+                    LinkKind::Other => &wakes.other,
                 };
-                for wake in wakes.any.iter().chain(also) {
+                for wake in woken {
                     wake.notify_one();
                 }
             }

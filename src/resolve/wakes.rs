@@ -1,0 +1,75 @@
+//! Who wakes whom: every reason for a resolver to refresh before its
+//! interval, and the resolvers each wakes, in one table. The wakers (link
+//! notifications, the engine's and the middleware's events, a scrape that
+//! met something unknown) say what happened; [`woken_by`] says who reads it.
+//! A resolver woken by several causes at once refreshes once (its loop
+//! drains the wakes), and the hub composes once per burst of publishes.
+
+use crate::resolve::sources::ResolverId;
+
+/// Why a resolver is asked to refresh early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The kernel added or removed a link that is neither a veth nor a tap.
+    Link,
+    /// ... a veth: a container's interface.
+    VethLink,
+    /// ... a tap, tun or macvtap: a VM's (or a VPN app's tun).
+    TapLink,
+    /// The Docker engine said a container or network changed; a veth comes
+    /// or goes with it.
+    DockerEvent,
+    /// The middleware said a VM started or went.
+    VmEvent,
+    /// The middleware said a TrueNAS 26 container started or went.
+    ContainerEvent,
+    /// The middleware said an Incus instance changed.
+    IncusEvent,
+    /// A scrape met an interface the label table does not know.
+    UnknownInterface,
+    /// A scrape counted traffic of a cgroup the workload table does not know.
+    UnknownCgroup,
+}
+
+/// The resolvers `cause` wakes.
+pub fn woken_by(cause: Cause) -> &'static [ResolverId] {
+    use ResolverId::*;
+    match cause {
+        Cause::Link => &[Topology],
+        Cause::VethLink => &[Topology, Docker, Incus, Lxc],
+        Cause::TapLink => &[Topology, Vm],
+        Cause::DockerEvent => &[Docker, Topology],
+        Cause::VmEvent => &[Vm],
+        Cause::ContainerEvent => &[Lxc],
+        Cause::IncusEvent => &[Incus],
+        // Any of them may be the one that knows it.
+        Cause::UnknownInterface => &ResolverId::ALL,
+        Cause::UnknownCgroup => &[Cgroups],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_resolver_but_the_cgroups_is_woken_by_some_event() {
+        let events = [
+            Cause::Link,
+            Cause::VethLink,
+            Cause::TapLink,
+            Cause::DockerEvent,
+            Cause::VmEvent,
+            Cause::ContainerEvent,
+            Cause::IncusEvent,
+        ];
+        for id in ResolverId::ALL {
+            let woken = events.iter().any(|&c| woken_by(c).contains(&id));
+            assert_eq!(woken, id != ResolverId::Cgroups, "{id:?}");
+        }
+        // Every link change reaches the topology.
+        for cause in [Cause::Link, Cause::VethLink, Cause::TapLink] {
+            assert!(woken_by(cause).contains(&ResolverId::Topology), "{cause:?}");
+        }
+    }
+}
