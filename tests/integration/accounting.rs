@@ -26,7 +26,7 @@ fn run_in(cgroup: &Path, script: &str) -> std::process::Child {
 }
 
 /// Programs attached to the cgroup, as bpftool lists them.
-fn attached(cgroup: &Path) -> String {
+pub fn attached(cgroup: &Path) -> String {
     let out = Command::new("bpftool")
         .args(["cgroup", "show"])
         .arg(cgroup)
@@ -354,7 +354,7 @@ fn send_from(listener: &TcpListener, cgroup: &Path, bytes: usize) {
 }
 
 /// Removes cgroup directories, children first.
-struct Cleanup(Vec<PathBuf>);
+pub struct Cleanup(pub Vec<PathBuf>);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
@@ -412,7 +412,7 @@ fn exporter_on(
 
 /// A test cgroup under the v2 hierarchy, or `None` (skipped) without one
 /// or without root, which loading the programs needs.
-fn test_cgroup(name: &str) -> Option<Cleanup> {
+pub fn test_cgroup(name: &str) -> Option<Cleanup> {
     if !require(is_root(), "needs root to load BPF programs") {
         return None;
     }

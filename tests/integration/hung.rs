@@ -111,6 +111,12 @@ impl std::ops::Deref for HungExporter {
     }
 }
 
+impl std::ops::DerefMut for HungExporter {
+    fn deref_mut(&mut self) -> &mut Exporter {
+        self.exporter.as_mut().expect("present until dropped")
+    }
+}
+
 impl Drop for HungExporter {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.control);
@@ -306,4 +312,177 @@ fn a_hung_root_stalls_only_the_resolvers_that_read_it() {
         "{answers:?}"
     );
     hung.release();
+}
+
+/// What a SIGTERM test leaves running, to be watched on the way out: the
+/// exporter on a FUSE mirror of the seed host, its counting programs on a
+/// test cgroup, a middleware socket that accepts and never answers, a VM
+/// lookup stuck in a midclt that never ends, and a request half sent.
+struct Busy {
+    exporter: HungExporter,
+    cgroup: crate::accounting::Cleanup,
+    /// The stuck midclt's pid, once it runs.
+    tool: PathBuf,
+    _middleware: std::os::unix::net::UnixListener,
+    _half_sent: std::net::TcpStream,
+    _host: tempfile::TempDir,
+}
+
+impl Busy {
+    fn start(hung: &HungMount) -> Option<Busy> {
+        if !require(have("bpftool"), "bpftool not installed") {
+            return None;
+        }
+        let cgroup = crate::accounting::test_cgroup("sigterm")?;
+        let host = copy_fixture("seed-host");
+        let sock = host.path().join("run/middleware/middlewared.sock");
+        std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+        // Connections are taken (by the kernel's backlog) and never answered.
+        let middleware = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let tool = host.path().join("midclt.pid");
+        let midclt = host.path().join("stuck-midclt");
+        std::fs::write(
+            &midclt,
+            format!("#!/bin/sh\necho $$ > {}\nexec sleep 600\n", tool.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&midclt, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let mnt = hung.mountpoint();
+        let args = [
+            format!("--path.rootfs={}", host.path().display()),
+            format!("--path.procfs={}", mnt.join("proc").display()),
+            "--docker.socket=".to_owned(),
+        ];
+        let toml = format!(
+            "[topology]\nenabled = false\n[lxc]\nenabled = false\n[incus]\nenabled = false\n\
+             [vm]\nsources = [\"midclt\"]\ninterval = \"1s\"\ntimeout = \"60s\"\n\
+             [truenas]\nmidclt_command = [\"{}\", \"call\"]\n\
+             middleware_sockets = [\"/run/middleware/middlewared.sock\"]\n\
+             [commands]\nchroot = false\ntimeout = \"60s\"\n\
+             [accounting]\ncgroup = \"{}\"\n\
+             [netdev]\ntimeout = \"1s\"\n[web]\nshutdown_timeout = \"2s\"\n",
+            midclt.display(),
+            cgroup.0[0].display()
+        );
+        let exporter = hung.exporter(host.path(), &args, &toml);
+        assert_eq!(http(exporter.addr, "GET", "/metrics").status, 200);
+        let linked = wait_for(Duration::from_secs(10), || {
+            crate::accounting::attached(&cgroup.0[0])
+                .contains("tne_rx")
+                .then_some(())
+        });
+        assert!(linked.is_some(), "the counting programs are linked");
+        // The socket's handshake times out after 5 s; then midclt runs.
+        let started = wait_for(Duration::from_secs(20), || {
+            std::fs::read_to_string(&tool)
+                .ok()
+                .filter(|p| !p.is_empty())
+        });
+        assert!(started.is_some(), "the stuck midclt runs");
+        let mut half_sent = std::net::TcpStream::connect(exporter.addr).unwrap();
+        std::io::Write::write_all(&mut half_sent, b"GET /metrics HTTP/1.1\r\nHo").unwrap();
+        Some(Busy {
+            exporter,
+            cgroup,
+            tool,
+            _middleware: middleware,
+            _half_sent: half_sent,
+            _host: host,
+        })
+    }
+
+    fn tool_pid(&self) -> String {
+        std::fs::read_to_string(&self.tool)
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    fn send_sigterm(&self) {
+        let pid = self.exporter.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// Waits, up to `bound`, until the listener is closed, no program is on
+    /// the cgroup and the stuck midclt is gone (killed and reaped: a
+    /// zombie keeps its /proc entry). Says what is still left.
+    fn wait_until_stopped(&self, bound: Duration) -> Result<Duration, String> {
+        let started = Instant::now();
+        let tool = format!("/proc/{}", self.tool_pid());
+        loop {
+            let listening = std::net::TcpStream::connect(self.exporter.addr).is_ok();
+            let linked = crate::accounting::attached(&self.cgroup.0[0]).contains("tne_");
+            let tool_left = Path::new(&tool).exists();
+            if !listening && !linked && !tool_left {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > bound {
+                return Err(format!(
+                    "after {bound:?}: listening {listening}, programs linked {linked}, midclt left {tool_left}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// SIGTERM reaches every task: with net/dev hung in the kernel, a request
+/// half sent, a middleware socket that never answers and a midclt that
+/// never ends, within the shutdown timeout (2 s, twice: connections, then
+/// the other tasks) the listener is closed, the counting programs are off
+/// the cgroup and the tool is killed and reaped. The thread stuck on the
+/// mount keeps the process until the mount answers; then it exits.
+#[test]
+fn sigterm_reaches_every_task() {
+    let Some(hung) = HungMount::new() else {
+        return;
+    };
+    let Some(mut busy) = Busy::start(&hung) else {
+        return;
+    };
+    hung.hang();
+    // A scrape that meets the hung read: it answers after the read's 1 s.
+    let addr = busy.exporter.addr;
+    let scrape = std::thread::spawn(move || http(addr, "GET", "/metrics").status);
+    std::thread::sleep(Duration::from_millis(300));
+    busy.send_sigterm();
+    let stopped = busy.wait_until_stopped(Duration::from_secs(6));
+    let exited = busy.exporter.child.try_wait().unwrap();
+    eprintln!("SIGTERM with a hung mount: stopped after {stopped:?}; exited: {exited:?}");
+    stopped.unwrap();
+    let _ = scrape.join();
+    hung.release();
+    let exited = wait_for(Duration::from_secs(10), || {
+        busy.exporter.child.try_wait().unwrap()
+    });
+    assert!(exited.is_some(), "exits once the mount answers");
+}
+
+/// The same without the hung mount: the process itself is gone within the
+/// bound.
+#[test]
+fn sigterm_ends_the_process_within_the_bound() {
+    let Some(hung) = HungMount::new() else {
+        return;
+    };
+    let Some(mut busy) = Busy::start(&hung) else {
+        return;
+    };
+    let started = Instant::now();
+    busy.send_sigterm();
+    let stopped = busy.wait_until_stopped(Duration::from_secs(6));
+    stopped.unwrap();
+    let exited = wait_for(Duration::from_secs(6), || {
+        busy.exporter.child.try_wait().unwrap()
+    });
+    let took = started.elapsed();
+    eprintln!("SIGTERM: exited after {took:?}");
+    assert!(exited.is_some(), "still running {took:?} after SIGTERM");
 }
