@@ -17,6 +17,9 @@
 #                            share of a core (kernel BPF stats), the scrape at 100 and 10,000 cgroups
 #   benches/load.sh churn    500 containers started and removed on a running dockerd while scraping:
 #                            RSS, workload series and their owners before, during and after
+#   benches/load.sh compare  OLD_BIN against this checkout's release build (or BIN): scrape p50
+#                            over HTTP at 48 interfaces (a namespace) and at 10,000 (a fixture
+#                            host), ROUNDS=5 alternating wrk runs of SECONDS_PER_RUN=10, medians
 #
 # Every server binds 127.0.0.1 inside a private network namespace; nothing leaves the machine.
 set -euo pipefail
@@ -45,6 +48,29 @@ make_topology() {
   done
   ip tuntap add dev vnet0 mode tap && ip link set vnet0 master br0
   ip tuntap add dev vnet1 mode tap && ip link set vnet1 master br1
+}
+
+# A fixture host of $2 veths on bridges of 20, at $1.
+make_host() {
+  python3 - "$1" "$2" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+net = os.path.join(root, "sys/class/net")
+os.makedirs(os.path.join(root, "proc/1/net"))
+lines = ["Inter-|   Receive |  Transmit", " face |bytes packets|bytes packets"]
+for i in range(n):
+    name = f"veth{i:07x}"
+    d = os.path.join(net, name)
+    os.makedirs(os.path.join(d, "brport"))
+    for f, v in (("ifindex", i + 100), ("iflink", i + 50000), ("type", 1), ("operstate", "up")):
+        open(os.path.join(d, f), "w").write(f"{v}\n")
+    bridge = f"br-{i // 20:012x}"
+    os.symlink(f"../{bridge}", os.path.join(d, "master"))
+    # The bridge must exist for its ports to name it (as it always does in sysfs).
+    os.makedirs(os.path.join(net, bridge, "bridge"), exist_ok=True)
+    lines.append(f"{name:>15}: {i * 1000003} {i * 17} 0 0 0 0 0 0 {i * 999983} {i * 13} 0 0 0 0 0 0")
+open(os.path.join(root, "proc/1/net/dev"), "w").write("\n".join(lines) + "\n")
+PY
 }
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
@@ -108,25 +134,7 @@ memory)
   [ -n "${BIN:-}" ] || cargo build --release -q
   n=${N:-10000}
   scrapes=${SCRAPES:-10000}
-  python3 - "$work/host" "$n" <<'PY'
-import os, sys
-root, n = sys.argv[1], int(sys.argv[2])
-net = os.path.join(root, "sys/class/net")
-os.makedirs(os.path.join(root, "proc/1/net"))
-lines = ["Inter-|   Receive |  Transmit", " face |bytes packets|bytes packets"]
-for i in range(n):
-    name = f"veth{i:07x}"
-    d = os.path.join(net, name)
-    os.makedirs(os.path.join(d, "brport"))
-    for f, v in (("ifindex", i + 100), ("iflink", i + 50000), ("type", 1), ("operstate", "up")):
-        open(os.path.join(d, f), "w").write(f"{v}\n")
-    bridge = f"br-{i // 20:012x}"
-    os.symlink(f"../{bridge}", os.path.join(d, "master"))
-    # The bridge must exist for its ports to name it (as it always does in sysfs).
-    os.makedirs(os.path.join(net, bridge, "bridge"), exist_ok=True)
-    lines.append(f"{name:>15}: {i * 1000003} {i * 17} 0 0 0 0 0 0 {i * 999983} {i * 13} 0 0 0 0 0 0")
-open(os.path.join(root, "proc/1/net/dev"), "w").write("\n".join(lines) + "\n")
-PY
+  make_host "$work/host" "$n"
   export -f rss_kib hwm_kib fds threads
   WORK=$work BIN=$bin N=$n SCRAPES=$scrapes unshare -n bash -c '
     set -e
@@ -372,6 +380,47 @@ accounting)
       rmdir "$parent/b.slice" "$parent"
     done
   '
+  ;;
+compare)
+  [ -n "${OLD_BIN:-}" ] || { echo "OLD_BIN= the binary to compare with" >&2; exit 2; }
+  [ -n "${BIN:-}" ] || cargo build --release -q
+  rounds=${ROUNDS:-5}
+  secs=${SECONDS_PER_RUN:-10}
+  make_host "$work/host" 10000
+  # p50 of one wrk run, in microseconds.
+  p50() {
+    wrk -t1 -c1 -d"$2"s --latency "$1" | awk '/ 50% / {
+      v = $2; u = v; gsub(/[0-9.]/, "", u); sub(/[a-z]+$/, "", v)
+      if (u == "ms") v *= 1000; else if (u == "s") v *= 1000000
+      print v }'
+  }
+  median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+  export -f make_topology p50 median
+  WORK=$work OLD=$OLD_BIN NEW=$bin ROUNDS=$rounds SECS=$secs unshare -n -p -f -m --mount-proc bash -c '
+    set -e
+    mount -t sysfs sysfs /sys
+    make_topology
+    echo "interfaces in the namespace: $(($(wc -l < /proc/1/net/dev) - 2))"
+    for size in 48 10000; do
+      if [ $size = 48 ]; then paths=""; else paths="--path.rootfs=$WORK/host --path.procfs=$WORK/host/proc"; fi
+      "$OLD" --web.listen-address=127.0.0.1:19561 --docker.socket= --log.level=warn $paths &
+      old=$!
+      "$NEW" --web.listen-address=127.0.0.1:19562 --docker.socket= --log.level=warn $paths &
+      new=$!
+      sleep 3
+      for port in 19561 19562; do wrk -t1 -c1 -d2s "http://127.0.0.1:$port/metrics" > /dev/null; done
+      : > "$WORK/old.$size"; : > "$WORK/new.$size"
+      for r in $(seq "$ROUNDS"); do
+        p50 http://127.0.0.1:19561/metrics "$SECS" >> "$WORK/old.$size"
+        p50 http://127.0.0.1:19562/metrics "$SECS" >> "$WORK/new.$size"
+      done
+      echo "== $size interfaces, p50 per round (us): old $(tr "\n" " " < "$WORK/old.$size")| new $(tr "\n" " " < "$WORK/new.$size")"
+      echo "   medians: old $(median < "$WORK/old.$size") us, new $(median < "$WORK/new.$size") us"
+      kill $old $new
+      wait $old $new 2>/dev/null || true
+    done
+  '
+  echo "release binaries: old $(stat -c %s "$OLD_BIN") bytes, new $(stat -c %s "$bin") bytes"
   ;;
 churn)
   # Uses the host's dockerd (DOCKER_HOST or the default socket).
