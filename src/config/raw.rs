@@ -217,8 +217,8 @@ impl RawConfig {
 
 /// The 1-based line of byte `offset` of `text`.
 fn line_of(text: &str, offset: usize) -> usize {
-    let before = text.get(..offset).unwrap_or(text);
-    before.bytes().filter(|&b| b == b'\n').count() + 1
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    before.iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 /// A duration as humantime writes it (`"500ms"`, `"10s"`, `"1m 30s"`), read
