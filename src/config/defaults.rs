@@ -1,9 +1,13 @@
-//! Every setting's default, declared once. The config's build step reads
-//! them from here, `--help` is written from them, and tests check
-//! `config.example.toml` and the README's Flags and Limits tables against
-//! [`ALL`].
+//! Every setting's default, declared once, in the type the setting has. The
+//! config's sections read them from here, `--help` is written from them, and
+//! tests check `config.example.toml` and the README's Flags and Limits tables
+//! against [`ALL`]. The settings that are a choice of names (compression, log
+//! level, VM lookups) are declared here too, each name written once: serde
+//! reads it, [`ALL`] shows it.
 
 use std::time::Duration;
+
+use serde::Deserialize;
 
 /// One setting: its key in the TOML file (`section.key`), its default, and
 /// the flag that overrides it, if one does.
@@ -35,6 +39,81 @@ impl<T: Copy> Setting<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bytes(pub usize);
 
+/// An enum whose variants are written as names in the file: `name` is what
+/// serde reads (an unknown name is an error that lists the known ones) and
+/// what `--help` and the docs show.
+macro_rules! choice {
+    ($(#[$meta:meta])* $name:ident {
+        $($(#[$variant_meta:meta])* $variant:ident = $text:literal,)+
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+        pub enum $name {
+            $($(#[$variant_meta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// The names of `list`, in its order (`N` is its length).
+            pub const fn names<const N: usize>(list: &[$name]) -> [&'static str; N] {
+                let mut names = [""; N];
+                let mut i = 0;
+                while i < N {
+                    names[i] = list[i].name();
+                    i += 1;
+                }
+                names
+            }
+
+            /// As [`ALL`] shows a default of this type.
+            pub const fn shown(self) -> Shown {
+                Shown::Text(self.name())
+            }
+        }
+    };
+}
+
+choice! {
+    /// When a scrape is gzipped for a client that accepts it.
+    Compression {
+        /// From a thousand interfaces or so, where it pays (the server says exactly).
+        Auto = "auto",
+        Always = "always",
+        Never = "never",
+    }
+}
+
+choice! {
+    /// The least severe events logged.
+    LogLevel {
+        Debug = "debug",
+        Info = "info",
+        Warn = "warn",
+        Error = "error",
+    }
+}
+
+impl LogLevel {
+    /// As tracing's filter takes it.
+    pub const fn as_str(self) -> &'static str {
+        self.name()
+    }
+}
+
+choice! {
+    /// Where VMs are looked up (`[vm] sources`).
+    VmLookup {
+        Midclt = "midclt",
+        Virsh = "virsh",
+        Qemu = "qemu",
+    }
+}
+
 const fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
@@ -54,7 +133,7 @@ pub const MAX_CONNECTIONS: Setting<usize> = Setting::new("web.max_connections", 
 pub const SHUTDOWN_TIMEOUT: Setting<Duration> = Setting::new("web.shutdown_timeout", secs(5));
 pub const MAX_REQUESTS: Setting<usize> =
     Setting::new("web.max_requests", 40).flag("--web.max-requests");
-pub const COMPRESSION: Setting<&str> = Setting::new("web.compression", "auto");
+pub const COMPRESSION: Setting<Compression> = Setting::new("web.compression", Compression::Auto);
 pub const WEB_CONFIG_FILE: Setting<&str> =
     Setting::new("web.config_file", "").flag("--web.config.file");
 // [paths]
@@ -64,7 +143,8 @@ pub const PROCFS: Setting<&str> = Setting::new("paths.procfs", "/proc").flag("--
 pub const NETDEV_MAX_BYTES: Setting<Bytes> = Setting::new("netdev.max_bytes", Bytes(32 * MIB));
 pub const NETDEV_TIMEOUT: Setting<Duration> = Setting::new("netdev.timeout", secs(5));
 // [log], [labels], [interfaces]
-pub const LOG_LEVEL: Setting<&str> = Setting::new("log.level", "info").flag("--log.level");
+pub const LOG_LEVEL: Setting<LogLevel> =
+    Setting::new("log.level", LogLevel::Info).flag("--log.level");
 pub const OWNER_LABEL: Setting<&str> = Setting::new("labels.owner_label", "instance");
 pub const INCLUDE: Setting<&str> = Setting::new("interfaces.include", "");
 pub const EXCLUDE: Setting<&str> = Setting::new("interfaces.exclude", "");
@@ -82,7 +162,10 @@ pub const DOCKER_MAX_RESPONSE: Setting<Bytes> =
     Setting::new("docker.max_response_bytes", Bytes(16 * MIB));
 // [vm]: midclt is a Python client that takes a while to start.
 pub const VM_ENABLED: Setting<bool> = Setting::new("vm.enabled", true);
-pub const VM_SOURCES: Setting<&[&str]> = Setting::new("vm.sources", &["midclt", "virsh", "qemu"]);
+pub const VM_SOURCES: Setting<&[VmLookup]> = Setting::new(
+    "vm.sources",
+    &[VmLookup::Midclt, VmLookup::Virsh, VmLookup::Qemu],
+);
 pub const VM_INTERVAL: Setting<Duration> = Setting::new("vm.interval", secs(60));
 pub const VM_TIMEOUT: Setting<Duration> = Setting::new("vm.timeout", secs(30));
 pub const VIRSH_COMMAND: Setting<&[&str]> = Setting::new("vm.virsh_command", &["virsh"]);
@@ -190,7 +273,7 @@ rows! {
     MAX_CONNECTIONS => Shown::Count,
     SHUTDOWN_TIMEOUT => Shown::Duration,
     MAX_REQUESTS => Shown::Count,
-    COMPRESSION => Shown::Text,
+    COMPRESSION => Compression::shown,
     WEB_CONFIG_FILE => Shown::Text,
     ROOTFS => Shown::Text,
     PROCFS => Shown::Text,
@@ -201,7 +284,7 @@ rows! {
     DOCKER_INTERVAL => Shown::Duration,
     DOCKER_TIMEOUT => Shown::Duration,
     DOCKER_MAX_RESPONSE => bytes,
-    LOG_LEVEL => Shown::Text,
+    LOG_LEVEL => LogLevel::shown,
     OWNER_LABEL => Shown::Text,
     INCLUDE => Shown::Text,
     EXCLUDE => Shown::Text,
@@ -209,7 +292,7 @@ rows! {
     TOPOLOGY_INTERVAL => Shown::Duration,
     TOPOLOGY_TIMEOUT => Shown::Duration,
     VM_ENABLED => Shown::Bool,
-    VM_SOURCES => Shown::List,
+    VM_SOURCES => vm_sources,
     VM_INTERVAL => Shown::Duration,
     VM_TIMEOUT => Shown::Duration,
     VIRSH_COMMAND => Shown::List,
@@ -236,6 +319,13 @@ rows! {
 
 const fn bytes(b: Bytes) -> Shown {
     Shown::Bytes(b.0)
+}
+
+/// [`VM_SOURCES`]'s names: a const slice of them cannot be mapped in place.
+const VM_SOURCE_NAMES: [&str; VM_SOURCES.default.len()] = VmLookup::names(VM_SOURCES.default);
+
+const fn vm_sources(_: &[VmLookup]) -> Shown {
+    Shown::List(&VM_SOURCE_NAMES)
 }
 
 /// `what`, with the default of `setting` as `--help` shows it.

@@ -58,8 +58,36 @@ fn config_errors_name_the_key() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{text}: {err}");
     }
+    // What serde refuses as it reads the file: one line, at the key's line,
+    // with what is accepted.
+    for (text, needle) in [
+        (
+            "[web]\ncompression = \"brotli\"\n",
+            "(line 2, web.compression): unknown variant `brotli`, expected one of",
+        ),
+        (
+            "[vm]\nsources = [\"libvirt\"]\n",
+            "(line 2, vm.sources[0]): unknown variant `libvirt`, expected one of",
+        ),
+        (
+            "[commands]\ntimeout = \"10 secs later\"\n",
+            "(line 2, commands.timeout): \"10 secs later\" is not a duration",
+        ),
+    ] {
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let out = run_once(&[&format!("--config.file={}", cfg.display())]);
+        assert!(!out.status.success(), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("error: invalid config file "), "{err}");
+        assert!(err.contains(needle), "{text}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
     let out = run_once(&["--config.file=/nonexistent/c.toml"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/c.toml"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/c.toml"), "{err}");
+    // The reason once, not again as a cause.
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
     let out = run_once(&["--log.level=loud"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("log.level"));
 }

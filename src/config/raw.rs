@@ -1,0 +1,245 @@
+//! The TOML file as written: one struct per section, every key optional
+//! (absent keys take their defaults later), unknown keys rejected. Values are
+//! typed here, as serde reads them: durations, sizes, and the names of a
+//! choice (compression, log level, VM lookups). A value of the wrong type or
+//! an unknown name is an error that says its key and its line; the checks
+//! that need more than a type (ranges, regexes, label names) are each
+//! section's `resolve`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use crate::config::ConfigError;
+use crate::config::defaults::{Compression, LogLevel, VmLookup};
+
+/// The TOML file as written. Every key is optional; absent keys take defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub web: RawWeb,
+    #[serde(default)]
+    pub paths: RawPaths,
+    #[serde(default)]
+    pub netdev: RawNetdev,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub labels: RawLabels,
+    #[serde(default)]
+    pub interfaces: RawInterfaces,
+    #[serde(default)]
+    pub topology: RawResolver,
+    #[serde(default)]
+    pub docker: RawDocker,
+    #[serde(default)]
+    pub vm: RawVm,
+    #[serde(default)]
+    pub lxc: RawResolver,
+    #[serde(default)]
+    pub incus: RawIncus,
+    #[serde(default)]
+    pub truenas: RawTrueNas,
+    #[serde(default)]
+    pub commands: RawCommands,
+    #[serde(default)]
+    pub accounting: RawAccounting,
+}
+
+// `#[serde(flatten)]` would share the schedule keys between sections, but
+// serde cannot flatten into a struct that denies unknown fields: each
+// section lists them.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeb {
+    pub listen_address: Option<String>,
+    pub telemetry_path: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub read_header_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub write_timeout: Option<Duration>,
+    pub max_connections: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    pub shutdown_timeout: Option<Duration>,
+    pub max_requests: Option<usize>,
+    pub config_file: Option<PathBuf>,
+    pub compression: Option<Compression>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPaths {
+    pub rootfs: Option<PathBuf>,
+    pub procfs: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetdev {
+    pub max_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub level: Option<LogLevel>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLabels {
+    pub owner_label: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInterfaces {
+    pub include: Option<String>,
+    pub exclude: Option<String>,
+}
+
+/// A resolver section with nothing but its schedule (`[topology]`, `[lxc]`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResolver {
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "duration")]
+    pub interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDocker {
+    pub socket: Option<String>,
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "duration")]
+    pub interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+    pub max_response_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVm {
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "duration")]
+    pub interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+    pub sources: Option<Vec<VmLookup>>,
+    pub virsh_command: Option<Vec<String>>,
+    pub virsh_uri: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIncus {
+    pub enabled: Option<bool>,
+    pub socket: Option<PathBuf>,
+    #[serde(default, deserialize_with = "duration")]
+    pub interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+    pub max_response_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrueNas {
+    pub midclt_command: Option<Vec<String>>,
+    pub middleware_sockets: Option<Vec<PathBuf>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommands {
+    pub chroot: Option<bool>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+    pub max_output_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccounting {
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "duration")]
+    pub interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+    pub max_cgroups: Option<usize>,
+    pub cgroup: Option<PathBuf>,
+}
+
+impl RawConfig {
+    /// Parses `text` (the file at `path`). A syntax error keeps TOML's own
+    /// report (the line, a caret under the fault); an error in a value names
+    /// its key, found by `serde_path_to_error` (toml's error keeps the key
+    /// to itself when it quotes the line).
+    pub fn from_toml(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+        let document = toml::Deserializer::parse(text).map_err(|error| ConfigError::Parse {
+            path: path.to_owned(),
+            error: Box::new(error),
+        })?;
+        serde_path_to_error::deserialize(document).map_err(|e| {
+            // The whole document's path is ".": no key to name.
+            let key = Some(e.path().to_string()).filter(|k| k != ".");
+            let error = e.into_inner();
+            ConfigError::Value {
+                path: path.to_owned(),
+                line: error.span().map(|span| line_of(text, span.start)),
+                key,
+                message: error.message().to_owned(),
+            }
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        RawConfig::from_toml(&text, path)
+    }
+}
+
+/// The 1-based line of byte `offset` of `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    before.iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// A duration as humantime writes it (`"500ms"`, `"10s"`, `"1m 30s"`), read
+/// by serde so that a bad one is an error at its key. Not the
+/// `humantime-serde` crate: its error drops humantime's reason (`unknown
+/// time unit "mn"`) for a bare "expected a duration".
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    struct Humantime;
+
+    impl de::Visitor<'_> for Humantime {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a duration such as \"10s\" or \"1m 30s\"")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+            humantime::parse_duration(text)
+                .map_err(|e| E::custom(format_args!("{text:?} is not a duration: {e}")))
+        }
+    }
+
+    deserializer.deserialize_str(Humantime).map(Some)
+}
