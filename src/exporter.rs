@@ -95,6 +95,7 @@ impl Exporter {
                 incus.max_response_bytes,
                 incus.schedule.timeout,
                 Some(Arc::clone(&middleware)),
+                &self.telemetry,
             );
             list.push(self.owner_resolver(source, incus.schedule));
         }

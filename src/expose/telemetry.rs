@@ -323,12 +323,14 @@ pub enum Limit {
     CommandTimeout,
     /// A Docker API response larger than its limit.
     DockerResponse,
+    /// An Incus API response larger than its limit.
+    IncusResponse,
     /// The kernel's per-cgroup map is full: new cgroups go uncounted.
     AccountingCgroups,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 10] = [
+    pub const ALL: [Limit; 11] = [
         Limit::HttpHeaderTimeout,
         Limit::HttpWriteTimeout,
         Limit::HttpConnections,
@@ -338,6 +340,7 @@ impl Limit {
         Limit::CommandOutput,
         Limit::CommandTimeout,
         Limit::DockerResponse,
+        Limit::IncusResponse,
         Limit::AccountingCgroups,
     ];
 
@@ -353,6 +356,7 @@ impl Limit {
             Limit::CommandOutput => "command_output",
             Limit::CommandTimeout => "command_timeout",
             Limit::DockerResponse => "docker_response",
+            Limit::IncusResponse => "incus_response",
         }
     }
 }
