@@ -24,8 +24,8 @@ use crate::resolve::sources::topology::TopologySource;
 use crate::resolve::sources::vm::VmSource;
 use crate::resolve::sources::{Claims, ResolverId, Source};
 use crate::resolve::{AnyResolver, Publish, Resolver};
-use crate::workloads::accounting::{Accounting, Counts, cgroup2_mount};
-use crate::workloads::cgroups::CgroupSource;
+use crate::workloads::accounting::{Accounting, Counts};
+use crate::workloads::cgroups::{CgroupSource, find_mount};
 use crate::workloads::{Workload, Workloads};
 
 pub struct Exporter {
@@ -66,6 +66,10 @@ impl Exporter {
     pub fn resolvers(self: &Arc<Self>) -> Vec<Box<dyn AnyResolver>> {
         let c = &self.config;
         let mut list = Vec::new();
+        // Once for the two resolvers that need it (see `find_mount`).
+        let cgroup2 = (c.docker.is_some() || c.accounting.is_some())
+            .then(|| find_mount(&c.procfs))
+            .flatten();
         if let Some(schedule) = c.topology {
             let me = Arc::clone(self);
             let publish: Publish<_> = Box::new(move |s| me.hub.publish_topology(s));
@@ -84,7 +88,8 @@ impl Exporter {
                 self.hub.wake(ResolverId::Docker),
                 self.hub.wake(ResolverId::Topology),
             ];
-            let source = DockerSource::new(docker, &c.procfs, wakes, &self.telemetry);
+            let source =
+                DockerSource::new(docker, &c.procfs, cgroup2.clone(), wakes, &self.telemetry);
             list.push(self.owner_resolver(source, docker.schedule));
         }
         let middleware = Arc::new(self.middleware());
@@ -116,7 +121,7 @@ impl Exporter {
             let me = Arc::clone(self);
             let publish: Publish<_> = Box::new(move |tree| me.hub.publish_cgroups(tree));
             let source = CgroupSource::new(
-                &c.procfs,
+                cgroup2.clone(),
                 accounting.cgroup.clone(),
                 accounting.schedule.timeout,
             );
@@ -354,11 +359,12 @@ impl Exporter {
 /// works as without it.
 fn attach_accounting(config: &Config, up: &metrics::Gauge) -> Option<Workloads> {
     let settings = config.accounting.as_ref()?;
-    let mountinfo = config.procfs.join("self/mountinfo");
-    let mount = crate::clients::bounded::read(&mountinfo, 1 << 20)
-        .ok()
-        .and_then(|t| cgroup2_mount(&String::from_utf8_lossy(&t)));
-    let Some(cgroup) = settings.cgroup.clone().or(mount) else {
+    let Some(cgroup) = settings
+        .cgroup
+        .clone()
+        .or_else(|| find_mount(&config.procfs))
+    else {
+        let mountinfo = config.procfs.join("self/mountinfo");
         tracing::info!(mountinfo = %mountinfo.display(), "no cgroup v2 hierarchy in view: no traffic per workload (host-network containers and services stay unnamed)");
         up.set(0.0);
         return None;

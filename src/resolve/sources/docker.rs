@@ -127,8 +127,15 @@ pub fn namespace_owners<'a>(
     by_ns.into_iter().map(|(ns, facts)| (facts, ns)).collect()
 }
 
-/// Claims every container's veths (by their host ends) for the container.
-pub fn map_veths(fs: &Fs, procfs: &Path, containers: Vec<ContainerFacts>) -> Claims {
+/// Claims every container's veths (by their host ends) for the container;
+/// `cgroup2`, where the cgroup v2 hierarchy is mounted, finds the processes
+/// of a host-network container (without it, its main process only).
+pub fn map_veths(
+    fs: &Fs,
+    procfs: &Path,
+    cgroup2: Option<&Path>,
+    containers: Vec<ContainerFacts>,
+) -> Claims {
     let mut veths = Claims::default();
     let claim = |c: &ContainerFacts| Claim {
         kind: Kind::Docker,
@@ -137,10 +144,6 @@ pub fn map_veths(fs: &Fs, procfs: &Path, containers: Vec<ContainerFacts>) -> Cla
         of: OwnerKind::Container,
     };
     let host_ns = procfs::netns_of(fs, procfs, "1");
-    let cgroup2 = fs
-        .read(&procfs.join("self/mountinfo"), 1 << 20)
-        .ok()
-        .and_then(|t| crate::workloads::accounting::cgroup2_mount(&String::from_utf8_lossy(&t)));
     for c in &containers {
         // Every container's cgroup, whatever its network: a host-network
         // container's traffic has no interface of its own, only its sockets.
@@ -153,7 +156,7 @@ pub fn map_veths(fs: &Fs, procfs: &Path, containers: Vec<ContainerFacts>) -> Cla
         if c.host_network {
             let pids = cgroup
                 .as_deref()
-                .zip(cgroup2.as_deref())
+                .zip(cgroup2)
                 .map(|(path, mount)| cgroup_procs(fs, mount, path))
                 .filter(|p| !p.is_empty())
                 .unwrap_or_else(|| vec![c.pid]);
@@ -215,6 +218,8 @@ const INSPECT_CONCURRENCY: usize = 8;
 pub struct DockerSource {
     socket: PathBuf,
     procfs: PathBuf,
+    /// The cgroup v2 mount, found once at start.
+    cgroup2: Option<PathBuf>,
     request_timeout: Duration,
     client: OnceCell<Docker>,
     /// Notified on every engine event that may change the mapping.
@@ -227,16 +232,19 @@ pub struct DockerSource {
 
 impl DockerSource {
     /// `wakes`: the resolvers to wake on an engine event (this one, and the
-    /// topology: a container's start or stop adds or removes a veth).
+    /// topology: a container's start or stop adds or removes a veth);
+    /// `cgroup2`: where the cgroup v2 hierarchy is mounted, if it is.
     pub fn new(
         config: &DockerConfig,
         procfs: &Path,
+        cgroup2: Option<PathBuf>,
         wakes: Vec<Arc<Notify>>,
         telemetry: &Telemetry,
     ) -> DockerSource {
         DockerSource {
             socket: config.socket.clone(),
             procfs: procfs.to_owned(),
+            cgroup2,
             request_timeout: config.schedule.timeout,
             client: OnceCell::new(),
             wakes,
@@ -449,10 +457,10 @@ impl Source for DockerSource {
                 containers.push(facts);
             }
         }
-        let procfs = self.procfs.clone();
+        let (procfs, cgroup2) = (self.procfs.clone(), self.cgroup2.clone());
         let mut owners = self
             .worker
-            .run(move |fs| map_veths(fs, &procfs, containers))
+            .run(move |fs| map_veths(fs, &procfs, cgroup2.as_deref(), containers))
             .await?;
 
         for net in &networks {
