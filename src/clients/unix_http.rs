@@ -56,8 +56,8 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// A client of the socket at one path, sending bodies of type `B`. Cheap to
-/// share: connections are pooled inside.
+/// A client of the socket at one path, sending bodies of type `B`; its
+/// connections are pooled and kept alive between requests.
 pub struct UnixHttp<B> {
     client: hyper_util::client::legacy::Client<Connector, B>,
     socket: Arc<PathBuf>,

@@ -1,10 +1,10 @@
 //! Incus resolver (TrueNAS 25.04 to 25.10, and any Incus host): the Incus
-//! REST API on its unix socket. `GET /1.0/instances?recursion=1` carries
-//! each instance's host-side interface names as
-//! `config["volatile.<nic>.host_name"]`: a container's veth (`veth` + 8 hex),
-//! a VM's tap (`tap` + 8 hex), a macvlan NIC's device (`mac` + 8 hex). No
-//! process table, no guessing. A host without the socket has no Incus: that
-//! is not a failure.
+//! REST API on its unix socket ([`UnixHttp`]).
+//! `GET /1.0/instances?recursion=1` carries each instance's host-side
+//! interface names as `config["volatile.<nic>.host_name"]`: a container's
+//! veth (`veth` + 8 hex), a VM's tap (`tap` + 8 hex), a macvlan NIC's device
+//! (`mac` + 8 hex). No process table, no guessing. A host without the socket
+//! has no Incus: that is not a failure.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
