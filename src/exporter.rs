@@ -3,7 +3,7 @@
 //! serving and `--once` both use) and produces scrapes.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
@@ -29,8 +29,8 @@ use crate::resolve::sources::vm::VmSource;
 use crate::resolve::sources::{Claims, Source};
 use crate::resolve::wakes::Cause;
 use crate::resolve::{AnyResolver, Publish, Resolver};
-use crate::workloads::accounting::{Accounting, Counts, cgroup2_mount};
-use crate::workloads::cgroups::CgroupSource;
+use crate::workloads::accounting::{Accounting, Counts};
+use crate::workloads::cgroups::{CgroupSource, find_mount};
 use crate::workloads::{Workload, Workloads};
 
 /// The exporter's background work, for the app to start: see [`Exporter::background`].
@@ -53,17 +53,24 @@ pub struct Exporter {
     netdev: NetdevReader,
     /// Whether the last net/dev read failed, so the log fires on change only.
     netdev_failing: AtomicBool,
+    /// The cgroup v2 hierarchy in the exporter's mount table, read once at
+    /// start (the table is set before the exporter starts) for those that
+    /// need it: the counting programs, the cgroup tree, Docker's tun search.
+    cgroup2: Option<PathBuf>,
 }
 
 impl Exporter {
     pub fn new(config: Config) -> Arc<Exporter> {
         let telemetry = Telemetry::new();
+        let cgroup2 = (config.docker.is_some() || config.accounting.is_some())
+            .then(|| find_mount(&config.procfs))
+            .flatten();
         // A one-off run would count nothing: the programs start at zero.
         let bpf = (config.accounting.is_some() && config.mode == crate::config::RunMode::Serve)
             .then(|| telemetry.source("cgroups", "bpf"));
         let workloads = bpf
             .as_ref()
-            .and_then(|(up, _)| attach_accounting(&config, up));
+            .and_then(|(up, _)| attach_accounting(&config, cgroup2.as_deref(), up));
         Arc::new(Exporter {
             cgroups_full: telemetry.limit(crate::expose::telemetry::Limit::AccountingCgroups),
             bpf,
@@ -72,6 +79,7 @@ impl Exporter {
             telemetry,
             config,
             netdev_failing: AtomicBool::new(false),
+            cgroup2,
         })
     }
 
@@ -83,6 +91,7 @@ impl Exporter {
     pub fn background(self: &Arc<Self>, shutdown: &CancellationToken) -> Background {
         let c = &self.config;
         let mut list = Vec::new();
+        let cgroup2 = &self.cgroup2;
         if let Some(schedule) = c.topology {
             let me = Arc::clone(self);
             let publish: Publish<_> = Box::new(move |s| me.hub.publish_topology(s));
@@ -96,7 +105,8 @@ impl Exporter {
         }
         if let Some(docker) = &c.docker {
             let wakes = self.hub.waker(Cause::DockerEvent);
-            let source = DockerSource::new(docker, &c.procfs, wakes, &self.telemetry);
+            let source =
+                DockerSource::new(docker, &c.procfs, cgroup2.clone(), wakes, &self.telemetry);
             list.push(self.owner_resolver(source, docker.schedule));
         }
         let me = Arc::clone(self);
@@ -114,6 +124,7 @@ impl Exporter {
                 incus.max_response_bytes,
                 incus.schedule.timeout,
                 Some(Arc::clone(&middleware)),
+                &self.telemetry,
             );
             list.push(self.owner_resolver(source, incus.schedule));
         }
@@ -134,7 +145,7 @@ impl Exporter {
             let me = Arc::clone(self);
             let publish: Publish<_> = Box::new(move |tree| me.hub.publish_cgroups(tree));
             let source = CgroupSource::new(
-                &c.procfs,
+                cgroup2.clone(),
                 accounting.cgroup.clone(),
                 accounting.schedule.timeout,
             );
@@ -394,13 +405,14 @@ impl Exporter {
 /// says so once, at info, and `up`
 /// (`source_up{resolver="cgroups",source="bpf"}`) is 0: everything else
 /// works as without it.
-fn attach_accounting(config: &Config, up: &metrics::Gauge) -> Option<Workloads> {
+fn attach_accounting(
+    config: &Config,
+    cgroup2: Option<&Path>,
+    up: &metrics::Gauge,
+) -> Option<Workloads> {
     let settings = config.accounting.as_ref()?;
-    let mountinfo = config.procfs.join("self/mountinfo");
-    let mount = crate::clients::bounded::read(&mountinfo, 1 << 20)
-        .ok()
-        .and_then(|t| cgroup2_mount(&String::from_utf8_lossy(&t)));
-    let Some(cgroup) = settings.cgroup.clone().or(mount) else {
+    let Some(cgroup) = settings.cgroup.clone().or(cgroup2.map(Path::to_owned)) else {
+        let mountinfo = config.procfs.join("self/mountinfo");
         tracing::info!(mountinfo = %mountinfo.display(), "no cgroup v2 hierarchy in view: no traffic per workload (host-network containers and services stay unnamed)");
         up.set(0.0);
         return None;

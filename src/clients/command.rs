@@ -1,8 +1,9 @@
 //! Runs an external tool (`midclt`, `virsh`) for a source: optionally inside a
 //! chroot, in a process group of its own, bounded in time and in output.
 //! However it ends, the whole group is killed, so a tool's children cannot
-//! outlive it, and the child is reaped. The crate's only `unsafe` outside
-//! `main` (the chroot between fork and exec) is here.
+//! outlive it, and the child is reaped. Its `unsafe` is the chroot between
+//! fork and exec; the crate's other `unsafe` is `main`'s allocator setting
+//! and the `bpf()` calls and mapped counters of `workloads::accounting::bpf`.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;

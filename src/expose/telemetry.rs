@@ -96,56 +96,69 @@ impl Telemetry {
             .expect("static, non-empty bucket list")
             .build_recorder();
         let handle = recorder.handle();
-        let describe = |name: &'static str, help: &'static str| {
-            recorder.describe_gauge(
-                KeyName::from_const_str(name),
-                None,
-                SharedString::const_str(help),
-            );
+        // The text format's `# TYPE` comes from how a metric is registered;
+        // each is described as the kind it is registered as.
+        let help = |name: &'static str, help: &'static str| {
+            (KeyName::from_const_str(name), SharedString::const_str(help))
         };
-        describe(
-            SCRAPE_DURATION,
-            "Time to read net/dev, join labels and write the response.",
-        );
-        describe(
-            MALFORMED,
-            "net/dev lines that could not be parsed and were skipped.",
-        );
-        describe(READ_ERRORS, "Scrapes in which net/dev could not be read.");
-        describe(BUILD_INFO, "Exporter version; always 1.");
-        describe(
-            TASKS,
-            "Tasks alive in the HTTP runtime (the server and one per open connection), as of the last scrape.",
-        );
-        describe(UP, "1 if the resolver's last refresh succeeded.");
-        describe(
-            LAST_SUCCESS,
-            "Unix time of the resolver's last successful refresh.",
-        );
-        describe(REFRESH_DURATION, "Duration of the resolver's last refresh.");
-        describe(ERRORS, "Failed resolver refreshes (errors and timeouts).");
-        describe(
-            LIMIT_HITS,
-            "Times a limit on something outside the exporter tripped (README: Limits).",
-        );
-        describe(CONNECTIONS, "Open HTTP connections.");
-        describe(
-            TLS_HANDSHAKE_ERRORS,
-            "TLS handshakes that failed (no or a bad client certificate, a client that does not speak TLS).",
-        );
-        describe(
-            SOURCE_UP,
-            "1 if the source (one lookup of a resolver that has several) answered in its last refresh.",
-        );
-        describe(SOURCE_ERRORS, "Failed lookups of a source of a resolver.");
-        describe(
-            NEW_INTERFACE_WAIT,
-            "Time a scrape that met interfaces the labels did not know yet waited for the resolvers it woke.",
-        );
-        describe(
-            LABEL_COLLISIONS,
-            "Interfaces left out of the last label table because their labels would repeat another's.",
-        );
+        for (name, text) in [
+            (
+                SCRAPE_DURATION,
+                "Time to read net/dev, join labels and write the response.",
+            ),
+            (
+                NEW_INTERFACE_WAIT,
+                "Time a scrape that met interfaces the labels did not know yet waited for the resolvers it woke.",
+            ),
+        ] {
+            let (name, text) = help(name, text);
+            recorder.describe_histogram(name, None, text);
+        }
+        for (name, text) in [
+            (
+                MALFORMED,
+                "net/dev lines that could not be parsed and were skipped.",
+            ),
+            (READ_ERRORS, "Scrapes in which net/dev could not be read."),
+            (ERRORS, "Failed resolver refreshes (errors and timeouts)."),
+            (
+                LIMIT_HITS,
+                "Times a limit on something outside the exporter tripped (README: Limits).",
+            ),
+            (
+                TLS_HANDSHAKE_ERRORS,
+                "TLS handshakes that failed (no or a bad client certificate, a client that does not speak TLS).",
+            ),
+            (SOURCE_ERRORS, "Failed lookups of a source of a resolver."),
+        ] {
+            let (name, text) = help(name, text);
+            recorder.describe_counter(name, None, text);
+        }
+        for (name, text) in [
+            (BUILD_INFO, "Exporter version; always 1."),
+            (
+                TASKS,
+                "Tasks alive in the HTTP runtime (the server and one per open connection), as of the last scrape.",
+            ),
+            (UP, "1 if the resolver's last refresh succeeded."),
+            (
+                LAST_SUCCESS,
+                "Unix time of the resolver's last successful refresh.",
+            ),
+            (REFRESH_DURATION, "Duration of the resolver's last refresh."),
+            (CONNECTIONS, "Open HTTP connections."),
+            (
+                SOURCE_UP,
+                "1 if the source (one lookup of a resolver that has several) answered in its last refresh.",
+            ),
+            (
+                LABEL_COLLISIONS,
+                "Interfaces left out of the last label table because their labels would repeat another's.",
+            ),
+        ] {
+            let (name, text) = help(name, text);
+            recorder.describe_gauge(name, None, text);
+        }
 
         let key = |name: &'static str| Key::from_static_name(name);
         let build_info = recorder.register_gauge(
@@ -310,12 +323,14 @@ pub enum Limit {
     CommandTimeout,
     /// A Docker API response larger than its limit.
     DockerResponse,
+    /// An Incus API response larger than its limit.
+    IncusResponse,
     /// The kernel's per-cgroup map is full: new cgroups go uncounted.
     AccountingCgroups,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 10] = [
+    pub const ALL: [Limit; 11] = [
         Limit::HttpHeaderTimeout,
         Limit::HttpWriteTimeout,
         Limit::HttpConnections,
@@ -325,6 +340,7 @@ impl Limit {
         Limit::CommandOutput,
         Limit::CommandTimeout,
         Limit::DockerResponse,
+        Limit::IncusResponse,
         Limit::AccountingCgroups,
     ];
 
@@ -340,6 +356,7 @@ impl Limit {
             Limit::CommandOutput => "command_output",
             Limit::CommandTimeout => "command_timeout",
             Limit::DockerResponse => "docker_response",
+            Limit::IncusResponse => "incus_response",
         }
     }
 }
@@ -382,6 +399,43 @@ impl LimitMetric {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each metric's `# TYPE` is the kind it is registered as, and each has
+    /// its help.
+    #[test]
+    fn types_and_help_match_the_metrics() {
+        let telemetry = Telemetry::new();
+        let _resolver = telemetry.resolver("docker");
+        let _source = telemetry.source("cgroups", "bpf");
+        telemetry.scrape_duration.record(0.001);
+        telemetry.unknown_wait.record(0.01);
+        let text = telemetry.render_fresh();
+        let kinds = [
+            (SCRAPE_DURATION, "histogram"),
+            (NEW_INTERFACE_WAIT, "histogram"),
+            (MALFORMED, "counter"),
+            (READ_ERRORS, "counter"),
+            (ERRORS, "counter"),
+            (LIMIT_HITS, "counter"),
+            (TLS_HANDSHAKE_ERRORS, "counter"),
+            (SOURCE_ERRORS, "counter"),
+            (BUILD_INFO, "gauge"),
+            (TASKS, "gauge"),
+            (UP, "gauge"),
+            (LAST_SUCCESS, "gauge"),
+            (REFRESH_DURATION, "gauge"),
+            (CONNECTIONS, "gauge"),
+            (SOURCE_UP, "gauge"),
+            (LABEL_COLLISIONS, "gauge"),
+        ];
+        for (name, kind) in kinds {
+            assert!(
+                text.contains(&format!("# TYPE {name} {kind}\n")),
+                "{name} is a {kind}:\n{text}"
+            );
+            assert!(text.contains(&format!("# HELP {name} ")), "{name} has help");
+        }
+    }
 
     /// Scrapes from several threads while resolvers change state (each
     /// change asks for a fresh render): no thread ever reads a counter lower

@@ -3,9 +3,9 @@
 //! per cgroup is named from this and the owners' cgroup claims; nothing on
 //! the scrape path walks a directory.
 //!
-//! The hierarchy is found in the exporter's own mount table: at
-//! `/sys/fs/cgroup` on a unified host (TrueNAS), at `/sys/fs/cgroup/unified`
-//! on a hybrid one.
+//! The hierarchy is found in the exporter's own mount table ([`find_mount`],
+//! once at start): at `/sys/fs/cgroup` on a unified host (TrueNAS), at
+//! `/sys/fs/cgroup/unified` on a hybrid one.
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +21,7 @@ const MAX_DEPTH: usize = 12;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupsError {
-    #[error("no cgroup v2 hierarchy in this mount table")]
+    #[error("no cgroup v2 hierarchy in the exporter's mount table")]
     NoHierarchy,
     #[error("cannot read {path}: {source}")]
     Read {
@@ -108,21 +108,41 @@ pub fn walk(fs: &Fs, root: &Path, path: &str) -> Result<CgroupTree, CgroupsError
     Ok(tree)
 }
 
+/// Where the cgroup v2 hierarchy is mounted, from the exporter's own mount
+/// table (`<procfs>/self/mountinfo`); `None` if it has none or cannot be
+/// read. Read once at start: the mount table of the exporter's namespace is
+/// set before it starts (by systemd at boot, or by the container runtime).
+pub fn find_mount(procfs: &Path) -> Option<PathBuf> {
+    let mountinfo = procfs.join("self/mountinfo");
+    let table = crate::clients::bounded::read(&mountinfo, 1 << 20)
+        .inspect_err(|e| tracing::debug!(mountinfo = %mountinfo.display(), error = %e, "cannot read the mount table"))
+        .ok()?;
+    cgroup2_mount(&String::from_utf8_lossy(&table))
+}
+
 pub struct CgroupSource {
     /// Where the counting programs are attached, if not at the hierarchy's
     /// root (the tests' own cgroup).
     root: Option<PathBuf>,
-    /// The exporter's own mount table, where the hierarchy is looked up.
-    mountinfo: PathBuf,
+    /// Where the hierarchy is mounted, found at start and not looked for
+    /// again, even when absent: the exporter's own mount table is set
+    /// before it starts, and this resolver runs only where the programs were
+    /// attached at start (to `root`, or to this mount). Without it a
+    /// configured `root` is walked as a tree of its own.
+    mount: Option<PathBuf>,
     worker: Worker,
 }
 
 impl CgroupSource {
-    /// The hierarchy is looked up in `<procfs>/self/mountinfo`.
-    pub fn new(procfs: &Path, root: Option<PathBuf>, timeout: std::time::Duration) -> CgroupSource {
+    /// `mount`: [`find_mount`]'s answer.
+    pub fn new(
+        mount: Option<PathBuf>,
+        root: Option<PathBuf>,
+        timeout: std::time::Duration,
+    ) -> CgroupSource {
         CgroupSource {
             root,
-            mountinfo: procfs.join("self/mountinfo"),
+            mount,
             worker: Worker::new(timeout),
         }
     }
@@ -156,27 +176,9 @@ impl Source for CgroupSource {
     }
 
     async fn refresh(&self) -> Result<CgroupTree, CgroupsError> {
-        let mountinfo = self.mountinfo.clone();
-        let root = self.root.clone();
-        self.worker
-            .run(move |fs| {
-                let table = fs.read(&mountinfo, 1 << 20);
-                let mount = match (&table, &root) {
-                    (Ok(t), _) => cgroup2_mount(&String::from_utf8_lossy(t)),
-                    // A configured cgroup needs no mount table.
-                    (Err(_), Some(_)) => None,
-                    (Err(e), None) => {
-                        return Err(CgroupsError::Read {
-                            path: mountinfo.clone(),
-                            source: std::io::Error::new(e.kind(), e.to_string()),
-                        });
-                    }
-                };
-                let (dir, path) =
-                    start(root.as_deref(), mount.as_deref()).ok_or(CgroupsError::NoHierarchy)?;
-                walk(fs, &dir, &path)
-            })
-            .await?
+        let (dir, path) =
+            start(self.root.as_deref(), self.mount.as_deref()).ok_or(CgroupsError::NoHierarchy)?;
+        self.worker.run(move |fs| walk(fs, &dir, &path)).await?
     }
 }
 

@@ -1,7 +1,8 @@
 //! Docker resolver: which container owns each host veth, which Docker network
 //! each bridge carries, and the app behind both. Talks to the engine through
-//! one bollard client kept for the process lifetime; reads the containers'
-//! network interfaces through `<procfs>/<pid>/root/sys/class/net`.
+//! one bollard client on [`UnixHttp`], kept for the process lifetime; reads
+//! the containers' network interfaces through
+//! `<procfs>/<pid>/root/sys/class/net`.
 //! Name rules are pure functions; [`DockerSource`] is the I/O around them.
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,6 +17,7 @@ use tokio::sync::{Notify, OnceCell};
 use tokio_util::sync::CancellationToken;
 
 use crate::clients::bounded::Fs;
+use crate::clients::unix_http::{UnixHttp, UnixHttpError, chain};
 use crate::config::DockerConfig;
 use crate::expose::telemetry::{Limit, LimitMetric, Telemetry};
 use crate::model::labels::Kind;
@@ -36,22 +38,6 @@ pub enum DockerError {
     },
     #[error(transparent)]
     Worker(#[from] WorkerError),
-}
-
-/// An error and its causes on one line: bollard's own message for a failed
-/// body read is "error reading a body from connection"; the cause says why.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let next = e.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = e.source();
-    }
-    text
 }
 
 /// `ix-grafana` -> `grafana`: TrueNAS names its Compose projects `ix-<app>`.
@@ -142,8 +128,15 @@ pub fn namespace_owners<'a>(
     by_ns.into_iter().map(|(ns, facts)| (facts, ns)).collect()
 }
 
-/// Claims every container's veths (by their host ends) for the container.
-pub fn map_veths(fs: &Fs, procfs: &Path, containers: Vec<ContainerFacts>) -> Claims {
+/// Claims every container's veths (by their host ends) for the container;
+/// `cgroup2`, where the cgroup v2 hierarchy is mounted, finds the processes
+/// of a host-network container (without it, its main process only).
+pub fn map_veths(
+    fs: &Fs,
+    procfs: &Path,
+    cgroup2: Option<&Path>,
+    containers: Vec<ContainerFacts>,
+) -> Claims {
     let mut veths = Claims::default();
     let claim = |c: &ContainerFacts| Claim {
         kind: Kind::Docker,
@@ -152,10 +145,6 @@ pub fn map_veths(fs: &Fs, procfs: &Path, containers: Vec<ContainerFacts>) -> Cla
         of: OwnerKind::Container,
     };
     let host_ns = procfs::netns_of(fs, procfs, "1");
-    let cgroup2 = fs
-        .read(&procfs.join("self/mountinfo"), 1 << 20)
-        .ok()
-        .and_then(|t| crate::workloads::accounting::cgroup2_mount(&String::from_utf8_lossy(&t)));
     for c in &containers {
         // Every container's cgroup, whatever its network: a host-network
         // container's traffic has no interface of its own, only its sockets.
@@ -168,7 +157,7 @@ pub fn map_veths(fs: &Fs, procfs: &Path, containers: Vec<ContainerFacts>) -> Cla
         if c.host_network {
             let pids = cgroup
                 .as_deref()
-                .zip(cgroup2.as_deref())
+                .zip(cgroup2)
                 .map(|(path, mount)| cgroup_procs(fs, mount, path))
                 .filter(|p| !p.is_empty())
                 .unwrap_or_else(|| vec![c.pid]);
@@ -230,6 +219,8 @@ const INSPECT_CONCURRENCY: usize = 8;
 pub struct DockerSource {
     socket: PathBuf,
     procfs: PathBuf,
+    /// The cgroup v2 mount, found once at start.
+    cgroup2: Option<PathBuf>,
     request_timeout: Duration,
     client: OnceCell<Docker>,
     /// Notified on every engine event that may change the mapping.
@@ -242,16 +233,19 @@ pub struct DockerSource {
 
 impl DockerSource {
     /// `wakes`: the resolvers to wake on an engine event (this one, and the
-    /// topology: a container's start or stop adds or removes a veth).
+    /// topology: a container's start or stop adds or removes a veth);
+    /// `cgroup2`: where the cgroup v2 hierarchy is mounted, if it is.
     pub fn new(
         config: &DockerConfig,
         procfs: &Path,
+        cgroup2: Option<PathBuf>,
         wakes: Vec<Arc<Notify>>,
         telemetry: &Telemetry,
     ) -> DockerSource {
         DockerSource {
             socket: config.socket.clone(),
             procfs: procfs.to_owned(),
+            cgroup2,
             request_timeout: config.schedule.timeout,
             client: OnceCell::new(),
             wakes,
@@ -267,10 +261,10 @@ impl DockerSource {
         let client = self
             .client
             .get_or_try_init(|| async {
-                let client = transport::client(
+                let client = engine_client(
                     &self.socket,
                     self.max_response,
-                    &self.oversize,
+                    Arc::clone(&self.oversize),
                     self.request_timeout,
                 )
                 .map_err(|source| DockerError::Connect {
@@ -464,10 +458,10 @@ impl Source for DockerSource {
                 containers.push(facts);
             }
         }
-        let procfs = self.procfs.clone();
+        let (procfs, cgroup2) = (self.procfs.clone(), self.cgroup2.clone());
         let mut owners = self
             .worker
-            .run(move |fs| map_veths(fs, &procfs, containers))
+            .run(move |fs| map_veths(fs, &procfs, cgroup2.as_deref(), containers))
             .await?;
 
         for net in &networks {
@@ -487,143 +481,36 @@ impl Source for DockerSource {
     }
 }
 
-/// The engine's unix socket, under a cap on each response: bollard collects a
-/// response whole, so the cap sits in the connection, which fails once a
-/// request's answer runs past it. (The events stream reads without end on
-/// its connection: past the cap it reconnects, which costs nothing.)
-mod transport {
-    use std::io;
-    use std::path::{Path, PathBuf};
-    use std::pin::Pin;
-    use std::sync::Arc;
-    use std::task::{Context, Poll};
-    use std::time::Duration;
-
-    use bollard::Docker;
-    use futures_util::future::BoxFuture;
-    use hyper_util::client::legacy::connect::{Connected, Connection};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-    use tokio::net::UnixStream;
-
-    use crate::clients::bounded::{self, Worker};
-    use crate::expose::telemetry::LimitMetric;
-
-    pub fn client(
-        socket: &Path,
-        max_response: usize,
-        oversize: &Arc<LimitMetric>,
-        timeout: Duration,
-    ) -> Result<Docker, bollard::errors::Error> {
-        let connector = Connector {
-            socket: Arc::new(socket.to_owned()),
-            max_response,
-            oversize: Arc::clone(oversize),
-            connects: Arc::new(Worker::new(timeout)),
-        };
-        let client =
-            hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
-        Docker::connect_with_custom_transport(
-            move |request| {
-                let client = client.clone();
-                async move { Ok(client.request(request).await?) }
-            },
-            // The connector ignores the address: every request goes to the socket.
-            Some("http://docker"),
-            timeout.as_secs().max(1),
-            bollard::API_DEFAULT_VERSION,
-        )
-    }
-
-    #[derive(Clone)]
-    struct Connector {
-        socket: Arc<PathBuf>,
-        max_response: usize,
-        oversize: Arc<LimitMetric>,
-        /// Connects off the async threads (see [`bounded::connect_unix`]).
-        connects: Arc<Worker>,
-    }
-
-    impl tower_service::Service<http::Uri> for Connector {
-        type Response = TokioIo<Capped>;
-        type Error = io::Error;
-        type Future = BoxFuture<'static, io::Result<TokioIo<Capped>>>;
-
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, _: http::Uri) -> Self::Future {
-            let me = self.clone();
-            Box::pin(async move {
-                let stream = bounded::connect_unix(&me.connects, me.socket.as_path()).await?;
-                Ok(TokioIo::new(Capped {
-                    stream,
-                    read_since_write: 0,
-                    connector: me,
-                }))
-            })
-        }
-    }
-
-    /// A connection that counts what it reads after each request it writes.
-    pub struct Capped {
-        stream: UnixStream,
-        read_since_write: usize,
-        connector: Connector,
-    }
-
-    impl AsyncRead for Capped {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            let before = buf.filled().len();
-            let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
-            if poll.is_ready() {
-                self.read_since_write += buf.filled().len() - before;
-                let max = self.connector.max_response;
-                if self.read_since_write > max {
-                    let socket = self.connector.socket.display().to_string();
-                    let error = format!("a response from {socket} ran past {max} bytes");
-                    self.connector.oversize.hit(&error);
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::FileTooLarge, error)));
-                }
+/// bollard on [`UnixHttp`]: the socket's one client, capped per response.
+fn engine_client(
+    socket: &Path,
+    max_response: usize,
+    oversize: Arc<LimitMetric>,
+    timeout: Duration,
+) -> Result<Docker, bollard::errors::Error> {
+    let connects = Arc::new(Worker::new(timeout));
+    let http = Arc::new(UnixHttp::new(
+        socket,
+        connects,
+        max_response,
+        oversize,
+        timeout,
+    ));
+    Docker::connect_with_custom_transport(
+        move |request| {
+            let http = Arc::clone(&http);
+            async move {
+                http.request(request).await.map_err(|e| match e {
+                    UnixHttpError::Timeout { .. } => bollard::errors::Error::RequestTimeoutError,
+                    e => std::io::Error::other(e).into(),
+                })
             }
-            poll
-        }
-    }
-
-    impl AsyncWrite for Capped {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
-            if let Poll::Ready(Ok(n)) = poll
-                && n > 0
-            {
-                self.read_since_write = 0;
-            }
-            poll
-        }
-
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.stream).poll_flush(cx)
-        }
-
-        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.stream).poll_shutdown(cx)
-        }
-    }
-
-    impl Connection for Capped {
-        fn connected(&self) -> Connected {
-            Connected::new()
-        }
-    }
+        },
+        // The client ignores the address: every request goes to the socket.
+        Some("http://docker"),
+        timeout.as_secs().max(1),
+        bollard::API_DEFAULT_VERSION,
+    )
 }
 
 #[cfg(test)]

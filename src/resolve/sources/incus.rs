@@ -1,10 +1,10 @@
 //! Incus resolver (TrueNAS 25.04 to 25.10, and any Incus host): the Incus
-//! REST API on its unix socket. `GET /1.0/instances?recursion=1` carries
-//! each instance's host-side interface names as
-//! `config["volatile.<nic>.host_name"]`: a container's veth (`veth` + 8 hex),
-//! a VM's tap (`tap` + 8 hex), a macvlan NIC's device (`mac` + 8 hex). No
-//! process table, no guessing. A host without the socket has no Incus: that
-//! is not a failure.
+//! REST API on its unix socket ([`UnixHttp`]).
+//! `GET /1.0/instances?recursion=1` carries each instance's host-side
+//! interface names as `config["volatile.<nic>.host_name"]`: a container's
+//! veth (`veth` + 8 hex), a VM's tap (`tap` + 8 hex), a macvlan NIC's device
+//! (`mac` + 8 hex). No process table, no guessing. A host without the socket
+//! has no Incus: that is not a failure.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,8 +13,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use http_body_util::Empty;
+use hyper::body::Bytes;
+
 use crate::clients::middleware::Middleware;
-use crate::clients::unix_http::{self, UnixHttpError};
+use crate::clients::unix_http::{UnixHttp, UnixHttpError};
+use crate::expose::telemetry::{Limit, Telemetry};
 use crate::model::labels::Kind;
 use crate::model::owner::OwnerKind;
 use crate::resolve::sources::{Claim, Claims, ResolverId, Source, Worker, WorkerError};
@@ -102,10 +106,10 @@ fn is_macvlan_name(name: &str) -> bool {
 
 pub struct IncusSource {
     socket: PathBuf,
-    max_response: usize,
     /// Looks at the socket and connects to it: a hung mount under the root
     /// must stall this resolver's refresh, not the thread every resolver shares.
-    worker: Worker,
+    worker: Arc<Worker>,
+    http: UnixHttp<Empty<Bytes>>,
     /// The middleware's share of the refresh timeout.
     budget: Duration,
     /// To tell "no Incus here" from "Incus, but its socket is not visible".
@@ -116,19 +120,29 @@ pub struct IncusSource {
 
 impl IncusSource {
     /// `socket` is a path on the host, looked up under `rootfs`; `timeout`
-    /// is the refresh timeout.
+    /// is the refresh timeout; an answer past `max_response` bytes fails
+    /// and is counted.
     pub fn new(
         socket: &Path,
         rootfs: &Path,
         max_response: usize,
         timeout: Duration,
         middleware: Option<Arc<Middleware>>,
+        telemetry: &Telemetry,
     ) -> IncusSource {
         let socket = rootfs.join(socket.strip_prefix("/").unwrap_or(socket));
+        let worker = Arc::new(Worker::new(timeout));
+        let http = UnixHttp::new(
+            &socket,
+            Arc::clone(&worker),
+            max_response,
+            telemetry.limit(Limit::IncusResponse),
+            timeout,
+        );
         IncusSource {
             socket,
-            max_response,
-            worker: Worker::new(timeout),
+            worker,
+            http,
             budget: crate::resolve::sources::lookup_budget(timeout),
             middleware,
             absent: Mutex::new(None),
@@ -186,8 +200,7 @@ impl Source for IncusSource {
         if changed {
             tracing::info!(socket = %self.socket.display(), "Incus socket found");
         }
-        let (status, body) =
-            unix_http::get(&self.worker, &self.socket, INSTANCES, self.max_response).await?;
+        let (status, body) = self.http.get(INSTANCES).await?;
         if status != 200 {
             let message = serde_json::from_slice::<Answer>(&body)
                 .map(|a| a.error)
