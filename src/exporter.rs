@@ -5,7 +5,6 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use futures_util::future::BoxFuture;
@@ -17,7 +16,7 @@ use crate::clients::middleware::socket::{SocketClient, Watched};
 use crate::clients::middleware::{Middleware, PathMetrics};
 use crate::config::{Config, Schedule, VmLookup};
 use crate::expose::scrape::{JoinStats, NetdevReader, Scrape};
-use crate::expose::telemetry::Telemetry;
+use crate::expose::telemetry::{Failing, Telemetry, Turn};
 use crate::model::composer::LabelTable;
 use crate::model::hub::Hub;
 use crate::resolve::sources::docker::DockerSource;
@@ -51,8 +50,8 @@ pub struct Exporter {
     pub hub: Hub,
     pub telemetry: Telemetry,
     netdev: NetdevReader,
-    /// Whether the last net/dev read failed, so the log fires on change only.
-    netdev_failing: AtomicBool,
+    /// Whether net/dev reads fail, so the log fires on change only.
+    netdev_failing: Failing,
     /// The cgroup v2 hierarchy in the exporter's mount table, read once at
     /// start (the table is set before the exporter starts) for those that
     /// need it: the counting programs, the cgroup tree, Docker's tun search.
@@ -78,7 +77,7 @@ impl Exporter {
             hub: Hub::new(config.labels.clone(), workloads),
             telemetry,
             config,
-            netdev_failing: AtomicBool::new(false),
+            netdev_failing: Failing::default(),
             cgroup2,
         })
     }
@@ -290,7 +289,7 @@ impl Exporter {
                 // Counted and logged per scrape only: a browser polling the
                 // live view must not inflate what alerts read.
                 self.telemetry.read_errors.increment(1);
-                if !self.netdev_failing.swap(true, Ordering::Relaxed) {
+                if self.netdev_failing.record(true) == Turn::Failed {
                     self.telemetry.state_changed();
                     tracing::error!(error = %e, "cannot read net/dev; serving only the exporter's own metrics");
                 }
@@ -392,7 +391,7 @@ impl Exporter {
         if stats.malformed > 0 {
             self.telemetry.malformed_lines.increment(stats.malformed);
         }
-        if self.netdev_failing.swap(false, Ordering::Relaxed) {
+        if self.netdev_failing.record(false) == Turn::Recovered {
             self.telemetry.state_changed();
             tracing::info!(path = %self.netdev.path().display(), "net/dev readable again");
         }

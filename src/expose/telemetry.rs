@@ -361,6 +361,42 @@ impl Limit {
     }
 }
 
+/// Whether something is failing, remembered so that the log and the
+/// render cache hear of changes only, not of every outcome: what the
+/// resolvers, each lookup of theirs and the net/dev read share.
+#[derive(Debug, Default)]
+pub struct Failing(std::sync::atomic::AtomicU8);
+
+/// What an outcome recorded in a [`Failing`] changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// The same as the last outcome.
+    Unchanged,
+    /// The first outcome, a success.
+    FirstSuccess,
+    /// A failure after a success, or the first outcome.
+    Failed,
+    /// A success after failures.
+    Recovered,
+}
+
+impl Failing {
+    const UNKNOWN: u8 = 0;
+    const OK: u8 = 1;
+    const FAILING: u8 = 2;
+
+    /// Records one outcome and says what it changed.
+    pub fn record(&self, failed: bool) -> Turn {
+        let now = if failed { Self::FAILING } else { Self::OK };
+        match (self.0.swap(now, Ordering::Relaxed), failed) {
+            (before, _) if before == now => Turn::Unchanged,
+            (_, true) => Turn::Failed,
+            (Self::UNKNOWN, false) => Turn::FirstSuccess,
+            (_, false) => Turn::Recovered,
+        }
+    }
+}
+
 /// Hits of one limit come in bursts (a client flood, a stuck mount): the first
 /// hit of a burst is logged, with what tripped it; the rest are counted, and
 /// the next burst's first log line says how many there were.
@@ -490,5 +526,17 @@ mod tests {
                 .unwrap()
                 .contains(&format!("{MALFORMED} 80000"))
         );
+    }
+
+    #[test]
+    fn a_failing_state_says_what_changed() {
+        let state = Failing::default();
+        assert_eq!(state.record(false), Turn::FirstSuccess);
+        assert_eq!(state.record(false), Turn::Unchanged);
+        assert_eq!(state.record(true), Turn::Failed);
+        assert_eq!(state.record(true), Turn::Unchanged);
+        assert_eq!(state.record(false), Turn::Recovered);
+        let fails_first = Failing::default();
+        assert_eq!(fails_first.record(true), Turn::Failed);
     }
 }

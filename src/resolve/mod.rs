@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Schedule;
-use crate::expose::telemetry::ResolverMetrics;
+use crate::expose::telemetry::{Failing, ResolverMetrics, Turn};
 use crate::resolve::sources::{ResolverId, Source};
 
 /// Wake-triggered refreshes are spaced at least this far apart, so that a burst
@@ -34,14 +34,14 @@ pub const PANIC_BACKOFF: Duration = Duration::from_secs(1);
 /// Tracks health across refreshes so logs fire on changes, not every interval.
 pub struct Health {
     metrics: ResolverMetrics,
-    failing: Option<bool>,
+    failing: Failing,
 }
 
 impl Health {
     pub fn new(metrics: ResolverMetrics) -> Health {
         Health {
             metrics,
-            failing: None,
+            failing: Failing::default(),
         }
     }
 
@@ -51,25 +51,25 @@ impl Health {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         self.metrics.last_success.set(now.as_secs_f64());
-        if self.failing != Some(false) {
-            self.metrics.state_changed();
+        match self.failing.record(false) {
+            Turn::Unchanged => {}
+            Turn::Recovered => {
+                self.metrics.state_changed();
+                tracing::info!(resolver = id.name(), "resolver recovered");
+            }
+            Turn::FirstSuccess | Turn::Failed => self.metrics.state_changed(),
         }
-        if self.failing == Some(true) {
-            tracing::info!(resolver = id.name(), "resolver recovered");
-        }
-        self.failing = Some(false);
     }
 
     fn failed(&mut self, id: ResolverId, error: &str) {
         self.metrics.up.set(0.0);
         self.metrics.errors.increment(1);
-        if self.failing != Some(true) {
+        if self.failing.record(true) == Turn::Unchanged {
+            tracing::debug!(resolver = id.name(), %error, "resolver still failing");
+        } else {
             self.metrics.state_changed();
             tracing::warn!(resolver = id.name(), %error, "resolver failing; keeping last good labels");
-        } else {
-            tracing::debug!(resolver = id.name(), %error, "resolver still failing");
         }
-        self.failing = Some(true);
     }
 }
 

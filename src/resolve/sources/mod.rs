@@ -11,6 +11,7 @@ use std::future::Future;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::clients::bounded::{Worker, WorkerError};
+use crate::expose::telemetry::{Failing, Turn};
 use crate::model::labels::Kind;
 use crate::model::owner::OwnerKind;
 use crate::resolve::sources::topology::LinkFacts;
@@ -105,7 +106,7 @@ pub struct Lookup {
     name: &'static str,
     up: metrics::Gauge,
     errors: metrics::Counter,
-    failing: std::sync::Mutex<Option<bool>>,
+    failing: Failing,
 }
 
 impl Lookup {
@@ -120,7 +121,7 @@ impl Lookup {
             name,
             up,
             errors,
-            failing: std::sync::Mutex::new(None),
+            failing: Failing::default(),
         }
     }
 
@@ -144,25 +145,23 @@ impl Lookup {
 
     /// Records one outcome; passes it on.
     pub fn record<T, E: std::fmt::Display>(&self, result: Result<T, E>) -> Result<T, E> {
-        let failed = result.is_err();
-        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        let turn = self.failing.record(result.is_err());
         let (resolver, source) = (self.resolver.name(), self.name);
         match &result {
             Ok(_) => {
                 self.up.set(1.0);
-                if *failing == Some(true) {
+                if turn == Turn::Recovered {
                     tracing::info!(resolver, source, "source recovered");
                 }
             }
             Err(e) => {
                 self.up.set(0.0);
                 self.errors.increment(1);
-                if *failing != Some(true) {
+                if turn == Turn::Failed {
                     tracing::warn!(resolver, source, error = %e, "source failing; the resolver's other sources still apply");
                 }
             }
         }
-        *failing = Some(failed);
         result
     }
 }
