@@ -1,12 +1,26 @@
-//! HTTP: the routes ([`routes`]) served over HTTP/1.1 by hyper, one task per
-//! connection ([`conn`]), under the limits of `[web]`: header-read, idle and
-//! write timeouts, a cap on open connections, and a deadline at shutdown.
-//! warp 0.4's own server has none of these, so its filter is served here.
+//! HTTP: the routes served over HTTP/1.1 by hyper, one task per connection,
+//! under the limits of `[web]`: header-read, idle and write timeouts, a cap on
+//! open connections, and a deadline at shutdown. warp 0.4's own server has
+//! none of these, so its filter is served here.
+//!
+//! Who owns what:
+//! - this file: the accept loop, the connection cap, and each connection's
+//!   service: the gate, then the routes, then the web config's headers;
+//! - [`conn`]: one connection's phases and deadlines, and the registry of
+//!   open connections;
+//! - [`gate`]: basic auth and the `--web.max-requests` slots ([`slots`]);
+//! - [`routes`]: the route table and its warp filter;
+//! - [`reply`]: every response, with its headers;
+//! - [`access`], [`web_config`]: the web config file (TLS, users, headers);
+//! - [`live`]: the live view's page and data; [`healthcheck`]: the client
+//!   side of `--healthcheck`.
 
 pub mod access;
 mod conn;
+mod gate;
 pub mod healthcheck;
 pub mod live;
+pub mod reply;
 pub mod routes;
 mod slots;
 pub mod web_config;
@@ -23,14 +37,15 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use warp::Reply;
 
 use tokio::io::AsyncWriteExt;
 use tokio_rustls::TlsAcceptor;
 
-use self::access::{Access, AccessState, Verdict};
+use self::access::Access;
 use self::conn::{Admitted, ConnState, Expired, Phase, Registry, TimedIo, Tracked};
-use self::slots::{Refused, ScrapeSlots};
+use self::gate::Gate;
+use self::routes::Table;
+use self::slots::ScrapeSlots;
 use crate::config::HttpLimits;
 use crate::exporter::Exporter;
 use crate::expose::telemetry::{Limit, LimitMetric};
@@ -50,7 +65,8 @@ pub async fn serve(
 ) {
     let mut limits = exporter.config.http;
     limits.max_connections = connection_cap(limits.max_connections);
-    let service = warp::service(routes::routes(Arc::clone(&exporter)));
+    let table = Table::new(&exporter.config);
+    let service = warp::service(routes::routes(&table, Arc::clone(&exporter)));
     let registry = Arc::new(Registry::new());
     let hits = Hits {
         header: exporter.telemetry.limit(Limit::HttpHeaderTimeout),
@@ -60,11 +76,7 @@ pub async fn serve(
     };
     let gate = Arc::new(Gate {
         access,
-        scrape_paths: vec![
-            exporter.config.telemetry_path.clone(),
-            routes::PAGE_PATH.to_owned(),
-            routes::API_PATH.to_owned(),
-        ],
+        table,
         scrapes: limits.max_requests.map(ScrapeSlots::new),
         refused: exporter.telemetry.limit(Limit::HttpRequests),
     });
@@ -204,93 +216,6 @@ struct Connection<S> {
     gate: Arc<Gate>,
     stop: watch::Receiver<bool>,
     hits: Hits,
-}
-
-/// What a request must pass before the routes see it: basic auth (from the
-/// web config), then the cap on scrapes served at once.
-struct Gate {
-    access: Arc<Access>,
-    /// Paths that read net/dev and write every interface: the scrape and
-    /// the live view.
-    scrape_paths: Vec<String>,
-    scrapes: Option<Arc<ScrapeSlots>>,
-    refused: Arc<LimitMetric>,
-}
-
-impl Gate {
-    /// `Ok` to route the request; otherwise the answer.
-    async fn admit(
-        &self,
-        access: &AccessState,
-        request: &http::Request<Incoming>,
-        state: &ConnState,
-    ) -> Result<(), warp::reply::Response> {
-        if access.needs_auth() {
-            let authorization = request.headers().get(http::header::AUTHORIZATION);
-            match self
-                .access
-                .authorize(access, authorization, state.peer.ip())
-                .await
-            {
-                Verdict::Granted => {}
-                Verdict::Refused => {
-                    let mut response = warp::reply::with_status(
-                        "401 unauthorized\n",
-                        http::StatusCode::UNAUTHORIZED,
-                    )
-                    .into_response();
-                    response.headers_mut().insert(
-                        http::header::WWW_AUTHENTICATE,
-                        http::HeaderValue::from_static(
-                            "Basic realm=\"truenas-net-exporter\", charset=\"UTF-8\"",
-                        ),
-                    );
-                    return Err(response);
-                }
-                Verdict::Busy => {
-                    return Err(plain_503(
-                        "503 busy checking passwords; try again\n".to_owned(),
-                    ));
-                }
-            }
-        }
-        let Some(scrapes) = &self.scrapes else {
-            return Ok(());
-        };
-        if !self.scrape_paths.iter().any(|p| p == request.uri().path()) {
-            return Ok(());
-        }
-        match scrapes.try_acquire(state.peer.ip()) {
-            Ok(slot) => {
-                state.hold(slot);
-                Ok(())
-            }
-            Err(why) => {
-                let max = scrapes.max();
-                let reason = match why {
-                    Refused::Full => format!("{max} are being served (--web.max-requests)"),
-                    Refused::Share { held, .. } => format!(
-                        "this address has {held} of the {max} (--web.max-requests) and shares them with others"
-                    ),
-                };
-                self.refused.hit(&format!("{}: {reason}", state.peer));
-                Err(plain_503(format!(
-                    "503 too many scrapes at once: {reason}; try again\n"
-                )))
-            }
-        }
-    }
-}
-
-/// A 503 with a plain-text body that says why.
-fn plain_503(body: String) -> warp::reply::Response {
-    let mut response =
-        warp::reply::with_status(body, http::StatusCode::SERVICE_UNAVAILABLE).into_response();
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }
 
 impl<S> Connection<S>

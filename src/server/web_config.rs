@@ -78,6 +78,8 @@ pub struct TlsSettings {
     pub client_ca_file: Option<PathBuf>,
     /// TLS 1.2 and/or 1.3.
     pub versions: Vec<&'static rustls::SupportedProtocolVersion>,
+    /// The suites offered, TLS 1.3's included (see [`cipher_suites`]);
+    /// `None`: all of rustls's.
     pub cipher_suites: Option<Vec<rustls::SupportedCipherSuite>>,
     pub kx_groups: Option<Vec<&'static dyn rustls::crypto::SupportedKxGroup>>,
     pub prefer_server_order: bool,
@@ -282,19 +284,7 @@ fn check_tls(raw: RawTls, dir: &Path) -> Result<TlsSettings, String> {
     let provider = rustls::crypto::ring::default_provider();
     let cipher_suites = match raw.cipher_suites {
         None => None,
-        Some(names) => Some(
-            names
-                .iter()
-                .map(|name| {
-                    provider
-                        .cipher_suites
-                        .iter()
-                        .find(|s| suite_name(s) == name.as_str())
-                        .copied()
-                        .ok_or_else(|| format!("{}: {name} is not offered", k("cipher_suites")))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
+        Some(names) => Some(cipher_suites(&provider, &names, &versions)?),
     };
     let kx_groups = match raw.curve_preferences {
         None => None,
@@ -335,9 +325,60 @@ fn check_tls(raw: RawTls, dir: &Path) -> Result<TlsSettings, String> {
     })
 }
 
-/// The IANA name of a cipher suite, as Go and the toolkit spell them.
-fn suite_name(suite: &rustls::SupportedCipherSuite) -> String {
-    format!("{:?}", suite.suite())
+/// The suites `cipher_suites` leaves, in rustls's order. Each name is a
+/// suite's IANA name, as Go and the toolkit spell them (rustls's own
+/// spelling, `TLS13_...` for TLS 1.3, is accepted too). The list applies to
+/// TLS 1.3 as well when it names a TLS 1.3 suite; when it names none, TLS 1.3
+/// keeps all its suites, as under the toolkit (whose list is for TLS 1.2
+/// only), so a node_exporter file does not turn TLS 1.3 off.
+fn cipher_suites(
+    provider: &rustls::crypto::CryptoProvider,
+    names: &[String],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<Vec<rustls::SupportedCipherSuite>, String> {
+    let key = "tls_server_config.cipher_suites";
+    let mut named = Vec::new();
+    for name in names {
+        let suite = provider
+            .cipher_suites
+            .iter()
+            .find(|s| is_named(s, name))
+            .ok_or_else(|| format!("{key}: {name} is not offered"))?;
+        named.push(suite.suite());
+    }
+    let tls13 = |s: &rustls::SupportedCipherSuite| s.version() == &rustls::version::TLS13;
+    let names_tls13 = provider
+        .cipher_suites
+        .iter()
+        .any(|s| tls13(s) && named.contains(&s.suite()));
+    let kept: Vec<_> = provider
+        .cipher_suites
+        .iter()
+        .filter(|s| named.contains(&s.suite()) || (tls13(s) && !names_tls13))
+        .copied()
+        .collect();
+    // Otherwise clients of that version would fail every handshake.
+    if versions.contains(&&rustls::version::TLS12)
+        && !kept.iter().any(|s| s.version() == &rustls::version::TLS12)
+    {
+        return Err(format!(
+            "{key} names no TLS 1.2 suite, yet TLS 1.2 is allowed: name one, or set min_version: TLS13"
+        ));
+    }
+    Ok(kept)
+}
+
+/// Whether `name` is `suite`'s IANA name or rustls's spelling of it.
+fn is_named(suite: &rustls::SupportedCipherSuite, name: &str) -> bool {
+    let own = format!("{:?}", suite.suite());
+    if own == name {
+        return true;
+    }
+    // rustls spells TLS 1.3's TLS_AES_128_GCM_SHA256 as TLS13_AES_128_GCM_SHA256.
+    match (own.strip_prefix("TLS13_"), name.strip_prefix("TLS_")) {
+        (Some(own), Some(name)) => own == name,
+        _ => false,
+    }
 }
 
 /// The rustls configuration: reads the certificate chain, the key and the
@@ -365,10 +406,7 @@ pub fn server_config(tls: &TlsSettings) -> Result<Arc<rustls::ServerConfig>, Str
         .map_err(|e| format!("tls_server_config.key_file {}: {e}", tls.key_file.display()))?;
     let mut provider = rustls::crypto::ring::default_provider();
     if let Some(suites) = &tls.cipher_suites {
-        // The toolkit's list is about TLS 1.2; TLS 1.3's suites stay.
-        provider.cipher_suites.retain(|s| {
-            s.version() == &rustls::version::TLS13 || suites.iter().any(|c| c.suite() == s.suite())
-        });
+        provider.cipher_suites = suites.clone();
     }
     if let Some(groups) = &tls.kx_groups {
         provider.kx_groups = groups.clone();
@@ -439,10 +477,72 @@ mod tests {
         assert_eq!(tls.key_file, Path::new("/abs/server.key"));
         assert_eq!(tls.client_auth, ClientAuth::Required);
         assert_eq!(tls.versions.len(), 2);
-        assert_eq!(tls.cipher_suites.unwrap().len(), 1);
+        let suites = tls.cipher_suites.unwrap();
+        assert!(
+            suites
+                .iter()
+                .any(|s| s.version() == &rustls::version::TLS12),
+            "the one TLS 1.2 suite named"
+        );
+        assert_eq!(suites.len(), 4, "and TLS 1.3's three, none of them named");
         assert_eq!(tls.kx_groups.unwrap().len(), 2);
         assert_eq!(c.users.len(), 1);
         assert_eq!(c.headers.len(), 1);
+    }
+
+    /// The suites kept for a list of names, by their IANA names.
+    fn suites(names: &str, min: &str) -> Result<Vec<String>, String> {
+        let c = check(&format!(
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: {min}\n  \
+             cipher_suites: [{names}]\n"
+        ))?;
+        let tls = c.tls.ok_or("no tls")?;
+        let kept = tls.cipher_suites.ok_or("no list")?;
+        Ok(kept
+            .iter()
+            .map(|s| format!("{:?}", s.suite()).replace("TLS13_", "TLS_"))
+            .collect())
+    }
+
+    /// TLS 1.3's suites are named as IANA (and Go) name them; a list that
+    /// names one restricts TLS 1.3 too, one that names none leaves it all.
+    #[test]
+    fn tls13_suites_go_by_their_iana_names() {
+        const ECDHE: &str = "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256";
+        assert_eq!(
+            suites(&format!("TLS_AES_128_GCM_SHA256, {ECDHE}"), "TLS12").unwrap(),
+            ["TLS_AES_128_GCM_SHA256", ECDHE]
+        );
+        assert_eq!(
+            suites(
+                "TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256",
+                "TLS13"
+            )
+            .unwrap(),
+            ["TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"]
+        );
+        assert_eq!(
+            suites("TLS13_AES_128_GCM_SHA256", "TLS13").unwrap(),
+            ["TLS_AES_128_GCM_SHA256"],
+            "rustls's spelling"
+        );
+        assert_eq!(
+            suites(ECDHE, "TLS12").unwrap(),
+            [
+                "TLS_AES_256_GCM_SHA384",
+                "TLS_AES_128_GCM_SHA256",
+                "TLS_CHACHA20_POLY1305_SHA256",
+                ECDHE
+            ],
+            "no TLS 1.3 suite named: all of TLS 1.3's"
+        );
+        let err = suites("TLS_AES_128_GCM_SHA256", "TLS12").unwrap_err();
+        assert!(err.contains("no TLS 1.2 suite"), "{err}");
+        let err = suites("TLS_AES_128_GCM_SHA512", "TLS13").unwrap_err();
+        assert!(
+            err.contains("cipher_suites: TLS_AES_128_GCM_SHA512 is not offered"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -362,6 +362,44 @@ fn every_refusal_is_clean_and_a_new_certificate_needs_no_restart() {
     assert_eq!(curl(&["--cacert", &ca, "-u", &right, &url(&a)]).1, "200");
 }
 
+/// `cipher_suites` by IANA names, TLS 1.3's among them, starts the exporter
+/// and is what a handshake can use: TLS 1.3 is offered only the suite named,
+/// TLS 1.2 only its own.
+#[test]
+fn cipher_suites_by_iana_name_apply_to_tls13_too() {
+    if !require(have("openssl"), "openssl not installed") {
+        return;
+    }
+    let pki = Pki::new();
+    let web = pki.web_config(
+        "suites.yml",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+         cipher_suites: [TLS_AES_128_GCM_SHA256, TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]\n",
+    );
+    let host = copy_fixture("seed-host");
+    let e = exporter(host.path(), &web, "");
+    let handshake = |version: &str, choice: &str, suite: &str| {
+        let out = Command::new("openssl")
+            .args(["s_client", "-brief", "-connect"])
+            .arg(e.addr.to_string())
+            .args([version, choice, suite])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), said)
+    };
+    let (ok, said) = handshake("-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256");
+    assert!(ok, "the suite named: {said}");
+    assert!(said.contains("TLS_AES_128_GCM_SHA256"), "{said}");
+    let (ok, said) = handshake("-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384");
+    assert!(!ok, "a TLS 1.3 suite not named: {said}");
+    let (ok, said) = handshake("-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384");
+    assert!(ok, "the TLS 1.2 suite named: {said}");
+    let (ok, said) = handshake("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256");
+    assert!(!ok, "a TLS 1.2 suite not named: {said}");
+}
+
 /// The README's example web config: promtool accepts it, and so does the
 /// exporter (which serves with it).
 #[test]
