@@ -283,7 +283,7 @@ impl Exporter {
     /// the server still answers).
     pub async fn scrape(self: &Arc<Self>) -> ScrapeOutput {
         let started = Instant::now();
-        let (scrape, netdev_error) = match self.join().await {
+        let (scrape, netdev_error) = match self.read_interfaces().await {
             Ok((scrape, _)) => (Some(scrape), None),
             Err(e) => {
                 // Counted and logged per scrape only: a browser polling the
@@ -314,7 +314,7 @@ impl Exporter {
     /// refresh) wakes the resolvers; their answer is waited for, up to
     /// [`UNKNOWN_WAIT`], so that it is written under its owner rather than
     /// under its own name for one scrape. It is written either way.
-    pub async fn join(&self) -> io::Result<(Scrape<Arc<LabelTable>>, SystemTime)> {
+    pub async fn read_interfaces(&self) -> io::Result<(Scrape<Arc<LabelTable>>, SystemTime)> {
         let netdev = self.netdev.read().await?;
         let time = SystemTime::now();
         let settings = self.hub.settings();

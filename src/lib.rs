@@ -20,6 +20,7 @@ pub mod workloads;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -74,17 +75,22 @@ pub async fn run(
                 resolver_runtime.shutdown_background();
             })?
     };
-    let grace = exporter.config.http.shutdown_timeout;
-    let stopping = {
-        let stop = stop.clone();
-        async move {
-            shutdown.await;
-            stop.cancel();
-        }
-    };
-    server::serve(Arc::clone(&exporter), listener, Arc::new(access), stopping).await;
+    let serving = server::serve(
+        Arc::clone(&exporter),
+        listener,
+        Arc::new(access),
+        stop.clone(),
+        tasks.clone(),
+    );
+    tokio::select! {
+        _ = serving => {}
+        _ = shutdown => {}
+    }
     stop.cancel();
     tasks.close();
+    // Connections close themselves at the shutdown timeout: a moment more
+    // lets them finish closing before anything is called left behind.
+    let grace = exporter.config.http.shutdown_timeout + Duration::from_millis(500);
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
         tracing::warn!(
             left = tasks.len(),

@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
-use super::slots::Slot;
+use super::permits::Permit;
 use crate::config::HttpLimits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +53,8 @@ pub struct ConnState {
     pub evicted: Notify,
     /// A write made no progress for the write timeout.
     pub write_timed_out: AtomicBool,
-    /// The `--web.max-requests` slot of the scrape being answered, if any.
-    permit: Mutex<Option<Slot>>,
+    /// The `--web.max-requests` permit of the scrape being answered, if any.
+    permit: Mutex<Option<Permit>>,
 }
 
 impl ConnState {
@@ -83,12 +83,12 @@ impl ConnState {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Keeps a scrape's slot until its response is done or stalls.
-    pub fn hold(&self, permit: Slot) {
+    /// Keeps a scrape's permit until its response is done or stalls.
+    pub fn hold(&self, permit: Permit) {
         *self.permit.lock().unwrap_or_else(|e| e.into_inner()) = Some(permit);
     }
 
-    /// Gives the slot back.
+    /// Gives the permit back.
     pub fn release(&self) {
         self.permit.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
@@ -202,12 +202,12 @@ impl Registry {
 }
 
 /// A response whose client has taken nothing for this long gives its
-/// `--web.max-requests` slot back: one client that stops reading must not
-/// hold a slot until the write timeout while other scrapes get 503.
+/// `--web.max-requests` permit back: one client that stops reading must not
+/// hold a permit until the write timeout while other scrapes get 503.
 const STALL_RELEASE: Duration = Duration::from_secs(1);
 
 /// The connection's I/O: marks the first byte of a request's head, gives a
-/// stalled response's slot back, and fails a write that makes no progress
+/// stalled response's permit back, and fails a write that makes no progress
 /// for the write timeout.
 pub struct TimedIo<T> {
     inner: T,
@@ -228,7 +228,7 @@ impl<T> TimedIo<T> {
     }
 
     /// Ready results clear the stall; a pending one starts it. Past
-    /// [`STALL_RELEASE`] the slot goes back, past the write timeout the write
+    /// [`STALL_RELEASE`] the permit goes back, past the write timeout the write
     /// fails.
     fn bound<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         if poll.is_ready() {

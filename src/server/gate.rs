@@ -1,9 +1,9 @@
 //! The admission gate: what a request must pass before the routes see it.
 //! Basic auth first (from the web config), for every path, known or not, so a
 //! client without a password learns nothing; then, for the routes that read
-//! net/dev (the route table says which), a slot under `--web.max-requests`.
+//! net/dev (the route table says which), a permit under `--web.max-requests`.
 //! It runs in the connection's service, ahead of the warp filter, as it
-//! works on the connection: its peer address, and the slot, which
+//! works on the connection: its peer address, and the permit, which
 //! `conn::ConnState` holds and gives back when the response is written or
 //! stalls.
 
@@ -14,15 +14,15 @@ use warp::http::StatusCode;
 
 use super::access::{Access, AccessState, Verdict};
 use super::conn::ConnState;
+use super::permits::{Refused, ScrapePermits};
 use super::reply;
 use super::routes::Table;
-use super::slots::{Refused, ScrapeSlots};
 use crate::expose::telemetry::LimitMetric;
 
 pub struct Gate {
     pub access: Arc<Access>,
     pub table: Table,
-    pub scrapes: Option<Arc<ScrapeSlots>>,
+    pub scrapes: Option<Arc<ScrapePermits>>,
     pub refused: Arc<LimitMetric>,
 }
 
@@ -62,8 +62,8 @@ impl Gate {
             return Ok(());
         }
         match scrapes.try_acquire(state.peer.ip()) {
-            Ok(slot) => {
-                state.hold(slot);
+            Ok(permit) => {
+                state.hold(permit);
                 Ok(())
             }
             Err(why) => {

@@ -8,7 +8,7 @@
 //!   service: the gate, then the routes, then the web config's headers;
 //! - [`conn`]: one connection's phases and deadlines, and the registry of
 //!   open connections;
-//! - [`gate`]: basic auth and the `--web.max-requests` slots ([`slots`]);
+//! - [`gate`]: basic auth and the `--web.max-requests` permits ([`permits`]);
 //! - [`routes`]: the route table and its warp filter;
 //! - [`reply`]: every response, with its headers;
 //! - [`access`], [`web_config`]: the web config file (TLS, users, headers);
@@ -20,23 +20,23 @@ mod conn;
 mod gate;
 pub mod healthcheck;
 pub mod live;
+mod permits;
 pub mod reply;
 pub mod routes;
-mod slots;
 pub mod web_config;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use tokio::io::AsyncWriteExt;
 use tokio_rustls::TlsAcceptor;
@@ -44,8 +44,8 @@ use tokio_rustls::TlsAcceptor;
 use self::access::Access;
 use self::conn::{Admitted, ConnState, Expired, Phase, Registry, TimedIo, Tracked};
 use self::gate::Gate;
+use self::permits::ScrapePermits;
 use self::routes::Table;
-use self::slots::ScrapeSlots;
 use crate::config::HttpLimits;
 use crate::exporter::Exporter;
 use crate::expose::telemetry::{Limit, LimitMetric};
@@ -55,13 +55,15 @@ use crate::expose::telemetry::{Limit, LimitMetric};
 /// read buffer.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// Serves until `shutdown` resolves; then stops accepting at once, lets
-/// requests in flight finish within the shutdown timeout, and returns.
+/// Accepts connections until `stop` is cancelled, each a task on `tasks`;
+/// then stops accepting at once and returns. A connection's request in
+/// flight gets the shutdown timeout, then it is closed.
 pub async fn serve(
     exporter: Arc<Exporter>,
     listener: TcpListener,
     access: Arc<Access>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    stop: CancellationToken,
+    tasks: TaskTracker,
 ) {
     let mut limits = exporter.config.http;
     limits.max_connections = connection_cap(limits.max_connections);
@@ -77,20 +79,14 @@ pub async fn serve(
     let gate = Arc::new(Gate {
         access,
         table,
-        scrapes: limits.max_requests.map(ScrapeSlots::new),
+        scrapes: limits.max_requests.map(ScrapePermits::new),
         refused: exporter.telemetry.limit(Limit::HttpRequests),
     });
-    let (stop_tx, stop) = watch::channel(false);
-    let mut tasks = JoinSet::new();
+    let closed_at_deadline = Arc::new(AtomicBool::new(false));
     let mut accept_failing = false;
-    tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {
-                exporter.telemetry.connections.set(registry.len() as f64);
-                continue;
-            }
+            _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -139,27 +135,33 @@ pub async fn serve(
             hits: hits.clone(),
         };
         let registry = Arc::clone(&registry);
+        let open = exporter.telemetry.connections.clone();
+        let stop = stop.clone();
+        let said = Arc::clone(&closed_at_deadline);
         tasks.spawn(async move {
-            connection.run(stream, tls).await;
+            // Once stopping, a request in flight gets the shutdown timeout;
+            // then the connection is closed, busy or not.
+            let deadline = async {
+                stop.cancelled().await;
+                tokio::time::sleep(limits.shutdown_timeout).await;
+            };
+            tokio::select! {
+                _ = connection.run(stream, tls) => {}
+                _ = deadline => {
+                    if !said.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            still_open = registry.len(),
+                            "connections still busy at the shutdown deadline; closing them"
+                        );
+                    }
+                }
+            }
             registry.remove(id);
+            open.set(registry.len() as f64);
         });
     }
+    // Stop accepting at once; the connections end on their own, on the app's tracker.
     drop(listener);
-    let _ = stop_tx.send(true);
-    let open = tasks.len();
-    let drained = tokio::time::timeout(limits.shutdown_timeout, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            still_open = tasks.len(),
-            of = open,
-            "connections still busy at the shutdown deadline; closing them"
-        );
-        tasks.shutdown().await;
-    }
-    exporter.telemetry.connections.set(0.0);
 }
 
 /// File descriptors kept for the exporter's own work (net/dev, sysfs, the
@@ -214,7 +216,7 @@ struct Connection<S> {
     limits: HttpLimits,
     service: S,
     gate: Arc<Gate>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     hits: Hits,
 }
 
@@ -294,8 +296,7 @@ where
         tokio::pin!(conn);
         let evicted = self.state.evicted.notified();
         tokio::pin!(evicted);
-        let mut stop = self.stop.clone();
-        let stopping = stop.changed();
+        let stopping = self.stop.cancelled();
         tokio::pin!(stopping);
         let mut draining = false;
         // One timer for the connection's life, moved only when a deadline

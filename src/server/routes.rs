@@ -4,7 +4,7 @@
 //! script, style and JSON (`live`); `/-/healthy` answers without reading
 //! anything (the container healthcheck). Any other path is 404; a known path
 //! asked with another method is 405. The admission gate (`gate`) reads the
-//! same table to tell which requests take a scrape slot; responses and their
+//! same table to tell which requests take a scrape permit; responses and their
 //! headers are built in `reply`.
 
 use std::convert::Infallible;
@@ -43,7 +43,7 @@ pub enum Route {
 
 impl Route {
     /// Whether answering reads net/dev and writes every interface, as a
-    /// scrape does: such a request takes a `--web.max-requests` slot.
+    /// scrape does: such a request takes a `--web.max-requests` permit.
     pub fn scrapes(self) -> bool {
         matches!(self, Route::Metrics | Route::Page | Route::Api)
     }
@@ -208,7 +208,7 @@ async fn unrouted(rejection: Rejection) -> Result<warp::reply::Response, Infalli
 
 /// `/` or `/api/v1/interfaces`: one join of net/dev, as HTML or JSON.
 async fn live_view(exporter: Arc<Exporter>, kind: Live) -> warp::reply::Response {
-    let (scrape, read_at) = match exporter.join().await {
+    let (scrape, read_at) = match exporter.read_interfaces().await {
         Ok(joined) => joined,
         // The scrapes count and log it; the viewer gets the reason.
         Err(e) => return reply::plain(StatusCode::SERVICE_UNAVAILABLE, format!("503 {e}\n")),

@@ -332,7 +332,7 @@ fn once_streams_its_output() {
 /// 10,000-interface scrape and never read, all from one host, while a normal
 /// client on another host scrapes every 200 ms: every normal scrape succeeds
 /// (the silent readers hold at most their host's share of the default 40
-/// scrape slots, and its connections are the ones closed for room), memory
+/// scrape permits, and its connections are the ones closed for room), memory
 /// stays bounded, and the held connections are closed at the header and
 /// write timeouts.
 #[test]
@@ -456,7 +456,7 @@ fn slow_and_silent_clients_cannot_starve_a_scrape() {
     );
     assert_eq!(half_closed, 1000, "every half-sent request was closed");
     assert_eq!(silent_closed, 100, "every silent reader was closed");
-    // Their host's share of the 40 scrape slots (20) was served, then cut at
+    // Their host's share of the 40 scrape permits (20) was served, then cut at
     // the write timeout; the rest were refused at once and closed when idle.
     assert!(silent_refused <= 80, "{silent_refused} refused");
     assert!(connections <= 2.0, "{connections} connections still open");

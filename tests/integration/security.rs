@@ -525,8 +525,8 @@ fn a_cap_of_eight_against_sixty_four_scrapes() {
         e.peak_kib().max(peak)
     );
     assert_eq!(served.len() + refused.len(), 64, "only 200 and 503");
-    // One address: at most half the slots at a time (the rest are kept for
-    // other hosts), and a slot given back is taken again.
+    // One address: at most half the permits at a time (the rest are kept for
+    // other hosts), and a permit given back is taken again.
     assert!(served.len() >= 4, "at least an address's share is served");
     assert!(!refused.is_empty(), "the excess is refused");
     for (_, body) in &refused {
@@ -544,7 +544,7 @@ fn a_cap_of_eight_against_sixty_four_scrapes() {
     assert_eq!(hits, refused.len() as f64);
 }
 
-/// A client that stops reading gives its slot back after a second: with a cap
+/// A client that stops reading gives its permit back after a second: with a cap
 /// of one, a silent reader of a 10,000-interface scrape does not lock
 /// Prometheus out until the write timeout.
 #[test]
@@ -562,13 +562,13 @@ fn a_silent_reader_gives_its_slot_back() {
     let early = http(e.addr, "GET", "/metrics");
     assert_eq!(
         early.status, 503,
-        "the slot is taken while the response is written"
+        "the permit is taken while the response is written"
     );
     let later = wait_for(Duration::from_secs(5), || {
         let r = http(e.addr, "GET", "/metrics");
         (r.status == 200).then_some(r)
     })
-    .expect("the stalled response gave its slot back");
+    .expect("the stalled response gave its permit back");
     assert!(
         later
             .body

@@ -1,7 +1,7 @@
 //! The cap on scrapes served at once (`--web.max-requests`), shared between
-//! client addresses: an address may hold at most `max / (n + 2)` slots, `n`
-//! being the number of other addresses that hold one (at least one slot
-//! each). Alone, a client gets half the slots; a flood from one host then
+//! client addresses: an address may hold at most `max / (n + 2)` permits, `n`
+//! being the number of other addresses that hold one (at least one permit
+//! each). Alone, a client gets half the permits; a flood from one host then
 //! leaves the other half to everyone else, and each newcomer shrinks the
 //! share of those already in.
 
@@ -9,30 +9,30 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-pub struct ScrapeSlots {
+pub struct ScrapePermits {
     max: usize,
-    /// Slots held, by client address; addresses holding none are removed.
+    /// Permits held, by client address; addresses holding none are removed.
     held: Mutex<HashMap<IpAddr, usize>>,
 }
 
-/// One scrape's slot, given back when dropped.
-pub struct Slot {
-    slots: Arc<ScrapeSlots>,
+/// One scrape's permit, given back when dropped.
+pub struct Permit {
+    permits: Arc<ScrapePermits>,
     peer: IpAddr,
 }
 
-/// Why a slot was refused.
+/// Why a permit was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
-    /// Every slot is taken.
+    /// Every permit is taken.
     Full,
     /// This address holds its share already.
     Share { held: usize, share: usize },
 }
 
-impl ScrapeSlots {
-    pub fn new(max: usize) -> Arc<ScrapeSlots> {
-        Arc::new(ScrapeSlots {
+impl ScrapePermits {
+    pub fn new(max: usize) -> Arc<ScrapePermits> {
+        Arc::new(ScrapePermits {
             max,
             held: Mutex::new(HashMap::new()),
         })
@@ -46,8 +46,8 @@ impl ScrapeSlots {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A slot for a scrape from `peer`, if the cap and its share allow one.
-    pub fn try_acquire(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Refused> {
+    /// A permit for a scrape from `peer`, if the cap and its share allow one.
+    pub fn try_acquire(self: &Arc<Self>, peer: IpAddr) -> Result<Permit, Refused> {
         // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d.
         let peer = peer.to_canonical();
         let mut held = self.lock();
@@ -61,16 +61,16 @@ impl ScrapeSlots {
             return Err(Refused::Share { held: mine, share });
         }
         *held.entry(peer).or_insert(0) += 1;
-        Ok(Slot {
-            slots: Arc::clone(self),
+        Ok(Permit {
+            permits: Arc::clone(self),
             peer,
         })
     }
 }
 
-impl Drop for Slot {
+impl Drop for Permit {
     fn drop(&mut self) {
-        let mut held = self.slots.lock();
+        let mut held = self.permits.lock();
         if let Some(count) = held.get_mut(&self.peer) {
             *count -= 1;
             if *count == 0 {
@@ -89,31 +89,33 @@ mod tests {
     }
 
     #[test]
-    fn one_address_cannot_take_every_slot() {
-        let slots = ScrapeSlots::new(40);
-        let flood: Vec<Slot> = (0..100)
-            .filter_map(|_| slots.try_acquire(ip(1)).ok())
+    fn one_address_cannot_take_every_permit() {
+        let permits = ScrapePermits::new(40);
+        let flood: Vec<Permit> = (0..100)
+            .filter_map(|_| permits.try_acquire(ip(1)).ok())
             .collect();
-        assert_eq!(flood.len(), 20, "alone, half the slots");
+        assert_eq!(flood.len(), 20, "alone, half the permits");
         assert_eq!(
-            slots.try_acquire(ip(1)).err(),
+            permits.try_acquire(ip(1)).err(),
             Some(Refused::Share {
                 held: 20,
                 share: 20
             })
         );
         // Another host's Prometheus still gets in, and so does a third host.
-        let prometheus = slots.try_acquire(ip(2)).expect("a slot for another host");
-        let third: Vec<Slot> = (0..100)
-            .filter_map(|_| slots.try_acquire(ip(3)).ok())
+        let prometheus = permits
+            .try_acquire(ip(2))
+            .expect("a permit for another host");
+        let third: Vec<Permit> = (0..100)
+            .filter_map(|_| permits.try_acquire(ip(3)).ok())
             .collect();
         assert_eq!(third.len(), 10, "40 / (2 others + 2)");
-        assert!(slots.try_acquire(ip(4)).is_ok(), "room is left");
+        assert!(permits.try_acquire(ip(4)).is_ok(), "room is left");
         drop(prometheus);
         drop(flood);
-        assert_eq!(slots.lock().get(&ip(1)), None, "given back");
+        assert_eq!(permits.lock().get(&ip(1)), None, "given back");
         assert_eq!(
-            slots.lock().values().sum::<usize>(),
+            permits.lock().values().sum::<usize>(),
             10,
             "the third's remain"
         );
@@ -121,12 +123,12 @@ mod tests {
 
     #[test]
     fn the_cap_holds_and_mapped_addresses_are_one() {
-        let slots = ScrapeSlots::new(1);
-        let only = slots.try_acquire(ip(1)).unwrap();
-        assert_eq!(slots.try_acquire(ip(2)).err(), Some(Refused::Full));
+        let permits = ScrapePermits::new(1);
+        let only = permits.try_acquire(ip(1)).unwrap();
+        assert_eq!(permits.try_acquire(ip(2)).err(), Some(Refused::Full));
         drop(only);
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
-        let _a = slots.try_acquire(mapped).unwrap();
-        assert_eq!(slots.lock().keys().next(), Some(&ip(1)));
+        let _a = permits.try_acquire(mapped).unwrap();
+        assert_eq!(permits.lock().keys().next(), Some(&ip(1)));
     }
 }
