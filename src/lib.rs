@@ -7,7 +7,7 @@
 //! [`server`] answers HTTP. [`config`] and [`cli`] build the settings;
 //! [`exporter`] ties them together.
 
-pub mod clients;
+pub(crate) mod clients;
 pub mod config;
 pub mod exporter;
 pub mod expose;

@@ -78,11 +78,7 @@ impl Runner {
         }
     }
 
-    pub async fn run(&self, argv: &[String]) -> Result<String, CommandError> {
-        self.run_within(argv, self.timeout).await
-    }
-
-    /// [`Runner::run`] under the command timeout or `budget`, whichever is
+    /// Runs `argv` under the command timeout or `budget`, whichever is
     /// shorter: a lookup's budget within its resolver's refresh.
     pub async fn run_within(
         &self,

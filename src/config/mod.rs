@@ -10,7 +10,7 @@
 
 pub mod cli;
 pub mod defaults;
-pub mod raw;
+pub(crate) mod raw;
 
 mod check;
 mod host;

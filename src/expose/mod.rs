@@ -3,6 +3,6 @@
 //! ([`process`]) and the exporter's own metrics ([`telemetry`]).
 
 pub mod netdev;
-pub mod process;
+pub(crate) mod process;
 pub mod scrape;
 pub mod telemetry;

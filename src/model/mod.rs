@@ -6,4 +6,4 @@
 pub mod composer;
 pub mod hub;
 pub mod labels;
-pub mod owner;
+pub(crate) mod owner;

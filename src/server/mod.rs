@@ -15,15 +15,15 @@
 //! - [`live`]: the live view's page and data; [`healthcheck`]: the client
 //!   side of `--healthcheck`.
 
-pub mod access;
+pub(crate) mod access;
 mod conn;
 mod gate;
-pub mod healthcheck;
-pub mod live;
+pub(crate) mod healthcheck;
+pub(crate) mod live;
 mod permits;
-pub mod reply;
+pub(crate) mod reply;
 pub mod routes;
-pub mod web_config;
+pub(crate) mod web_config;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -8,7 +8,7 @@
 
 pub mod accounting;
 pub mod cgroups;
-pub mod namespaces;
+pub(crate) mod namespaces;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

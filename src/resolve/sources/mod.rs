@@ -16,13 +16,13 @@ use crate::model::labels::Kind;
 use crate::model::owner::OwnerKind;
 use crate::resolve::sources::topology::LinkFacts;
 
-pub mod docker;
-pub mod incus;
-pub mod lxc;
-pub mod netlink;
-pub mod procfs;
-pub mod topology;
-pub mod vm;
+pub(crate) mod docker;
+pub(crate) mod incus;
+pub(crate) mod lxc;
+pub(crate) mod netlink;
+pub(crate) mod procfs;
+pub(crate) mod topology;
+pub(crate) mod vm;
 
 /// Every resolver, in the order their owner claims take precedence: when two
 /// claim one interface, the earlier wins (a Docker veth is Docker's even if an
