@@ -111,15 +111,17 @@ fn push_number(out: &mut Vec<u8>, value: Number) {
     }
 }
 
-/// A help text escaped as the format asks (`\` and line feeds only).
+/// A help text escaped as the format asks (`\` and line feeds only), copied
+/// in runs between them rather than byte by byte: byte by byte, the headers
+/// cost a 5-interface join half its time again (criterion, `benches/scrape.rs`).
 fn push_help(out: &mut Vec<u8>, help: &str) {
-    for &b in help.as_bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b => out.push(b),
-        }
+    let mut rest = help.as_bytes();
+    while let Some(at) = rest.iter().position(|&b| b == b'\\' || b == b'\n') {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(if rest[at] == b'\n' { b"\\n" } else { b"\\\\" });
+        rest = &rest[at + 1..];
     }
+    out.extend_from_slice(rest);
 }
 
 /// A label value as Prometheus reads it: the bytes when they are UTF-8;
