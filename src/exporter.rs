@@ -30,6 +30,7 @@ use crate::resolve::wakes::Cause;
 use crate::resolve::{AnyResolver, Publish, Resolver};
 use crate::workloads::accounting::{Accounting, Counts};
 use crate::workloads::cgroups::{CgroupSource, find_mount};
+use crate::workloads::namespaces::{NamespaceCounts, NamespaceReader};
 use crate::workloads::{Workload, Workloads};
 
 /// The exporter's background work, for the app to start: see [`Exporter::background`].
@@ -50,6 +51,8 @@ pub struct Exporter {
     pub hub: Hub,
     pub telemetry: Telemetry,
     netdev: NetdevReader,
+    /// The namespaces' net/dev, where the workload families come from them.
+    namespaces: NamespaceReader,
     /// Whether net/dev reads fail, so the log fires on change only.
     netdev_failing: Failing,
     /// The cgroup v2 hierarchy in the exporter's mount table, read once at
@@ -74,6 +77,7 @@ impl Exporter {
             cgroups_full: telemetry.limit(crate::expose::telemetry::Limit::AccountingCgroups),
             bpf,
             netdev: NetdevReader::new(&config.procfs, config.netdev, &telemetry),
+            namespaces: NamespaceReader::new(&config.procfs, config.netdev.timeout, &telemetry),
             hub: Hub::new(config.labels.clone(), workloads),
             telemetry,
             config,
@@ -296,10 +300,15 @@ impl Exporter {
                 (None, Some(e))
             }
         };
+        let namespaces = match scrape {
+            Some(_) => self.read_namespaces().await,
+            None => None,
+        };
         ScrapeOutput {
             body: ScrapeBody {
                 exporter: Arc::clone(self),
                 scrape,
+                namespaces,
                 started,
                 done: false,
             },
@@ -337,18 +346,24 @@ impl Exporter {
         Ok((scrape, time))
     }
 
+    /// Where the kernel does not count per cgroup, the counters of the
+    /// containers that have a namespace and no host interface: read before
+    /// the body is written, off the async threads and under a deadline.
+    /// `[accounting] enabled = false` asks for no workload families.
+    async fn read_namespaces(&self) -> Option<NamespaceCounts> {
+        if self.hub.workloads().is_some() || self.config.accounting.is_none() {
+            return None;
+        }
+        Some(self.namespaces.read(self.hub.namespace_only()).await)
+    }
+
     /// The `net_workload_*` families: from the kernel's per-cgroup
-    /// counters, or, where there are none, from the namespaces of the
-    /// containers that have no host interface.
-    fn write_workloads(&self, out: &mut Vec<u8>) {
+    /// counters, or, where there are none, from what [`Self::read_namespaces`]
+    /// read.
+    fn write_workloads(&self, namespaces: Option<&NamespaceCounts>, out: &mut Vec<u8>) {
         let Some(workloads) = self.hub.workloads() else {
-            // `[accounting] enabled = false` asks for no workload families.
-            if self.config.accounting.is_some() {
-                crate::workloads::namespaces::write(
-                    &self.config.procfs,
-                    &self.hub.namespace_only(),
-                    out,
-                );
+            if let Some(namespaces) = namespaces {
+                namespaces.write(out);
             }
             return;
         };
@@ -449,6 +464,8 @@ pub struct ScrapeOutput {
 pub struct ScrapeBody {
     exporter: Arc<Exporter>,
     scrape: Option<Scrape<Arc<LabelTable>>>,
+    /// Read by the scrape, where the workload families come from them.
+    namespaces: Option<NamespaceCounts>,
     started: Instant,
     done: bool,
 }
@@ -481,7 +498,8 @@ impl Iterator for ScrapeBody {
         }
         self.done = true;
         if self.scrape.is_some() {
-            self.exporter.write_workloads(&mut out);
+            self.exporter
+                .write_workloads(self.namespaces.as_ref(), &mut out);
         }
         let telemetry = &self.exporter.telemetry;
         telemetry

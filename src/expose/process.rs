@@ -1,13 +1,13 @@
 //! The standard `process_*` metrics of client_golang, with its names, types,
-//! help texts and units, read from `/proc/self`. Written by hand: the
-//! metrics crate's counters are integers, so `process_cpu_seconds_total`
-//! could only be a truncated counter or a gauge there, and client_golang
-//! has it as a fractional counter.
+//! help texts and units, read from `/proc/self`, written by the
+//! [`encoder`]: the metrics crate's counters are integers, so
+//! `process_cpu_seconds_total` could only be a truncated counter or a gauge
+//! there, and client_golang has it as a fractional counter.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::clients::bounded;
+use crate::expose::encoder::{self, MetricType, Number};
 
 /// What one read of `/proc/self` found; `None` where a file could not be read.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -69,52 +69,50 @@ pub fn read() -> ProcessStats {
 /// Appends the families in the text format; a value that could not be read
 /// leaves its family out.
 pub fn write(stats: &ProcessStats, out: &mut Vec<u8>) {
-    let gauge = "gauge";
-    let families: [(&str, &str, &str, Option<f64>); 6] = [
+    use MetricType::{Counter, Gauge};
+    let int = |v: Option<u64>| v.map(Number::Int);
+    let families: [(&str, &str, MetricType, Option<Number>); 6] = [
         (
             "process_cpu_seconds_total",
             "Total user and system CPU time spent in seconds.",
-            "counter",
-            stats.cpu_seconds,
+            Counter,
+            stats.cpu_seconds.map(Number::Float),
         ),
         (
             "process_open_fds",
             "Number of open file descriptors.",
-            gauge,
-            stats.open_fds.map(|v| v as f64),
+            Gauge,
+            int(stats.open_fds),
         ),
         (
             "process_max_fds",
             "Maximum number of open file descriptors.",
-            gauge,
-            stats.max_fds.map(|v| v as f64),
+            Gauge,
+            int(stats.max_fds),
         ),
         (
             "process_virtual_memory_bytes",
             "Virtual memory size in bytes.",
-            gauge,
-            stats.virtual_bytes.map(|v| v as f64),
+            Gauge,
+            int(stats.virtual_bytes),
         ),
         (
             "process_resident_memory_bytes",
             "Resident memory size in bytes.",
-            gauge,
-            stats.resident_bytes.map(|v| v as f64),
+            Gauge,
+            int(stats.resident_bytes),
         ),
         (
             "process_start_time_seconds",
             "Start time of the process since unix epoch in seconds.",
-            gauge,
-            stats.start_time_seconds,
+            Gauge,
+            stats.start_time_seconds.map(Number::Float),
         ),
     ];
     for (name, help, kind, value) in families {
         if let Some(value) = value {
-            // Writing into a Vec cannot fail.
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-            );
+            encoder::header(out, name, help, kind);
+            encoder::sample(out, name, "", value);
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The scrape path: read `<procfs>/1/net/dev`, join each line against the
-//! current [`LabelTable`], write the text exposition. No resolver work, no
-//! directory scan and no lock happens here; misses only wake the resolvers.
+//! current [`LabelTable`], write the text exposition (through the
+//! [`encoder`], copying each interface's rendered label block). No resolver
+//! work, no directory scan and no lock happens here; misses only wake the
+//! resolvers.
 //!
 //! The output is produced in chunks ([`Scrape::write_chunk`]) so that a host
 //! with 10,000 interfaces (13 MB of text) never holds its whole response in
@@ -16,9 +18,9 @@ use tokio::sync::OnceCell;
 
 use crate::clients::bounded::{self, Worker};
 use crate::config::NetdevLimits;
-use crate::expose::telemetry::{Limit, LimitMetric, Telemetry};
-
+use crate::expose::encoder::{self, MetricType};
 use crate::expose::netdev::{self, Counters};
+use crate::expose::telemetry::{Limit, LimitMetric, Telemetry};
 use crate::model::composer::{self, Interface, LabelTable};
 use crate::model::labels::LabelSettings;
 
@@ -143,8 +145,7 @@ pub fn read_netdev(path: &Path, max: usize, buf: &mut Vec<u8>) -> io::Result<()>
 pub struct Family {
     pub name: &'static str,
     pub help: &'static str,
-    /// `counter` or `gauge`.
-    pub kind: &'static str,
+    pub kind: MetricType,
     pub value: Value,
 }
 
@@ -165,7 +166,7 @@ const fn counter(index: usize, name: &'static str, help: &'static str) -> Family
     Family {
         name,
         help,
-        kind: "counter",
+        kind: MetricType::Counter,
         value: Value::Counter(index),
     }
 }
@@ -206,19 +207,19 @@ pub const FAMILIES: [Family; 11] = [
     Family {
         name: "net_interface_info",
         help: "Labels of each interface, with its 802.1Q id; always 1.",
-        kind: "gauge",
+        kind: MetricType::Gauge,
         value: Value::Info,
     },
     Family {
         name: "net_interface_speed_bytes",
         help: "Link speed in bytes per second, where the kernel reports one.",
-        kind: "gauge",
+        kind: MetricType::Gauge,
         value: Value::Speed,
     },
     Family {
         name: "net_interface_mtu_bytes",
         help: "Maximum transmission unit in bytes.",
-        kind: "gauge",
+        kind: MetricType::Gauge,
         value: Value::Mtu,
     },
 ];
@@ -330,13 +331,12 @@ impl<T: Deref<Target = LabelTable>> Scrape<T> {
     /// Appends lines to `out` until it holds at least `limit` bytes or the
     /// scrape is complete. Returns `true` while there is more to write.
     pub fn write_chunk(&mut self, out: &mut Vec<u8>, limit: usize) -> bool {
-        let mut num = itoa::Buffer::new();
         while let Some(family) = FAMILIES.get(self.family) {
             let name = family.name;
             let mut next = match self.row {
                 Some(next) => next,
                 None => {
-                    write_header(out, family);
+                    encoder::header(out, name, family.help, family.kind);
                     0
                 }
             };
@@ -354,22 +354,15 @@ impl<T: Deref<Target = LabelTable>> Scrape<T> {
                 let value = match family.value {
                     Value::Counter(i) => Some(row.counters.values[i]),
                     Value::Info => {
-                        out.extend_from_slice(name.as_bytes());
-                        out.push(b'{');
-                        labels.write_info(out, interface.vlan);
-                        out.extend_from_slice(b"} 1\n");
+                        let info = |out: &mut Vec<u8>| labels.write_info(out, interface.vlan);
+                        encoder::sample_with(out, name, info, 1u64);
                         continue;
                     }
                     Value::Speed => interface.speed_bytes,
                     Value::Mtu => interface.mtu.map(u64::from),
                 };
                 if let Some(value) = value {
-                    out.extend_from_slice(name.as_bytes());
-                    out.push(b'{');
-                    out.extend_from_slice(labels.counters().as_bytes());
-                    out.extend_from_slice(b"} ");
-                    out.extend_from_slice(num.format(value).as_bytes());
-                    out.push(b'\n');
+                    encoder::sample(out, name, labels.counters(), value);
                 }
             }
             self.family += 1;
@@ -403,25 +396,6 @@ pub fn join_and_write(
     let mut scrape = Scrape::new(netdev, table, settings);
     scrape.write_all(out);
     scrape.stats
-}
-
-fn write_header(out: &mut Vec<u8>, family: &Family) {
-    let Family {
-        name, help, kind, ..
-    } = *family;
-    for part in [
-        "# HELP ",
-        name,
-        " ",
-        help,
-        "\n# TYPE ",
-        name,
-        " ",
-        kind,
-        "\n",
-    ] {
-        out.extend_from_slice(part.as_bytes());
-    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,13 @@
-//! The label contract: the label names, interface kinds, Prometheus label-value
-//! escaping, the settings that shape labels (owner label name, interface
-//! filter), and the pre-rendered label blocks that the scrape path copies verbatim.
-
-use std::borrow::Cow;
+//! The label contract: the label names, interface kinds, the settings that
+//! shape labels (owner label name, interface filter), and the pre-rendered
+//! label blocks that the scrape path copies verbatim. Values are escaped by
+//! the text encoder's one rule ([`crate::expose::encoder`]).
 
 use regex::Regex;
+
+use crate::expose::encoder::push_label;
+// The composer names owners by the value a label will carry.
+pub use crate::expose::encoder::label_value;
 
 /// Every label the exporter writes, in output order. The counters carry the
 /// first six; `net_interface_info` carries all but `state`. `instance` is the
@@ -116,43 +119,6 @@ impl Kind {
     }
 }
 
-/// A label value as Prometheus reads it: the bytes when they are UTF-8;
-/// bytes that are not (possible in kernel interface names) as `\xNN`, so two
-/// names that differ only there stay two label values.
-pub fn label_value(value: &[u8]) -> Cow<'_, str> {
-    if let Ok(text) = std::str::from_utf8(value) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(value.len() + 8);
-    for chunk in value.utf8_chunks() {
-        out.push_str(chunk.valid());
-        for byte in chunk.invalid() {
-            out.push_str(&format!("\\x{byte:02x}"));
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// Appends [`label_value`] of `value`, escaped for the text format.
-pub fn push_escaped(out: &mut String, value: &[u8]) {
-    for c in label_value(value).chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// Appends `name="value"`, the value escaped.
-pub fn push_label(out: &mut String, name: &str, value: &[u8]) {
-    out.push_str(name);
-    out.push_str("=\"");
-    push_escaped(out, value);
-    out.push('"');
-}
-
 /// The label values of one interface's counters, as they are rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterfaceLabels<'a> {
@@ -258,17 +224,8 @@ impl Rendered {
 mod tests {
     use super::*;
 
-    fn esc(v: &[u8]) -> String {
-        let mut s = String::new();
-        push_escaped(&mut s, v);
-        s
-    }
-
     #[test]
-    fn label_values_are_what_prometheus_reads() {
-        assert_eq!(label_value(b"veth0"), "veth0");
-        assert_eq!(label_value("grüße".as_bytes()), "grüße");
-        assert_eq!(label_value(b"veth\xff\"x"), "veth\\xff\"x");
+    fn an_escaped_interface_reads_back_as_written() {
         let r = Rendered::new(
             &InterfaceLabels {
                 interface: b"veth\xff\"x",
@@ -282,15 +239,6 @@ mod tests {
             "owner",
         );
         assert_eq!(r.interface(), r#"veth\\xff\"x"#);
-    }
-
-    #[test]
-    fn escapes_per_text_format() {
-        assert_eq!(esc(br#"a\b"c"#), r#"a\\b\"c"#);
-        assert_eq!(esc(b"line1\nline2"), r"line1\nline2");
-        assert_eq!(esc("grüße-日本".as_bytes()), "grüße-日本");
-        assert_eq!(esc(b"bad\xffname"), r"bad\\xffname");
-        assert_ne!(esc(b"a\xffb"), esc(b"a\xfeb"), "invalid bytes stay apart");
     }
 
     #[test]

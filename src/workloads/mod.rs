@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::model::labels::push_label;
+use crate::expose::encoder::{self, MetricType};
 use crate::model::owner::{Owner, OwnerKind};
 use crate::resolve::sources::Claims;
 use crate::workloads::accounting::{Accounting, AccountingError, Counts};
@@ -72,13 +72,11 @@ pub fn docker_id(path: &str) -> Option<&str> {
 /// A workload's labels as its series carry them:
 /// `instance_type="..",<owner label>="..",app=".."`, escaped.
 pub fn render(owner_label: &str, kind: &str, name: &str, app: &str) -> Box<str> {
-    let mut s = String::with_capacity(96);
-    push_label(&mut s, "instance_type", kind.as_bytes());
-    s.push(',');
-    push_label(&mut s, owner_label, name.as_bytes());
-    s.push(',');
-    push_label(&mut s, "app", app.as_bytes());
-    s.into_boxed_str()
+    encoder::render_labels([
+        ("instance_type", kind.as_bytes()),
+        (owner_label, name.as_bytes()),
+        ("app", app.as_bytes()),
+    ])
 }
 
 /// Decides each cgroup's workload: the nearest cgroup at or above it that
@@ -374,18 +372,10 @@ pub const FAMILIES: [Family; 4] = [
 
 /// Writes [`FAMILIES`] for `rows` (rendered labels and counts), in order.
 pub fn write_families(out: &mut Vec<u8>, rows: &[(&str, Counts)]) {
-    let mut num = itoa::Buffer::new();
     for (name, help, value) in FAMILIES {
-        for part in ["# HELP ", name, " ", help, "\n# TYPE ", name, " counter\n"] {
-            out.extend_from_slice(part.as_bytes());
-        }
+        encoder::header(out, name, help, MetricType::Counter);
         for (labels, counts) in rows {
-            out.extend_from_slice(name.as_bytes());
-            out.push(b'{');
-            out.extend_from_slice(labels.as_bytes());
-            out.extend_from_slice(b"} ");
-            out.extend_from_slice(num.format(value(counts)).as_bytes());
-            out.push(b'\n');
+            encoder::sample(out, name, labels, value(counts));
         }
     }
 }

@@ -85,6 +85,7 @@ fn troubleshooting_quotes_real_log_messages() {
 /// `workloads::accounting`, `server`). What the Layout in CONTRIBUTING.md
 /// says about the direction.
 const LAYERS: &[&[&str]] = &[
+    &["expose::encoder"],
     &[
         "clients",
         "clients::bounded",
