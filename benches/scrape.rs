@@ -16,11 +16,11 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use truenas_net_exporter::composer;
 use truenas_net_exporter::config::RawConfig;
 use truenas_net_exporter::config::cli::Cli;
-use truenas_net_exporter::expose::scrape;
-use truenas_net_exporter::model::composer;
 use truenas_net_exporter::model::labels::LabelSettings;
+use truenas_net_exporter::scrape;
 use truenas_net_exporter::synthetic;
 use truenas_net_exporter::{Config, Exporter};
 
@@ -106,7 +106,7 @@ fn join_write_10k(c: &mut Criterion) {
 /// server streams it (128 KiB chunks through the encoder): the CPU gzip adds
 /// per scrape, and the bytes it saves, decide `[web] compression = "auto"`.
 fn gzip(c: &mut Criterion) {
-    use truenas_net_exporter::expose::scrape::Scrape;
+    use truenas_net_exporter::scrape::Scrape;
     use truenas_net_exporter::server::routes::Gzipped;
 
     for n in [50, 10_000] {

@@ -14,11 +14,10 @@ use tokio_util::task::TaskTracker;
 use crate::clients::command::Runner;
 use crate::clients::middleware::socket::{SocketClient, Watched};
 use crate::clients::middleware::{Middleware, PathMetrics};
+use crate::composer::LabelTable;
 use crate::config::{Config, Schedule, VmLookup};
-use crate::expose::scrape::{JoinStats, NetdevReader, Scrape};
 use crate::expose::telemetry::{Failing, Telemetry, Turn};
-use crate::model::composer::LabelTable;
-use crate::model::hub::Hub;
+use crate::hub::Hub;
 use crate::resolve::sources::docker::DockerSource;
 use crate::resolve::sources::incus::IncusSource;
 use crate::resolve::sources::lxc::LxcSource;
@@ -28,6 +27,7 @@ use crate::resolve::sources::vm::VmSource;
 use crate::resolve::sources::{Claims, Source};
 use crate::resolve::wakes::Cause;
 use crate::resolve::{AnyResolver, Publish, Resolver};
+use crate::scrape::{JoinStats, NetdevReader, Scrape};
 use crate::workloads::accounting::{Accounting, Counts};
 use crate::workloads::cgroups::{CgroupSource, find_mount};
 use crate::workloads::namespaces::{NamespaceCounts, NamespaceReader};
@@ -446,7 +446,7 @@ fn attach_accounting(
 }
 
 /// How long a scrape that met new interfaces waits for the resolvers it woke.
-/// At most once per [`crate::model::hub::UNKNOWN_WAKE_GAP`], since only a scrape
+/// At most once per [`crate::hub::UNKNOWN_WAKE_GAP`], since only a scrape
 /// that wakes them waits.
 pub const UNKNOWN_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 

@@ -1,18 +1,23 @@
 //! truenas-net-exporter: per-interface traffic counters from `/proc/1/net/dev`,
 //! labelled with what each interface is and who owns it.
 //!
-//! Resolvers ([`sources`], driven by [`resolver`]) refresh in the background
-//! into the [`hub`]; the [`compose`]r joins their snapshots into one label
-//! table; each [`scrape`] reads net/dev and joins it against that table;
-//! [`server`] answers HTTP. [`config`] and [`cli`] build the settings;
-//! [`exporter`] ties them together.
+//! Resolvers ([`resolve`], one per source in [`resolve::sources`]) refresh
+//! in the background and publish into the [`hub`]; the [`composer`] joins
+//! their snapshots into one label table; each [`scrape`] reads net/dev and
+//! joins it against that table, with traffic per workload ([`workloads`])
+//! beside it; the [`server`] answers HTTP. [`config`] builds the settings,
+//! [`exporter`] holds it all as one value, and this module runs it.
 
+pub mod bounded;
 pub(crate) mod clients;
+pub mod composer;
 pub mod config;
 pub mod exporter;
 pub mod expose;
+pub mod hub;
 pub mod model;
 pub mod resolve;
+pub mod scrape;
 pub mod server;
 #[doc(hidden)]
 pub mod synthetic;

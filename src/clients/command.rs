@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::clients::bounded::Worker;
+use crate::bounded::Worker;
 use crate::expose::telemetry::{Limit, LimitMetric, Telemetry};
 
 #[derive(Debug, thiserror::Error)]

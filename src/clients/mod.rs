@@ -1,9 +1,8 @@
-//! Everything the exporter asks outside itself, bounded in time and bytes:
-//! file reads and the worker threads that do them ([`bounded`]), the host's
-//! tools ([`command`]), HTTP over a unix socket ([`unix_http`]) and TrueNAS's
-//! [`middleware`].
+//! What the exporter asks of other programs, bounded in time and bytes: the
+//! host's tools ([`command`]), HTTP over a unix socket ([`unix_http`]: the
+//! Docker engine and Incus) and TrueNAS's [`middleware`]. Files are read
+//! through [`crate::bounded`].
 
-pub mod bounded;
 pub mod command;
 pub mod middleware;
 pub mod unix_http;

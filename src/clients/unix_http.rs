@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
 
-use crate::clients::bounded::{self, Worker};
+use crate::bounded::{self, Worker};
 use crate::expose::telemetry::LimitMetric;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

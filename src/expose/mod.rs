@@ -1,10 +1,10 @@
-//! What a scrape writes: the text encoder the exporter's own families share
-//! ([`encoder`]), the net/dev parser ([`netdev`]), the `net_interface_*`
-//! families ([`scrape`]), the `process_*` ones ([`process`]) and the
-//! exporter's own metrics ([`telemetry`]).
+//! The text the exporter writes and what it says about itself: the text
+//! format and its one escaping rule ([`encoder`]), the net/dev parser
+//! ([`netdev`]), the `process_*` families ([`process`]) and the exporter's
+//! own metrics ([`telemetry`]). The scrape that puts them together is
+//! [`crate::scrape`].
 
 pub mod encoder;
 pub mod netdev;
 pub(crate) mod process;
-pub mod scrape;
 pub mod telemetry;

@@ -8,7 +8,7 @@ const COLUMNS: [usize; 8] = [0, 8, 1, 9, 2, 10, 3, 11];
 
 /// The eight published counters of one interface: rx then tx bytes, packets,
 /// errors, dropped, in the order of the counter families in
-/// [`scrape::FAMILIES`](crate::expose::scrape::FAMILIES).
+/// [`scrape::FAMILIES`](crate::scrape::FAMILIES).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counters {
     pub values: [u64; 8],

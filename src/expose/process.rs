@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::clients::bounded;
+use crate::bounded;
 use crate::expose::encoder::{self, MetricType, Number};
 
 /// What one read of `/proc/self` found; `None` where a file could not be read.

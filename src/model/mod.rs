@@ -1,9 +1,6 @@
-//! The label model: the label contract ([`labels`]), who owns what
-//! ([`owner`]), the [`composer`] that joins the resolvers' snapshots into one
-//! label table, and the [`hub`] that holds the latest of each and wakes the
-//! resolvers.
+//! The vocabulary every room shares: the label contract ([`labels`]: names,
+//! kinds, the owner label, the interface filter) and who owns what
+//! ([`owner`]).
 
-pub mod composer;
-pub mod hub;
 pub mod labels;
 pub(crate) mod owner;

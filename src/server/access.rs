@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use super::web_config::{self, WebConfig, WebConfigError};
-use crate::clients::bounded::{Fs, Worker};
+use crate::bounded::{Fs, Worker};
 
 /// How often the files are looked at, at most.
 const CHECK_EVERY: Duration = Duration::from_secs(1);

@@ -15,7 +15,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 
-use crate::clients::bounded;
+use crate::bounded;
 
 #[derive(Debug, thiserror::Error)]
 #[error("web config {path}: {reason}")]

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::clients::bounded::Fs;
+use crate::bounded::Fs;
 use crate::resolve::sources::{ResolverId, Source, Worker, WorkerError};
 use crate::workloads::accounting::cgroup2_mount;
 
@@ -114,7 +114,7 @@ pub fn walk(fs: &Fs, root: &Path, path: &str) -> Result<CgroupTree, CgroupsError
 /// set before it starts (by systemd at boot, or by the container runtime).
 pub fn find_mount(procfs: &Path) -> Option<PathBuf> {
     let mountinfo = procfs.join("self/mountinfo");
-    let table = crate::clients::bounded::read(&mountinfo, 1 << 20)
+    let table = crate::bounded::read(&mountinfo, 1 << 20)
         .inspect_err(|e| tracing::debug!(mountinfo = %mountinfo.display(), error = %e, "cannot read the mount table"))
         .ok()?;
     cgroup2_mount(&String::from_utf8_lossy(&table))

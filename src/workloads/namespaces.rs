@@ -7,15 +7,14 @@
 //! its body is written and off the async threads, and the body writes what
 //! was read ([`NamespaceCounts`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::clients::bounded::{Fs, Worker};
+use crate::bounded::{Fs, Worker};
 use crate::expose::telemetry::{Limit, LimitMetric, Telemetry};
-use crate::model::composer::LabelTable;
 use crate::resolve::sources::Claims;
 use crate::workloads::accounting::Counts;
 
@@ -28,17 +27,14 @@ pub struct NamespaceWorkload {
     pub rendered: Box<str>,
 }
 
-/// The containers that own a network namespace and hold no interface in
-/// `table`: their bytes are nowhere else.
+/// The containers that own a network namespace and are not among
+/// `claimants`, the owners that hold an interface: their bytes are nowhere
+/// else.
 pub fn namespace_only(
-    table: &LabelTable,
+    claimants: &HashSet<&str>,
     claims: &[&Claims],
     owner_label: &str,
 ) -> Vec<NamespaceWorkload> {
-    let claimants: std::collections::HashSet<&str> = table
-        .interfaces()
-        .filter_map(|i| i.claimant.as_deref())
-        .collect();
     let mut list: Vec<NamespaceWorkload> = Vec::new();
     for (&pid, claim) in claims.iter().flat_map(|c| &c.by_netns) {
         if claimants.contains(claim.instance.as_str()) || list.iter().any(|w| w.pid == pid) {
@@ -260,7 +256,7 @@ mod tests {
     /// that nobody writes holds it in `open`.
     fn read_blocking(fs: &Fs, path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
         fs.at(path);
-        crate::clients::bounded::read_procfs_into(path, NETDEV_MAX, buf)
+        crate::bounded::read_procfs_into(path, NETDEV_MAX, buf)
     }
 
     /// One container's read hangs: the scrape waits one deadline the first

@@ -5,9 +5,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use truenas_net_exporter::expose::scrape::{Scrape, join_and_write};
-use truenas_net_exporter::model::composer::compose;
+use truenas_net_exporter::composer::compose;
 use truenas_net_exporter::model::labels::LabelSettings;
+use truenas_net_exporter::scrape::{Scrape, join_and_write};
 use truenas_net_exporter::synthetic;
 
 struct Counting;

@@ -337,7 +337,7 @@ fn a_new_tap_is_named_at_the_first_scrape_that_meets_it() {
         waits(&before, "sum").unwrap_or(0.0),
     );
     // The scrape-triggered wake is rate-limited from the exporter's start.
-    std::thread::sleep(truenas_net_exporter::model::hub::UNKNOWN_WAKE_GAP);
+    std::thread::sleep(truenas_net_exporter::hub::UNKNOWN_WAKE_GAP);
 
     // The VM starts: its QEMU (pid 7740) holds the new tap vnet9.
     let root = host.path();

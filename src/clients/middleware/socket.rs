@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{self, Change, Event, Incoming, Outcome, Protocol};
-use crate::clients::bounded::{self, Worker};
+use crate::bounded::{self, Worker};
 
 /// Connecting and the handshake, each.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -16,7 +16,7 @@ use futures_util::{StreamExt, stream};
 use tokio::sync::{Notify, OnceCell};
 use tokio_util::sync::CancellationToken;
 
-use crate::clients::bounded::Fs;
+use crate::bounded::Fs;
 use crate::clients::unix_http::{UnixHttp, UnixHttpError, chain};
 use crate::config::DockerConfig;
 use crate::expose::telemetry::{Limit, LimitMetric, Telemetry};

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::clients::bounded::Fs;
+use crate::bounded::Fs;
 use crate::clients::command::CommandError;
 use crate::clients::middleware::Middleware;
 use crate::expose::telemetry::Telemetry;

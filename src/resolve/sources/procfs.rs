@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::clients::bounded::Fs;
+use crate::bounded::Fs;
 
 /// Every process directory under `procfs`, as `(pid, <procfs>/<pid>)`.
 pub fn pids(fs: &Fs, procfs: &Path) -> std::io::Result<impl Iterator<Item = (u32, PathBuf)>> {

@@ -7,7 +7,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::clients::bounded::{self, Fs};
+use crate::bounded::{self, Fs};
 use crate::resolve::sources::netlink::{self, LinkWakes};
 use crate::resolve::sources::{ResolverId, Source, Worker, WorkerError};
 

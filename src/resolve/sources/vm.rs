@@ -27,7 +27,7 @@ use futures_util::future::join_all;
 use futures_util::{StreamExt, stream};
 use serde::Deserialize;
 
-use crate::clients::bounded::Fs;
+use crate::bounded::Fs;
 use crate::clients::command::{CommandError, Runner};
 use crate::clients::middleware::Middleware;
 use crate::config::{VmLookup, VmSettings};

@@ -9,10 +9,10 @@ use std::time::SystemTime;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
+use crate::composer::{Interface, LabelTable};
 use crate::expose::netdev::Counters;
-use crate::expose::scrape::{FAMILIES, Scrape, Value};
-use crate::model::composer::{Interface, LabelTable};
 use crate::model::owner::OwnerKind;
+use crate::scrape::{FAMILIES, Scrape, Value};
 use crate::workloads::accounting::Counts;
 use crate::workloads::{self, Workload};
 

@@ -272,8 +272,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::composer::{Described, Interface};
     use crate::expose::netdev::Counters;
-    use crate::model::composer::{Described, Interface};
     use crate::model::labels::Kind;
     use crate::model::owner::Owner;
 

@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::model::composer::{self, LabelTable};
+use crate::composer::{self, LabelTable};
 use crate::model::labels::LabelSettings;
 use crate::resolve::sources::topology::TopologySnapshot;
 use crate::resolve::sources::{Claims, ResolverId};
@@ -311,7 +311,8 @@ impl Hub {
             collisions.clone_from(&table.collisions);
         }
         if self.workloads.is_none() {
-            let list = namespaces::namespace_only(&table, &refs, &self.settings.owner_label);
+            let claimants = table.claimants();
+            let list = namespaces::namespace_only(&claimants, &refs, &self.settings.owner_label);
             self.namespace_only.store(Arc::new(list));
         }
         self.table.store(Arc::new(table));

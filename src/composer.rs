@@ -144,6 +144,13 @@ pub struct LabelTable {
 }
 
 impl LabelTable {
+    /// The owners that hold an interface (as resolvers name them).
+    pub fn claimants(&self) -> std::collections::HashSet<&str> {
+        self.interfaces()
+            .filter_map(|i| i.claimant.as_deref())
+            .collect()
+    }
+
     /// The interface called `name`, if the table has it and the filter keeps it.
     pub fn get(&self, name: &[u8]) -> Option<&Interface> {
         self.position(name).and_then(|i| self.at(i))

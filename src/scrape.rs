@@ -16,12 +16,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::OnceCell;
 
-use crate::clients::bounded::{self, Worker};
+use crate::bounded::{self, Worker};
+use crate::composer::{self, Interface, LabelTable};
 use crate::config::NetdevLimits;
 use crate::expose::encoder::{self, MetricType};
 use crate::expose::netdev::{self, Counters};
 use crate::expose::telemetry::{Limit, LimitMetric, Telemetry};
-use crate::model::composer::{self, Interface, LabelTable};
 use crate::model::labels::LabelSettings;
 
 /// What one join produced besides the text.
@@ -401,7 +401,7 @@ pub fn join_and_write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::composer::compose;
+    use crate::composer::compose;
     use crate::model::labels::InterfaceFilter;
     use crate::resolve::sources::topology::{LinkFacts, TopologySnapshot};
 
