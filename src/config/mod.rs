@@ -51,7 +51,7 @@ pub enum ConfigError {
     Value {
         path: PathBuf,
         line: Option<usize>,
-        /// As written in the file (`topology.interval`, `vm.sources[1]`);
+        /// As written in the file (`topology.interval`, `vm.sources`);
         /// `None` at the top level.
         key: Option<String>,
         message: String,
@@ -308,7 +308,7 @@ mod tests {
             ),
             (
                 "[vm]\nsources = [\"qemu\", \"libvirt\"]",
-                "(line 2, vm.sources[1]): unknown variant `libvirt`, \
+                "(line 2, vm.sources): unknown variant `libvirt`, \
                  expected one of `midclt`, `virsh`, `qemu`",
             ),
             (

@@ -67,7 +67,7 @@ fn config_errors_name_the_key() {
         ),
         (
             "[vm]\nsources = [\"libvirt\"]\n",
-            "(line 2, vm.sources[0]): unknown variant `libvirt`, expected one of",
+            "(line 2, vm.sources): unknown variant `libvirt`, expected one of",
         ),
         (
             "[commands]\ntimeout = \"10 secs later\"\n",
