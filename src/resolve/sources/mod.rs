@@ -1,6 +1,6 @@
 //! Sources of facts about interfaces, one module each. A source produces an
 //! immutable snapshot per refresh; [`resolver`](crate::resolve) runs it on a
-//! schedule and the [`compose`](crate::composer)r joins the snapshots.
+//! schedule and the [`composer`](crate::composer) joins the snapshots.
 //! Topology publishes kernel facts; the others publish [`Claims`]: who holds
 //! which interface. This module has what they share: the [`Source`] trait, the
 //! [`ResolverId`] that names them, and the [`Claims`] snapshot.
