@@ -134,8 +134,16 @@ impl UnixHttp<Empty<Bytes>> {
                 source: e.into(),
             })?;
         let what = self.what(&request);
+        // One deadline for the head and the body together.
         let read = async {
-            let response = self.request(request).await?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| UnixHttpError::Http {
+                    what: what.clone(),
+                    source: e.into(),
+                })?;
             let status = response.status().as_u16();
             let body = response
                 .into_body()

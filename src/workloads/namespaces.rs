@@ -91,13 +91,27 @@ fn read_netdev(fs: &Fs, path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
 pub struct NamespaceReader {
     procfs: PathBuf,
     timeout: Duration,
-    /// By pid, for the containers of the latest list.
-    workers: Mutex<HashMap<u32, Arc<Worker>>>,
-    /// Containers whose last read failed, so the log fires on change only;
-    /// `true` where that was worth a warning (not a container that stopped).
-    failing: Mutex<HashMap<u32, bool>>,
+    /// By pid, the containers of the latest list.
+    containers: Mutex<HashMap<u32, Container>>,
     timeouts: Arc<LimitMetric>,
     read: ReadFn,
+}
+
+/// One container's reader, and how its last read went.
+struct Container {
+    worker: Arc<Worker>,
+    /// Set while its reads fail, so the log fires on change only; `true`
+    /// where that was worth a warning (not a container that stopped).
+    failing: Option<bool>,
+}
+
+impl Container {
+    fn new(timeout: Duration) -> Container {
+        Container {
+            worker: Arc::new(Worker::new(timeout)),
+            failing: None,
+        }
+    }
 }
 
 /// What one scrape read: the containers that answered, with their counts,
@@ -129,8 +143,7 @@ impl NamespaceReader {
         NamespaceReader {
             procfs: procfs.to_owned(),
             timeout,
-            workers: Mutex::default(),
-            failing: Mutex::default(),
+            containers: Mutex::default(),
             timeouts: telemetry.limit(Limit::NetdevTimeout),
             read: read_netdev,
         }
@@ -160,12 +173,15 @@ impl NamespaceReader {
         });
         let results = futures_util::future::join_all(reads).await;
         let mut counts = Vec::with_capacity(list.len());
-        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
-        failing.retain(|pid, _| list.iter().any(|w| w.pid == *pid));
+        let mut containers = self.containers.lock().unwrap_or_else(|e| e.into_inner());
         for (i, (w, result)) in list.iter().zip(results).enumerate() {
+            let failing = &mut containers
+                .entry(w.pid)
+                .or_insert_with(|| Container::new(self.timeout))
+                .failing;
             let (error, warn) = match result {
                 Ok(Ok(c)) => {
-                    match failing.remove(&w.pid) {
+                    match failing.take() {
                         Some(true) => {
                             tracing::info!(pid = w.pid, labels = %w.rendered, "a container's net/dev is readable again")
                         }
@@ -188,7 +204,7 @@ impl NamespaceReader {
                     (e.to_string(), true)
                 }
             };
-            let before = failing.insert(w.pid, warn);
+            let before = failing.replace(warn);
             if warn && before != Some(true) {
                 tracing::warn!(pid = w.pid, labels = %w.rendered, %error, "cannot read a container's net/dev; its traffic is left out until it can be read");
             } else if before.is_none() {
@@ -202,14 +218,14 @@ impl NamespaceReader {
     /// containers no longer listed are dropped (a read of theirs that is
     /// still stuck keeps its thread until it returns).
     fn workers_for(&self, list: &[NamespaceWorkload]) -> Vec<Arc<Worker>> {
-        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
-        workers.retain(|pid, _| list.iter().any(|w| w.pid == *pid));
+        let mut containers = self.containers.lock().unwrap_or_else(|e| e.into_inner());
+        containers.retain(|pid, _| list.iter().any(|w| w.pid == *pid));
         list.iter()
             .map(|w| {
-                let worker = workers
+                let container = containers
                     .entry(w.pid)
-                    .or_insert_with(|| Arc::new(Worker::new(self.timeout)));
-                Arc::clone(worker)
+                    .or_insert_with(|| Container::new(self.timeout));
+                Arc::clone(&container.worker)
             })
             .collect()
     }
@@ -340,7 +356,7 @@ mod tests {
 
         // The read returns (a writer comes and goes); the FIFO becomes a file.
         drop(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap());
-        let worker = Arc::clone(&reader.workers.lock().unwrap()[&20]);
+        let worker = Arc::clone(&reader.containers.lock().unwrap()[&20].worker);
         let back = (0..100).any(|_| {
             std::thread::sleep(Duration::from_millis(10));
             worker.stuck_on().is_none()
@@ -351,12 +367,22 @@ mod tests {
         let third = reader.read(Arc::clone(&list)).await;
         assert_eq!(third.counts.len(), 2);
         assert!(text(&third).contains(r#"{instance_type="docker",instance="stuck",app=""} 1000"#));
-        assert!(reader.failing.lock().unwrap().keys().eq([&30]));
+        let failing = |reader: &NamespaceReader| -> Vec<u32> {
+            let containers = reader.containers.lock().unwrap();
+            let mut pids: Vec<u32> = containers
+                .iter()
+                .filter(|(_, c)| c.failing.is_some())
+                .map(|(&pid, _)| pid)
+                .collect();
+            pids.sort();
+            pids
+        };
+        assert_eq!(failing(&reader), [30]);
 
         // A container that leaves the list leaves its worker behind.
         let fewer = reader.read(Arc::new(vec![workload(10, "web")])).await;
         assert_eq!(fewer.counts.len(), 1);
-        assert_eq!(reader.workers.lock().unwrap().len(), 1);
-        assert!(reader.failing.lock().unwrap().is_empty());
+        assert_eq!(reader.containers.lock().unwrap().len(), 1);
+        assert!(failing(&reader).is_empty());
     }
 }

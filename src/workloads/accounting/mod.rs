@@ -195,14 +195,6 @@ impl Accounting {
         drop(links);
     }
 
-    /// Whether the programs are still linked.
-    pub fn attached(&self) -> bool {
-        self.links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
-    }
-
     /// Slot `slot`'s counts, now: four loads, no call.
     pub fn slot(&self, slot: u32) -> Counts {
         Counts::from_entry(self.counters.get(slot as usize))
