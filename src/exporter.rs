@@ -301,7 +301,10 @@ impl Exporter {
             }
         };
         let namespaces = match scrape {
-            Some(_) => self.read_namespaces().await,
+            Some(_) => {
+                self.await_new_cgroups().await;
+                self.read_namespaces().await
+            }
             None => None,
         };
         ScrapeOutput {
@@ -344,6 +347,27 @@ impl Exporter {
             .set(scrape.table().collisions.len() as f64);
         self.after_join(&scrape.stats);
         Ok((scrape, time))
+    }
+
+    /// The programs counted cgroups the workload table does not know (a
+    /// container or a service born since the tree was read): the tree is
+    /// read again and its composition waited for, up to [`UNKNOWN_WAIT`],
+    /// so the new workload is written under its name at this scrape, not
+    /// the next. At most once per wake gap, as for new interfaces.
+    async fn await_new_cgroups(&self) {
+        let Some(workloads) = self.hub.workloads() else {
+            return;
+        };
+        if !workloads.unsettled() {
+            return;
+        }
+        let before = self.hub.refreshes();
+        if self.hub.wake_for_unknown_cgroups() {
+            let deadline = tokio::time::Instant::now() + UNKNOWN_WAIT;
+            let ids = crate::resolve::wakes::woken_by(crate::resolve::wakes::Cause::UnknownCgroup);
+            let answered = self.hub.refreshed_of(ids, before, deadline).await;
+            tracing::debug!(answered, "waited for the cgroup tree's answer about new cgroups");
+        }
     }
 
     /// Where the kernel does not count per cgroup, the counters of the

@@ -249,8 +249,23 @@ impl Hub {
     /// again, or until `deadline`; says whether they all did. A resolver that
     /// never published (off, or failing from the start) is not waited for.
     pub async fn refreshed_since(&self, since: Refreshes, deadline: tokio::time::Instant) -> bool {
+        self.refreshed_of(&ResolverId::ALL, since, deadline).await
+    }
+
+    /// [`Hub::refreshed_since`] for the resolvers `ids` only.
+    pub async fn refreshed_of(
+        &self,
+        ids: &[ResolverId],
+        since: Refreshes,
+        deadline: tokio::time::Instant,
+    ) -> bool {
         let mut changes = self.refreshes.subscribe();
-        let all_again = |now: &Refreshes| since.iter().zip(now).all(|(&b, &n)| b == 0 || n > b);
+        let all_again = |now: &Refreshes| {
+            ids.iter().all(|id| {
+                let (b, n) = (since[id.index()], now[id.index()]);
+                b == 0 || n > b
+            })
+        };
         tokio::time::timeout_at(deadline, changes.wait_for(all_again))
             .await
             .is_ok_and(|r| r.is_ok())
@@ -277,12 +292,15 @@ impl Hub {
 
     /// A scrape counted cgroups the workload table does not know: the
     /// cgroup resolver looks again, as often as [`Hub::wake_for_unknown`].
-    pub fn wake_for_unknown_cgroups(&self) {
-        if self.wake_due(&self.last_cgroup_wake) {
+    /// Returns whether it woke them.
+    pub fn wake_for_unknown_cgroups(&self) -> bool {
+        let due = self.wake_due(&self.last_cgroup_wake);
+        if due {
             for wake in self.waker(Cause::UnknownCgroup) {
                 wake.notify_one();
             }
         }
+        due
     }
 
     /// Whether [`UNKNOWN_WAKE_GAP`] has passed since `last`; if so, now is `last`.

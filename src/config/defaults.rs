@@ -202,6 +202,38 @@ pub const ACCOUNTING_MAX_CGROUPS: Setting<usize> = Setting::new("accounting.max_
 /// would be counters no cgroup could be named for.
 pub const CGROUP_TREE_MAX: usize = 100_000;
 pub const ACCOUNTING_CGROUP: Setting<&str> = Setting::new("accounting.cgroup", "");
+// [peers]: bytes per remote peer and protocol, counted by the kernel beside
+// [accounting] (and only where it counts).
+pub const PEERS_ENABLED: Setting<bool> = Setting::new("peers.enabled", true);
+pub const PEERS_INTERVAL: Setting<Duration> = Setting::new("peers.interval", secs(10));
+pub const PEERS_TIMEOUT: Setting<Duration> = Setting::new("peers.timeout", secs(5));
+pub const PEERS_TOP: Setting<usize> = Setting::new("peers.top", 10);
+pub const PEERS_MAX_PEERS: Setting<usize> = Setting::new("peers.max_peers", 16384);
+pub const PEERS_IDLE: Setting<Duration> = Setting::new("peers.idle", secs(300));
+pub const PEERS_MIN_LIFETIME: Setting<Duration> = Setting::new("peers.min_lifetime", secs(60));
+pub const PEERS_FOLD_PUBLIC_V4: Setting<usize> = Setting::new("peers.fold_public_v4", 32);
+pub const PEERS_FOLD_PUBLIC_V6: Setting<usize> = Setting::new("peers.fold_public_v6", 128);
+/// The services named by port: a listed local port means this host serves
+/// the protocol, a listed remote port that it is the client.
+pub const PEERS_PORTS: Setting<&[(&str, &[u16])]> = Setting::new(
+    "peers.ports",
+    &[
+        ("smb", &[445, 139]),
+        ("nfs", &[2049, 20049]),
+        ("rpcbind", &[111]),
+        ("iscsi", &[3260]),
+        ("nvme-tcp", &[4420]),
+        ("ssh", &[22]),
+        ("ftp", &[21]),
+        ("rsync", &[873]),
+        ("http", &[80]),
+        ("https", &[443]),
+        ("s3", &[9000]),
+        ("syncthing", &[22000]),
+        ("snmp", &[161]),
+        ("dns", &[53]),
+    ],
+);
 // [commands]: each command's timeout fits in 3/4 of the refresh timeout of
 // every resolver that runs one (a test checks).
 pub const COMMANDS_CHROOT: Setting<bool> = Setting::new("commands.chroot", true);
@@ -218,6 +250,8 @@ pub enum Shown {
     Bytes(usize),
     Bool(bool),
     List(&'static [&'static str]),
+    /// A table of names to lists of ports.
+    Ports(&'static [(&'static str, &'static [u16])]),
 }
 
 impl Shown {
@@ -229,6 +263,14 @@ impl Shown {
             Shown::Count(n) | Shown::Bytes(n) => n.to_string(),
             Shown::Bool(b) => b.to_string(),
             Shown::List(l) => l.join(" "),
+            Shown::Ports(table) => table
+                .iter()
+                .map(|(name, ports)| {
+                    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+                    format!("{name}={}", ports.join(","))
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
         }
     }
 
@@ -315,6 +357,16 @@ rows! {
     ACCOUNTING_TIMEOUT => Shown::Duration,
     ACCOUNTING_MAX_CGROUPS => Shown::Count,
     ACCOUNTING_CGROUP => Shown::Text,
+    PEERS_ENABLED => Shown::Bool,
+    PEERS_INTERVAL => Shown::Duration,
+    PEERS_TIMEOUT => Shown::Duration,
+    PEERS_TOP => Shown::Count,
+    PEERS_MAX_PEERS => Shown::Count,
+    PEERS_IDLE => Shown::Duration,
+    PEERS_MIN_LIFETIME => Shown::Duration,
+    PEERS_FOLD_PUBLIC_V4 => Shown::Count,
+    PEERS_FOLD_PUBLIC_V6 => Shown::Count,
+    PEERS_PORTS => Shown::Ports,
 }
 
 const fn bytes(b: Bytes) -> Shown {

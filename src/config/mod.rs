@@ -15,6 +15,7 @@ pub(crate) mod raw;
 mod check;
 mod host;
 mod output;
+mod peers;
 mod resolvers;
 mod web;
 
@@ -22,6 +23,7 @@ use std::path::PathBuf;
 
 pub use crate::config::defaults::{Compression, LogLevel, VmLookup};
 pub use crate::config::host::{CommandConfig, NetdevLimits};
+pub use crate::config::peers::PeersConfig;
 pub use crate::config::raw::RawConfig;
 pub use crate::config::resolvers::{
     AccountingConfig, DockerConfig, IncusConfig, MIN_INTERVAL, Schedule, VmConfig, VmSettings,
@@ -115,6 +117,9 @@ pub struct Config {
     pub commands: CommandConfig,
     /// Traffic per cgroup; off with `[accounting] enabled = false`.
     pub accounting: Option<AccountingConfig>,
+    /// Bytes per remote peer; off with `[peers] enabled = false`, and
+    /// counted only where `[accounting]` counts.
+    pub peers: Option<PeersConfig>,
 }
 
 impl Config {
@@ -153,6 +158,7 @@ impl Config {
             incus: raw.incus.resolve()?,
             commands: raw.commands.resolve(raw.truenas)?,
             accounting: raw.accounting.resolve()?,
+            peers: raw.peers.resolve()?,
         })
     }
 }

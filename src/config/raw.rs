@@ -48,6 +48,8 @@ pub struct RawConfig {
     pub commands: RawCommands,
     #[serde(default)]
     pub accounting: RawAccounting,
+    #[serde(default)]
+    pub peers: RawPeers,
 }
 
 // `#[serde(flatten)]` would share the schedule keys between sections, but
@@ -181,6 +183,26 @@ pub struct RawAccounting {
     pub timeout: Option<Duration>,
     pub max_cgroups: Option<usize>,
     pub cgroup: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeers {
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "duration")]
+    pub interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+    pub top: Option<usize>,
+    pub max_peers: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    pub idle: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub min_lifetime: Option<Duration>,
+    pub fold_public_v4: Option<usize>,
+    pub fold_public_v6: Option<usize>,
+    /// Protocol name to its ports, over the default table's.
+    pub ports: Option<std::collections::BTreeMap<String, Vec<u16>>>,
 }
 
 impl RawConfig {

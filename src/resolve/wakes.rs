@@ -38,13 +38,16 @@ pub fn woken_by(cause: Cause) -> &'static [ResolverId] {
         Cause::Link => &[Topology],
         Cause::VethLink => &[Topology, Docker, Incus, Lxc],
         Cause::TapLink => &[Topology, Vm],
-        Cause::DockerEvent => &[Docker, Topology],
+        // A container's cgroup comes with it: the tree is read at once, so
+        // the container is named (at 0) before its first scrape.
+        Cause::DockerEvent => &[Docker, Topology, Cgroups],
         Cause::VmEvent => &[Vm],
-        Cause::ContainerEvent => &[Lxc],
-        Cause::IncusEvent => &[Incus],
+        Cause::ContainerEvent => &[Lxc, Cgroups],
+        Cause::IncusEvent => &[Incus, Cgroups],
         // Any of them may be the one that knows it.
         Cause::UnknownInterface => &ResolverId::ALL,
-        Cause::UnknownCgroup => &[Cgroups],
+        // A Docker cgroup waits for the engine's name for it.
+        Cause::UnknownCgroup => &[Cgroups, Docker],
     }
 }
 
@@ -53,7 +56,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_resolver_but_the_cgroups_is_woken_by_some_event() {
+    fn every_resolver_is_woken_by_some_event() {
         let events = [
             Cause::Link,
             Cause::VethLink,
@@ -65,7 +68,11 @@ mod tests {
         ];
         for id in ResolverId::ALL {
             let woken = events.iter().any(|&c| woken_by(c).contains(&id));
-            assert_eq!(woken, id != ResolverId::Cgroups, "{id:?}");
+            assert!(woken, "{id:?}");
+        }
+        // A container's start reads the cgroup tree again.
+        for cause in [Cause::DockerEvent, Cause::ContainerEvent, Cause::IncusEvent] {
+            assert!(woken_by(cause).contains(&ResolverId::Cgroups), "{cause:?}");
         }
         // Every link change reaches the topology.
         for cause in [Cause::Link, Cause::VethLink, Cause::TapLink] {

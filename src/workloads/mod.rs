@@ -9,9 +9,11 @@
 pub mod accounting;
 pub mod cgroups;
 pub(crate) mod namespaces;
+pub mod peers;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -46,6 +48,8 @@ pub struct WorkloadTable {
     pub new_cgroups: u64,
     /// Cgroups whose traffic goes uncounted for want of a slot.
     pub unslotted: usize,
+    /// Cgroups no walk has that count in a slot of their own.
+    pub orphans: HashSet<u64>,
 }
 
 /// A unit's name if `path` is a systemd service's cgroup
@@ -54,6 +58,30 @@ pub fn service_of(path: &str) -> Option<&str> {
     let (parent, last) = path.rsplit_once('/')?;
     let unit = last.strip_suffix(".service")?;
     (parent.ends_with(".slice") && !unit.is_empty()).then_some(unit)
+}
+
+/// The workload name of the NFS server, whichever unit started it: knfsd's
+/// connections count in the cgroup of the unit whose `rpc.nfsd` made the
+/// listener, or, once that is removed, in no cgroup of the tree, and both
+/// are one workload.
+pub const NFS: &str = "nfs";
+
+/// A service's workload name: its unit's, but for the NFS server's units.
+pub fn service_name(unit: &str) -> &str {
+    match unit {
+        "nfs-server" | "nfs-kernel-server" | "nfs-mountd" => NFS,
+        unit => unit,
+    }
+}
+
+/// A workload the tree does not show: a cgroup that is gone and still
+/// counts (`id`), or a workload whose cgroups all went, kept a while so its
+/// last counts are scraped (`id` is `None`).
+#[derive(Debug, Clone)]
+pub struct Extra {
+    pub id: Option<u64>,
+    pub kind: &'static str,
+    pub owner: Owner,
 }
 
 /// A Docker container's id where the path is one of the engine's own
@@ -91,6 +119,7 @@ pub fn compose(
     claims: &[&Claims],
     owner_label: &str,
     docker_names: bool,
+    extras: &[Extra],
 ) -> WorkloadTable {
     let mut table = WorkloadTable::default();
     let mut index: HashMap<(&'static str, Box<str>, Box<str>), u32> = HashMap::new();
@@ -142,7 +171,7 @@ pub fn compose(
             add(
                 &mut table,
                 "service",
-                Owner::new(OwnerKind::Service, unit, ""),
+                Owner::new(OwnerKind::Service, service_name(unit), ""),
             )
         } else if let Some(p) = parent {
             p
@@ -151,6 +180,12 @@ pub fn compose(
         };
         at_path.insert(path, workload);
         table.by_id.insert(cgroup.id, workload);
+    }
+    for extra in extras {
+        let workload = add(&mut table, extra.kind, extra.owner.clone());
+        if let Some(id) = extra.id {
+            table.by_id.entry(id).or_insert(workload);
+        }
     }
     // Written in label order: sorted once here, not at every scrape.
     let mut order: Vec<u32> = (0..table.workloads.len() as u32).collect();
@@ -189,13 +224,38 @@ pub struct ReadStats {
 /// its counts.
 pub type Sums = Vec<(usize, Counts)>;
 
+/// How long a workload whose cgroups all went keeps its series: long
+/// enough for every scraper to read its last counts (a container that
+/// lived two seconds), short enough that gone ones do not pile up.
+pub const LINGER: Duration = Duration::from_secs(300);
+/// Gone cgroups whose workload is remembered, for one that counts again
+/// as an orphan (a unit's cgroup removed while its sockets live).
+const FORMER_MAX: usize = 4096;
+
+/// What gone cgroups left a workload.
+#[derive(Debug)]
+struct Retired {
+    workload: Workload,
+    counts: Counts,
+    /// Since when the workload has no cgroup left.
+    absent_since: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    /// By the workload's rendered labels.
+    retired: HashMap<Box<str>, Retired>,
+    /// A gone cgroup's workload, and the walk it went in.
+    former: HashMap<u64, (Workload, u64)>,
+    /// Cgroups no walk has that serve NFS, as the peer map saw.
+    nfs: HashSet<u64>,
+}
+
 /// The counting programs and the latest table.
 pub struct Workloads {
     accounting: Accounting,
     table: ArcSwap<WorkloadTable>,
-    /// What gone cgroups left each workload, by its rendered labels: kept
-    /// while the workload has a cgroup left.
-    retired: Mutex<HashMap<Box<str>, Counts>>,
+    memory: Mutex<Memory>,
     owner_label: String,
     /// Whether the last settle of the counters could write the kernel's
     /// maps.
@@ -207,7 +267,7 @@ impl Workloads {
         Workloads {
             accounting,
             table: ArcSwap::default(),
-            retired: Mutex::default(),
+            memory: Mutex::default(),
             owner_label: owner_label.to_owned(),
             healthy: std::sync::atomic::AtomicBool::new(true),
         }
@@ -234,10 +294,23 @@ impl Workloads {
         self.healthy.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Notes that cgroup `id`, which no walk has, serves NFS: its counts go
+    /// to the [`NFS`] workload once it is an orphan. Returns whether this
+    /// is news (a composition is then due).
+    pub fn serves_nfs(&self, id: u64) -> bool {
+        if self.table.load().by_id.contains_key(&id) && !self.table.load().orphans.contains(&id) {
+            return false;
+        }
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        memory.nfs.len() < FORMER_MAX && memory.nfs.insert(id)
+    }
+
     /// A new composition: the counters are settled against the tree, the
     /// `walk`th read of it (new cgroups get slots, gone ones leave theirs),
-    /// and a gone cgroup's last counts go to its workload if it is still
-    /// there.
+    /// and a gone cgroup's last counts go to its workload, which keeps its
+    /// series for [`LINGER`] after its last cgroup went. A cgroup no walk
+    /// has that still counts (an orphan) is its former workload's, else
+    /// the NFS server's if it serves NFS, else the host's.
     pub fn publish(
         &self,
         tree: &CgroupTree,
@@ -245,7 +318,6 @@ impl Workloads {
         claims: &[&Claims],
         docker_names: bool,
     ) -> Result<(), AccountingError> {
-        let mut next = compose(tree, claims, &self.owner_label, docker_names);
         let live: Vec<u64> = tree.cgroups.iter().map(|c| c.id).collect();
         let settled = match self.accounting.settle(&live, walk) {
             Ok(s) => s,
@@ -256,30 +328,82 @@ impl Workloads {
                 return Err(e);
             }
         };
+        let now = Instant::now();
         let old = self.table.load_full();
-        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
         for (id, c) in &settled.gone {
             let workload = old
                 .by_id
                 .get(id)
                 .and_then(|&w| old.workloads.get(w as usize));
             if let Some(workload) = workload {
-                retired.entry(workload.rendered.clone()).or_default().add(c);
+                memory
+                    .retired
+                    .entry(workload.rendered.clone())
+                    .or_insert_with(|| Retired {
+                        workload: workload.clone(),
+                        counts: Counts::default(),
+                        absent_since: None,
+                    })
+                    .counts
+                    .add(c);
+                memory.former.insert(*id, (workload.clone(), walk));
             }
         }
+        if memory.former.len() > FORMER_MAX {
+            let mut walks: Vec<u64> = memory.former.values().map(|(_, w)| *w).collect();
+            walks.sort_unstable();
+            let cut = walks[walks.len() - FORMER_MAX];
+            memory.former.retain(|_, (_, w)| *w >= cut);
+        }
+        let mut extras: Vec<Extra> = Vec::new();
+        for &id in &settled.orphans {
+            let (kind, owner) = match memory.former.get(&id) {
+                Some((w, _)) => (w.kind, w.owner.clone()),
+                None if memory.nfs.contains(&id) => {
+                    ("service", Owner::new(OwnerKind::Service, NFS, ""))
+                }
+                None => ("host", Owner::host()),
+            };
+            extras.push(Extra {
+                id: Some(id),
+                kind,
+                owner,
+            });
+        }
+        // Every workload with retired counts, so one whose cgroups all went
+        // is still written while it lingers (for the others, a no-op).
+        extras.extend(memory.retired.values().map(|r| Extra {
+            id: None,
+            kind: r.workload.kind,
+            owner: r.workload.owner.clone(),
+        }));
+        let mut next = compose(tree, claims, &self.owner_label, docker_names, &extras);
         let present: HashMap<&str, usize> = next
             .workloads
             .iter()
             .enumerate()
             .map(|(i, w)| (&*w.rendered, i))
             .collect();
-        retired.retain(|k, _| present.contains_key(&**k));
-        for (k, c) in retired.iter() {
-            if let Some(&i) = present.get(&**k) {
-                next.retired[i] = *c;
+        let has_cgroup: HashSet<u32> = next.by_id.values().copied().collect();
+        memory.retired.retain(|k, r| {
+            let Some(&i) = present.get(&**k) else {
+                return false;
+            };
+            if has_cgroup.contains(&(i as u32)) {
+                r.absent_since = None;
+            } else {
+                let since = *r.absent_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= LINGER {
+                    // Written this once more; gone from the next.
+                    return false;
+                }
             }
-        }
-        drop(retired);
+            next.retired[i] = r.counts;
+            true
+        });
+        drop(memory);
+        next.orphans = settled.orphans.iter().copied().collect();
         next.by_slot = settled
             .slots
             .iter()
@@ -323,10 +447,17 @@ impl Workloads {
                 sum.add(&self.accounting.slot(slot));
             }
         }
+        // A container is written from its first composition, at 0 if it
+        // has sent nothing: a series that appears late loses its first
+        // bytes to `rate()`. A host service only once it counts (most never
+        // touch the network).
         let read: Sums = sums
             .into_iter()
             .enumerate()
-            .filter(|(_, c)| *c != Counts::default())
+            .filter(|(w, c)| {
+                *c != Counts::default()
+                    || matches!(table.workloads[*w].kind, "docker" | "incus" | "lxc")
+            })
             .collect();
         let stats = ReadStats {
             workloads: read.len(),
@@ -439,7 +570,7 @@ mod tests {
                 of: OwnerKind::Container,
             },
         );
-        let table = compose(&tree, &[&claims], "instance", false);
+        let table = compose(&tree, &[&claims], "instance", false, &[]);
         let of = |id: u64| {
             table.workloads[table.by_id[&id] as usize]
                 .rendered
@@ -470,7 +601,7 @@ mod tests {
             id: 11,
             path: format!("/docker/{ID}/inner"),
         });
-        let table = compose(&tree, &[&claims], "instance", true);
+        let table = compose(&tree, &[&claims], "instance", true, &[]);
         assert!(!table.by_id.contains_key(&6) && !table.by_id.contains_key(&11));
         assert_eq!(
             table.workloads[table.by_id[&7] as usize]

@@ -407,6 +407,19 @@ fn every_default_is_said_the_same_everywhere() {
                     .collect();
                 list == *l
             }
+            Shown::Ports(table) => {
+                let written = value.as_table().unwrap();
+                written.len() == table.len()
+                    && table.iter().all(|(name, ports)| {
+                        let listed: Vec<i64> = written[*name]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|p| p.as_integer().unwrap())
+                            .collect();
+                        listed == ports.iter().map(|&p| p as i64).collect::<Vec<_>>()
+                    })
+            }
         };
         assert!(
             same,

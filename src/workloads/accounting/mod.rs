@@ -37,6 +37,9 @@ const MIN_CHUNK: usize = 64;
 /// were taken may have begun before the cgroup was made; the next began
 /// after.
 const PENDING_WALKS: u64 = 2;
+/// Walks an orphan's counts may stand still before its slot is handed
+/// back (its counts go to its workload's retired counts).
+const ORPHAN_IDLE_WALKS: u64 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountingError {
@@ -120,6 +123,11 @@ struct Slots {
     last_read: usize,
     /// The programs' count of uncounted packets at the last settle.
     uncounted: u64,
+    /// Cgroups that count but are in no walk of the tree: removed while
+    /// their sockets live on (knfsd's, whose listener `rpc.nfsd` made in a
+    /// oneshot unit). Their slot, their counts at the last settle and the
+    /// walk those last changed in.
+    orphans: HashMap<u64, (u32, Counts, u64)>,
 }
 
 /// What a settle did.
@@ -129,6 +137,8 @@ pub struct Settled {
     pub slots: Vec<(u64, u32)>,
     /// Cgroups that had a slot and are gone, with their last counts.
     pub gone: Vec<(u64, Counts)>,
+    /// Cgroups no walk has, counting in a slot of their own.
+    pub orphans: Vec<u64>,
     /// [`Accounting::new_cgroups`] when the settle read the fresh map.
     pub new_cgroups: u64,
     /// Cgroups whose traffic goes uncounted for want of a slot (or of room
@@ -267,16 +277,54 @@ impl Accounting {
             st.resting.push(slot);
         }
 
+        // Orphans whose counts stood still long enough hand their slot back.
+        let mut quiet = Vec::new();
+        for (&id, (slot, last, changed)) in st.orphans.iter_mut() {
+            let now = self.slot(*slot);
+            if now != *last {
+                *last = now;
+                *changed = walk;
+            } else if walk >= *changed + ORPHAN_IDLE_WALKS {
+                quiet.push((id, *slot));
+            }
+        }
+        for (id, slot) in quiet {
+            if let Err(e) = bpf::delete(&self.slots, id) {
+                fail(&mut settled, e);
+                continue;
+            }
+            st.orphans.remove(&id);
+            settled.gone.push((id, self.slot(slot)));
+            st.resting.push(slot);
+        }
+
         let mut pending: Vec<u64> = st.pending.keys().copied().collect();
         pending.sort_unstable();
         for id in pending {
             if !live_set.contains(&id) {
-                if st
+                let waited = st
                     .pending
                     .get(&id)
-                    .is_some_and(|p| walk >= p.1 + PENDING_WALKS)
-                {
-                    st.pending.remove(&id);
+                    .is_some_and(|p| walk >= p.1 + PENDING_WALKS);
+                if waited {
+                    // Not a cgroup the walks had not met yet: one that is
+                    // gone and still counts. It keeps its counts in a slot.
+                    let counts = st.pending.remove(&id).map(|p| p.0).unwrap_or_default();
+                    let Some(slot) = self.take_slot(&mut st) else {
+                        settled.unslotted += 1;
+                        continue;
+                    };
+                    self.counters.add(slot as usize, counts.entry());
+                    match bpf::update(&self.slots, id, &slot.to_ne_bytes()) {
+                        Ok(()) => {
+                            st.orphans.insert(id, (slot, counts, walk));
+                        }
+                        Err(e) => {
+                            self.counters.clear(slot as usize);
+                            st.free.push(slot);
+                            fail(&mut settled, e);
+                        }
+                    }
                 }
                 continue;
             }
@@ -319,6 +367,11 @@ impl Accounting {
             settled.unslotted = settled.unslotted.max(1);
         }
         settled.slots = st.of.iter().map(|(&id, &slot)| (id, slot)).collect();
+        settled
+            .slots
+            .extend(st.orphans.iter().map(|(&id, &(slot, _, _))| (id, slot)));
+        settled.orphans = st.orphans.keys().copied().collect();
+        settled.orphans.sort_unstable();
         settled.slots.sort_unstable_by_key(|&(_, slot)| slot);
         Ok(settled)
     }
@@ -342,6 +395,7 @@ impl Accounting {
             .of
             .iter()
             .map(|(&id, &slot)| (id, self.slot(slot)))
+            .chain(st.orphans.iter().map(|(&id, &(slot, _, _))| (id, self.slot(slot))))
             .collect();
         for (&id, (counts, _)) in &st.pending {
             all.entry(id).or_default().add(counts);

@@ -1,0 +1,814 @@
+//! Traffic per remote peer, bounded: the kernel counts per (socket cgroup,
+//! remote address, server port) ([`accounting::peers`]); on a background
+//! tick, never per scrape (so every reader sees the same choice), this
+//! picks per workload, protocol and side the top K peers by recent traffic
+//! to get series of their own, and gives the rest to `peer="other"`.
+//!
+//! The rules that keep the series honest counters:
+//! - a series lives at least `min_lifetime`, and a shown one gives way to a
+//!   newcomer only when the newcomer moves twice its recent traffic
+//!   (hysteresis: two peers of equal weight do not swap every tick);
+//! - a newly shown series starts from 0; one that returns within `idle`
+//!   continues from the value it had;
+//! - `other` adds what no shown series got since the last tick, and what
+//!   the workload's own (exact, per-cgroup) counter saw that the bounded
+//!   peer map did not (a full map), under `protocol=""`: so over any
+//!   window the increases of a workload's peer series and its `other`s
+//!   equal the increase of its `net_workload_*` counter.
+//!
+//! [`Tracker`] is pure (the tick's time is an argument); [`PeerSource`]
+//! reads the kernel's map for it on the resolver schedule.
+//!
+//! [`accounting::peers`]: crate::workloads::accounting
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::expose::encoder::{self, MetricType};
+use crate::workloads::accounting::Counts;
+
+/// What the kernel's `side` byte says.
+pub const SIDE_NONE: u8 = 0;
+pub const SIDE_SERVER: u8 = 1;
+pub const SIDE_CLIENT: u8 = 2;
+
+/// The `side` label: `server` where this host serves the peer (a listed
+/// local port), `client` where it is the peer's client (a listed remote
+/// port), empty where neither port is listed.
+pub fn side_label(side: u8) -> &'static str {
+    match side {
+        SIDE_SERVER => "server",
+        SIDE_CLIENT => "client",
+        _ => "",
+    }
+}
+
+/// A recent-traffic score decays by half each tick.
+const DECAY: f64 = 0.5;
+/// A newcomer takes a shown series' place only above this many times its
+/// score.
+const HYSTERESIS: f64 = 2.0;
+/// Candidates kept per shown series at most, across all workloads: what a
+/// torrent app's thousands of peers cost user space between ticks.
+const CANDIDATES_PER_SERIES: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct TrackerSettings {
+    pub top: usize,
+    pub idle: Duration,
+    pub min_lifetime: Duration,
+    pub fold_v4: u8,
+    pub fold_v6: u8,
+    /// Protocol names by index minus one.
+    pub protocols: Vec<Box<str>>,
+    /// Each listed port's protocol index.
+    pub port_protocol: HashMap<u16, u8>,
+    /// Candidates kept at most (a bound on memory under churn).
+    pub max_candidates: usize,
+}
+
+impl TrackerSettings {
+    pub fn from_config(c: &crate::config::PeersConfig) -> TrackerSettings {
+        TrackerSettings {
+            top: c.top,
+            idle: c.idle,
+            min_lifetime: c.min_lifetime,
+            fold_v4: c.fold_v4,
+            fold_v6: c.fold_v6,
+            protocols: c.protocols.clone(),
+            port_protocol: c.ports.iter().copied().collect(),
+            max_candidates: (c.max_peers as usize).max(c.top * CANDIDATES_PER_SERIES),
+        }
+    }
+
+}
+
+/// One key of the kernel's map, as user space reads it: the remote address
+/// (v4-mapped addresses as IPv4), the server port (0: none listed) and
+/// which end serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    pub cgroup: u64,
+    pub ip: IpAddr,
+    pub port: u16,
+    pub side: u8,
+}
+
+/// Where a kernel key's traffic goes: a workload (its rendered labels) and
+/// the protocol index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Group {
+    workload: Arc<str>,
+    protocol: u8,
+    side: u8,
+}
+
+#[derive(Debug)]
+struct Candidate {
+    /// Recent traffic, decaying: what the top K is chosen by.
+    score: f64,
+    last_active: Instant,
+    /// The value the series has (or had, while hidden within `idle`).
+    value: Counts,
+    /// Since when it is shown, if it is.
+    shown: Option<Instant>,
+    /// Its labels, rendered once when first shown.
+    rendered: Option<Arc<str>>,
+}
+
+#[derive(Debug, Default)]
+struct GroupState {
+    peers: HashMap<Arc<str>, Candidate>,
+    other: Counts,
+    other_rendered: Option<Arc<str>>,
+    last_active: Option<Instant>,
+}
+
+/// The exact counter's side of a workload: what the peer map missed.
+#[derive(Debug)]
+struct Remainder {
+    /// The workload's counter and the peer map's sum when first seen.
+    base: Counts,
+    peers_at_base: Counts,
+    /// The peer map's sum since.
+    peers: Counts,
+    /// What went to `other` so far for the difference.
+    given: Counts,
+    seen: Instant,
+}
+
+#[derive(Debug)]
+struct KeyState {
+    counts: Counts,
+    changed: Instant,
+    /// The `peer` label, folded where it is public.
+    peer: Arc<str>,
+}
+
+/// One tick's inputs besides the readings.
+pub struct TickInput<'a> {
+    /// The workload a cgroup's traffic of a protocol (index, side) goes to,
+    /// as its rendered labels; `None` for a cgroup not known yet (its
+    /// counts wait for the next tick).
+    pub workload_of: &'a dyn Fn(u64, u8, u8) -> Option<Arc<str>>,
+    /// Each workload's own counter now, read after the peer map.
+    pub exact: &'a HashMap<Arc<str>, Counts>,
+    pub now: Instant,
+}
+
+/// The series of one tick, in label order: what scrapes and the live view
+/// read until the next.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PeerTable {
+    pub rows: Vec<PeerRow>,
+    /// The programs' count of new keys when the map was read.
+    pub new_keys: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerRow {
+    /// The workload's labels, then `peer`, `protocol` and `side`.
+    pub rendered: Arc<str>,
+    pub workload: Arc<str>,
+    pub peer: Arc<str>,
+    pub protocol: Arc<str>,
+    pub side: &'static str,
+    pub counts: Counts,
+}
+
+/// What a tick did besides the table.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TickStats {
+    /// Kernel keys idle for `idle`, for the caller to delete.
+    pub idle_keys: Vec<PeerKey>,
+    /// Candidates dropped to stay within the bound.
+    pub dropped: usize,
+}
+
+/// The user-space state between ticks.
+#[derive(Debug)]
+pub struct Tracker {
+    settings: TrackerSettings,
+    keys: HashMap<PeerKey, KeyState>,
+    groups: HashMap<Group, GroupState>,
+    remainders: HashMap<Arc<str>, Remainder>,
+    protocol_names: Vec<Arc<str>>,
+}
+
+fn sub(a: &Counts, b: &Counts) -> Counts {
+    Counts {
+        rx_bytes: a.rx_bytes.saturating_sub(b.rx_bytes),
+        rx_packets: a.rx_packets.saturating_sub(b.rx_packets),
+        tx_bytes: a.tx_bytes.saturating_sub(b.tx_bytes),
+        tx_packets: a.tx_packets.saturating_sub(b.tx_packets),
+    }
+}
+
+/// Whether every field of `a` is at least `b`'s: a key that went back was
+/// deleted and made again.
+fn covers(a: &Counts, b: &Counts) -> bool {
+    a.rx_bytes >= b.rx_bytes
+        && a.rx_packets >= b.rx_packets
+        && a.tx_bytes >= b.tx_bytes
+        && a.tx_packets >= b.tx_packets
+}
+
+fn bytes(c: &Counts) -> u64 {
+    c.rx_bytes.saturating_add(c.tx_bytes)
+}
+
+impl Tracker {
+    pub fn new(settings: TrackerSettings) -> Tracker {
+        let mut protocol_names: Vec<Arc<str>> = vec![Arc::from("")];
+        protocol_names.extend(settings.protocols.iter().map(|p| Arc::from(&**p)));
+        Tracker {
+            settings,
+            keys: HashMap::new(),
+            groups: HashMap::new(),
+            remainders: HashMap::new(),
+            protocol_names,
+        }
+    }
+
+    fn protocol_of(&self, port: u16) -> u8 {
+        self.settings.port_protocol.get(&port).copied().unwrap_or(0)
+    }
+
+    /// One tick: the kernel map's `readings` (every key, its counts since
+    /// it was made), attributed, ranked and written as the next table.
+    pub fn tick(&mut self, readings: &[(PeerKey, Counts)], input: &TickInput) -> (PeerTable, TickStats) {
+        let now = input.now;
+        let mut stats = TickStats::default();
+        let mut seen: std::collections::HashSet<PeerKey> =
+            std::collections::HashSet::with_capacity(readings.len());
+        // Deltas per group and peer label.
+        let mut deltas: HashMap<(Group, Arc<str>), Counts> = HashMap::new();
+        for (key, counts) in readings {
+            seen.insert(*key);
+            let protocol = if key.side == SIDE_NONE {
+                0
+            } else {
+                self.protocol_of(key.port)
+            };
+            let Some(workload) = (input.workload_of)(key.cgroup, protocol, key.side) else {
+                continue;
+            };
+            let state = match self.keys.get_mut(key) {
+                Some(s) => s,
+                None => {
+                    let peer = peer_label(key.ip, self.settings.fold_v4, self.settings.fold_v6);
+                    self.keys.entry(*key).or_insert(KeyState {
+                        counts: Counts::default(),
+                        changed: now,
+                        peer: Arc::from(peer),
+                    })
+                }
+            };
+            let delta = if covers(counts, &state.counts) {
+                sub(counts, &state.counts)
+            } else {
+                *counts
+            };
+            if delta != Counts::default() {
+                state.changed = now;
+            }
+            state.counts = *counts;
+            let group = Group {
+                workload,
+                protocol,
+                side: if protocol == 0 { SIDE_NONE } else { key.side },
+            };
+            deltas
+                .entry((group, Arc::clone(&state.peer)))
+                .or_default()
+                .add(&delta);
+        }
+        let idle = self.settings.idle;
+        self.keys.retain(|key, state| {
+            if !seen.contains(key) {
+                return false;
+            }
+            let quiet = now.saturating_duration_since(state.changed) >= idle;
+            if quiet {
+                stats.idle_keys.push(*key);
+            }
+            !quiet
+        });
+
+        // The peer map's sum per workload this tick.
+        let mut per_workload: HashMap<Arc<str>, Counts> = HashMap::new();
+        for ((group, peer), delta) in deltas {
+            per_workload
+                .entry(Arc::clone(&group.workload))
+                .or_default()
+                .add(&delta);
+            let state = self.groups.entry(group).or_default();
+            let candidate = state.peers.entry(peer).or_insert(Candidate {
+                score: 0.0,
+                last_active: now,
+                value: Counts::default(),
+                shown: None,
+                rendered: None,
+            });
+            candidate.score += bytes(&delta) as f64;
+            if delta != Counts::default() {
+                candidate.last_active = now;
+                state.last_active = Some(now);
+            }
+            if candidate.shown.is_some() {
+                candidate.value.add(&delta);
+            } else {
+                state.other.add(&delta);
+            }
+        }
+        self.account_remainders(&per_workload, input);
+        self.select(now);
+        stats.dropped = self.bound();
+        (self.table(), stats)
+    }
+
+    /// What each workload's own counter saw that the peer map did not,
+    /// added to its `other` with no protocol: never negative, so a packet
+    /// the peer map counted a moment before the counter did is evened out
+    /// later, not subtracted.
+    fn account_remainders(&mut self, per_workload: &HashMap<Arc<str>, Counts>, input: &TickInput) {
+        let now = input.now;
+        for (workload, exact) in input.exact {
+            let from_peers = per_workload.get(workload).copied().unwrap_or_default();
+            let r = match self.remainders.get_mut(workload) {
+                Some(r) => r,
+                None => {
+                    self.remainders.insert(
+                        Arc::clone(workload),
+                        Remainder {
+                            base: *exact,
+                            peers_at_base: Counts::default(),
+                            peers: Counts::default(),
+                            given: Counts::default(),
+                            seen: now,
+                        },
+                    );
+                    continue;
+                }
+            };
+            r.seen = now;
+            r.peers.add(&from_peers);
+            let counted = sub(exact, &r.base);
+            let by_peers = sub(&r.peers, &r.peers_at_base);
+            let missed = sub(&counted, &by_peers);
+            // Only what is above what was already given.
+            let more = sub(&missed, &r.given);
+            if more == Counts::default() {
+                continue;
+            }
+            r.given = Counts {
+                rx_bytes: r.given.rx_bytes.max(missed.rx_bytes),
+                rx_packets: r.given.rx_packets.max(missed.rx_packets),
+                tx_bytes: r.given.tx_bytes.max(missed.tx_bytes),
+                tx_packets: r.given.tx_packets.max(missed.tx_packets),
+            };
+            let group = Group {
+                workload: Arc::clone(workload),
+                protocol: 0,
+                side: SIDE_NONE,
+            };
+            let state = self.groups.entry(group).or_default();
+            state.other.add(&more);
+            state.last_active = Some(now);
+        }
+        let idle = self.settings.idle;
+        self.remainders
+            .retain(|_, r| now.saturating_duration_since(r.seen) < idle);
+    }
+
+    /// The top K per group, with hysteresis and a minimum lifetime.
+    fn select(&mut self, now: Instant) {
+        let TrackerSettings {
+            top,
+            idle,
+            min_lifetime,
+            ..
+        } = self.settings;
+        for state in self.groups.values_mut() {
+            let mut shown = 0;
+            for c in state.peers.values_mut() {
+                c.score *= DECAY;
+                let Some(since) = c.shown else { continue };
+                let old = now.saturating_duration_since(since) >= min_lifetime;
+                if old && now.saturating_duration_since(c.last_active) >= idle {
+                    c.shown = None;
+                } else {
+                    shown += 1;
+                }
+            }
+            // Newcomers by score, best first.
+            let mut waiting: Vec<(&Arc<str>, f64)> = state
+                .peers
+                .iter()
+                .filter(|(_, c)| {
+                    c.shown.is_none()
+                        && c.score > 0.0
+                        && now.saturating_duration_since(c.last_active) < idle
+                })
+                .map(|(p, c)| (p, c.score))
+                .collect();
+            waiting.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+            let mut promote: Vec<Arc<str>> = Vec::new();
+            let mut demote: Vec<Arc<str>> = Vec::new();
+            let mut waiting = waiting.into_iter();
+            for (peer, _) in waiting.by_ref().take(top.saturating_sub(shown)) {
+                promote.push(Arc::clone(peer));
+            }
+            // The shown that may give way, weakest first.
+            let mut evictable: Vec<(&Arc<str>, f64)> = state
+                .peers
+                .iter()
+                .filter(|(_, c)| {
+                    c.shown
+                        .is_some_and(|s| now.saturating_duration_since(s) >= min_lifetime)
+                })
+                .map(|(p, c)| (p, c.score))
+                .collect();
+            evictable.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(b.0)));
+            for ((peer, score), (weak, weak_score)) in waiting.zip(evictable) {
+                if score <= weak_score * HYSTERESIS {
+                    break;
+                }
+                promote.push(Arc::clone(peer));
+                demote.push(Arc::clone(weak));
+            }
+            for peer in demote {
+                if let Some(c) = state.peers.get_mut(&peer) {
+                    c.shown = None;
+                }
+            }
+            for peer in promote {
+                if let Some(c) = state.peers.get_mut(&peer) {
+                    c.shown = Some(now);
+                }
+            }
+            // A hidden one quiet for `idle` is forgotten, its value with it.
+            state.peers.retain(|_, c| {
+                c.shown.is_some() || now.saturating_duration_since(c.last_active) < idle
+            });
+        }
+        self.groups.retain(|_, s| {
+            !s.peers.is_empty() || s.last_active.is_some_and(|t| now.saturating_duration_since(t) < idle)
+        });
+    }
+
+    /// Drops the weakest hidden candidates past the bound; returns how many.
+    fn bound(&mut self) -> usize {
+        let total: usize = self.groups.values().map(|s| s.peers.len()).sum();
+        let over = total.saturating_sub(self.settings.max_candidates);
+        if over == 0 {
+            return 0;
+        }
+        let mut hidden: Vec<(f64, Group, Arc<str>)> = self
+            .groups
+            .iter()
+            .flat_map(|(g, s)| {
+                s.peers
+                    .iter()
+                    .filter(|(_, c)| c.shown.is_none())
+                    .map(move |(p, c)| (c.score, g.clone(), Arc::clone(p)))
+            })
+            .collect();
+        hidden.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut dropped = 0;
+        for (_, group, peer) in hidden.into_iter().take(over) {
+            if let Some(s) = self.groups.get_mut(&group) {
+                s.peers.remove(&peer);
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// The shown series and each group's `other`, in label order.
+    fn table(&mut self) -> PeerTable {
+        let mut rows = Vec::new();
+        for (group, state) in &mut self.groups {
+            let protocol = Arc::clone(&self.protocol_names[group.protocol as usize]);
+            let side = side_label(group.side);
+            let render = |peer: &str| -> Arc<str> {
+                Arc::from(format!(
+                    "{},{}",
+                    group.workload,
+                    encoder::render_labels([
+                        ("peer", peer.as_bytes()),
+                        ("protocol", protocol.as_bytes()),
+                        ("side", side.as_bytes()),
+                    ])
+                ))
+            };
+            for (peer, c) in &mut state.peers {
+                if c.shown.is_none() {
+                    continue;
+                }
+                let rendered = c.rendered.get_or_insert_with(|| render(peer));
+                rows.push(PeerRow {
+                    rendered: Arc::clone(rendered),
+                    workload: Arc::clone(&group.workload),
+                    peer: Arc::clone(peer),
+                    protocol: Arc::clone(&protocol),
+                    side,
+                    counts: c.value,
+                });
+            }
+            let rendered = state.other_rendered.get_or_insert_with(|| render("other"));
+            rows.push(PeerRow {
+                rendered: Arc::clone(rendered),
+                workload: Arc::clone(&group.workload),
+                peer: Arc::from("other"),
+                protocol,
+                side,
+                counts: state.other,
+            });
+        }
+        rows.sort_by(|a, b| a.rendered.cmp(&b.rendered));
+        PeerTable { rows, new_keys: 0 }
+    }
+}
+
+/// A peer's label: the address, or for a public one folded to a shorter
+/// prefix, its network (`203.0.113.0/24`).
+pub fn peer_label(ip: IpAddr, fold_v4: u8, fold_v6: u8) -> String {
+    match ip {
+        IpAddr::V4(v4) if fold_v4 < 32 && public_v4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - fold_v4 as u32).unwrap_or(0);
+            format!("{}/{fold_v4}", Ipv4Addr::from(u32::from(v4) & mask))
+        }
+        IpAddr::V6(v6) if fold_v6 < 128 && public_v6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - fold_v6 as u32).unwrap_or(0);
+            format!("{}/{fold_v6}", Ipv6Addr::from(u128::from(v6) & mask))
+        }
+        ip => ip.to_string(),
+    }
+}
+
+fn public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    let shared = a == 100 && (64..128).contains(&b);
+    !(ip.is_private()
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+        || ip.is_unspecified()
+        || shared)
+}
+
+fn public_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    let unique_local = first & 0xfe00 == 0xfc00;
+    let link_local = first & 0xffc0 == 0xfe80;
+    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || unique_local || link_local)
+}
+
+/// The peer families, from the workload's side (rx: what it received from
+/// the peer). L3 bytes, as `net_workload_*`.
+pub const FAMILIES: [(&str, &str, fn(&Counts) -> u64); 2] = [
+    (
+        "net_peer_rx_bytes_total",
+        "Bytes the workload received from the peer (IP header and payload); peer=\"other\": from the workload's peers with no series of their own.",
+        |c| c.rx_bytes,
+    ),
+    (
+        "net_peer_tx_bytes_total",
+        "Bytes the workload sent to the peer (IP header and payload); peer=\"other\": to the workload's peers with no series of their own.",
+        |c| c.tx_bytes,
+    ),
+];
+
+impl PeerTable {
+    /// Writes [`FAMILIES`], each row under its rendered labels.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        for (name, help, value) in FAMILIES {
+            encoder::header(out, name, help, MetricType::Counter);
+            for row in &self.rows {
+                encoder::sample(out, name, &row.rendered, value(&row.counts));
+            }
+        }
+    }
+}
+
+/// The shared latest table.
+pub type SharedTable = Arc<arc_swap::ArcSwap<PeerTable>>;
+
+/// The state a [`PeerSource`] keeps between ticks.
+pub type SharedTracker = Mutex<Tracker>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(top: usize) -> TrackerSettings {
+        TrackerSettings {
+            top,
+            idle: Duration::from_secs(60),
+            min_lifetime: Duration::from_secs(20),
+            fold_v4: 32,
+            fold_v6: 128,
+            protocols: vec!["smb".into(), "nfs".into()],
+            port_protocol: [(445, 1), (2049, 2)].into_iter().collect(),
+            max_candidates: 1000,
+        }
+    }
+
+    fn key(cgroup: u64, last: u8, port: u16, side: u8) -> PeerKey {
+        PeerKey {
+            cgroup,
+            ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
+            port,
+            side,
+        }
+    }
+
+    fn tx(bytes: u64) -> Counts {
+        Counts {
+            tx_bytes: bytes,
+            tx_packets: bytes / 1000 + 1,
+            ..Counts::default()
+        }
+    }
+
+    struct World {
+        tracker: Tracker,
+        now: Instant,
+        /// Cumulative per key.
+        keys: HashMap<PeerKey, Counts>,
+        /// The workload's exact counter: every key's bytes plus `missed`.
+        missed: u64,
+    }
+
+    impl World {
+        fn new(top: usize) -> World {
+            World {
+                tracker: Tracker::new(settings(top)),
+                now: Instant::now(),
+                keys: HashMap::new(),
+                missed: 0,
+            }
+        }
+
+        fn send(&mut self, k: PeerKey, bytes: u64) {
+            self.keys.entry(k).or_default().add(&tx(bytes));
+        }
+
+        fn tick(&mut self) -> PeerTable {
+            self.now += Duration::from_secs(10);
+            let readings: Vec<(PeerKey, Counts)> = self.keys.iter().map(|(k, c)| (*k, *c)).collect();
+            let mut total = tx(0);
+            total.tx_packets = 0;
+            for c in self.keys.values() {
+                total.add(c);
+            }
+            total.tx_bytes += self.missed;
+            let exact: HashMap<Arc<str>, Counts> = [(Arc::from("w=\"a\""), total)].into();
+            let workload_of = |_: u64, _: u8, _: u8| Some(Arc::from("w=\"a\""));
+            let (table, stats) = self.tracker.tick(
+                &readings,
+                &TickInput {
+                    workload_of: &workload_of,
+                    exact: &exact,
+                    now: self.now,
+                },
+            );
+            for k in stats.idle_keys {
+                self.keys.remove(&k);
+            }
+            table
+        }
+    }
+
+    fn value(table: &PeerTable, peer: &str, protocol: &str) -> Option<u64> {
+        table
+            .rows
+            .iter()
+            .find(|r| &*r.peer == peer && &*r.protocol == protocol)
+            .map(|r| r.counts.tx_bytes)
+    }
+
+    #[test]
+    fn the_top_k_have_series_and_the_rest_is_other() {
+        let mut w = World::new(2);
+        for i in 1..=5u8 {
+            w.send(key(7, i, 445, SIDE_SERVER), 1000 * i as u64);
+        }
+        let first = w.tick();
+        // The first tick is the baseline of the exact counter; nothing shown
+        // had a value yet: all went to `other`, and the top two are shown.
+        assert_eq!(value(&first, "10.0.0.5", "smb"), Some(0));
+        assert_eq!(value(&first, "10.0.0.4", "smb"), Some(0));
+        assert_eq!(value(&first, "10.0.0.3", "smb"), None);
+        assert_eq!(value(&first, "other", "smb"), Some(15_000));
+        for i in 1..=5u8 {
+            w.send(key(7, i, 445, SIDE_SERVER), 100);
+        }
+        let t = w.tick();
+        assert_eq!(value(&t, "10.0.0.5", "smb"), Some(100), "from 0, its own delta");
+        assert_eq!(value(&t, "other", "smb"), Some(15_300));
+        let shown: Vec<_> = t.rows.iter().filter(|r| &*r.protocol == "smb").collect();
+        assert_eq!(shown.len(), 3, "K + 1");
+        assert_eq!(&*t.rows[0].rendered, "w=\"a\",peer=\"10.0.0.4\",protocol=\"smb\",side=\"server\"");
+    }
+
+    #[test]
+    fn increases_add_up_to_the_workload_counter() {
+        let mut w = World::new(3);
+        let mut exact_before = 0;
+        let mut series_before: HashMap<Arc<str>, u64> = HashMap::new();
+        for round in 0..40u64 {
+            for i in 0..50u8 {
+                // Peers that come and go, and shift in weight.
+                if (i as u64 + round) % 7 < 3 {
+                    let side = if i % 2 == 0 { SIDE_SERVER } else { SIDE_NONE };
+                    w.send(key(1, i, if side == SIDE_SERVER { 445 } else { 0 }, side), (i as u64 * 37 + round * 11) % 500 + 1);
+                }
+            }
+            w.missed += round;
+            let t = w.tick();
+            let exact: u64 = w.keys.values().map(|c| c.tx_bytes).sum::<u64>() + w.missed;
+            if round > 0 {
+                // Every series' increase (a new one from 0, a gone one's
+                // last value kept) against the counter's.
+                let mut increase = 0;
+                for r in &t.rows {
+                    let before = series_before.get(&r.rendered).copied().unwrap_or(0);
+                    assert!(r.counts.tx_bytes >= before, "monotonic: {}", r.rendered);
+                    increase += r.counts.tx_bytes - before;
+                }
+                assert_eq!(increase, exact - exact_before, "round {round}");
+            }
+            for r in &t.rows {
+                series_before.insert(Arc::clone(&r.rendered), r.counts.tx_bytes);
+            }
+            exact_before = exact;
+            let per_group = t.rows.iter().filter(|r| &*r.protocol == "smb").count();
+            assert!(per_group <= 4, "at most K + 1 per group: {per_group}");
+        }
+    }
+
+    #[test]
+    fn hysteresis_and_a_minimum_lifetime_keep_series_steady() {
+        let mut w = World::new(1);
+        w.send(key(1, 1, 445, SIDE_SERVER), 1000);
+        w.tick();
+        // A newcomer a little heavier does not take the place.
+        for _ in 0..5 {
+            w.send(key(1, 1, 445, SIDE_SERVER), 1000);
+            w.send(key(1, 2, 445, SIDE_SERVER), 1500);
+            let t = w.tick();
+            assert!(value(&t, "10.0.0.1", "smb").is_some());
+            assert!(value(&t, "10.0.0.2", "smb").is_none());
+        }
+        // Ten times heavier does, once the shown one is old enough.
+        w.send(key(1, 2, 445, SIDE_SERVER), 100_000);
+        w.send(key(1, 1, 445, SIDE_SERVER), 10);
+        let t = w.tick();
+        assert_eq!(value(&t, "10.0.0.2", "smb"), Some(0));
+        assert!(value(&t, "10.0.0.1", "smb").is_none());
+        // Back on top: it continues from its last value.
+        let before = {
+            w.send(key(1, 1, 445, SIDE_SERVER), 10_000_000);
+            w.tick();
+            w.send(key(1, 1, 445, SIDE_SERVER), 10);
+            w.tick()
+        };
+        assert!(value(&before, "10.0.0.1", "smb").unwrap() >= 5000);
+    }
+
+    #[test]
+    fn idle_keys_are_handed_back_and_idle_series_go() {
+        let mut w = World::new(2);
+        w.send(key(1, 1, 2049, SIDE_SERVER), 1000);
+        w.tick();
+        w.send(key(1, 1, 2049, SIDE_SERVER), 1000);
+        assert_eq!(value(&w.tick(), "10.0.0.1", "nfs"), Some(1000));
+        let mut gone = false;
+        for _ in 0..10 {
+            let t = w.tick();
+            if value(&t, "10.0.0.1", "nfs").is_none() {
+                gone = true;
+            }
+        }
+        assert!(gone, "quiet for idle: the series goes");
+        assert!(w.keys.is_empty(), "and the key leaves the kernel's map");
+    }
+
+    #[test]
+    fn public_addresses_fold_when_asked() {
+        let v4 = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(peer_label(v4("203.0.113.77"), 24, 128), "203.0.113.0/24");
+        assert_eq!(peer_label(v4("192.168.1.7"), 24, 128), "192.168.1.7");
+        assert_eq!(peer_label(v4("100.64.1.7"), 24, 128), "100.64.1.7", "CGNAT");
+        assert_eq!(peer_label(v4("203.0.113.77"), 32, 128), "203.0.113.77");
+        assert_eq!(peer_label(v4("2001:db8:1:2::5"), 32, 48), "2001:db8:1::/48");
+        assert_eq!(peer_label(v4("fd00::5"), 32, 48), "fd00::5");
+    }
+}
