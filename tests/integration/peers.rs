@@ -329,7 +329,10 @@ struct Checks(Vec<String>);
 impl Checks {
     fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
         if !ok {
-            self.0.push(what());
+            let what = what();
+            // At once too: a later panic would hide it.
+            eprintln!("FAILED: {what}");
+            self.0.push(what);
         }
     }
 
