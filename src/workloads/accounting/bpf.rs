@@ -1,11 +1,11 @@
 //! The `bpf()` system call, the few commands the accounting uses: create a
-//! map, load a program (with the verifier's log when it refuses), link it
-//! to a cgroup, read (or take) a hash map in batches, write and delete
-//! keys; and the memory mapping of an array map, which user space reads
-//! with no call at all. Each command's attributes are a zeroed buffer with
-//! its fields written at the offsets of the kernel's `union bpf_attr`; the
-//! kernel accepts a buffer larger than it knows as long as the rest is
-//! zero.
+//! map (hash or array), load a program (with the verifier's log when it
+//! refuses), link it to a cgroup, read (or take) a hash map in batches,
+//! write and delete keys of any size; and the memory mapping of an array
+//! map, which user space reads with no call at all. Each command's
+//! attributes are a zeroed buffer with its fields written at the offsets
+//! of the kernel's `union bpf_attr`; the kernel accepts a buffer larger
+//! than it knows as long as the rest is zero.
 
 use std::ffi::CString;
 use std::io;
@@ -23,6 +23,10 @@ const MAP_TYPE_HASH: u32 = 1;
 const MAP_TYPE_ARRAY: u32 = 2;
 /// An array map user space may `mmap`.
 const F_MMAPABLE: u32 = 1 << 10;
+/// A hash map whose entries are allocated as they are inserted and freed
+/// after the programs that may hold them are done (so a key deleted under
+/// a counting program is never reused for another key meanwhile).
+pub const F_NO_PREALLOC: u32 = 1;
 const PROG_TYPE_CGROUP_SKB: u32 = 8;
 
 /// Where a cgroup_skb program runs.
@@ -114,7 +118,31 @@ pub fn hash_map(
     value_size: usize,
     max_entries: u32,
 ) -> Result<OwnedFd, BpfError> {
-    map_create(MAP_TYPE_HASH, 0, name, key_size, value_size, max_entries)
+    hash_map_with(name, key_size, value_size, max_entries, 0)
+}
+
+/// [`hash_map`], with map flags (such as [`F_NO_PREALLOC`]).
+pub fn hash_map_with(
+    name: &str,
+    key_size: usize,
+    value_size: usize,
+    max_entries: u32,
+    flags: u32,
+) -> Result<OwnedFd, BpfError> {
+    map_create(
+        MAP_TYPE_HASH,
+        flags,
+        name,
+        key_size,
+        value_size,
+        max_entries,
+    )
+}
+
+/// An array map of `max_entries` values of `value_size` bytes (4-byte
+/// keys), zeroed.
+pub fn array_map(name: &str, value_size: usize, max_entries: u32) -> Result<OwnedFd, BpfError> {
+    map_create(MAP_TYPE_ARRAY, 0, name, 4, value_size, max_entries)
 }
 
 fn map_create(
@@ -206,6 +234,23 @@ pub fn link_cgroup(
 /// time: one call per chunk. With `take`, each entry read is deleted in
 /// the same call, so nothing added between a read and a delete is lost.
 pub fn read_all(map: &OwnedFd, chunk: usize, take: bool) -> Result<Vec<(u64, [u64; 4])>, BpfError> {
+    Ok(read_keyed::<8>(map, chunk, take)?
+        .into_iter()
+        .map(|(key, value)| (u64::from_ne_bytes(key), value))
+        .collect())
+}
+
+/// A map entry read: its key's bytes, and its four counters.
+pub type Entry<const K: usize> = ([u8; K], [u64; 4]);
+
+/// [`read_all`] for a map whose keys are `K` bytes, returned as bytes. The
+/// map's keys must be `K` bytes and its values 32: the kernel writes that
+/// much per entry.
+pub fn read_keyed<const K: usize>(
+    map: &OwnedFd,
+    chunk: usize,
+    take: bool,
+) -> Result<Vec<Entry<K>>, BpfError> {
     let (command, name) = if take {
         (MAP_LOOKUP_AND_DELETE_BATCH, "map lookup and delete batch")
     } else {
@@ -213,7 +258,7 @@ pub fn read_all(map: &OwnedFd, chunk: usize, take: bool) -> Result<Vec<(u64, [u6
     };
     let chunk = chunk.max(1);
     let mut entries = Vec::new();
-    let mut keys = vec![0u64; chunk];
+    let mut keys = vec![[0u8; K]; chunk];
     let mut values = vec![[0u64; 4]; chunk];
     // The batch token: a bucket index for a hash map.
     let mut token = [0u64; 1];
@@ -232,7 +277,7 @@ pub fn read_all(map: &OwnedFd, chunk: usize, take: bool) -> Result<Vec<(u64, [u6
             Ok(_) => {}
             // One bucket holds more than a chunk: again, with room for it.
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && keys.len() < 1 << 20 => {
-                keys.resize(keys.len() * 2, 0);
+                keys.resize(keys.len() * 2, [0; K]);
                 values.resize(keys.len(), [0; 4]);
                 continue;
             }
@@ -265,10 +310,17 @@ pub fn read_all(map: &OwnedFd, chunk: usize, take: bool) -> Result<Vec<(u64, [u6
 
 /// Removes `key` from `map`; a key already gone is not an error.
 pub fn delete(map: &OwnedFd, key: u64) -> Result<(), BpfError> {
-    let mut attr = Attr::new().u32(0, map.as_raw_fd() as u32).u64(8, ptr(&key));
+    delete_key(map, &key.to_ne_bytes()).map(drop)
+}
+
+/// Removes `key` (the map's key size) from `map`: whether it was there.
+pub fn delete_key(map: &OwnedFd, key: &[u8]) -> Result<bool, BpfError> {
+    let mut attr = Attr::new()
+        .u32(0, map.as_raw_fd() as u32)
+        .u64(8, ptr(key.as_ptr()));
     match call(MAP_DELETE_ELEM, &mut attr) {
-        Ok(_) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
         Err(source) => Err(BpfError::Call {
             command: "map delete",
             source,
@@ -278,9 +330,15 @@ pub fn delete(map: &OwnedFd, key: u64) -> Result<(), BpfError> {
 
 /// Sets `key` of a map with 8-byte keys to `value` (created or replaced).
 pub fn update(map: &OwnedFd, key: u64, value: &[u8]) -> Result<(), BpfError> {
+    update_key(map, &key.to_ne_bytes(), value)
+}
+
+/// Sets `key` to `value`, each the size the map was made with (created or
+/// replaced).
+pub fn update_key(map: &OwnedFd, key: &[u8], value: &[u8]) -> Result<(), BpfError> {
     let mut attr = Attr::new()
         .u32(0, map.as_raw_fd() as u32)
-        .u64(8, ptr(&key))
+        .u64(8, ptr(key.as_ptr()))
         .u64(16, ptr(value.as_ptr()));
     call(MAP_UPDATE_ELEM, &mut attr)
         .map(drop)

@@ -19,6 +19,8 @@
 //! [`settle`]: Accounting::settle
 
 pub mod bpf;
+pub mod elf;
+pub mod peers;
 pub mod program;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -50,6 +52,8 @@ pub enum AccountingError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the compiled BPF object: {0}")]
+    Object(#[from] elf::ElfError),
 }
 
 /// One cgroup's socket traffic since the program was attached: bytes are
