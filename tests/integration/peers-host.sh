@@ -301,6 +301,10 @@ while True:
 host() {
   exec 2>"$ROOT/script.log"
   trap 'echo "peers-host.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
+  # As the pid namespace's init, bash ignores a SIGTERM it has no handler
+  # for: this one (unshare's --kill-child when the test goes) cleans up
+  # and ends the host.
+  trap 'cleanup; exit 143' TERM
   set -x
   mount -t sysfs sysfs /sys
   mount -t cgroup2 cgroup2 "$CG"
@@ -343,10 +347,17 @@ host() {
   set +x
   until [ -e "$ROOT/done" ]; do sleep 0.1; done
   set -x
+  cleanup
+}
+
+# What the host made outside itself: the cgroups (the machine's) and the
+# containers'. Everything else goes with its namespaces and pid 1.
+cleanup() {
+  trap - TERM
   if [ -S "$ROOT/docker.sock" ]; then
-    DOCKER_HOST="unix://$ROOT/docker.sock" docker ps -aq | xargs -r docker -H "unix://$ROOT/docker.sock" rm -f >/dev/null 2>&1 || true
+    export DOCKER_HOST="unix://$ROOT/docker.sock"
+    docker ps -aq | xargs -r docker rm -f >/dev/null 2>&1 || true
   fi
-  # The cgroups made here are the machine's: empty them and remove them.
   local cg
   for cg in $(tac "$ROOT/cgroups"); do
     [ -d "$CG/$cg" ] || continue

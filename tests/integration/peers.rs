@@ -20,6 +20,7 @@
 //! is already there, and whatever it made is removed when a test ends,
 //! even when the host was killed.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -50,6 +51,18 @@ impl Host {
             .env("PARTS", parts);
         for (k, v) in env {
             command.env(k, v);
+        }
+        // Should this process die without unwinding (a CI timeout's kill),
+        // the host goes with it: unshare is killed, and kills its child,
+        // the host's pid 1, and so everything in the host.
+        // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
         let unshare = command.spawn().unwrap();
         let host = Host {
