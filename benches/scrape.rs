@@ -185,7 +185,7 @@ fn workloads(c: &mut Criterion) {
         }
         std::fs::write(home.join("cgroup.procs"), std::process::id().to_string())
             .expect("move back");
-        let workloads = Workloads::new(accounting, "instance");
+        let workloads = Workloads::new(accounting, None, "instance");
         workloads
             .publish(&tree, 1, &[&Claims::default()], false)
             .expect("publish");

@@ -15,7 +15,7 @@ use crate::clients::command::Runner;
 use crate::clients::middleware::socket::{SocketClient, Watched};
 use crate::clients::middleware::{Middleware, PathMetrics};
 use crate::composer::LabelTable;
-use crate::config::{Config, Schedule, VmLookup};
+use crate::config::{Config, PeersConfig, Schedule, VmLookup};
 use crate::expose::telemetry::{Failing, Telemetry, Turn};
 use crate::hub::Hub;
 use crate::resolve::sources::docker::DockerSource;
@@ -24,14 +24,16 @@ use crate::resolve::sources::lxc::LxcSource;
 use crate::resolve::sources::netlink::LinkWakes;
 use crate::resolve::sources::topology::TopologySource;
 use crate::resolve::sources::vm::VmSource;
-use crate::resolve::sources::{Claims, Source};
-use crate::resolve::wakes::Cause;
+use crate::resolve::sources::{Claims, ResolverId, Source};
+use crate::resolve::wakes::{Cause, woken_by};
 use crate::resolve::{AnyResolver, Publish, Resolver};
 use crate::scrape::{JoinStats, NetdevReader, Scrape};
+use crate::workloads::accounting::peers::PeerCounting;
 use crate::workloads::accounting::{Accounting, Counts};
 use crate::workloads::cgroups::{CgroupSource, find_mount};
 use crate::workloads::namespaces::{NamespaceCounts, NamespaceReader};
-use crate::workloads::{Workload, Workloads};
+use crate::workloads::peers::{PeerSource, PeerTable, TrackerSettings};
+use crate::workloads::{PeerCounts, Workload, Workloads};
 
 /// The exporter's background work, for the app to start: see [`Exporter::background`].
 pub struct Background {
@@ -78,7 +80,7 @@ impl Exporter {
             bpf,
             netdev: NetdevReader::new(&config.procfs, config.netdev, &telemetry),
             namespaces: NamespaceReader::new(&config.procfs, config.netdev.timeout, &telemetry),
-            hub: Hub::new(config.labels.clone(), workloads),
+            hub: Hub::new(config.labels.clone(), workloads.map(Arc::new)),
             telemetry,
             config,
             netdev_failing: Failing::default(),
@@ -153,6 +155,19 @@ impl Exporter {
                 accounting.schedule.timeout,
             );
             list.push(self.resolver(source, accounting.schedule, publish));
+        }
+        if let (Some(peers), Some(workloads)) = (&c.peers, self.hub.workloads())
+            && workloads.peers().is_some()
+        {
+            let me = Arc::clone(self);
+            let publish: Publish<_> = Box::new(move |table| me.hub.publish_peers(table));
+            let source = PeerSource::new(
+                Arc::clone(workloads),
+                TrackerSettings::from_config(peers),
+                self.hub.waker(Cause::UnknownCgroup),
+                &self.telemetry,
+            );
+            list.push(self.resolver(source, peers.schedule, publish));
         }
         if let Some(vm) = &c.vm {
             let source = VmSource::new(
@@ -354,19 +369,28 @@ impl Exporter {
     /// read again and its composition waited for, up to [`UNKNOWN_WAIT`],
     /// so the new workload is written under its name at this scrape, not
     /// the next. At most once per wake gap, as for new interfaces.
+    /// The same for peers the per-peer map has and the last tick did not
+    /// read: the tick runs early and is waited for, so a new peer of a
+    /// workload is in this scrape's `other` or series, not the next's.
     async fn await_new_cgroups(&self) {
         let Some(workloads) = self.hub.workloads() else {
             return;
         };
-        if !workloads.unsettled() {
-            return;
-        }
+        let new_peers = workloads
+            .peers()
+            .is_some_and(|p| p.counting.stats().new_keys != p.table.load().new_keys);
         let before = self.hub.refreshes();
-        if self.hub.wake_for_unknown_cgroups() {
+        let mut woke: Vec<ResolverId> = Vec::new();
+        if workloads.unsettled() && self.hub.wake_for_unknown_cgroups() {
+            woke.extend(woken_by(Cause::UnknownCgroup));
+        }
+        if new_peers && self.hub.wake_for_unknown_peers() {
+            woke.extend(woken_by(Cause::UnknownPeer));
+        }
+        if !woke.is_empty() {
             let deadline = tokio::time::Instant::now() + UNKNOWN_WAIT;
-            let ids = crate::resolve::wakes::woken_by(crate::resolve::wakes::Cause::UnknownCgroup);
-            let answered = self.hub.refreshed_of(ids, before, deadline).await;
-            tracing::debug!(answered, "waited for the cgroup tree's answer about new cgroups");
+            let answered = self.hub.refreshed_of(&woke, before, deadline).await;
+            tracing::debug!(answered, woke = ?woke, "waited for the answer about new cgroups or peers");
         }
     }
 
@@ -400,6 +424,9 @@ impl Exporter {
             }
         };
         let stats = workloads.write(out);
+        if let Some(peers) = workloads.peers() {
+            peers.table.load().write(out);
+        }
         health(workloads.healthy());
         if stats.unknown > 0 {
             self.hub.wake_for_unknown_cgroups();
@@ -424,6 +451,12 @@ impl Exporter {
                 .map(|(w, c)| (table.workloads[w].clone(), c))
                 .collect(),
         )
+    }
+
+    /// The latest tick's peer series (for the live view); `None` where
+    /// the kernel does not count per peer here.
+    pub fn read_peers(&self) -> Option<Arc<PeerTable>> {
+        Some(self.hub.workloads()?.peers()?.table.load_full())
     }
 
     fn after_join(&self, stats: &JoinStats) {
@@ -459,11 +492,46 @@ fn attach_accounting(
         Ok(accounting) => {
             tracing::info!(cgroup = %cgroup.display(), "counting traffic per cgroup");
             up.set(1.0);
-            Some(Workloads::new(accounting, &config.labels.owner_label))
+            // After the counter: the programs run in the order they are
+            // linked, and the root's NFS count must trail its total.
+            let peers = config.peers.as_ref().and_then(|p| attach_peers(p, &cgroup));
+            Some(Workloads::new(
+                accounting,
+                peers,
+                &config.labels.owner_label,
+            ))
         }
         Err(e) => {
             tracing::info!(error = %e, "cannot count traffic per cgroup (it needs CAP_BPF and CAP_NET_ADMIN, and kernel 5.7): no traffic per workload (host-network containers and services stay unnamed)");
             up.set(0.0);
+            None
+        }
+    }
+}
+
+/// The per-peer programs, linked to `cgroup` beside the counter. Where they
+/// cannot be (an older kernel's verifier, a map too large for the memory
+/// limit) it says so once: traffic per workload is still counted.
+fn attach_peers(config: &PeersConfig, cgroup: &Path) -> Option<PeerCounts> {
+    use std::os::unix::fs::MetadataExt;
+    let root_id = match std::fs::metadata(cgroup) {
+        Ok(m) => m.ino(),
+        Err(e) => {
+            tracing::info!(cgroup = %cgroup.display(), error = %e, "cannot count traffic per peer");
+            return None;
+        }
+    };
+    match PeerCounting::attach(cgroup, config.max_peers, &config.ports, root_id) {
+        Ok(counting) => {
+            tracing::info!(max_peers = config.max_peers, "counting traffic per peer");
+            Some(PeerCounts {
+                counting,
+                nfs_protocol: config.protocol_index(crate::workloads::NFS),
+                table: Default::default(),
+            })
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "cannot count traffic per peer: no net_peer_* series (traffic per workload is still counted)");
             None
         }
     }

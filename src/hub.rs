@@ -23,6 +23,7 @@ use crate::resolve::wakes::{Cause, woken_by};
 use crate::workloads::Workloads;
 use crate::workloads::cgroups::CgroupTree;
 use crate::workloads::namespaces::{self, NamespaceWorkload};
+use crate::workloads::peers::PeerTable;
 
 pub struct Hub {
     settings: Arc<LabelSettings>,
@@ -32,7 +33,7 @@ pub struct Hub {
     table: ArcSwap<LabelTable>,
     cgroups: ArcSwap<CgroupTree>,
     /// Traffic per cgroup, where the counting programs are attached.
-    workloads: Option<Workloads>,
+    workloads: Option<Arc<Workloads>>,
     /// Where they are not: the containers whose traffic is their own
     /// namespace's only.
     namespace_only: ArcSwap<Vec<NamespaceWorkload>>,
@@ -47,6 +48,8 @@ pub struct Hub {
     /// The same for the cgroup resolver, woken by cgroups a scrape counted
     /// but the workload table did not know.
     last_cgroup_wake: AtomicU64,
+    /// When a scrape last woke the peers' tick (as `last_cgroup_wake`).
+    last_peer_wake: AtomicU64,
     composed: AtomicBool,
     /// Indexed by [`ResolverId`]: how many times each resolver has published
     /// (changed or not), bumped once the table reflects it.
@@ -83,7 +86,7 @@ pub type Refreshes = [u64; ResolverId::COUNT];
 pub const UNKNOWN_WAKE_GAP: Duration = Duration::from_secs(5);
 
 impl Hub {
-    pub fn new(settings: LabelSettings, workloads: Option<Workloads>) -> Hub {
+    pub fn new(settings: LabelSettings, workloads: Option<Arc<Workloads>>) -> Hub {
         Hub {
             settings: Arc::new(settings),
             topology: ArcSwap::default(),
@@ -97,6 +100,7 @@ impl Hub {
             born: Instant::now(),
             last_unknown_wake: AtomicU64::new(0),
             last_cgroup_wake: AtomicU64::new(0),
+            last_peer_wake: AtomicU64::new(0),
             composed: AtomicBool::new(false),
             refreshes: watch::Sender::new([0; ResolverId::COUNT]),
             pending: Mutex::default(),
@@ -201,8 +205,29 @@ impl Hub {
     }
 
     /// Traffic per workload, if the kernel counts it here.
-    pub fn workloads(&self) -> Option<&Workloads> {
+    pub fn workloads(&self) -> Option<&Arc<Workloads>> {
         self.workloads.as_ref()
+    }
+
+    /// Replaces the peer series with a tick's.
+    pub fn publish_peers(&self, table: PeerTable) {
+        if let Some(peers) = self.workloads.as_ref().and_then(|w| w.peers()) {
+            peers.table.store(Arc::new(table));
+        }
+        self.published(ResolverId::Peers, false, false);
+    }
+
+    /// A scrape found keys in the per-peer map the last tick did not read:
+    /// the tick runs early, as often as [`Hub::wake_for_unknown`]. Returns
+    /// whether it woke it.
+    pub fn wake_for_unknown_peers(&self) -> bool {
+        let due = self.wake_due(&self.last_peer_wake);
+        if due {
+            for wake in self.waker(Cause::UnknownPeer) {
+                wake.notify_one();
+            }
+        }
+        due
     }
 
     /// The containers whose traffic only their namespace's `net/dev` has,

@@ -66,10 +66,7 @@ impl RawPeers {
         if schedule.interval < MIN_INTERVAL {
             return Err(invalid(
                 d::PEERS_INTERVAL.key,
-                format!(
-                    "at least {}",
-                    humantime::format_duration(MIN_INTERVAL)
-                ),
+                format!("at least {}", humantime::format_duration(MIN_INTERVAL)),
             ));
         }
         let top = count(&d::PEERS_TOP, self.top)?;
@@ -108,11 +105,12 @@ impl RawPeers {
     }
 }
 
+/// Protocol names, and each listed port with its protocol's index.
+type PortTable = (Vec<Box<str>>, Vec<(u16, u8)>);
+
 /// The default table with the file's rows over it: protocol names and each
 /// listed port with its protocol's index.
-fn port_table(
-    overrides: BTreeMap<String, Vec<u16>>,
-) -> Result<(Vec<Box<str>>, Vec<(u16, u8)>), ConfigError> {
+fn port_table(overrides: BTreeMap<String, Vec<u16>>) -> Result<PortTable, ConfigError> {
     let key = d::PEERS_PORTS.key;
     let mut table: Vec<(String, Vec<u16>)> = d::PEERS_PORTS
         .default
@@ -136,6 +134,8 @@ fn port_table(
             table.push((name, ports));
         }
     }
+    // One order whichever rows the file wrote.
+    table.sort();
     if table.len() > MAX_PROTOCOLS {
         return Err(invalid(key, format!("at most {MAX_PROTOCOLS} protocols")));
     }

@@ -26,6 +26,8 @@ const SOURCE_ERRORS: &str = "truenas_net_exporter_source_errors_total";
 const CONNECTIONS: &str = "truenas_net_exporter_http_connections";
 const LABEL_COLLISIONS: &str = "truenas_net_exporter_label_collisions";
 const NEW_INTERFACE_WAIT: &str = "truenas_net_exporter_new_interface_wait_seconds";
+const PEERS_LOST_PACKETS: &str = "truenas_net_exporter_peers_lost_packets_total";
+const PEERS_LOST_BYTES: &str = "truenas_net_exporter_peers_lost_bytes_total";
 
 static METADATA: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
 
@@ -61,6 +63,9 @@ pub struct Telemetry {
     pub label_collisions: Gauge,
     /// What scrapes that met new interfaces waited for the resolvers.
     pub unknown_wait: Histogram,
+    /// What the per-peer map had no room for (the kernel's totals).
+    pub peers_lost_packets: Counter,
+    pub peers_lost_bytes: Counter,
     limits: Vec<Arc<LimitMetric>>,
 }
 
@@ -130,6 +135,14 @@ impl Telemetry {
                 "TLS handshakes that failed (no or a bad client certificate, a client that does not speak TLS).",
             ),
             (SOURCE_ERRORS, "Failed lookups of a source of a resolver."),
+            (
+                PEERS_LOST_PACKETS,
+                "Packets the kernel's per-peer map had no room for ([peers] max_peers); still counted per workload, under peer=\"other\".",
+            ),
+            (
+                PEERS_LOST_BYTES,
+                "Bytes of the packets the kernel's per-peer map had no room for.",
+            ),
         ] {
             let (name, text) = help(name, text);
             recorder.describe_counter(name, None, text);
@@ -178,6 +191,8 @@ impl Telemetry {
             tls_handshake_errors: recorder.register_counter(&key(TLS_HANDSHAKE_ERRORS), &METADATA),
             label_collisions: recorder.register_gauge(&key(LABEL_COLLISIONS), &METADATA),
             unknown_wait: recorder.register_histogram(&key(NEW_INTERFACE_WAIT), &METADATA),
+            peers_lost_packets: recorder.register_counter(&key(PEERS_LOST_PACKETS), &METADATA),
+            peers_lost_bytes: recorder.register_counter(&key(PEERS_LOST_BYTES), &METADATA),
             limits: Limit::ALL
                 .iter()
                 .map(|&limit| {

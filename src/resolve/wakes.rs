@@ -29,6 +29,8 @@ pub enum Cause {
     UnknownInterface,
     /// A scrape counted traffic of a cgroup the workload table does not know.
     UnknownCgroup,
+    /// A scrape found peers in the kernel's map that the last tick had not.
+    UnknownPeer,
 }
 
 /// The resolvers `cause` wakes.
@@ -48,6 +50,7 @@ pub fn woken_by(cause: Cause) -> &'static [ResolverId] {
         Cause::UnknownInterface => &ResolverId::ALL,
         // A Docker cgroup waits for the engine's name for it.
         Cause::UnknownCgroup => &[Cgroups, Docker],
+        Cause::UnknownPeer => &[Peers],
     }
 }
 
@@ -56,7 +59,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_resolver_is_woken_by_some_event() {
+    fn every_resolver_but_the_peers_tick_is_woken_by_some_event() {
         let events = [
             Cause::Link,
             Cause::VethLink,
@@ -68,7 +71,8 @@ mod tests {
         ];
         for id in ResolverId::ALL {
             let woken = events.iter().any(|&c| woken_by(c).contains(&id));
-            assert!(woken, "{id:?}");
+            // The peers' tick reads only the kernel: only a scrape wakes it.
+            assert_eq!(woken, id != ResolverId::Peers, "{id:?}");
         }
         // A container's start reads the cgroup tree again.
         for cause in [Cause::DockerEvent, Cause::ContainerEvent, Cause::IncusEvent] {

@@ -12,6 +12,7 @@ pub(crate) mod namespaces;
 pub mod peers;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,8 +21,10 @@ use arc_swap::ArcSwap;
 use crate::expose::encoder::{self, MetricType};
 use crate::model::owner::{Owner, OwnerKind};
 use crate::resolve::sources::Claims;
+use crate::workloads::accounting::peers::PeerCounting;
 use crate::workloads::accounting::{Accounting, AccountingError, Counts};
 use crate::workloads::cgroups::CgroupTree;
+use crate::workloads::peers::PeerTable;
 
 /// One workload: what its series say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +53,12 @@ pub struct WorkloadTable {
     pub unslotted: usize,
     /// Cgroups no walk has that count in a slot of their own.
     pub orphans: HashSet<u64>,
+    /// The root cgroup's workload, and the NFS server's: NFS the root
+    /// serves (kernel threads) moves from the one to the other.
+    pub root: Option<u32>,
+    pub nfs: Option<u32>,
+    /// The root cgroup's id.
+    pub root_cgroup: Option<u64>,
 }
 
 /// A unit's name if `path` is a systemd service's cgroup
@@ -251,9 +260,22 @@ struct Memory {
     nfs: HashSet<u64>,
 }
 
+/// The per-peer programs beside the counters, and what they give.
+pub struct PeerCounts {
+    pub counting: PeerCounting,
+    /// The `nfs` protocol's index in the port table, if it is listed.
+    pub nfs_protocol: Option<u8>,
+    /// The latest tick's series.
+    pub table: ArcSwap<PeerTable>,
+}
+
 /// The counting programs and the latest table.
 pub struct Workloads {
     accounting: Accounting,
+    peers: Option<PeerCounts>,
+    /// The root's counts as last written, less the NFS it served: never
+    /// written lower (the two are read a moment apart).
+    root_floor: [AtomicU64; 4],
     table: ArcSwap<WorkloadTable>,
     memory: Mutex<Memory>,
     owner_label: String,
@@ -263,9 +285,11 @@ pub struct Workloads {
 }
 
 impl Workloads {
-    pub fn new(accounting: Accounting, owner_label: &str) -> Workloads {
+    pub fn new(accounting: Accounting, peers: Option<PeerCounts>, owner_label: &str) -> Workloads {
         Workloads {
             accounting,
+            peers,
+            root_floor: Default::default(),
             table: ArcSwap::default(),
             memory: Mutex::default(),
             owner_label: owner_label.to_owned(),
@@ -287,6 +311,26 @@ impl Workloads {
     /// Detaches the counting programs (the way out).
     pub fn detach(&self) {
         self.accounting.detach();
+        if let Some(peers) = &self.peers {
+            peers.counting.detach();
+        }
+    }
+
+    /// The per-peer counting, where it runs.
+    pub fn peers(&self) -> Option<&PeerCounts> {
+        self.peers.as_ref()
+    }
+
+    /// NFS the root cgroup served (knfsd's threads), counted exactly.
+    fn root_nfs(&self) -> Counts {
+        match &self.peers {
+            Some(PeerCounts {
+                counting,
+                nfs_protocol: Some(nfs),
+                ..
+            }) => counting.root_protocol(*nfs),
+            _ => Counts::default(),
+        }
     }
 
     /// Whether the last composition could write the kernel's maps.
@@ -298,7 +342,9 @@ impl Workloads {
     /// to the [`NFS`] workload once it is an orphan. Returns whether this
     /// is news (a composition is then due).
     pub fn serves_nfs(&self, id: u64) -> bool {
-        if self.table.load().by_id.contains_key(&id) && !self.table.load().orphans.contains(&id) {
+        // Once a workload has its counts, it keeps them: a reclassified
+        // orphan would take its counts from one workload's counter.
+        if self.table.load().by_id.contains_key(&id) {
             return false;
         }
         let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
@@ -371,6 +417,13 @@ impl Workloads {
                 owner,
             });
         }
+        if self.root_nfs() != Counts::default() {
+            extras.push(Extra {
+                id: None,
+                kind: "service",
+                owner: Owner::new(OwnerKind::Service, NFS, ""),
+            });
+        }
         // Every workload with retired counts, so one whose cgroups all went
         // is still written while it lingers (for the others, a no-op).
         extras.extend(memory.retired.values().map(|r| Extra {
@@ -403,6 +456,14 @@ impl Workloads {
             true
         });
         drop(memory);
+        next.root_cgroup = tree.cgroups.first().map(|c| c.id);
+        next.root = next.root_cgroup.and_then(|id| next.by_id.get(&id).copied());
+        let nfs = render(&self.owner_label, "service", NFS, "");
+        next.nfs = next
+            .workloads
+            .iter()
+            .position(|w| w.rendered == nfs)
+            .map(|i| i as u32);
         next.orphans = settled.orphans.iter().copied().collect();
         next.by_slot = settled
             .slots
@@ -441,10 +502,24 @@ impl Workloads {
     /// both read through here, so they agree.
     pub fn read(&self) -> (Arc<WorkloadTable>, Sums, ReadStats) {
         let table = self.table.load_full();
+        // Read before the root's slot: every packet in it is in the root's
+        // counts by then (the counter runs first).
+        let root_nfs = self.root_nfs();
         let mut sums = table.retired.clone();
         for &(slot, w) in &table.by_slot {
             if let Some(sum) = sums.get_mut(w as usize) {
                 sum.add(&self.accounting.slot(slot));
+            }
+        }
+        if let (Some(root), Some(nfs)) = (table.root, table.nfs)
+            && root_nfs != Counts::default()
+            && root != nfs
+        {
+            if let Some(sum) = sums.get_mut(root as usize) {
+                *sum = self.floor(sum.saturating_sub(&root_nfs));
+            }
+            if let Some(sum) = sums.get_mut(nfs as usize) {
+                sum.add(&root_nfs);
             }
         }
         // A container is written from its first composition, at 0 if it
@@ -471,7 +546,22 @@ impl Workloads {
     }
 }
 
-type Family = (&'static str, &'static str, fn(&Counts) -> u64);
+impl Workloads {
+    /// `c`, but never below what was written before: a packet the counter
+    /// has and the NFS count has not yet would otherwise be taken off the
+    /// root once it has (a drop reads as a counter reset).
+    fn floor(&self, c: Counts) -> Counts {
+        let fields = [c.rx_bytes, c.rx_packets, c.tx_bytes, c.tx_packets];
+        let mut out = [0u64; 4];
+        for ((floor, v), o) in self.root_floor.iter().zip(fields).zip(&mut out) {
+            *o = floor.fetch_max(v, Ordering::Relaxed).max(v);
+        }
+        Counts::from_fields(out)
+    }
+}
+
+/// A counter family: name, help, and which count it writes.
+pub type Family = (&'static str, &'static str, fn(&Counts) -> u64);
 
 /// The workload families, from the workload's side (rx: what it received).
 /// The kernel counts its sockets' packets per cgroup (IP header and

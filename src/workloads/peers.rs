@@ -26,24 +26,25 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::expose::encoder::{self, MetricType};
+use crate::expose::telemetry::Telemetry;
+use crate::resolve::sources::{ResolverId, Source};
+use crate::workloads::accounting::AccountingError;
 use crate::workloads::accounting::Counts;
-
-/// What the kernel's `side` byte says.
-pub const SIDE_NONE: u8 = 0;
-pub const SIDE_SERVER: u8 = 1;
-pub const SIDE_CLIENT: u8 = 2;
+use crate::workloads::accounting::peers::{PeerKey, Side};
+use crate::workloads::{Family, Workloads};
 
 /// The `side` label: `server` where this host serves the peer (a listed
 /// local port), `client` where it is the peer's client (a listed remote
 /// port), empty where neither port is listed.
-pub fn side_label(side: u8) -> &'static str {
+pub fn side_label(side: Side) -> &'static str {
     match side {
-        SIDE_SERVER => "server",
-        SIDE_CLIENT => "client",
-        _ => "",
+        Side::Server => "server",
+        Side::Client => "client",
+        Side::None => "",
     }
 }
 
@@ -84,18 +85,6 @@ impl TrackerSettings {
             max_candidates: (c.max_peers as usize).max(c.top * CANDIDATES_PER_SERIES),
         }
     }
-
-}
-
-/// One key of the kernel's map, as user space reads it: the remote address
-/// (v4-mapped addresses as IPv4), the server port (0: none listed) and
-/// which end serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PeerKey {
-    pub cgroup: u64,
-    pub ip: IpAddr,
-    pub port: u16,
-    pub side: u8,
 }
 
 /// Where a kernel key's traffic goes: a workload (its rendered labels) and
@@ -104,7 +93,7 @@ pub struct PeerKey {
 struct Group {
     workload: Arc<str>,
     protocol: u8,
-    side: u8,
+    side: Side,
 }
 
 #[derive(Debug)]
@@ -154,7 +143,7 @@ pub struct TickInput<'a> {
     /// The workload a cgroup's traffic of a protocol (index, side) goes to,
     /// as its rendered labels; `None` for a cgroup not known yet (its
     /// counts wait for the next tick).
-    pub workload_of: &'a dyn Fn(u64, u8, u8) -> Option<Arc<str>>,
+    pub workload_of: &'a dyn Fn(u64, u8, Side) -> Option<Arc<str>>,
     /// Each workload's own counter now, read after the peer map.
     pub exact: &'a HashMap<Arc<str>, Counts>,
     pub now: Instant,
@@ -199,15 +188,6 @@ pub struct Tracker {
     protocol_names: Vec<Arc<str>>,
 }
 
-fn sub(a: &Counts, b: &Counts) -> Counts {
-    Counts {
-        rx_bytes: a.rx_bytes.saturating_sub(b.rx_bytes),
-        rx_packets: a.rx_packets.saturating_sub(b.rx_packets),
-        tx_bytes: a.tx_bytes.saturating_sub(b.tx_bytes),
-        tx_packets: a.tx_packets.saturating_sub(b.tx_packets),
-    }
-}
-
 /// Whether every field of `a` is at least `b`'s: a key that went back was
 /// deleted and made again.
 fn covers(a: &Counts, b: &Counts) -> bool {
@@ -240,7 +220,11 @@ impl Tracker {
 
     /// One tick: the kernel map's `readings` (every key, its counts since
     /// it was made), attributed, ranked and written as the next table.
-    pub fn tick(&mut self, readings: &[(PeerKey, Counts)], input: &TickInput) -> (PeerTable, TickStats) {
+    pub fn tick(
+        &mut self,
+        readings: &[(PeerKey, Counts)],
+        input: &TickInput,
+    ) -> (PeerTable, TickStats) {
         let now = input.now;
         let mut stats = TickStats::default();
         let mut seen: std::collections::HashSet<PeerKey> =
@@ -249,7 +233,7 @@ impl Tracker {
         let mut deltas: HashMap<(Group, Arc<str>), Counts> = HashMap::new();
         for (key, counts) in readings {
             seen.insert(*key);
-            let protocol = if key.side == SIDE_NONE {
+            let protocol = if key.side == Side::None {
                 0
             } else {
                 self.protocol_of(key.port)
@@ -260,7 +244,7 @@ impl Tracker {
             let state = match self.keys.get_mut(key) {
                 Some(s) => s,
                 None => {
-                    let peer = peer_label(key.ip, self.settings.fold_v4, self.settings.fold_v6);
+                    let peer = peer_label(key.ip(), self.settings.fold_v4, self.settings.fold_v6);
                     self.keys.entry(*key).or_insert(KeyState {
                         counts: Counts::default(),
                         changed: now,
@@ -269,7 +253,7 @@ impl Tracker {
                 }
             };
             let delta = if covers(counts, &state.counts) {
-                sub(counts, &state.counts)
+                counts.saturating_sub(&state.counts)
             } else {
                 *counts
             };
@@ -280,7 +264,7 @@ impl Tracker {
             let group = Group {
                 workload,
                 protocol,
-                side: if protocol == 0 { SIDE_NONE } else { key.side },
+                side: if protocol == 0 { Side::None } else { key.side },
             };
             deltas
                 .entry((group, Arc::clone(&state.peer)))
@@ -357,11 +341,11 @@ impl Tracker {
             };
             r.seen = now;
             r.peers.add(&from_peers);
-            let counted = sub(exact, &r.base);
-            let by_peers = sub(&r.peers, &r.peers_at_base);
-            let missed = sub(&counted, &by_peers);
+            let counted = exact.saturating_sub(&r.base);
+            let by_peers = r.peers.saturating_sub(&r.peers_at_base);
+            let missed = counted.saturating_sub(&by_peers);
             // Only what is above what was already given.
-            let more = sub(&missed, &r.given);
+            let more = missed.saturating_sub(&r.given);
             if more == Counts::default() {
                 continue;
             }
@@ -374,7 +358,7 @@ impl Tracker {
             let group = Group {
                 workload: Arc::clone(workload),
                 protocol: 0,
-                side: SIDE_NONE,
+                side: Side::None,
             };
             let state = self.groups.entry(group).or_default();
             state.other.add(&more);
@@ -457,7 +441,9 @@ impl Tracker {
             });
         }
         self.groups.retain(|_, s| {
-            !s.peers.is_empty() || s.last_active.is_some_and(|t| now.saturating_duration_since(t) < idle)
+            !s.peers.is_empty()
+                || s.last_active
+                    .is_some_and(|t| now.saturating_duration_since(t) < idle)
         });
     }
 
@@ -572,7 +558,7 @@ fn public_v6(ip: Ipv6Addr) -> bool {
 
 /// The peer families, from the workload's side (rx: what it received from
 /// the peer). L3 bytes, as `net_workload_*`.
-pub const FAMILIES: [(&str, &str, fn(&Counts) -> u64); 2] = [
+pub const FAMILIES: [Family; 2] = [
     (
         "net_peer_rx_bytes_total",
         "Bytes the workload received from the peer (IP header and payload); peer=\"other\": from the workload's peers with no series of their own.",
@@ -597,11 +583,104 @@ impl PeerTable {
     }
 }
 
-/// The shared latest table.
-pub type SharedTable = Arc<arc_swap::ArcSwap<PeerTable>>;
+/// The tick: reads the kernel's map, then the workloads' own counters, and
+/// hands both to the [`Tracker`]. A resolver like the others (bounded,
+/// its failures counted), woken early only by a scrape that finds keys the
+/// last tick did not read. The map's read is a few batch calls (bounded by
+/// `[peers] max_peers`), made on the resolvers' own thread.
+pub struct PeerSource {
+    workloads: Arc<Workloads>,
+    tracker: Mutex<Tracker>,
+    /// Woken when a removed cgroup turns out to serve NFS.
+    recompose: Vec<Arc<Notify>>,
+    lost: (metrics::Counter, metrics::Counter),
+}
 
-/// The state a [`PeerSource`] keeps between ticks.
-pub type SharedTracker = Mutex<Tracker>;
+impl PeerSource {
+    pub fn new(
+        workloads: Arc<Workloads>,
+        settings: TrackerSettings,
+        recompose: Vec<Arc<Notify>>,
+        telemetry: &Telemetry,
+    ) -> PeerSource {
+        PeerSource {
+            workloads,
+            tracker: Mutex::new(Tracker::new(settings)),
+            recompose,
+            lost: (
+                telemetry.peers_lost_packets.clone(),
+                telemetry.peers_lost_bytes.clone(),
+            ),
+        }
+    }
+
+    fn tick(&self) -> Result<PeerTable, AccountingError> {
+        let Some(peers) = self.workloads.peers() else {
+            return Ok(PeerTable::default());
+        };
+        let stats = peers.counting.stats();
+        let readings = peers.counting.read()?;
+        // After the map: the counters then hold all the map holds.
+        let (table, sums, _) = self.workloads.read();
+        let rendered: Vec<Arc<str>> = table
+            .workloads
+            .iter()
+            .map(|w| Arc::from(&*w.rendered))
+            .collect();
+        let exact: HashMap<Arc<str>, Counts> = sums
+            .iter()
+            .map(|&(w, c)| (Arc::clone(&rendered[w]), c))
+            .collect();
+        let news = std::cell::Cell::new(false);
+        let nfs = peers.nfs_protocol;
+        let workload_of = |cgroup: u64, protocol: u8, side: Side| -> Option<Arc<str>> {
+            let serves_nfs = side == Side::Server && nfs == Some(protocol);
+            if serves_nfs && table.root_cgroup == Some(cgroup) && table.nfs.is_some() {
+                return table.nfs.map(|w| Arc::clone(&rendered[w as usize]));
+            }
+            match table.by_id.get(&cgroup) {
+                Some(&w) => Some(Arc::clone(&rendered[w as usize])),
+                None => {
+                    if serves_nfs && self.workloads.serves_nfs(cgroup) {
+                        news.set(true);
+                    }
+                    None
+                }
+            }
+        };
+        let tracker = &mut *self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut next, done) = tracker.tick(
+            &readings,
+            &TickInput {
+                workload_of: &workload_of,
+                exact: &exact,
+                now: Instant::now(),
+            },
+        );
+        if news.get() {
+            for wake in &self.recompose {
+                wake.notify_one();
+            }
+        }
+        if !done.idle_keys.is_empty() {
+            peers.counting.remove(&done.idle_keys)?;
+        }
+        self.lost.0.absolute(stats.lost_packets);
+        self.lost.1.absolute(stats.lost_bytes);
+        next.new_keys = stats.new_keys;
+        Ok(next)
+    }
+}
+
+impl Source for PeerSource {
+    type Snapshot = PeerTable;
+    type Error = AccountingError;
+    const ID: ResolverId = ResolverId::Peers;
+
+    async fn refresh(&self) -> Result<PeerTable, AccountingError> {
+        self.tick()
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -620,10 +699,10 @@ mod tests {
         }
     }
 
-    fn key(cgroup: u64, last: u8, port: u16, side: u8) -> PeerKey {
+    fn key(cgroup: u64, last: u8, port: u16, side: Side) -> PeerKey {
         PeerKey {
             cgroup,
-            ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
+            addr: Ipv4Addr::new(10, 0, 0, last).to_ipv6_mapped(),
             port,
             side,
         }
@@ -662,7 +741,8 @@ mod tests {
 
         fn tick(&mut self) -> PeerTable {
             self.now += Duration::from_secs(10);
-            let readings: Vec<(PeerKey, Counts)> = self.keys.iter().map(|(k, c)| (*k, *c)).collect();
+            let readings: Vec<(PeerKey, Counts)> =
+                self.keys.iter().map(|(k, c)| (*k, *c)).collect();
             let mut total = tx(0);
             total.tx_packets = 0;
             for c in self.keys.values() {
@@ -670,7 +750,7 @@ mod tests {
             }
             total.tx_bytes += self.missed;
             let exact: HashMap<Arc<str>, Counts> = [(Arc::from("w=\"a\""), total)].into();
-            let workload_of = |_: u64, _: u8, _: u8| Some(Arc::from("w=\"a\""));
+            let workload_of = |_: u64, _: u8, _: Side| Some(Arc::from("w=\"a\""));
             let (table, stats) = self.tracker.tick(
                 &readings,
                 &TickInput {
@@ -698,7 +778,7 @@ mod tests {
     fn the_top_k_have_series_and_the_rest_is_other() {
         let mut w = World::new(2);
         for i in 1..=5u8 {
-            w.send(key(7, i, 445, SIDE_SERVER), 1000 * i as u64);
+            w.send(key(7, i, 445, Side::Server), 1000 * i as u64);
         }
         let first = w.tick();
         // The first tick is the baseline of the exact counter; nothing shown
@@ -708,14 +788,21 @@ mod tests {
         assert_eq!(value(&first, "10.0.0.3", "smb"), None);
         assert_eq!(value(&first, "other", "smb"), Some(15_000));
         for i in 1..=5u8 {
-            w.send(key(7, i, 445, SIDE_SERVER), 100);
+            w.send(key(7, i, 445, Side::Server), 100);
         }
         let t = w.tick();
-        assert_eq!(value(&t, "10.0.0.5", "smb"), Some(100), "from 0, its own delta");
+        assert_eq!(
+            value(&t, "10.0.0.5", "smb"),
+            Some(100),
+            "from 0, its own delta"
+        );
         assert_eq!(value(&t, "other", "smb"), Some(15_300));
         let shown: Vec<_> = t.rows.iter().filter(|r| &*r.protocol == "smb").collect();
         assert_eq!(shown.len(), 3, "K + 1");
-        assert_eq!(&*t.rows[0].rendered, "w=\"a\",peer=\"10.0.0.4\",protocol=\"smb\",side=\"server\"");
+        assert_eq!(
+            &*t.rows[0].rendered,
+            "w=\"a\",peer=\"10.0.0.4\",protocol=\"smb\",side=\"server\""
+        );
     }
 
     #[test]
@@ -727,8 +814,11 @@ mod tests {
             for i in 0..50u8 {
                 // Peers that come and go, and shift in weight.
                 if (i as u64 + round) % 7 < 3 {
-                    let side = if i % 2 == 0 { SIDE_SERVER } else { SIDE_NONE };
-                    w.send(key(1, i, if side == SIDE_SERVER { 445 } else { 0 }, side), (i as u64 * 37 + round * 11) % 500 + 1);
+                    let side = if i % 2 == 0 { Side::Server } else { Side::None };
+                    w.send(
+                        key(1, i, if side == Side::Server { 445 } else { 0 }, side),
+                        (i as u64 * 37 + round * 11) % 500 + 1,
+                    );
                 }
             }
             w.missed += round;
@@ -757,27 +847,27 @@ mod tests {
     #[test]
     fn hysteresis_and_a_minimum_lifetime_keep_series_steady() {
         let mut w = World::new(1);
-        w.send(key(1, 1, 445, SIDE_SERVER), 1000);
+        w.send(key(1, 1, 445, Side::Server), 1000);
         w.tick();
         // A newcomer a little heavier does not take the place.
         for _ in 0..5 {
-            w.send(key(1, 1, 445, SIDE_SERVER), 1000);
-            w.send(key(1, 2, 445, SIDE_SERVER), 1500);
+            w.send(key(1, 1, 445, Side::Server), 1000);
+            w.send(key(1, 2, 445, Side::Server), 1500);
             let t = w.tick();
             assert!(value(&t, "10.0.0.1", "smb").is_some());
             assert!(value(&t, "10.0.0.2", "smb").is_none());
         }
         // Ten times heavier does, once the shown one is old enough.
-        w.send(key(1, 2, 445, SIDE_SERVER), 100_000);
-        w.send(key(1, 1, 445, SIDE_SERVER), 10);
+        w.send(key(1, 2, 445, Side::Server), 100_000);
+        w.send(key(1, 1, 445, Side::Server), 10);
         let t = w.tick();
         assert_eq!(value(&t, "10.0.0.2", "smb"), Some(0));
         assert!(value(&t, "10.0.0.1", "smb").is_none());
         // Back on top: it continues from its last value.
         let before = {
-            w.send(key(1, 1, 445, SIDE_SERVER), 10_000_000);
+            w.send(key(1, 1, 445, Side::Server), 10_000_000);
             w.tick();
-            w.send(key(1, 1, 445, SIDE_SERVER), 10);
+            w.send(key(1, 1, 445, Side::Server), 10);
             w.tick()
         };
         assert!(value(&before, "10.0.0.1", "smb").unwrap() >= 5000);
@@ -786,9 +876,9 @@ mod tests {
     #[test]
     fn idle_keys_are_handed_back_and_idle_series_go() {
         let mut w = World::new(2);
-        w.send(key(1, 1, 2049, SIDE_SERVER), 1000);
+        w.send(key(1, 1, 2049, Side::Server), 1000);
         w.tick();
-        w.send(key(1, 1, 2049, SIDE_SERVER), 1000);
+        w.send(key(1, 1, 2049, Side::Server), 1000);
         assert_eq!(value(&w.tick(), "10.0.0.1", "nfs"), Some(1000));
         let mut gone = false;
         for _ in 0..10 {

@@ -276,6 +276,7 @@ pub(crate) const ACCOUNTING_1S: &str = "[accounting]\ninterval = \"1s\"\n";
 pub(crate) fn concrete(expr: &str) -> String {
     expr.replace("$__rate_interval", "1m")
         .replace("$host", ".*")
+        .replace("$workload", ".*")
 }
 
 #[test]

@@ -407,9 +407,14 @@ fn victoria_scrapes_with_the_readme_config_and_answers_every_query_and_panel() {
             counts_per_cgroup(&servers[0]),
             "the exporter cannot load its BPF programs: the per-service query and panel go unchecked",
         );
-    // What only the per-cgroup counters feed.
-    let per_service =
-        |q: &str| q.contains("instance_type=\"service\"") || q.contains("host_service:");
+    // What only the per-cgroup (and per-peer) counters feed.
+    let per_service = |q: &str| {
+        q.contains("instance_type=\"service\"")
+            || q.contains("host_service:")
+            || q.contains("net_peer_")
+            || q.contains("host_peer:")
+            || q.contains("host_protocol:")
+    };
     let one_host = parse(&servers[0].metrics())
         .iter()
         .filter(|s| s.name == "net_interface_rx_bytes_total")

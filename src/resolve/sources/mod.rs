@@ -37,10 +37,12 @@ pub enum ResolverId {
     Vm,
     /// The cgroup tree, for traffic counted per cgroup: no claims of its own.
     Cgroups,
+    /// The kernel's per-peer counts, read on a tick: no claims either.
+    Peers,
 }
 
 impl ResolverId {
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 7;
     pub const ALL: [ResolverId; ResolverId::COUNT] = [
         ResolverId::Topology,
         ResolverId::Docker,
@@ -48,6 +50,7 @@ impl ResolverId {
         ResolverId::Lxc,
         ResolverId::Vm,
         ResolverId::Cgroups,
+        ResolverId::Peers,
     ];
 
     /// The `resolver` label value and the name in logs.
@@ -59,6 +62,7 @@ impl ResolverId {
             ResolverId::Lxc => "lxc",
             ResolverId::Vm => "vm",
             ResolverId::Cgroups => "cgroups",
+            ResolverId::Peers => "peers",
         }
     }
 

@@ -77,6 +77,11 @@ impl Counts {
         }
     }
 
+    /// From rx bytes, rx packets, tx bytes, tx packets.
+    pub fn from_fields(fields: [u64; 4]) -> Counts {
+        Counts::from_entry(fields)
+    }
+
     fn entry(&self) -> [u64; 4] {
         [
             self.rx_bytes,
@@ -84,6 +89,16 @@ impl Counts {
             self.tx_bytes,
             self.tx_packets,
         ]
+    }
+
+    /// Each field less `other`'s, never below zero.
+    pub fn saturating_sub(&self, other: &Counts) -> Counts {
+        Counts {
+            rx_bytes: self.rx_bytes.saturating_sub(other.rx_bytes),
+            rx_packets: self.rx_packets.saturating_sub(other.rx_packets),
+            tx_bytes: self.tx_bytes.saturating_sub(other.tx_bytes),
+            tx_packets: self.tx_packets.saturating_sub(other.tx_packets),
+        }
     }
 
     pub fn add(&mut self, other: &Counts) {
@@ -399,7 +414,11 @@ impl Accounting {
             .of
             .iter()
             .map(|(&id, &slot)| (id, self.slot(slot)))
-            .chain(st.orphans.iter().map(|(&id, &(slot, _, _))| (id, self.slot(slot))))
+            .chain(
+                st.orphans
+                    .iter()
+                    .map(|(&id, &(slot, _, _))| (id, self.slot(slot))),
+            )
             .collect();
         for (&id, (counts, _)) in &st.pending {
             all.entry(id).or_default().add(counts);
