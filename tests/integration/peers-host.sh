@@ -59,6 +59,20 @@ in_cgroup() {
   exec "$@"
 }
 
+# The other machines' processes (servers and clients in the LAN, wan and
+# sink namespaces) share this machine's cgroup tree, so the exporter counts
+# their sockets too: they get a cgroup of their own, one per host. Left in
+# the root cgroup, a LAN server on port 2049 would be this host's kernel
+# NFS server to the exporter.
+LAN_CGROUP="tne-lan-${ROOT##*/.}"
+
+# Runs the rest of the arguments in namespace $1, as another machine.
+on() {
+  local ns=$1
+  shift
+  (in_cgroup "$LAN_CGROUP" ip netns exec "$ns" "$@")
+}
+
 # A LAN namespace $1 behind uplink$2: this host 10.77.$2.1, the namespace
 # 10.77.$2.2 (its lan0). No IPv6 and fixed neighbours on either end, so that
 # nothing but the tests' own packets crosses the link (ARP, router
@@ -87,7 +101,7 @@ lan() {
 sink() {
   local ns=$1
   shift
-  ip netns exec "$ns" python3 "$ROOT/sink.py" "$ROOT/sink.log" "$@" &
+  on "$ns" python3 "$ROOT/sink.py" "$ROOT/sink.log" "$@" &
 }
 write_sink() {
   cat >"$ROOT/sink.py" <<'EOF'
@@ -254,7 +268,7 @@ apps_part() {
   sink lan1 10.77.1.2:5001
   sink lan2 10.77.2.2:873
   sink wan 198.51.100.7:443
-  ip netns exec lan1 dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+  on lan1 dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
     --bind-interfaces --listen-address=10.77.1.2 --port=53 --user=root \
     --pid-file="$ROOT/dnsmasq.pid" --address=/peers.test/192.0.2.53 \
     >"$ROOT/dnsmasq.log" 2>&1 &
@@ -288,7 +302,7 @@ flood_part() {
   ip -n sink route add local 10.99.0.0/16 dev lo
   ip -n sink route add default via 10.98.0.1
   ip route add 10.99.0.0/16 via 10.98.0.2
-  ip netns exec sink python3 -c '
+  on sink python3 -c '
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
@@ -312,6 +326,7 @@ host() {
   ip link set lo up
   sysctl -qw net.ipv4.ip_forward=1
   : >"$ROOT/cgroups"
+  make_cgroup "$LAN_CGROUP"
   write_sink
   local part
   for part in $PARTS; do
@@ -380,7 +395,7 @@ host) host ;;
 # alice reads the share's file $2 (big or small) from lan1: prints the
 # size she got.
 smb-get)
-  ip netns exec lan1 smbclient -s "$ROOT/client.conf" -U alice%pw //10.77.1.1/share \
+  on lan1 smbclient -s "$ROOT/client.conf" -U alice%pw //10.77.1.1/share \
     -c "get $2 $ROOT/got" >&2
   cmp "$ROOT/share/$2" "$ROOT/got" >&2
   stat -c %s "$ROOT/got"
@@ -388,7 +403,7 @@ smb-get)
 # bob writes $2 bytes from lan2: prints the size the share got.
 smb-put)
   head -c "$2" /dev/urandom >"$ROOT/upload"
-  ip netns exec lan2 smbclient -s "$ROOT/client.conf" -U bob%pw //10.77.2.1/share \
+  on lan2 smbclient -s "$ROOT/client.conf" -U bob%pw //10.77.2.1/share \
     -c "put $ROOT/upload upload" >&2
   cmp "$ROOT/upload" "$ROOT/share/upload" >&2
   stat -c %s "$ROOT/share/upload"
@@ -397,7 +412,9 @@ smb-put)
 # prints lan3's lan0 counters before and after, the copy's size last.
 nfs-copy)
   counters lan3
-  ip netns exec lan3 nfs-cp "nfs://10.77.3.1/export/$2?version=4" "$ROOT/copy" >&2
+  # nfs-cp does not overwrite.
+  rm -f "$ROOT/copy"
+  on lan3 nfs-cp "nfs://10.77.3.1/export/$2?version=4" "$ROOT/copy" >&2
   cmp "$ROOT/export/$2" "$ROOT/copy" >&2
   # The connection's last packets (the server's FIN or the client's RST)
   # come after nfs-cp has gone: wait for the counters to stand still.
