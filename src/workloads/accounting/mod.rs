@@ -168,6 +168,16 @@ pub struct Settled {
     pub failed: Option<(usize, BpfError)>,
 }
 
+impl Settled {
+    /// Counts a failed map write, keeping the first.
+    fn fail(&mut self, e: BpfError) {
+        match &mut self.failed {
+            Some((n, _)) => *n += 1,
+            None => self.failed = Some((1, e)),
+        }
+    }
+}
+
 impl Accounting {
     /// Loads the two programs, counting at most `max_cgroups` cgroups, and
     /// links them to the cgroup v2 directory `cgroup`.
@@ -268,10 +278,6 @@ impl Accounting {
             new_cgroups,
             ..Settled::default()
         };
-        let fail = |settled: &mut Settled, e: BpfError| match &mut settled.failed {
-            Some((n, _)) => *n += 1,
-            None => settled.failed = Some((1, e)),
-        };
 
         let live_set: HashSet<u64> = live.iter().copied().collect();
         for slot in std::mem::take(&mut st.resting) {
@@ -285,15 +291,9 @@ impl Accounting {
             .map(|(&id, &slot)| (id, slot))
             .collect();
         for (id, slot) in gone {
-            if let Err(e) = bpf::delete(&self.slots, id) {
-                fail(&mut settled, e);
-                continue;
+            if self.hand_back(&mut st, &mut settled, id, slot) {
+                st.of.remove(&id);
             }
-            st.of.remove(&id);
-            // Read after the key went: what a program adds in the few
-            // instructions between its lookup and its add is all it misses.
-            settled.gone.push((id, self.slot(slot)));
-            st.resting.push(slot);
         }
 
         // Orphans whose counts stood still long enough hand their slot back.
@@ -308,13 +308,9 @@ impl Accounting {
             }
         }
         for (id, slot) in quiet {
-            if let Err(e) = bpf::delete(&self.slots, id) {
-                fail(&mut settled, e);
-                continue;
+            if self.hand_back(&mut st, &mut settled, id, slot) {
+                st.orphans.remove(&id);
             }
-            st.orphans.remove(&id);
-            settled.gone.push((id, self.slot(slot)));
-            st.resting.push(slot);
         }
 
         let mut pending: Vec<u64> = st.pending.keys().copied().collect();
@@ -341,7 +337,7 @@ impl Accounting {
                         Err(e) => {
                             self.counters.clear(slot as usize);
                             st.free.push(slot);
-                            fail(&mut settled, e);
+                            settled.fail(e);
                         }
                     }
                 }
@@ -361,7 +357,7 @@ impl Accounting {
                 Err(e) => {
                     self.counters.clear(slot as usize);
                     st.free.push(slot);
-                    fail(&mut settled, e);
+                    settled.fail(e);
                 }
             }
         }
@@ -377,7 +373,7 @@ impl Accounting {
             };
             if let Err(e) = bpf::update(&self.slots, id, &slot.to_ne_bytes()) {
                 st.free.push(slot);
-                fail(&mut settled, e);
+                settled.fail(e);
                 continue;
             }
             st.of.insert(id, slot);
@@ -393,6 +389,20 @@ impl Accounting {
         settled.orphans.sort_unstable();
         settled.slots.sort_unstable_by_key(|&(_, slot)| slot);
         Ok(settled)
+    }
+
+    /// Takes `id`'s slot back: its key goes from the slots map, its last
+    /// counts into `settled.gone`, the slot to rest. Whether it worked.
+    fn hand_back(&self, st: &mut Slots, settled: &mut Settled, id: u64, slot: u32) -> bool {
+        if let Err(e) = bpf::delete(&self.slots, id) {
+            settled.fail(e);
+            return false;
+        }
+        // Read after the key went: what a program adds in the few
+        // instructions between its lookup and its add is all it misses.
+        settled.gone.push((id, self.slot(slot)));
+        st.resting.push(slot);
+        true
     }
 
     /// A zeroed slot no cgroup has, if one is left.
