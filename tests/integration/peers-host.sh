@@ -16,7 +16,7 @@
 #   nas    a real smbd (users alice and bob) in /system.slice/smbd.service,
 #          SMB clients in lan1 (10.77.1.2) and lan2 (10.77.2.2); a real NFS
 #          server (nfs-ganesha, VFS FSAL, NFSv4 over TCP only) whose listening
-#          socket was made in /system.slice/nfs-server.service, removed before
+#          socket was made in /system.slice/tne-nfs-server.service, removed before
 #          the exporter starts (knfsd's case), its client in lan3 (10.77.3.2,
 #          nothing else there: its interface counters are the independent
 #          count); an NFS "server" (a TCP sink on 2049) in lan1 for this host
@@ -28,8 +28,10 @@
 #   flood  a sink namespace that owns 10.99.0.0/16 (a local route), reached
 #          through a veth: UDP to any of its 65,536 addresses really leaves.
 #
+# The other machines' processes run in a cgroup of their own (see `on`).
 # Every cgroup made here is listed in $ROOT/cgroups (relative to the cgroup2
-# root), so that the test can remove what is left if the host is killed.
+# root; their parents made for them in $ROOT/parents), so that the test can
+# remove what is left if the host is killed.
 # Needs: $BIN, $ROOT, $PORT, $PARTS ($SMB_FILE and $NFS_FILE, the sizes of
 # the files served, for nas); iproute2, python3, and per part: smbd,
 # smbpasswd, smbclient, ganesha.nfsd, nfs-cp (nas); dockerd, docker, busybox,
@@ -37,15 +39,22 @@
 set -euo pipefail
 CG=/sys/fs/cgroup
 
-# A cgroup below the root, recorded for the test's cleanup. It must not be
-# there already: it would be the machine's own (a real smbd's unit, another
-# run of this test), which the cleanup would then empty and remove.
+# A cgroup below the root, recorded for the test's cleanup (which kills
+# what is in it and removes it). It must not be there already: it would be
+# the machine's own (a real smbd's unit, another run of this test). A parent
+# made for it (system.slice on a machine without systemd) is recorded in
+# $ROOT/parents, to be removed only if empty: others may use it meanwhile.
 make_cgroup() {
   if [ -e "$CG/$1" ]; then
     echo "peers-host.sh: $1 already exists on this machine; not using it" >&2
     return 1
   fi
-  mkdir -p "$(dirname "$CG/$1")"
+  local parent
+  parent=$(dirname "$1")
+  if [ "$parent" != . ] && [ ! -d "$CG/$parent" ]; then
+    mkdir -p "$CG/$parent"
+    echo "$parent" >>"$ROOT/parents"
+  fi
   mkdir "$CG/$1"
   echo "$1" >>"$ROOT/cgroups"
 }
@@ -64,7 +73,7 @@ in_cgroup() {
 # their sockets too: they get a cgroup of their own, one per host. Left in
 # the root cgroup, a LAN server on port 2049 would be this host's kernel
 # NFS server to the exporter.
-LAN_CGROUP="tne-lan-${ROOT##*/.}"
+LAN_CGROUP="tne-lan-$(basename "$ROOT" | tr -cd 'A-Za-z0-9')"
 
 # Runs the rest of the arguments in namespace $1, as another machine.
 on() {
@@ -238,18 +247,21 @@ EXPORT {
 }
 LOG { Default_Log_Level = EVENT; }
 EOF
-  # Its listening socket is made in nfs-server.service; then the daemon
-  # moves on and the cgroup goes, as knfsd's oneshot unit would: the
-  # connections it accepts carry the removed cgroup's id.
-  (in_cgroup system.slice/nfs-server.service ganesha.nfsd -F -f "$g/ganesha.conf" \
+  # Its listening socket is made in a unit's cgroup; then the daemon moves
+  # on and the cgroup goes, as knfsd's oneshot nfs-server.service would:
+  # the connections it accepts carry the removed cgroup's id, which no walk
+  # of the tree has ever met. (tne- names: a machine with a real NFS server
+  # has the plain ones.)
+  local unit=system.slice/tne-nfs-server.service moved=system.slice/tne-ganesha.service
+  (in_cgroup "$unit" ganesha.nfsd -F -f "$g/ganesha.conf" \
     -L "$g/ganesha.log" -p "$g/ganesha.pid" -N NIV_EVENT) >"$g/out.log" 2>&1 &
   wait_listen "" 2049
-  make_cgroup system.slice/nfs-ganesha.service
+  make_cgroup "$moved"
   local pid
-  for pid in $(cat "$CG/system.slice/nfs-server.service/cgroup.procs"); do
-    echo "$pid" >"$CG/system.slice/nfs-ganesha.service/cgroup.procs"
+  for pid in $(cat "$CG/$unit/cgroup.procs"); do
+    echo "$pid" >"$CG/$moved/cgroup.procs"
   done
-  rmdir "$CG/system.slice/nfs-server.service"
+  rmdir "$CG/$unit"
 }
 
 apps_part() {
@@ -326,6 +338,7 @@ host() {
   ip link set lo up
   sysctl -qw net.ipv4.ip_forward=1
   : >"$ROOT/cgroups"
+  : >"$ROOT/parents"
   make_cgroup "$LAN_CGROUP"
   write_sink
   local part
@@ -379,6 +392,9 @@ cleanup() {
     echo 1 >"$CG/$cg/cgroup.kill" 2>/dev/null || true
     for _ in $(seq 50); do rmdir "$CG/$cg" 2>/dev/null && break; sleep 0.05; done
   done
+  if [ -f "$ROOT/parents" ]; then
+    for cg in $(tac "$ROOT/parents"); do rmdir "$CG/$cg" 2>/dev/null || true; done
+  fi
   [ -f "$ROOT/dockerd.pid" ] && kill "$(cat "$ROOT/dockerd.pid")" 2>/dev/null || true
 }
 
