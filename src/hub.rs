@@ -240,7 +240,7 @@ impl Hub {
     /// if it changed, or if the counting programs have met cgroups with no
     /// slot since.
     pub fn publish_cgroups(&self, tree: CgroupTree) {
-        let unsettled = self.workloads.as_ref().is_some_and(|w| w.unsettled());
+        let unsettled = self.workloads.as_ref().is_some_and(|w| w.settle_due());
         let changed = unsettled || **self.cgroups.load() != tree;
         if changed {
             if tree.truncated && !self.cgroups.load().truncated {

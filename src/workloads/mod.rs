@@ -304,8 +304,27 @@ impl Workloads {
     /// Whether the programs have met cgroups since the table was made, so
     /// a new one is due even if the cgroup tree has not changed (a cgroup
     /// that was idle until now is known; its first counts wait for it).
+    /// Counts that wait for the walks to tell a cgroup born since from one
+    /// that is gone count too: the walks they wait for are due now, not at
+    /// the next interval.
     pub fn unsettled(&self) -> bool {
         self.accounting.new_cgroups() != self.table.load().new_cgroups
+            || self.accounting.waiting().0
+    }
+
+    /// Whether the next read of the tree is to be settled even if it did
+    /// not change: [`Workloads::unsettled`], orphans to watch, or gone
+    /// workloads whose [`LINGER`] is to end.
+    pub fn settle_due(&self) -> bool {
+        self.unsettled()
+            || self.accounting.waiting().1
+            || self
+                .memory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retired
+                .values()
+                .any(|r| r.absent_since.is_some())
     }
 
     /// Detaches the counting programs (the way out).

@@ -120,10 +120,7 @@ struct GroupState {
 /// The exact counter's side of a workload: what the peer map missed.
 #[derive(Debug)]
 struct Remainder {
-    /// The workload's counter and the peer map's sum when first seen.
-    base: Counts,
-    peers_at_base: Counts,
-    /// The peer map's sum since.
+    /// The peer map's sum for the workload since the tracker first saw it.
     peers: Counts,
     /// What went to `other` so far for the difference.
     given: Counts,
@@ -144,7 +141,8 @@ pub struct TickInput<'a> {
     /// as its rendered labels; `None` for a cgroup not known yet (its
     /// counts wait for the next tick).
     pub workload_of: &'a dyn Fn(u64, u8, Side) -> Option<Arc<str>>,
-    /// Each workload's own counter now, read after the peer map.
+    /// Each workload's own counter, read just before the peer map (so the
+    /// map holds at least every packet the counter does).
     pub exact: &'a HashMap<Arc<str>, Counts>,
     pub now: Instant,
 }
@@ -322,39 +320,27 @@ impl Tracker {
     fn account_remainders(&mut self, per_workload: &HashMap<Arc<str>, Counts>, input: &TickInput) {
         let now = input.now;
         for (workload, exact) in input.exact {
-            let from_peers = per_workload.get(workload).copied().unwrap_or_default();
-            let r = match self.remainders.get_mut(workload) {
-                Some(r) => r,
-                None => {
-                    self.remainders.insert(
-                        Arc::clone(workload),
-                        Remainder {
-                            base: *exact,
-                            peers_at_base: Counts::default(),
-                            peers: Counts::default(),
-                            given: Counts::default(),
-                            seen: now,
-                        },
-                    );
-                    continue;
-                }
-            };
+            let r = self
+                .remainders
+                .entry(Arc::clone(workload))
+                .or_insert(Remainder {
+                    peers: Counts::default(),
+                    given: Counts::default(),
+                    seen: now,
+                });
             r.seen = now;
-            r.peers.add(&from_peers);
-            let counted = exact.saturating_sub(&r.base);
-            let by_peers = r.peers.saturating_sub(&r.peers_at_base);
-            let missed = counted.saturating_sub(&by_peers);
-            // Only what is above what was already given.
+            if let Some(from_peers) = per_workload.get(workload) {
+                r.peers.add(from_peers);
+            }
+            // The counter was read before the map: what it has beyond the
+            // map is traffic the map never held (a full map), never a
+            // packet the map will count at the next tick.
+            let missed = exact.saturating_sub(&r.peers);
             let more = missed.saturating_sub(&r.given);
             if more == Counts::default() {
                 continue;
             }
-            r.given = Counts {
-                rx_bytes: r.given.rx_bytes.max(missed.rx_bytes),
-                rx_packets: r.given.rx_packets.max(missed.rx_packets),
-                tx_bytes: r.given.tx_bytes.max(missed.tx_bytes),
-                tx_packets: r.given.tx_packets.max(missed.tx_packets),
-            };
+            r.given.add(&more);
             let group = Group {
                 workload: Arc::clone(workload),
                 protocol: 0,
@@ -618,10 +604,11 @@ impl PeerSource {
         let Some(peers) = self.workloads.peers() else {
             return Ok(PeerTable::default());
         };
+        // The counters before the map: the map then holds all they do, so
+        // no packet counts twice (once as missed by the map, once in it).
+        let (table, sums, _) = self.workloads.read();
         let stats = peers.counting.stats();
         let readings = peers.counting.read()?;
-        // After the map: the counters then hold all the map holds.
-        let (table, sums, _) = self.workloads.read();
         let rendered: Vec<Arc<str>> = table
             .workloads
             .iter()
@@ -723,6 +710,8 @@ mod tests {
         keys: HashMap<PeerKey, Counts>,
         /// The workload's exact counter: every key's bytes plus `missed`.
         missed: u64,
+        /// Bytes of keys removed from the map as idle.
+        forgotten: u64,
     }
 
     impl World {
@@ -732,6 +721,7 @@ mod tests {
                 now: Instant::now(),
                 keys: HashMap::new(),
                 missed: 0,
+                forgotten: 0,
             }
         }
 
@@ -748,7 +738,7 @@ mod tests {
             for c in self.keys.values() {
                 total.add(c);
             }
-            total.tx_bytes += self.missed;
+            total.tx_bytes += self.missed + self.forgotten;
             let exact: HashMap<Arc<str>, Counts> = [(Arc::from("w=\"a\""), total)].into();
             let workload_of = |_: u64, _: u8, _: Side| Some(Arc::from("w=\"a\""));
             let (table, stats) = self.tracker.tick(
@@ -760,7 +750,9 @@ mod tests {
                 },
             );
             for k in stats.idle_keys {
-                self.keys.remove(&k);
+                if let Some(c) = self.keys.remove(&k) {
+                    self.forgotten += c.tx_bytes;
+                }
             }
             table
         }
@@ -823,7 +815,18 @@ mod tests {
             }
             w.missed += round;
             let t = w.tick();
-            let exact: u64 = w.keys.values().map(|c| c.tx_bytes).sum::<u64>() + w.missed;
+            let exact: u64 =
+                w.keys.values().map(|c| c.tx_bytes).sum::<u64>() + w.missed + w.forgotten;
+            // Shown series and `other`s, gone ones' last values included.
+            let mut last = series_before.clone();
+            for r in &t.rows {
+                last.insert(Arc::clone(&r.rendered), r.counts.tx_bytes);
+            }
+            let all: u64 = last.values().sum();
+            assert_eq!(
+                all, exact,
+                "the series add up to the counter, round {round}"
+            );
             if round > 0 {
                 // Every series' increase (a new one from 0, a gone one's
                 // last value kept) against the counter's.

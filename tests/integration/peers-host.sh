@@ -13,7 +13,7 @@
 #                          measured.
 #
 # Parts ($PARTS, space-separated):
-#   nas    a real smbd (users alice and bob) in /system.slice/smbd.service,
+#   nas    a real smbd (users alice and bob) in /system.slice/tne-smbd.service,
 #          SMB clients in lan1 (10.77.1.2) and lan2 (10.77.2.2); a real NFS
 #          server (nfs-ganesha, VFS FSAL, NFSv4 over TCP only) whose listening
 #          socket was made in /system.slice/tne-nfs-server.service, removed before
@@ -205,7 +205,7 @@ EOF
   for user in alice bob; do
     printf 'pw\npw\n' | smbpasswd -c "$ROOT/smb.conf" -a -s "$user" >/dev/null
   done
-  (in_cgroup system.slice/smbd.service smbd --foreground --no-process-group \
+  (in_cgroup system.slice/tne-smbd.service smbd --foreground --no-process-group \
     --debug-stdout -s "$ROOT/smb.conf") >"$ROOT/smbd.log" 2>&1 &
   wait_listen "" 445
 }

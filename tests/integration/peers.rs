@@ -464,7 +464,7 @@ fn nas_clients_are_named_by_address() {
             ("NFS_FILE", NFS_FILE.to_string()),
         ],
     );
-    let smbd = ("service", "smbd");
+    let smbd = ("service", "tne-smbd");
     let nfs = ("service", "nfs");
     let client = ("service", "tnenfsclient");
     let alice = ("10.77.1.2", "smb", "server");

@@ -245,6 +245,15 @@ impl Accounting {
         self.counters.get(0)[0]
     }
 
+    /// Whether a settle has work even if the tree is unchanged: counts of
+    /// cgroups no walk has had yet wait for the walks that decide whether
+    /// they are orphans (`pending`), and orphans are watched for going
+    /// quiet (`orphans`).
+    pub fn waiting(&self) -> (bool, bool) {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        (!st.pending.is_empty(), !st.orphans.is_empty())
+    }
+
     /// Packets the programs could not count: the fresh map was full.
     pub fn uncounted_packets(&self) -> u64 {
         self.counters.get(0)[1]
