@@ -20,6 +20,11 @@
 #   benches/load.sh compare  OLD_BIN against this checkout's release build (or BIN): scrape p50
 #                            over HTTP at 48 interfaces (a namespace) and at 10,000 (a fixture
 #                            host), ROUNDS=5 alternating wrk runs of SECONDS_PER_RUN=10, medians
+#   benches/load.sh peers    scrape p50 over HTTP at 48 interfaces (a namespace) and 100 workloads
+#                            (services in a cgroup of its own, each sending to 11 peers), [peers]
+#                            off against on (10 peer series + other each, 2,200 net_peer_* samples):
+#                            two exporters side by side, ROUNDS=5 alternating wrk runs of
+#                            SECONDS_PER_RUN=5, medians
 #
 # Every server binds 127.0.0.1 inside a private network namespace; nothing leaves the machine.
 set -euo pipefail
@@ -422,6 +427,69 @@ compare)
   '
   echo "release binaries: old $(stat -c %s "$OLD_BIN") bytes, new $(stat -c %s "$bin") bytes"
   ;;
+peers)
+  # Needs wrk, curl. The counting programs are linked to a cgroup of this
+  # mode's own: only its workloads are counted.
+  bin=${BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/truenas-net-exporter}
+  [ -n "${BIN:-}" ] || cargo build --release -q
+  p50() {
+    wrk -t1 -c1 -d"$2"s --latency "$1" | awk '/ 50% / {
+      v = $2; u = v; gsub(/[0-9.]/, "", u); sub(/[a-z]+$/, "", v)
+      if (u == "ms") v *= 1000; else if (u == "s") v *= 1000000
+      print v }'
+  }
+  median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+  export -f make_topology p50 median
+  WORK=$work BIN=$bin ROUNDS=${ROUNDS:-5} SECS=${SECONDS_PER_RUN:-5} unshare -n -p -f -m --mount-proc bash -c '
+    set -euo pipefail
+    mount -t sysfs sysfs /sys
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup
+    make_topology
+    ip route add local 10.64.0.0/14 dev lo
+    parent=/sys/fs/cgroup/tne-peers-$$
+    pids=
+    # This namespace'"'"'s processes end with it; the cgroups are the host'"'"'s.
+    cleanup() {
+      for p in $pids; do kill $p 2>/dev/null || true; done
+      wait $pids 2>/dev/null || true
+      for i in $(seq 100); do rmdir "$parent/system.slice/w$i.service" 2>/dev/null || true; done
+      rmdir "$parent/system.slice" "$parent" 2>/dev/null || true
+    }
+    trap cleanup EXIT
+    for i in $(seq 100); do mkdir -p "$parent/system.slice/w$i.service"; done
+    echo "interfaces in the namespace: $(($(wc -l < /proc/1/net/dev) - 2))"
+    for on in false true; do
+      port=$([ $on = true ] && echo 19564 || echo 19563)
+      printf "[accounting]\ncgroup = \"%s\"\ninterval = \"1s\"\n[peers]\nenabled = %s\ninterval = \"1s\"\n[vm]\nsources = [\"qemu\"]\n[lxc]\nenabled = false\n[incus]\nenabled = false\n" \
+        "$parent" $on > "$WORK/$on.toml"
+      "$BIN" --config.file="$WORK/$on.toml" --web.listen-address=127.0.0.1:$port --docker.socket= --log.level=warn &
+      pids="$pids $!"
+    done
+    for port in 19563 19564; do until curl -sf http://127.0.0.1:$port/-/healthy >/dev/null; do sleep 0.1; done; done
+    sleep 1
+    # Workload i sends j + 1 datagrams to peer j (0..10): 10 shown, 1 in other.
+    for i in $(seq 100); do
+      (echo $BASHPID > "$parent/system.slice/w$i.service/cgroup.procs"
+       for j in $(seq 0 10); do for _ in $(seq 0 $j); do echo x > /dev/udp/10.64.$i.$j/9999; done; done) 2>/dev/null || true
+    done
+    sleep 4
+    for port in 19563 19564; do
+      curl -s http://127.0.0.1:$port/metrics > "$WORK/$port.txt"
+      echo "== :$port ($([ $port = 19564 ] && echo peers on || echo peers off)): $(wc -c < "$WORK/$port.txt") bytes, $(grep -c "^net_workload_tx_bytes_total" "$WORK/$port.txt" || true) workload series (tx bytes), $(grep -c "^net_peer_" "$WORK/$port.txt" || true) net_peer_* samples"
+      wrk -t1 -c1 -d2s http://127.0.0.1:$port/metrics > /dev/null
+    done
+    : > "$WORK/off"; : > "$WORK/on"
+    for r in $(seq "$ROUNDS"); do
+      if [ $((r % 2)) = 1 ]; then order="off on"; else order="on off"; fi
+      for m in $order; do
+        port=$([ $m = on ] && echo 19564 || echo 19563)
+        p50 http://127.0.0.1:$port/metrics "$SECS" >> "$WORK/$m"
+      done
+      echo "  round $r (load $(cut -d" " -f1 /proc/loadavg)): off $(tail -1 "$WORK/off") us, on $(tail -1 "$WORK/on") us"
+    done
+    echo "   medians of $ROUNDS: off $(median < "$WORK/off") us, on $(median < "$WORK/on") us"
+  '
+  ;;
 churn)
   # Uses the host's dockerd (DOCKER_HOST or the default socket).
   cargo build --release -q
@@ -474,7 +542,7 @@ while True:
   echo "docker workloads ever seen: $(wc -l < "$work/names"); not a churn container's name: $(grep -cv '^tne-churn-[0-9]*$' "$work/names" || true)"
   ;;
 *)
-  echo "usage: $0 bench|http|memory|procscan|midclt|docker|accounting|churn" >&2
+  echo "usage: $0 bench|http|memory|procscan|midclt|docker|accounting|compare|peers|churn" >&2
   exit 2
   ;;
 esac

@@ -11,6 +11,12 @@
 //!   counting programs linked to a cgroup of the bench's own, each child
 //!   cgroup sending one datagram): `read` the kernel's map alone, `write`
 //!   the whole part a scrape adds (read, sum per workload, the families).
+//! - `peers`: what `[peers]` adds to the written scrape: a 48-interface
+//!   host's join and write plus the `net_workload_*` families of 100
+//!   workloads (`without`), the same plus a `PeerTable` of those 100
+//!   workloads x (10 peers + `other`), one protocol and side (`with`), and
+//!   `PeerTable::write` alone (`table`). Rows built by hand, as the tick
+//!   renders them; no kernel.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -214,5 +220,110 @@ fn workloads(c: &mut Criterion) {
     let _ = std::fs::remove_dir(&top);
 }
 
-criterion_group!(benches, netdev, join_write_10k, gzip, workloads);
+fn peers(c: &mut Criterion) {
+    use std::sync::Arc;
+    use truenas_net_exporter::expose::encoder;
+    use truenas_net_exporter::workloads::accounting::Counts;
+    use truenas_net_exporter::workloads::peers::{PeerRow, PeerTable};
+    use truenas_net_exporter::workloads::{render, write_families};
+
+    const WORKLOADS: usize = 100;
+    const PEERS: usize = 10;
+    let (buf, topo, owners) = synthetic::host(48);
+    let settings = LabelSettings::default();
+    let table = composer::compose(&topo, &[&owners], &settings);
+    // Counters of a host up for a while: 9 to 12 digits.
+    let counts = |i: usize| Counts {
+        rx_bytes: 987_654_321 + i as u64 * 1_234_567_891,
+        rx_packets: 654_321 + i as u64 * 1_234_567,
+        tx_bytes: 123_456_789 + i as u64 * 987_654_323,
+        tx_packets: 456_789 + i as u64 * 987_653,
+    };
+    // Half Docker apps, half host services, as a TrueNAS host's.
+    let mut workloads: Vec<(Box<str>, Counts)> = (0..WORKLOADS)
+        .map(|w| {
+            let labels = if w % 2 == 0 {
+                render(
+                    "instance",
+                    "docker",
+                    &format!("ix-app{w}-web-1"),
+                    &format!("app{w}"),
+                )
+            } else {
+                render("instance", "service", &format!("service{w}"), "")
+            };
+            (labels, counts(w))
+        })
+        .collect();
+    workloads.sort_by(|a, b| a.0.cmp(&b.0));
+    let workload_rows: Vec<(&str, Counts)> = workloads.iter().map(|(l, c)| (&**l, *c)).collect();
+    let mut rows = Vec::with_capacity(WORKLOADS * (PEERS + 1));
+    for (w, (labels, _)) in workloads.iter().enumerate() {
+        let workload: Arc<str> = Arc::from(&**labels);
+        let protocol: Arc<str> = Arc::from("smb");
+        let peers = (0..PEERS)
+            .map(|p| format!("192.168.{}.{}", w % 250, 10 + p))
+            .chain(std::iter::once("other".to_owned()));
+        for (p, peer) in peers.enumerate() {
+            let rendered = format!(
+                "{workload},{}",
+                encoder::render_labels([
+                    ("peer", peer.as_bytes()),
+                    ("protocol", protocol.as_bytes()),
+                    ("side", b"server".as_slice()),
+                ])
+            );
+            rows.push(PeerRow {
+                rendered: Arc::from(rendered),
+                workload: Arc::clone(&workload),
+                peer: Arc::from(peer),
+                protocol: Arc::clone(&protocol),
+                side: "server",
+                counts: counts(w * (PEERS + 1) + p),
+            });
+        }
+    }
+    rows.sort_by(|a, b| a.rendered.cmp(&b.rendered));
+    let peer_table = PeerTable { rows, new_keys: 0 };
+
+    let mut out = Vec::new();
+    let without = |out: &mut Vec<u8>| {
+        out.clear();
+        scrape::join_and_write(&buf, &table, &settings, out);
+        write_families(out, &workload_rows);
+    };
+    without(&mut out);
+    let base = out.len();
+    peer_table.write(&mut out);
+    eprintln!(
+        "peers: 48 interfaces + {WORKLOADS} workloads: {base} bytes; with {} peer rows: {} bytes (+{})",
+        peer_table.rows.len(),
+        out.len(),
+        out.len() - base
+    );
+    let mut g = c.benchmark_group("peers");
+    g.bench_function("without", |b| {
+        b.iter(|| {
+            without(&mut out);
+            black_box(out.len())
+        })
+    });
+    g.bench_function("with", |b| {
+        b.iter(|| {
+            without(&mut out);
+            black_box(&peer_table).write(&mut out);
+            black_box(out.len())
+        })
+    });
+    g.bench_function("table", |b| {
+        b.iter(|| {
+            out.clear();
+            black_box(&peer_table).write(&mut out);
+            black_box(out.len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, netdev, join_write_10k, gzip, workloads, peers);
 criterion_main!(benches);
