@@ -214,7 +214,8 @@ async fn live_view(exporter: Arc<Exporter>, kind: Live) -> warp::reply::Response
         Err(e) => return reply::plain(StatusCode::SERVICE_UNAVAILABLE, format!("503 {e}\n")),
     };
     let workloads = exporter.read_workloads();
-    let document = live::Document::new(&scrape, read_at, workloads.as_deref());
+    let peers = exporter.read_peers();
+    let document = live::Document::new(&scrape, read_at, workloads.as_deref(), peers.as_deref());
     match kind {
         Live::Page => reply::live(
             kind,

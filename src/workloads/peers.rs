@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -154,6 +154,9 @@ pub struct PeerTable {
     pub rows: Vec<PeerRow>,
     /// The programs' count of new keys when the map was read.
     pub new_keys: u64,
+    /// When the tick read the map (`None` before the first): the live
+    /// view divides two tables' differences by the time between them.
+    pub read_at: Option<SystemTime>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -503,7 +506,11 @@ impl Tracker {
             });
         }
         rows.sort_by(|a, b| a.rendered.cmp(&b.rendered));
-        PeerTable { rows, new_keys: 0 }
+        PeerTable {
+            rows,
+            new_keys: 0,
+            read_at: None,
+        }
     }
 }
 
@@ -609,6 +616,7 @@ impl PeerSource {
         let (table, sums, _) = self.workloads.read();
         let stats = peers.counting.stats();
         let readings = peers.counting.read()?;
+        let read_at = SystemTime::now();
         let rendered: Vec<Arc<str>> = table
             .workloads
             .iter()
@@ -655,6 +663,7 @@ impl PeerSource {
         self.lost.0.absolute(stats.lost_packets);
         self.lost.1.absolute(stats.lost_bytes);
         next.new_keys = stats.new_keys;
+        next.read_at = Some(read_at);
         Ok(next)
     }
 }

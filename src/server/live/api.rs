@@ -14,7 +14,12 @@ use crate::expose::netdev::Counters;
 use crate::model::owner::OwnerKind;
 use crate::scrape::{FAMILIES, Scrape, Value};
 use crate::workloads::accounting::Counts;
+use crate::workloads::peers::{PeerRow, PeerTable};
 use crate::workloads::{self, Workload};
+
+/// Peer rows `/api/v1/interfaces` lists at most: past it, the rows with
+/// the fewest bytes so far are left out (and counted in `peers_omitted`).
+pub const MAX_PEERS: usize = 2000;
 
 /// An interface's owner, as the API names it.
 #[derive(Serialize)]
@@ -151,6 +156,127 @@ impl<'a> WorkloadEntry<'a> {
     }
 }
 
+/// Seconds since the epoch, ms precision.
+fn seconds(at: SystemTime) -> f64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_millis() as f64 / 1000.0)
+}
+
+/// One peer series of the latest peers tick, as `net_peer_*` writes it:
+/// the workload's labels as `workloads` gives them (unescaped; `instance`
+/// is the owner label), the peer (an address, a folded network or
+/// `other`), the protocol (`""` for none), the side (`server`: this host
+/// serves the peer; `client`: it is the peer's client; `""`: neither port
+/// listed), and the bytes from the workload's side (`rx_bytes`: what it
+/// received from the peer).
+#[derive(Serialize)]
+pub struct PeerEntry<'a> {
+    pub instance: Cow<'a, str>,
+    pub instance_type: Cow<'a, str>,
+    pub app: Cow<'a, str>,
+    pub peer: &'a str,
+    pub protocol: &'a str,
+    pub side: &'static str,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+impl<'a> PeerEntry<'a> {
+    /// `row` of the workload `workload` (found by its rendered labels), or,
+    /// for one the read did not list, of the labels the row carries.
+    fn new(row: &'a PeerRow, workload: Option<&'a Workload>) -> PeerEntry<'a> {
+        let (instance_type, instance, app) = match workload {
+            Some(w) => (
+                Cow::Borrowed(w.kind),
+                Cow::Borrowed(&*w.owner.name),
+                Cow::Borrowed(&*w.owner.app),
+            ),
+            None => {
+                let mut values = label_values(&row.workload).into_iter().map(Cow::Owned);
+                let mut next = || values.next().unwrap_or_default();
+                (next(), next(), next())
+            }
+        };
+        PeerEntry {
+            instance,
+            instance_type,
+            app,
+            peer: &row.peer,
+            protocol: &row.protocol,
+            side: row.side,
+            rx_bytes: row.counts.rx_bytes,
+            tx_bytes: row.counts.tx_bytes,
+        }
+    }
+}
+
+/// The values of a rendered label block (`a="..",b=".."`), in order and
+/// unescaped (`\\`, `\"`, `\n`).
+fn label_values(rendered: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    let mut rest = rendered;
+    while let Some(open) = rest.find("=\"") {
+        let mut value = String::new();
+        let mut chars = rest[open + 2..].char_indices();
+        let mut end = rest.len() - open - 2;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                '\\' => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c)) => value.push(c),
+                    None => {}
+                },
+                c => value.push(c),
+            }
+        }
+        values.push(value);
+        rest = &rest[open + 2 + end..];
+    }
+    values
+}
+
+/// The peers of one tick: at most [`MAX_PEERS`] (those with the most bytes
+/// so far), by workload in the order of `/metrics`, then by bytes (rx + tx)
+/// so far, most first, `other` after the workload's peers; and how many
+/// were left out.
+fn peer_entries<'a>(
+    table: &'a PeerTable,
+    workloads: Option<&'a [(Workload, Counts)]>,
+) -> (Vec<PeerEntry<'a>>, usize) {
+    let by_rendered: std::collections::HashMap<&str, &Workload> = workloads
+        .unwrap_or_default()
+        .iter()
+        .map(|(w, _)| (&*w.rendered, w))
+        .collect();
+    let bytes = |r: &PeerRow| r.counts.rx_bytes.saturating_add(r.counts.tx_bytes);
+    let mut rows: Vec<&PeerRow> = table.rows.iter().collect();
+    let omitted = rows.len().saturating_sub(MAX_PEERS);
+    if omitted > 0 {
+        rows.sort_by(|a, b| {
+            bytes(b)
+                .cmp(&bytes(a))
+                .then_with(|| a.rendered.cmp(&b.rendered))
+        });
+        rows.truncate(MAX_PEERS);
+    }
+    rows.sort_by(|a, b| {
+        a.workload
+            .cmp(&b.workload)
+            .then_with(|| (&*a.peer == "other").cmp(&(&*b.peer == "other")))
+            .then_with(|| bytes(b).cmp(&bytes(a)))
+            .then_with(|| a.rendered.cmp(&b.rendered))
+    });
+    let entries = rows
+        .into_iter()
+        .map(|r| PeerEntry::new(r, by_rendered.get(&*r.workload).copied()))
+        .collect();
+    (entries, omitted)
+}
+
 /// What `/api/v1/interfaces` answers.
 #[derive(Serialize)]
 pub struct Document<'a> {
@@ -164,19 +290,32 @@ pub struct Document<'a> {
     /// `/metrics`; left out where the kernel does not count it here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workloads: Option<Vec<WorkloadEntry<'a>>>,
+    /// When the latest peers tick read the kernel's map, in seconds since
+    /// the epoch: the page divides the peers' deltas by the difference of
+    /// two ticks' times (the peers change only once a tick). `null` before
+    /// the first tick; left out with `peers`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers_time: Option<Option<f64>>,
+    /// The latest peers tick's series ([`peer_entries`]); left out where
+    /// the kernel does not count per peer here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<PeerEntry<'a>>>,
+    /// Peer series past [`MAX_PEERS`], left out of `peers`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers_omitted: Option<usize>,
 }
 
 impl<'a> Document<'a> {
-    /// The interfaces of one join, and the workloads read with it.
+    /// The interfaces of one join, the workloads read with it, and the
+    /// latest peers tick.
     pub fn new<T: Deref<Target = LabelTable>>(
         scrape: &'a Scrape<T>,
         read_at: SystemTime,
         workloads: Option<&'a [(Workload, Counts)]>,
+        peers: Option<&'a PeerTable>,
     ) -> Self {
-        let time = read_at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_millis() as f64 / 1000.0);
-        Document {
+        let time = seconds(read_at);
+        let mut document = Document {
             version: env!("CARGO_PKG_VERSION"),
             time,
             interfaces: scrape
@@ -184,7 +323,32 @@ impl<'a> Document<'a> {
                 .map(|(interface, counters)| Entry::new(interface, counters))
                 .collect(),
             workloads: workloads.map(|w| w.iter().map(|(w, c)| WorkloadEntry::new(w, c)).collect()),
-        }
+            peers_time: None,
+            peers: None,
+            peers_omitted: None,
+        };
+        document.set_peers(peers, workloads);
+        document
+    }
+
+    /// The peers of `table`, with the workloads of `workloads` where they
+    /// list them; none where `table` is `None`.
+    pub fn set_peers(
+        &mut self,
+        table: Option<&'a PeerTable>,
+        workloads: Option<&'a [(Workload, Counts)]>,
+    ) {
+        (self.peers_time, self.peers, self.peers_omitted) = match table {
+            Some(table) => {
+                let (entries, omitted) = peer_entries(table, workloads);
+                (
+                    Some(table.read_at.map(seconds)),
+                    Some(entries),
+                    Some(omitted),
+                )
+            }
+            None => (None, None, None),
+        };
     }
 
     pub fn to_json(&self) -> Vec<u8> {

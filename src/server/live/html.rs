@@ -5,9 +5,17 @@
 //! (container names, Compose labels, interface names): each is escaped, in
 //! text and attributes alike.
 
-use super::api::{Document, Entry, WorkloadEntry};
+use std::collections::HashMap;
+
+use super::api::{Document, Entry, PeerEntry, WorkloadEntry};
 use super::group;
 use crate::model::owner::OwnerKind;
+
+/// Peers shown under a workload by name, at most; the rest add up in one
+/// `other` row (the script picks them by rate, this page by bytes).
+pub const PEER_ROWS: usize = 8;
+/// Rows of the Clients table, at most.
+pub const CLIENT_ROWS: usize = 50;
 
 const PAGE: &str = include_str!("page.html");
 
@@ -23,6 +31,14 @@ pub fn page(document: &Document<'_>, metrics: &str) -> String {
         nic_row(&mut nics, entry);
     }
     let workloads = document.workloads.as_deref().unwrap_or_default();
+    let peers = document.peers.as_deref().unwrap_or_default();
+    let mut peers_of: HashMap<(&str, &str), Vec<&PeerEntry<'_>>> = HashMap::new();
+    for p in peers {
+        peers_of
+            .entry((&p.instance_type, &p.instance))
+            .or_default()
+            .push(p);
+    }
     let groups = group::by_owner(&document.interfaces, workloads);
     let mut owners = String::with_capacity((document.interfaces.len() + workloads.len()) * 300);
     for g in &groups {
@@ -32,6 +48,9 @@ pub fn page(document: &Document<'_>, metrics: &str) -> String {
         }
         for workload in &g.workloads {
             workload_row(&mut owners, workload);
+            if let Some(list) = peers_of.get(&(workload.instance_type, workload.instance)) {
+                peer_rows(&mut owners, workload, list);
+            }
         }
         owners.push_str("</tbody>\n");
     }
@@ -41,6 +60,7 @@ pub fn page(document: &Document<'_>, metrics: &str) -> String {
             "metrics" => push_html(out, &relative(metrics)),
             "nics" => out.push_str(&nics),
             "named" => named(out, document.workloads.is_some()),
+            "clients" => clients(out, peers),
             "owners" => out.push_str(&owners),
             "version" => push_html(out, document.version),
             _ => return false,
@@ -234,6 +254,157 @@ fn workload_row(out: &mut String, w: &WorkloadEntry<'_>) {
     );
 }
 
+/// What a peer row says of its side: `server`, this host serves the peer.
+fn side_text(side: &str) -> &'static str {
+    match side {
+        "server" => "served here",
+        "client" => "served there",
+        _ => "",
+    }
+}
+
+/// A workload's peers (in the API's order: most bytes first, `other`
+/// last): the first [`PEER_ROWS`] by name, then one `other` row with the
+/// rest, if they counted anything.
+fn peer_rows(out: &mut String, w: &WorkloadEntry<'_>, list: &[&PeerEntry<'_>]) {
+    let (mut rest_rx, mut rest_tx) = (0u64, 0u64);
+    let mut shown = 0;
+    for p in list {
+        if p.peer != "other" && shown < PEER_ROWS {
+            shown += 1;
+            let about = side_text(p.side);
+            peer_row(
+                out,
+                w,
+                [p.peer, p.protocol, p.side, about],
+                (p.rx_bytes, p.tx_bytes),
+            );
+        } else {
+            rest_rx = rest_rx.saturating_add(p.rx_bytes);
+            rest_tx = rest_tx.saturating_add(p.tx_bytes);
+        }
+    }
+    if rest_rx > 0 || rest_tx > 0 {
+        let about = "the rest of its peers";
+        peer_row(out, w, ["other", "", "", about], (rest_rx, rest_tx));
+    }
+}
+
+/// One peer row: `[peer, protocol, side, what the row says of its side]`
+/// and its bytes so far.
+fn peer_row(out: &mut String, w: &WorkloadEntry<'_>, text: [&str; 4], (rx, tx): (u64, u64)) {
+    let [peer, protocol, side, about] = text;
+    let mut totals = String::new();
+    if !about.is_empty() {
+        totals.push_str(about);
+        totals.push_str(" \u{b7} ");
+    }
+    totals.push_str(&format!(
+        "rx {} \u{b7} tx {}",
+        format_bytes(rx),
+        format_bytes(tx)
+    ));
+    push_all(
+        out,
+        &[
+            Raw("<tr class=\"peer\" data-workload=\""),
+            Text(w.instance),
+            Raw("\" data-type=\""),
+            Text(w.instance_type),
+            Raw("\" data-peer=\""),
+            Text(peer),
+            Raw("\" data-protocol=\""),
+            Text(protocol),
+            Raw("\" data-side=\""),
+            Text(side),
+            Raw("\" data-rx-bps=\"\" data-tx-bps=\"\"><td>"),
+            Text(peer),
+            Raw("<small class=\"totals\">"),
+            Text(&totals),
+            Raw("</small></td><td>"),
+            Text(protocol),
+            Raw(
+                "</td><td></td><td></td><td></td><td class=\"rx-rate\"></td><td class=\"tx-rate\"></td></tr>\n",
+            ),
+        ],
+    );
+}
+
+/// The Clients section: who uses this host's services, the `server` side's
+/// peers by peer and protocol across workloads, most bytes first (`other`
+/// last), at most [`CLIENT_ROWS`]; hidden where there are none (the script
+/// shows it once there are).
+fn clients(out: &mut String, peers: &[PeerEntry<'_>]) {
+    struct Client<'p> {
+        peer: &'p str,
+        protocol: &'p str,
+        rx: u64,
+        tx: u64,
+        via: Vec<&'p str>,
+    }
+    let mut by: HashMap<(&str, &str), Client<'_>> = HashMap::new();
+    for p in peers.iter().filter(|p| p.side == "server") {
+        let c = by.entry((p.peer, p.protocol)).or_insert_with(|| Client {
+            peer: p.peer,
+            protocol: p.protocol,
+            rx: 0,
+            tx: 0,
+            via: Vec::new(),
+        });
+        c.rx = c.rx.saturating_add(p.rx_bytes);
+        c.tx = c.tx.saturating_add(p.tx_bytes);
+        if !c.via.contains(&&*p.instance) {
+            c.via.push(&p.instance);
+        }
+    }
+    // An `other` that counted nothing is no one.
+    let mut rows: Vec<Client<'_>> = by
+        .into_values()
+        .filter(|c| c.peer != "other" || c.rx > 0 || c.tx > 0)
+        .collect();
+    rows.sort_by(|a, b| {
+        (a.peer == "other")
+            .cmp(&(b.peer == "other"))
+            .then_with(|| (b.rx.saturating_add(b.tx)).cmp(&a.rx.saturating_add(a.tx)))
+            .then_with(|| (a.peer, a.protocol).cmp(&(b.peer, b.protocol)))
+    });
+    rows.truncate(CLIENT_ROWS);
+    push_all(
+        out,
+        &[Raw(if rows.is_empty() {
+            "<section id=\"clients\" aria-labelledby=\"clients-h\" hidden>\n"
+        } else {
+            "<section id=\"clients\" aria-labelledby=\"clients-h\">\n"
+        })],
+    );
+    out.push_str(
+        "<h2 id=\"clients-h\">Clients</h2>\n<table>\n<thead><tr><th class=\"c-if\">Client</th><th class=\"c-ty\">Protocol</th><th class=\"c-via\">Served by</th><th class=\"rate c-rx\">rx</th><th class=\"rate c-tx\">tx</th></tr></thead>\n<tbody>\n",
+    );
+    for c in &rows {
+        let totals = format!("rx {} \u{b7} tx {}", format_bytes(c.rx), format_bytes(c.tx));
+        let via = c.via.join(", ");
+        push_all(
+            out,
+            &[
+                Raw("<tr class=\"client\" data-peer=\""),
+                Text(c.peer),
+                Raw("\" data-protocol=\""),
+                Text(c.protocol),
+                Raw("\" data-rx-bps=\"\" data-tx-bps=\"\"><td>"),
+                Text(c.peer),
+                Raw("<small class=\"totals\">"),
+                Text(&totals),
+                Raw("</small></td><td>"),
+                Text(c.protocol),
+                Raw("</td><td>"),
+                Text(&via),
+                Raw("</td><td class=\"rx-rate\"></td><td class=\"tx-rate\"></td></tr>\n"),
+            ],
+        );
+    }
+    out.push_str("</tbody>\n</table>\n</section>\n");
+}
+
 /// Bytes in decimal units to 3 significant digits, as the script writes
 /// them: "512 B", "1.23 kB", "45.6 MB", "789 GB".
 pub fn format_bytes(bytes: u64) -> String {
@@ -320,7 +491,10 @@ mod tests {
             seen.push(key.to_owned());
             true
         });
-        assert_eq!(seen, ["metrics", "nics", "named", "owners", "version"]);
+        assert_eq!(
+            seen,
+            ["metrics", "nics", "named", "clients", "owners", "version"]
+        );
         let mut out = String::new();
         fill(&mut out, "a {x} {b} {", |key, out| {
             (key == "x").then(|| out.push('X')).is_some()
@@ -349,6 +523,9 @@ mod tests {
                 .map(|i| Entry::new(i, &counters))
                 .collect(),
             workloads: None,
+            peers_time: None,
+            peers: None,
+            peers_omitted: None,
         };
         let html = page(&doc, "/prom/metrics");
         let escaped = "&lt;img src=x onerror=&quot;alert(&#x27;1&#x27;)&quot;&gt;&amp;";
@@ -442,6 +619,9 @@ mod tests {
                 .map(|i| Entry::new(i, &counters))
                 .collect(),
             workloads: Some(read.iter().map(|(w, c)| WorkloadEntry::new(w, c)).collect()),
+            peers_time: None,
+            peers: None,
+            peers_omitted: None,
         };
         let html = page(&doc, "/metrics");
         // The app's container is a row of the app's group, not an owner of its own.
@@ -470,5 +650,229 @@ mod tests {
         );
         assert_eq!(json["workloads"][1]["owner"]["kind"], "service");
         assert_eq!(json["workloads"][1]["instance"], "<smbd>");
+    }
+
+    /// A document of `read`'s workloads and `peers`' peers, no interfaces.
+    fn doc_of<'a>(
+        read: &'a [(
+            crate::workloads::Workload,
+            crate::workloads::accounting::Counts,
+        )],
+        peers: Option<&'a crate::workloads::peers::PeerTable>,
+    ) -> Document<'a> {
+        let mut doc = Document {
+            version: "0.1.0",
+            time: 1.5,
+            interfaces: Vec::new(),
+            workloads: Some(read.iter().map(|(w, c)| WorkloadEntry::new(w, c)).collect()),
+            peers_time: None,
+            peers: None,
+            peers_omitted: None,
+        };
+        doc.set_peers(peers, Some(read));
+        doc
+    }
+
+    #[test]
+    fn peers_show_under_their_workload_and_clients_by_peer() {
+        use std::time::{Duration, SystemTime};
+
+        use crate::workloads::Workload;
+        use crate::workloads::accounting::Counts;
+        use crate::workloads::peers::{PeerRow, PeerTable};
+
+        let render = |kind, name, app| crate::workloads::render("instance", kind, name, app);
+        let smbd = Workload {
+            owner: Owner::new(OwnerKind::Service, "smbd", ""),
+            kind: "service",
+            rendered: render("service", "smbd", ""),
+        };
+        let nfs = Workload {
+            owner: Owner::new(OwnerKind::Service, "nfs", ""),
+            kind: "service",
+            rendered: render("service", "nfs", ""),
+        };
+        let read = [
+            (smbd.clone(), Counts::default()),
+            (nfs.clone(), Counts::default()),
+        ];
+        let bytes = |rx, tx| Counts {
+            rx_bytes: rx,
+            tx_bytes: tx,
+            ..Counts::default()
+        };
+        let row = |w: &str, peer: &str, protocol: &str, side: &'static str, counts| PeerRow {
+            rendered: format!("{w},peer=\"{peer}\",protocol=\"{protocol}\",side=\"{side}\"").into(),
+            workload: w.into(),
+            peer: peer.into(),
+            protocol: protocol.into(),
+            side,
+            counts,
+        };
+        // Gone from the read: its labels come from the row, unescaped.
+        let gone = render("docker", "we\"b\\1", "a\nb");
+        let table = PeerTable {
+            rows: vec![
+                row(
+                    &nfs.rendered,
+                    "10.0.0.23",
+                    "nfs",
+                    "server",
+                    bytes(5000, 9000),
+                ),
+                row(&nfs.rendered, "other", "nfs", "server", bytes(0, 0)),
+                row(
+                    &smbd.rendered,
+                    "10.0.0.23",
+                    "smb",
+                    "server",
+                    bytes(100, 200),
+                ),
+                row(
+                    &smbd.rendered,
+                    "10.0.0.9",
+                    "smb",
+                    "server",
+                    bytes(7000, 8000),
+                ),
+                row(&smbd.rendered, "<b>", "smb", "server", bytes(1, 1)),
+                row(&smbd.rendered, "other", "smb", "server", bytes(30, 40)),
+                row(
+                    &smbd.rendered,
+                    "192.168.1.1",
+                    "dns",
+                    "client",
+                    bytes(50, 60),
+                ),
+                row(&gone, "10.0.0.23", "https", "client", bytes(1, 2)),
+            ],
+            new_keys: 0,
+            read_at: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250)),
+        };
+        let doc = doc_of(&read, Some(&table));
+        let json: serde_json::Value = serde_json::from_slice(&doc.to_json()).unwrap();
+        assert_eq!(json["peers_time"], 1_700_000_000.25);
+        assert_eq!(json["peers_omitted"], 0);
+        let peers = json["peers"].as_array().unwrap();
+        let order: Vec<(&str, &str)> = peers
+            .iter()
+            .map(|p| (p["instance"].as_str().unwrap(), p["peer"].as_str().unwrap()))
+            .collect();
+        // By workload (as /metrics), then bytes, `other` last.
+        assert_eq!(
+            order,
+            [
+                ("we\"b\\1", "10.0.0.23"),
+                ("nfs", "10.0.0.23"),
+                ("nfs", "other"),
+                ("smbd", "10.0.0.9"),
+                ("smbd", "10.0.0.23"),
+                ("smbd", "192.168.1.1"),
+                ("smbd", "<b>"),
+                ("smbd", "other"),
+            ]
+        );
+        assert_eq!(
+            peers[3],
+            serde_json::json!({
+                "instance": "smbd", "instance_type": "service", "app": "",
+                "peer": "10.0.0.9", "protocol": "smb", "side": "server",
+                "rx_bytes": 7000, "tx_bytes": 8000
+            })
+        );
+        assert_eq!(peers[0]["instance_type"], "docker");
+        assert_eq!(peers[0]["app"], "a\nb");
+
+        let html = page(&doc, "/metrics");
+        assert!(!html.contains("<b>"), "escaped");
+        // The workload's peers right under its row, most bytes first.
+        let wl = html.find(r#"<tr class="wl" data-workload="smbd""#).unwrap();
+        let first = html
+            .find(r#"<tr class="peer" data-workload="smbd" data-type="service" data-peer="10.0.0.9" data-protocol="smb" data-side="server" data-rx-bps="" data-tx-bps=""><td>10.0.0.9<small class="totals">served here · rx 7.00 kB · tx 8.00 kB</small></td><td>smb</td>"#)
+            .unwrap_or_else(|| panic!("{html}"));
+        let other = html
+            .find(r#"<tr class="peer" data-workload="smbd" data-type="service" data-peer="other" data-protocol="" data-side="""#)
+            .unwrap();
+        assert!(wl < first && first < other, "{html}");
+        assert!(html[other..].starts_with(
+            r#"<tr class="peer" data-workload="smbd" data-type="service" data-peer="other" data-protocol="" data-side="" data-rx-bps="" data-tx-bps=""><td>other<small class="totals">the rest of its peers · rx 30 B · tx 40 B</small>"#
+        ));
+        assert!(html.contains(r#"data-peer="192.168.1.1" data-protocol="dns" data-side="client""#));
+        // nfs's `other` counted nothing: no row.
+        assert_eq!(
+            html.matches(r#"data-type="service" data-peer="other""#)
+                .count(),
+            1,
+            "{html}"
+        );
+
+        // Clients: the server side by peer and protocol, most bytes first.
+        let clients = &html[html.find(r#"<section id="clients""#).unwrap()..];
+        assert!(clients.starts_with(r#"<section id="clients" aria-labelledby="clients-h">"#));
+        let clients = &clients[..clients.find("</section>").unwrap()];
+        let rows: Vec<&str> = clients
+            .match_indices(r#"<tr class="client" data-peer=""#)
+            .map(|(i, _)| &clients[i + 30..][..clients[i + 30..].find('"').unwrap()])
+            .collect();
+        assert_eq!(
+            rows,
+            ["10.0.0.9", "10.0.0.23", "10.0.0.23", "&lt;b&gt;", "other"],
+            "by peer and protocol: {clients}"
+        );
+        assert_eq!(
+            clients.matches("<td>other<").count(),
+            1,
+            "nfs's empty other is no one"
+        );
+        assert!(clients.contains(
+            r#"<td>10.0.0.23<small class="totals">rx 5.00 kB · tx 9.00 kB</small></td><td>nfs</td><td>nfs</td>"#
+        ));
+        assert!(
+            !clients.contains("192.168.1.1"),
+            "a client side is no client"
+        );
+
+        // No peers counted: nothing extra.
+        let none = doc_of(&read, None);
+        let json: serde_json::Value = serde_json::from_slice(&none.to_json()).unwrap();
+        assert!(json.get("peers").is_none() && json.get("peers_time").is_none());
+        let html = page(&none, "/metrics");
+        assert!(!html.contains("class=\"peer\""));
+        assert!(html.contains(r#"<section id="clients" aria-labelledby="clients-h" hidden>"#));
+    }
+
+    #[test]
+    fn the_peers_list_is_bounded_by_bytes() {
+        use crate::workloads::accounting::Counts;
+        use crate::workloads::peers::{PeerRow, PeerTable};
+
+        let n = super::super::api::MAX_PEERS + 5;
+        let rows = (0..n)
+            .map(|i| PeerRow {
+                rendered: format!("w,peer=\"{i:05}\"").into(),
+                workload: "instance_type=\"service\",instance=\"w\",app=\"\"".into(),
+                peer: format!("{i:05}").into(),
+                protocol: "".into(),
+                side: "",
+                counts: Counts {
+                    rx_bytes: i as u64,
+                    ..Counts::default()
+                },
+            })
+            .collect();
+        let table = PeerTable {
+            rows,
+            new_keys: 0,
+            read_at: None,
+        };
+        let doc = doc_of(&[], Some(&table));
+        let json: serde_json::Value = serde_json::from_slice(&doc.to_json()).unwrap();
+        assert_eq!(json["peers_omitted"], 5);
+        assert_eq!(json["peers_time"], serde_json::Value::Null);
+        let peers = json["peers"].as_array().unwrap();
+        assert_eq!(peers.len(), n - 5);
+        assert_eq!(peers[0]["rx_bytes"], n as u64 - 1);
+        assert_eq!(peers[n - 6]["rx_bytes"], 5, "the 5 smallest left out");
+        assert_eq!(peers[0]["instance"], "w");
     }
 }

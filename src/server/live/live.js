@@ -1,8 +1,9 @@
 /* truenas-net-exporter live view: polls api/v1/interfaces every 2 s and updates
  * the server-rendered tables in place (the structure html.rs renders), with
  * a sparkline of the last minutes per owner and NIC kept in this tab only,
- * the workloads (traffic per cgroup) under their owners, and the share of
- * the uplinks' traffic they and the VMs account for.
+ * the workloads (traffic per cgroup) under their owners with their top
+ * peers, the clients of this host's services, and the share of the
+ * uplinks' traffic the workloads and the VMs account for.
  * Names come from outside: the DOM is only built with createElement +
  * textContent / setAttribute, never from HTML strings. */
 (() => {
@@ -14,6 +15,9 @@ const UNITS = ['b/s', 'kb/s', 'Mb/s', 'Gb/s', 'Tb/s'], BYTES = ['B', 'kB', 'MB',
 // longer silence than GAP (paused, hidden, unreachable) breaks the line.
 const SPAN = 180, POINTS = 90, GAP = 3 * PERIOD / 1000, SW = 120, SH = 24;
 const SVG = 'http://www.w3.org/2000/svg', SIDE_KEY = 'truenas-net-exporter.side';
+// Peers shown by name under a workload, and clients listed, at most (as html.rs).
+const PEER_ROWS = 8, CLIENT_ROWS = 50;
+const SIDES = { server: 'served here', client: 'served there' };
 // The host's end of a veth or a tap receives what its owner sends: from the
 // owner's side, rx and tx swap. A macvtap already counts as its VM does, and
 // NICs, bridges and the host's own interfaces have no other side.
@@ -22,11 +26,14 @@ const PAIRED = new Set(['docker', 'incus', 'lxc', 'vm']);
 const d = document, body = d.body, $ = (r, s) => r.querySelector(s);
 const owners = $(d, '#owners'), nicBody = $(d, '#nics tbody'), statusEl = $(d, '#status'), namedEl = $(d, '#named');
 const pauseBtn = $(d, '#pause'), sideEl = $(d, '#side');
+const clientsEl = $(d, '#clients'), clientBody = $(d, '#clients tbody');
 if (!owners || !nicBody || !statusEl) return;
 
 let prev = null;        // last read: {t: server time, c: Map iface -> [rx, tx] bytes, w: the same per workload}
 let rates = new Map();  // iface -> [rx, tx] bits/s
 let wrates = new Map(); // workload key -> [rx, tx] bits/s, its own side
+let pprev = null;       // last peers tick: {t, c: Map peer key -> [rx, tx] bytes}
+let prates = new Map(); // peer key -> [rx, tx] bits/s, the workload's side, between two ticks
 let refreshes = 0, lastOk = '', timer = 0, inflight = false, paused = false;
 let side = 'host', last = null;  // the last read, to redraw on a switch
 const hist = new Map();  // ownerKey -> [[t, rx, tx, owner's rx, owner's tx] bits/s, ...]
@@ -99,6 +106,16 @@ const ifName = it => str(it.interface), ifKey = e => attr(e, 'data-interface');
 const wlKey = w => str(w.instance_type) + '\0' + str(w.instance);
 const wlRowKey = e => attr(e, 'data-type') + '\0' + attr(e, 'data-workload');
 const ownerKey = (kind, name) => kind + '\0' + name;
+const peerKey = p => wlKey(p) + '\0' + str(p.peer) + '\0' + str(p.protocol) + '\0' + str(p.side);
+// The rows under an owner's interfaces: workloads and their peers.
+const subRowKey = e => e.classList.contains('peer')
+  ? 'p\0' + [attr(e, 'data-type'), attr(e, 'data-workload'), attr(e, 'data-peer'), attr(e, 'data-protocol'),
+    attr(e, 'data-side')].join('\0')
+  : 'w\0' + wlRowKey(e);
+const subKey = it => it.w ? 'w\0' + wlKey(it.w) : 'p\0' + wlKey(it.of) + '\0' + it.peer + '\0' + it.protocol + '\0' + it.side;
+const sumRates = rs => rs.reduce((a, r) => r ? [add(a[0], r[0]), add(a[1], r[1])] : a, [NaN, NaN]);
+const busy = r => r && !isNaN(r[0] + r[1]) ? r[0] + r[1] : -1;
+const bytesOf = p => (num(p.rx_bytes) || 0) + (num(p.tx_bytes) || 0);
 const itOwner = it => it.owner || {};
 const swaps = it => WORKLOADS.has(str(itOwner(it).kind)) && PAIRED.has(str(it.instance_type));
 // An interface's rates as the chosen side sees them.
@@ -123,6 +140,65 @@ function newWorkload(w) {
   name.append(el('small', 'totals'));
   tr.append(name, el('td', '', str(w.instance_type)), el('td'), el('td'), el('td'), el('td', 'rx-rate'), el('td', 'tx-rate'));
   return tr;
+}
+function newPeer(it) {
+  const tr = el('tr', 'peer', '', { 'data-workload': str(it.of.instance), 'data-type': str(it.of.instance_type),
+    'data-peer': it.peer, 'data-protocol': it.protocol, 'data-side': it.side, 'data-rx-bps': '', 'data-tx-bps': '' });
+  const name = el('td', '', it.peer);
+  name.append(el('small', 'totals'));
+  tr.append(name, el('td', '', it.protocol), el('td'), el('td'), el('td'), el('td', 'rx-rate'), el('td', 'tx-rate'));
+  return tr;
+}
+function newClient(c) {
+  const tr = el('tr', 'client', '', { 'data-peer': c.peer, 'data-protocol': c.protocol, 'data-rx-bps': '', 'data-tx-bps': '' });
+  const name = el('td', '', c.peer);
+  name.append(el('small', 'totals'));
+  tr.append(name, el('td', '', c.protocol), el('td'), el('td', 'rx-rate'), el('td', 'tx-rate'));
+  return tr;
+}
+const totals = (about, rx, tx) => (about ? about + ' \u00b7 ' : '') + `rx ${fmtBytes(rx)} \u00b7 tx ${fmtBytes(tx)}`;
+// A workload's rows under it: its busiest peers by name (by rate, then
+// bytes), then one `other` row with the rest, if they counted anything.
+function peerRows(w, list) {
+  const named = list.filter(p => str(p.peer) !== 'other').sort((a, b) =>
+    busy(prates.get(peerKey(b))) - busy(prates.get(peerKey(a))) || bytesOf(b) - bytesOf(a)
+    || cmp(str(a.peer), str(b.peer)) || cmp(str(a.protocol), str(b.protocol)) || cmp(str(a.side), str(b.side)));
+  const rows = named.slice(0, PEER_ROWS).map(p => ({ of: w, peer: str(p.peer), protocol: str(p.protocol),
+    side: str(p.side), about: SIDES[str(p.side)] || '', rx: num(p.rx_bytes), tx: num(p.tx_bytes),
+    r: prates.get(peerKey(p)) }));
+  const rest = named.slice(PEER_ROWS).concat(list.filter(p => str(p.peer) === 'other'));
+  const rx = rest.reduce((a, p) => a + (num(p.rx_bytes) || 0), 0), tx = rest.reduce((a, p) => a + (num(p.tx_bytes) || 0), 0);
+  if (rx > 0 || tx > 0) {
+    rows.push({ of: w, peer: 'other', protocol: '', side: '', about: 'the rest of its peers', rx, tx,
+      r: sumRates(rest.map(p => prates.get(peerKey(p)))) });
+  }
+  return rows;
+}
+// Who uses this host's services: the server side's peers by peer and
+// protocol across workloads, busiest first, `other` last.
+function clients(peers) {
+  if (!clientsEl || !clientBody) return;
+  const by = new Map();
+  for (const p of peers) {
+    if (str(p.side) !== 'server') continue;
+    const k = str(p.peer) + '\0' + str(p.protocol);
+    let c = by.get(k);
+    if (!c) by.set(k, c = { k, peer: str(p.peer), protocol: str(p.protocol), rx: 0, tx: 0, r: [NaN, NaN], via: [] });
+    c.rx += num(p.rx_bytes) || 0; c.tx += num(p.tx_bytes) || 0;
+    c.r = sumRates([c.r, prates.get(peerKey(p))]);
+    if (!c.via.includes(str(p.instance))) c.via.push(str(p.instance));
+  }
+  // An `other` that counted nothing is no one.
+  const rows = [...by.values()].filter(c => c.peer !== 'other' || c.rx > 0 || c.tx > 0).sort((a, b) => (a.peer === 'other') - (b.peer === 'other')
+    || busy(b.r) - busy(a.r) || (b.rx + b.tx) - (a.rx + a.tx) || cmp(a.peer, b.peer) || cmp(a.protocol, b.protocol))
+    .slice(0, CLIENT_ROWS);
+  sync(clientBody, 'tr.client', e => attr(e, 'data-peer') + '\0' + attr(e, 'data-protocol'), rows, c => c.k, newClient,
+    (tr, c) => {
+      setText($(tr, '.totals'), totals('', c.rx, c.tx));
+      setText(tr.cells[2], c.via.join(', '));
+      setRates(tr, isNaN(c.r[0]) ? null : c.r);
+    });
+  clientsEl.hidden = !rows.length;
 }
 function newOwner(g) {
   const tb = el('tbody', 'owner', '', { 'data-kind': g.kind, 'data-name': g.name, 'data-rx-bps': '', 'data-tx-bps': '' });
@@ -256,8 +332,14 @@ function spark(parent, key, own) {
     : `Last ${Math.round(end - h[0][0])} s: rx peak ${fmtRate(rx)}, tx peak ${fmtRate(tx)}`);
 }
 
-function render(list, wl) {
-  last = [list, wl];
+function render(list, wl, peers) {
+  last = [list, wl, peers];
+  const byWl = new Map();
+  for (const p of peers || []) {
+    const k = wlKey(p);
+    if (!byWl.has(k)) byWl.set(k, []);
+    byWl.get(k).push(p);
+  }
   const groups = group(list, wl || []), own = side === 'owner';
   const total = g => isNaN(g.rx) ? -1 : g.rx + g.tx;
   // Busiest first; owners without a rate yet last; ties: kind rank, kind, name.
@@ -283,14 +365,23 @@ function render(list, wl) {
           setRates(tr, seen(it, rates.get(name)));
         }, $(tb, 'tr.owner-head'));
       const ifs = tb.querySelectorAll('tr.iface');
-      // A workload's own sockets: never swapped.
-      sync(tb, 'tr.wl', wlRowKey, g.wls, wlKey, newWorkload, (tr, w) => {
+      // A workload's own sockets, then its peers: never swapped.
+      const subs = [];
+      for (const w of g.wls) subs.push({ w }, ...peerRows(w, byWl.get(wlKey(w)) || []));
+      sync(tb, 'tr.wl, tr.peer', subRowKey, subs, subKey, it => it.w ? newWorkload(it.w) : newPeer(it), (tr, it) => {
+        const w = it.w;
+        if (!w) {
+          setText($(tr, '.totals'), totals(it.about, it.rx, it.tx));
+          setRates(tr, it.r && !isNaN(it.r[0]) ? it.r : null);
+          return;
+        }
         setText($(tr, '.totals'), `sockets: rx ${fmtBytes(w.rx_bytes)} \u00b7 tx ${fmtBytes(w.tx_bytes)}`);
         setText(tr.cells[1], str(w.instance_type));
         setRates(tr, wrates.get(wlKey(w)));
       }, ifs.length ? ifs[ifs.length - 1] : $(tb, 'tr.owner-head'));
     }, $(owners, 'thead'));
   named(list, groups, wl);
+  clients(peers || []);
 
   sync(nicBody, 'tr.nic', ifKey, list.filter(it => itOwner(it).kind === 'nic').sort(byIface), ifName,
     it => newRow('nic', ifName(it), ['', '', 'rx-rate', 'tx-rate', 'util']),
@@ -326,6 +417,9 @@ function apply(data) {
   list = list.filter(it => it && it.interface != null);
   // Absent where the kernel does not count per workload.
   const wl = Array.isArray(data.workloads) ? data.workloads.filter(w => w && w.instance != null) : null;
+  // Absent where the kernel does not count per peer; they change once a tick.
+  const peers = Array.isArray(data.peers) ? data.peers.filter(p => p && p.instance != null && p.peer != null) : null;
+  const pt = num(data.peers_time);
   const counts = (xs, key) => new Map(xs.map(it => [key(it), [num(it.rx_bytes), num(it.tx_bytes)]]));
   const deltas = (now, was, dt) => {
     const out = new Map();
@@ -347,8 +441,21 @@ function apply(data) {
     wrates = new Map();
     prev = cur;
   }                                   // same time = same read: keep the rates
+  if (peers && !isNaN(pt)) {
+    const pc = counts(peers, peerKey);
+    if (pprev && pt > pprev.t) {
+      prates = deltas(pc, pprev.c, pt - pprev.t);
+      pprev = { t: pt, c: pc };
+    } else if (!pprev || pt < pprev.t) {
+      prates = new Map();
+      pprev = { t: pt, c: pc };
+    }                                 // the same tick: keep its rates
+  } else {
+    prates = new Map();
+    pprev = null;
+  }
   if (fresh) record(t, group(list, wl || []));
-  render(list, wl);
+  render(list, wl, peers);
   body.setAttribute('data-refreshes', String(++refreshes));
   lastOk = new Date().toLocaleTimeString();
   status(paused ? 'paused' : 'ok');
@@ -379,7 +486,7 @@ async function tick() {
 }
 // Resuming after a pause or a hidden tab: the next rates come from two fresh
 // reads, not averaged over the whole gap.
-const kick = () => { if (!timer && !inflight && !paused && !d.hidden) { prev = null; tick(); } };
+const kick = () => { if (!timer && !inflight && !paused && !d.hidden) { prev = pprev = null; tick(); } };
 d.addEventListener('visibilitychange', kick);
 
 if (pauseBtn) {
