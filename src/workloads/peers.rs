@@ -184,6 +184,8 @@ pub struct TickStats {
 pub struct Tracker {
     settings: TrackerSettings,
     keys: HashMap<PeerKey, KeyState>,
+    /// Keys of cgroups no workload holds yet, since when.
+    unknown: HashMap<PeerKey, Instant>,
     groups: HashMap<Group, GroupState>,
     remainders: HashMap<Arc<str>, Remainder>,
     protocol_names: Vec<Arc<str>>,
@@ -209,6 +211,7 @@ impl Tracker {
         Tracker {
             settings,
             keys: HashMap::new(),
+            unknown: HashMap::new(),
             groups: HashMap::new(),
             remainders: HashMap::new(),
             protocol_names,
@@ -240,8 +243,17 @@ impl Tracker {
                 self.protocol_of(key.port)
             };
             let Some(workload) = (input.workload_of)(key.cgroup, protocol, key.side) else {
+                // Its counts wait for the cgroup's name; a key that waits
+                // for `idle` leaves the map (its cgroup's own counter still
+                // has the bytes, and its workload's `other` then).
+                let since = *self.unknown.entry(*key).or_insert(now);
+                if now.saturating_duration_since(since) >= self.settings.idle {
+                    stats.idle_keys.push(*key);
+                    self.unknown.remove(key);
+                }
                 continue;
             };
+            self.unknown.remove(key);
             let state = match self.keys.get_mut(key) {
                 Some(s) => s,
                 None => {
@@ -273,6 +285,7 @@ impl Tracker {
                 .add(&delta);
         }
         let idle = self.settings.idle;
+        self.unknown.retain(|key, _| seen.contains(key));
         self.keys.retain(|key, state| {
             if !seen.contains(key) {
                 return false;
@@ -316,10 +329,10 @@ impl Tracker {
         (self.table(), stats)
     }
 
-    /// What each workload's own counter saw that the peer map did not,
-    /// added to its `other` with no protocol: never negative, so a packet
-    /// the peer map counted a moment before the counter did is evened out
-    /// later, not subtracted.
+    /// What each workload's own counter saw that the peer map did not (a
+    /// full map, keys removed as idle while unnamed), added to its `other`
+    /// with no protocol. Only ever added: a packet the map has and the
+    /// counter had not yet is evened out by the next, not subtracted.
     fn account_remainders(&mut self, per_workload: &HashMap<Arc<str>, Counts>, input: &TickInput) {
         let now = input.now;
         for (workload, exact) in input.exact {
@@ -901,6 +914,30 @@ mod tests {
         }
         assert!(gone, "quiet for idle: the series goes");
         assert!(w.keys.is_empty(), "and the key leaves the kernel's map");
+    }
+
+    #[test]
+    fn keys_of_a_cgroup_never_named_leave_the_map_after_idle() {
+        let mut tracker = Tracker::new(settings(2));
+        let k = key(99, 1, 445, Side::Server);
+        let nobody = |_: u64, _: u8, _: Side| None;
+        let exact = HashMap::new();
+        let mut now = Instant::now();
+        let mut removed = Vec::new();
+        for _ in 0..8 {
+            now += Duration::from_secs(10);
+            let (table, stats) = tracker.tick(
+                &[(k, tx(100))],
+                &TickInput {
+                    workload_of: &nobody,
+                    exact: &exact,
+                    now,
+                },
+            );
+            assert!(table.rows.is_empty());
+            removed.extend(stats.idle_keys);
+        }
+        assert_eq!(removed, [k], "once, after idle");
     }
 
     #[test]
