@@ -284,7 +284,10 @@ fn peers(c: &mut Criterion) {
         }
     }
     rows.sort_by(|a, b| a.rendered.cmp(&b.rendered));
-    let peer_table = PeerTable { rows, new_keys: 0 };
+    let peer_table = PeerTable {
+        rows,
+        ..PeerTable::default()
+    };
 
     let mut out = Vec::new();
     let without = |out: &mut Vec<u8>| {
