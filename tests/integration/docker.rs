@@ -1029,3 +1029,132 @@ fn a_tun_held_by_a_host_network_app_is_the_apps() {
     assert_eq!(labels["instance_type"], "docker");
     assert_eq!(labels["app"], format!("tnevpn{n}"));
 }
+
+/// A port published through `docker-proxy`: the proxy is the engine's
+/// process, so the client's bytes are the engine's workload's (its peer the
+/// client) and the app's are its own once (its peer the bridge's gateway,
+/// where the proxy connects from): the app is not counted twice.
+#[test]
+fn a_published_port_counts_toward_its_app_once() {
+    if !engine() {
+        return;
+    }
+    let _engine = shared_engine();
+    let n = std::process::id();
+    let mut c = Cleanup::default();
+    let net = format!("tnepp{n}_net");
+    c.network(&net, &[]);
+    let name = format!("tnepp{n}");
+    const FILE: u64 = 1_000_000;
+    c.run(
+        &name,
+        &[
+            "--network",
+            &net,
+            "-p",
+            "127.0.0.1::8080",
+            IMAGE,
+            "sh",
+            "-c",
+            &format!("mkdir -p /www && head -c {FILE} /dev/zero > /www/f && exec httpd -f -p 8080 -h /www"),
+        ],
+    );
+    let port = docker(&["port", &name, "8080"]);
+    let addr = port.lines().next().unwrap_or_default().trim().to_owned();
+    let server = server_on(&socket(), crate::monitoring::ACCOUNTING_1S);
+    if !require(
+        crate::monitoring::counts_per_cgroup(&server),
+        "the exporter cannot load its BPF programs: no traffic per peer",
+    ) {
+        return;
+    }
+    let fetch = || {
+        let out = Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", "-w", "%{size_download}"])
+            .arg(format!("http://{addr}/f"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            FILE.to_string(),
+            "{addr}"
+        );
+    };
+    // The app's tx per peer, and its workload's.
+    let read = || -> (HashMap<String, f64>, f64) {
+        let samples = parse(&server.metrics());
+        let mine = |s: &&crate::support::Sample| s.label("instance") == Some(name.as_str());
+        let peers = samples
+            .iter()
+            .filter(mine)
+            .filter(|s| s.name == "net_peer_tx_bytes_total")
+            .map(|s| {
+                (
+                    format!(
+                        "{}/{}",
+                        s.label("peer").unwrap_or(""),
+                        s.label("protocol").unwrap_or("")
+                    ),
+                    s.value,
+                )
+            })
+            .collect();
+        let total = samples
+            .iter()
+            .filter(mine)
+            .find(|s| s.name == "net_workload_tx_bytes_total")
+            .map_or(0.0, |s| s.value);
+        (peers, total)
+    };
+    // A first fetch makes the proxy a peer of the app; its series starts
+    // at the tick after.
+    fetch();
+    wait_for(Duration::from_secs(20), || {
+        let (peers, _) = read();
+        (peers.keys().any(|p| !p.starts_with("other/"))).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the app's peers: {:?}", read()));
+    let (before, total_before) = read();
+    for _ in 0..3 {
+        fetch();
+    }
+    let settled = wait_for(Duration::from_secs(20), || {
+        let (after, total) = read();
+        let grown: f64 = after
+            .iter()
+            .map(|(k, v)| v - before.get(k).copied().unwrap_or(0.0))
+            .sum();
+        (total - total_before >= 3.0 * FILE as f64 && (grown - (total - total_before)).abs() < 1.0)
+            .then_some((after, total))
+    });
+    let (after, total) = settled.unwrap_or_else(|| panic!("before {before:?}, now {:?}", read()));
+    let sent = total - total_before;
+    // Three files and their headers: not six (the proxy's copy is not the app's).
+    assert!(
+        sent < 3.0 * FILE as f64 * 1.1 + 100_000.0,
+        "the app sent {sent} bytes for three files of {FILE}"
+    );
+    let gateway = docker(&[
+        "network",
+        "inspect",
+        &net,
+        "-f",
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+    ]);
+    let to_gateway = after
+        .get(&format!("{}/", gateway.trim()))
+        .copied()
+        .unwrap_or(0.0)
+        - before
+            .get(&format!("{}/", gateway.trim()))
+            .copied()
+            .unwrap_or(0.0);
+    assert!(
+        to_gateway >= 3.0 * FILE as f64,
+        "the proxy, at the gateway, is the app's peer: {after:?}"
+    );
+    assert!(
+        !after.keys().any(|p| p.starts_with("127.0.0.1/")),
+        "the client is not the app's peer: {after:?}"
+    );
+}

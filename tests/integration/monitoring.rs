@@ -270,7 +270,8 @@ pub(crate) fn counts_per_cgroup(server: &Server) -> bool {
 
 /// The per-cgroup counting every 1 s (30 s by default), so that a cgroup
 /// the test makes is named at once.
-pub(crate) const ACCOUNTING_1S: &str = "[accounting]\ninterval = \"1s\"\n[peers]\ninterval = \"1s\"\n";
+pub(crate) const ACCOUNTING_1S: &str =
+    "[accounting]\ninterval = \"1s\"\n[peers]\ninterval = \"1s\"\n";
 
 /// Substitutes the dashboard's variables as "All" and a short window.
 pub(crate) fn concrete(expr: &str) -> String {
