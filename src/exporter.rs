@@ -378,7 +378,7 @@ impl Exporter {
         };
         let new_peers = workloads
             .peers()
-            .is_some_and(|p| p.counting.stats().new_keys != p.table.load().new_keys);
+            .is_some_and(|p| p.counting.stats().new_keys != self.hub.peer_table().new_keys);
         let before = self.hub.refreshes();
         let mut woke: Vec<ResolverId> = Vec::new();
         if workloads.unsettled() && self.hub.wake_for_unknown_cgroups() {
@@ -424,8 +424,8 @@ impl Exporter {
             }
         };
         let stats = workloads.write(out);
-        if let Some(peers) = workloads.peers() {
-            peers.table.load().write(out);
+        if workloads.peers().is_some() {
+            self.hub.peer_table().write(out);
         }
         health(workloads.healthy());
         if stats.unknown > 0 {
@@ -456,7 +456,8 @@ impl Exporter {
     /// The latest tick's peer series (for the live view); `None` where
     /// the kernel does not count per peer here.
     pub fn read_peers(&self) -> Option<Arc<PeerTable>> {
-        Some(self.hub.workloads()?.peers()?.table.load_full())
+        self.hub.workloads()?.peers()?;
+        Some(self.hub.peer_table())
     }
 
     fn after_join(&self, stats: &JoinStats) {
@@ -527,7 +528,6 @@ fn attach_peers(config: &PeersConfig, cgroup: &Path) -> Option<PeerCounts> {
             Some(PeerCounts {
                 counting,
                 nfs_protocol: config.protocol_index(crate::workloads::NFS),
-                table: Default::default(),
             })
         }
         Err(e) => {

@@ -37,6 +37,8 @@ pub struct Hub {
     /// Where they are not: the containers whose traffic is their own
     /// namespace's only.
     namespace_only: ArcSwap<Vec<NamespaceWorkload>>,
+    /// The peers tick's latest series.
+    peers: ArcSwap<PeerTable>,
     /// Serialises compositions so a slower, older one cannot overwrite a newer
     /// table; holds the last table's label collisions, to log only changes.
     compose_lock: Mutex<Vec<String>>,
@@ -95,6 +97,7 @@ impl Hub {
             cgroups: ArcSwap::default(),
             workloads,
             namespace_only: ArcSwap::default(),
+            peers: ArcSwap::default(),
             compose_lock: Mutex::new(Vec::new()),
             wakes: Default::default(),
             born: Instant::now(),
@@ -211,10 +214,14 @@ impl Hub {
 
     /// Replaces the peer series with a tick's.
     pub fn publish_peers(&self, table: PeerTable) {
-        if let Some(peers) = self.workloads.as_ref().and_then(|w| w.peers()) {
-            peers.table.store(Arc::new(table));
-        }
+        self.peers.store(Arc::new(table));
         self.published(ResolverId::Peers, false, false);
+    }
+
+    /// The peers tick's latest series (empty before the first, and where
+    /// nothing counts per peer).
+    pub fn peer_table(&self) -> Arc<PeerTable> {
+        self.peers.load_full()
     }
 
     /// A scrape found keys in the per-peer map the last tick did not read:

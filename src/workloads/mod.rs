@@ -24,7 +24,6 @@ use crate::resolve::sources::Claims;
 use crate::workloads::accounting::peers::PeerCounting;
 use crate::workloads::accounting::{Accounting, AccountingError, Counts};
 use crate::workloads::cgroups::CgroupTree;
-use crate::workloads::peers::PeerTable;
 
 /// One workload: what its series say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,8 +264,6 @@ pub struct PeerCounts {
     pub counting: PeerCounting,
     /// The `nfs` protocol's index in the port table, if it is listed.
     pub nfs_protocol: Option<u8>,
-    /// The latest tick's series.
-    pub table: ArcSwap<PeerTable>,
 }
 
 /// The counting programs and the latest table.
