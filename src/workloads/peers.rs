@@ -133,6 +133,8 @@ struct KeyState {
     changed: Instant,
     /// The `peer` label, folded where it is public.
     peer: Arc<str>,
+    /// The last read that had it.
+    read: u64,
 }
 
 /// One tick's inputs besides the readings.
@@ -184,8 +186,11 @@ pub struct TickStats {
 pub struct Tracker {
     settings: TrackerSettings,
     keys: HashMap<PeerKey, KeyState>,
-    /// Keys of cgroups no workload holds yet, since when.
-    unknown: HashMap<PeerKey, Instant>,
+    /// Keys of cgroups no workload holds yet: since when, and the last
+    /// read that had them.
+    unknown: HashMap<PeerKey, (Instant, u64)>,
+    /// Reads of the map so far.
+    reads: u64,
     groups: HashMap<Group, GroupState>,
     remainders: HashMap<Arc<str>, Remainder>,
     protocol_names: Vec<Arc<str>>,
@@ -212,6 +217,7 @@ impl Tracker {
             settings,
             keys: HashMap::new(),
             unknown: HashMap::new(),
+            reads: 0,
             groups: HashMap::new(),
             remainders: HashMap::new(),
             protocol_names,
@@ -231,12 +237,19 @@ impl Tracker {
     ) -> (PeerTable, TickStats) {
         let now = input.now;
         let mut stats = TickStats::default();
-        let mut seen: std::collections::HashSet<PeerKey> =
-            std::collections::HashSet::with_capacity(readings.len());
+        // Which keys this read has: a key the map no longer has is gone.
+        self.reads += 1;
+        let read = self.reads;
         // Deltas per group and peer label.
         let mut deltas: HashMap<(Group, Arc<str>), Counts> = HashMap::new();
         for (key, counts) in readings {
-            seen.insert(*key);
+            if let Some(state) = self.keys.get_mut(key)
+                && state.counts == *counts
+            {
+                // Most keys, most ticks: nothing new, nothing to attribute.
+                state.read = read;
+                continue;
+            }
             let protocol = if key.side == Side::None {
                 0
             } else {
@@ -246,8 +259,9 @@ impl Tracker {
                 // Its counts wait for the cgroup's name; a key that waits
                 // for `idle` leaves the map (its cgroup's own counter still
                 // has the bytes, and its workload's `other` then).
-                let since = *self.unknown.entry(*key).or_insert(now);
-                if now.saturating_duration_since(since) >= self.settings.idle {
+                let (since, seen) = self.unknown.entry(*key).or_insert((now, read));
+                *seen = read;
+                if now.saturating_duration_since(*since) >= self.settings.idle {
                     stats.idle_keys.push(*key);
                     self.unknown.remove(key);
                 }
@@ -262,6 +276,7 @@ impl Tracker {
                         counts: Counts::default(),
                         changed: now,
                         peer: Arc::from(peer),
+                        read,
                     })
                 }
             };
@@ -274,6 +289,7 @@ impl Tracker {
                 state.changed = now;
             }
             state.counts = *counts;
+            state.read = read;
             let group = Group {
                 workload,
                 protocol,
@@ -285,9 +301,9 @@ impl Tracker {
                 .add(&delta);
         }
         let idle = self.settings.idle;
-        self.unknown.retain(|key, _| seen.contains(key));
+        self.unknown.retain(|_, (_, seen)| *seen == read);
         self.keys.retain(|key, state| {
-            if !seen.contains(key) {
+            if state.read != read {
                 return false;
             }
             let quiet = now.saturating_duration_since(state.changed) >= idle;
