@@ -317,7 +317,7 @@ impl Exporter {
         };
         let namespaces = match scrape {
             Some(_) => {
-                self.await_new_cgroups().await;
+                self.await_new_cgroups_and_peers().await;
                 self.read_namespaces().await
             }
             None => None,
@@ -372,7 +372,7 @@ impl Exporter {
     /// The same for peers the per-peer map has and the last tick did not
     /// read: the tick runs early and is waited for, so a new peer of a
     /// workload is in this scrape's `other` or series, not the next's.
-    async fn await_new_cgroups(&self) {
+    async fn await_new_cgroups_and_peers(&self) {
         let Some(workloads) = self.hub.workloads() else {
             return;
         };
