@@ -83,6 +83,14 @@ hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 fds() { ls "/proc/$1/fd" | wc -l; }
 threads() { awk '/^Threads/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# p50 of one wrk run against $1 for $2 seconds, in microseconds.
+p50() {
+  wrk -t1 -c1 -d"$2"s --latency "$1" | awk '/ 50% / {
+    v = $2; u = v; gsub(/[0-9.]/, "", u); sub(/[a-z]+$/, "", v)
+    if (u == "ms") v *= 1000; else if (u == "s") v *= 1000000
+    print v }'
+}
+median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
 case "$mode" in
 bench)
@@ -392,14 +400,6 @@ compare)
   rounds=${ROUNDS:-5}
   secs=${SECONDS_PER_RUN:-10}
   make_host "$work/host" 10000
-  # p50 of one wrk run, in microseconds.
-  p50() {
-    wrk -t1 -c1 -d"$2"s --latency "$1" | awk '/ 50% / {
-      v = $2; u = v; gsub(/[0-9.]/, "", u); sub(/[a-z]+$/, "", v)
-      if (u == "ms") v *= 1000; else if (u == "s") v *= 1000000
-      print v }'
-  }
-  median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
   export -f make_topology p50 median
   WORK=$work OLD=$OLD_BIN NEW=$bin ROUNDS=$rounds SECS=$secs unshare -n -p -f -m --mount-proc bash -c '
     set -e
@@ -432,13 +432,6 @@ peers)
   # mode's own: only its workloads are counted.
   bin=${BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/truenas-net-exporter}
   [ -n "${BIN:-}" ] || cargo build --release -q
-  p50() {
-    wrk -t1 -c1 -d"$2"s --latency "$1" | awk '/ 50% / {
-      v = $2; u = v; gsub(/[0-9.]/, "", u); sub(/[a-z]+$/, "", v)
-      if (u == "ms") v *= 1000; else if (u == "s") v *= 1000000
-      print v }'
-  }
-  median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
   export -f make_topology p50 median
   WORK=$work BIN=$bin ROUNDS=${ROUNDS:-5} SECS=${SECONDS_PER_RUN:-5} unshare -n -p -f -m --mount-proc bash -c '
     set -euo pipefail
