@@ -32,7 +32,7 @@ use crate::workloads::accounting::peers::PeerCounting;
 use crate::workloads::accounting::{Accounting, Counts};
 use crate::workloads::cgroups::{CgroupSource, find_mount};
 use crate::workloads::namespaces::{NamespaceCounts, NamespaceReader};
-use crate::workloads::peers::{PeerSource, PeerTable, TrackerSettings};
+use crate::workloads::peers::{PeerSource, PeerTable};
 use crate::workloads::{PeerCounts, Workload, Workloads};
 
 /// The exporter's background work, for the app to start: see [`Exporter::background`].
@@ -163,7 +163,7 @@ impl Exporter {
             let publish: Publish<_> = Box::new(move |table| me.hub.publish_peers(table));
             let source = PeerSource::new(
                 Arc::clone(workloads),
-                TrackerSettings::from_config(peers),
+                peers,
                 self.hub.waker(Cause::UnknownCgroup),
                 &self.telemetry,
             );

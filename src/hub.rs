@@ -228,13 +228,7 @@ impl Hub {
     /// the tick runs early, as often as [`Hub::wake_for_unknown`]. Returns
     /// whether it woke it.
     pub fn wake_for_unknown_peers(&self) -> bool {
-        let due = self.wake_due(&self.last_peer_wake);
-        if due {
-            for wake in self.waker(Cause::UnknownPeer) {
-                wake.notify_one();
-            }
-        }
-        due
+        self.wake_gapped(&self.last_peer_wake, Cause::UnknownPeer)
     }
 
     /// The containers whose traffic only their namespace's `net/dev` has,
@@ -313,22 +307,22 @@ impl Hub {
             // Nothing published yet: every resolver is on its first refresh anyway.
             return false;
         }
-        if !self.wake_due(&self.last_unknown_wake) {
-            return false;
-        }
-        for wake in self.waker(Cause::UnknownInterface) {
-            wake.notify_one();
-        }
-        true
+        self.wake_gapped(&self.last_unknown_wake, Cause::UnknownInterface)
     }
 
     /// A scrape counted cgroups the workload table does not know: the
     /// cgroup resolver looks again, as often as [`Hub::wake_for_unknown`].
     /// Returns whether it woke them.
     pub fn wake_for_unknown_cgroups(&self) -> bool {
-        let due = self.wake_due(&self.last_cgroup_wake);
+        self.wake_gapped(&self.last_cgroup_wake, Cause::UnknownCgroup)
+    }
+
+    /// Wakes the resolvers `cause` wakes if [`UNKNOWN_WAKE_GAP`] has passed
+    /// since `last` (then now is `last`); says whether it did.
+    fn wake_gapped(&self, last: &AtomicU64, cause: Cause) -> bool {
+        let due = self.wake_due(last);
         if due {
-            for wake in self.waker(Cause::UnknownCgroup) {
+            for wake in self.waker(cause) {
                 wake.notify_one();
             }
         }

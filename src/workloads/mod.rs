@@ -52,6 +52,9 @@ pub struct WorkloadTable {
     pub unslotted: usize,
     /// Cgroups no walk has that count in a slot of their own.
     pub orphans: HashSet<u64>,
+    /// Counts wait for walks that will tell whether their cgroup is new or
+    /// an orphan.
+    pub pending: bool,
     /// The root cgroup's workload, and the NFS server's: NFS the root
     /// serves (kernel threads) moves from the one to the other.
     pub root: Option<u32>,
@@ -305,8 +308,7 @@ impl Workloads {
     /// that is gone count too: the walks they wait for are due now, not at
     /// the next interval.
     pub fn unsettled(&self) -> bool {
-        self.accounting.new_cgroups() != self.table.load().new_cgroups
-            || self.accounting.waiting().0
+        self.accounting.new_cgroups() != self.table.load().new_cgroups || self.table.load().pending
     }
 
     /// Whether the next read of the tree is to be settled even if it did
@@ -314,7 +316,7 @@ impl Workloads {
     /// workloads whose [`LINGER`] is to end.
     pub fn settle_due(&self) -> bool {
         self.unsettled()
-            || self.accounting.waiting().1
+            || !self.table.load().orphans.is_empty()
             || self
                 .memory
                 .lock()
@@ -481,6 +483,7 @@ impl Workloads {
             .position(|w| w.rendered == nfs)
             .map(|i| i as u32);
         next.orphans = settled.orphans.iter().copied().collect();
+        next.pending = settled.pending;
         next.by_slot = settled
             .slots
             .iter()
@@ -572,7 +575,7 @@ impl Workloads {
         for ((floor, v), o) in self.root_floor.iter().zip(fields).zip(&mut out) {
             *o = floor.fetch_max(v, Ordering::Relaxed).max(v);
         }
-        Counts::from_fields(out)
+        Counts::from_entry(out)
     }
 }
 

@@ -24,11 +24,12 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::config::PeersConfig;
 use crate::expose::encoder::{self, MetricType};
 use crate::expose::telemetry::Telemetry;
 use crate::resolve::sources::{ResolverId, Source};
@@ -56,36 +57,6 @@ const HYSTERESIS: f64 = 2.0;
 /// Candidates kept per shown series at most, across all workloads: what a
 /// torrent app's thousands of peers cost user space between ticks.
 const CANDIDATES_PER_SERIES: usize = 64;
-
-#[derive(Debug, Clone)]
-pub struct TrackerSettings {
-    pub top: usize,
-    pub idle: Duration,
-    pub min_lifetime: Duration,
-    pub fold_v4: u8,
-    pub fold_v6: u8,
-    /// Protocol names by index minus one.
-    pub protocols: Vec<Box<str>>,
-    /// Each listed port's protocol index.
-    pub port_protocol: HashMap<u16, u8>,
-    /// Candidates kept at most (a bound on memory under churn).
-    pub max_candidates: usize,
-}
-
-impl TrackerSettings {
-    pub fn from_config(c: &crate::config::PeersConfig) -> TrackerSettings {
-        TrackerSettings {
-            top: c.top,
-            idle: c.idle,
-            min_lifetime: c.min_lifetime,
-            fold_v4: c.fold_v4,
-            fold_v6: c.fold_v6,
-            protocols: c.protocols.clone(),
-            port_protocol: c.ports.iter().copied().collect(),
-            max_candidates: (c.max_peers as usize).max(c.top * CANDIDATES_PER_SERIES),
-        }
-    }
-}
 
 /// Where a kernel key's traffic goes: a workload (its rendered labels) and
 /// the protocol index.
@@ -184,7 +155,11 @@ pub struct TickStats {
 /// The user-space state between ticks.
 #[derive(Debug)]
 pub struct Tracker {
-    settings: TrackerSettings,
+    settings: PeersConfig,
+    /// Each listed port's protocol index, from `settings.ports`.
+    port_protocol: HashMap<u16, u8>,
+    /// Candidates kept at most (a bound on memory under churn).
+    max_candidates: usize,
     keys: HashMap<PeerKey, KeyState>,
     /// Keys of cgroups no workload holds yet: since when, and the last
     /// read that had them.
@@ -210,11 +185,13 @@ fn bytes(c: &Counts) -> u64 {
 }
 
 impl Tracker {
-    pub fn new(settings: TrackerSettings) -> Tracker {
+    pub fn new(settings: &PeersConfig) -> Tracker {
         let mut protocol_names: Vec<Arc<str>> = vec![Arc::from("")];
         protocol_names.extend(settings.protocols.iter().map(|p| Arc::from(&**p)));
         Tracker {
-            settings,
+            port_protocol: settings.ports.iter().copied().collect(),
+            max_candidates: (settings.max_peers as usize).max(settings.top * CANDIDATES_PER_SERIES),
+            settings: settings.clone(),
             keys: HashMap::new(),
             unknown: HashMap::new(),
             reads: 0,
@@ -225,7 +202,7 @@ impl Tracker {
     }
 
     fn protocol_of(&self, port: u16) -> u8 {
-        self.settings.port_protocol.get(&port).copied().unwrap_or(0)
+        self.port_protocol.get(&port).copied().unwrap_or(0)
     }
 
     /// One tick: the kernel map's `readings` (every key, its counts since
@@ -389,7 +366,7 @@ impl Tracker {
 
     /// The top K per group, with hysteresis and a minimum lifetime.
     fn select(&mut self, now: Instant) {
-        let TrackerSettings {
+        let PeersConfig {
             top,
             idle,
             min_lifetime,
@@ -468,7 +445,7 @@ impl Tracker {
     /// Drops the weakest hidden candidates past the bound; returns how many.
     fn bound(&mut self) -> usize {
         let total: usize = self.groups.values().map(|s| s.peers.len()).sum();
-        let over = total.saturating_sub(self.settings.max_candidates);
+        let over = total.saturating_sub(self.max_candidates);
         if over == 0 {
             return 0;
         }
@@ -621,7 +598,7 @@ pub struct PeerSource {
 impl PeerSource {
     pub fn new(
         workloads: Arc<Workloads>,
-        settings: TrackerSettings,
+        settings: &PeersConfig,
         recompose: Vec<Arc<Notify>>,
         telemetry: &Telemetry,
     ) -> PeerSource {
@@ -710,17 +687,22 @@ impl Source for PeerSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
-    fn settings(top: usize) -> TrackerSettings {
-        TrackerSettings {
+    fn settings(top: usize) -> PeersConfig {
+        PeersConfig {
+            schedule: crate::config::Schedule {
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(5),
+            },
             top,
+            max_peers: 1000,
             idle: Duration::from_secs(60),
             min_lifetime: Duration::from_secs(20),
             fold_v4: 32,
             fold_v6: 128,
             protocols: vec!["smb".into(), "nfs".into()],
-            port_protocol: [(445, 1), (2049, 2)].into_iter().collect(),
-            max_candidates: 1000,
+            ports: vec![(445, 1), (2049, 2)],
         }
     }
 
@@ -755,7 +737,7 @@ mod tests {
     impl World {
         fn new(top: usize) -> World {
             World {
-                tracker: Tracker::new(settings(top)),
+                tracker: Tracker::new(&settings(top)),
                 now: Instant::now(),
                 keys: HashMap::new(),
                 missed: 0,
@@ -934,7 +916,7 @@ mod tests {
 
     #[test]
     fn keys_of_a_cgroup_never_named_leave_the_map_after_idle() {
-        let mut tracker = Tracker::new(settings(2));
+        let mut tracker = Tracker::new(&settings(2));
         let k = key(99, 1, 445, Side::Server);
         let nobody = |_: u64, _: u8, _: Side| None;
         let exact = HashMap::new();

@@ -68,18 +68,14 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn from_entry([rx_bytes, rx_packets, tx_bytes, tx_packets]: [u64; 4]) -> Counts {
+    /// From rx bytes, rx packets, tx bytes, tx packets (a map entry's order).
+    pub(crate) fn from_entry([rx_bytes, rx_packets, tx_bytes, tx_packets]: [u64; 4]) -> Counts {
         Counts {
             rx_bytes,
             rx_packets,
             tx_bytes,
             tx_packets,
         }
-    }
-
-    /// From rx bytes, rx packets, tx bytes, tx packets.
-    pub fn from_fields(fields: [u64; 4]) -> Counts {
-        Counts::from_entry(fields)
     }
 
     fn entry(&self) -> [u64; 4] {
@@ -158,6 +154,9 @@ pub struct Settled {
     pub gone: Vec<(u64, Counts)>,
     /// Cgroups no walk has, counting in a slot of their own.
     pub orphans: Vec<u64>,
+    /// Whether counts of cgroups no walk has had yet wait for the walks
+    /// that tell one born since from one that is gone (an orphan).
+    pub pending: bool,
     /// [`Accounting::new_cgroups`] when the settle read the fresh map.
     pub new_cgroups: u64,
     /// Cgroups whose traffic goes uncounted for want of a slot (or of room
@@ -243,15 +242,6 @@ impl Accounting {
     /// changes, a settle has work to do.
     pub fn new_cgroups(&self) -> u64 {
         self.counters.get(0)[0]
-    }
-
-    /// Whether a settle has work even if the tree is unchanged: counts of
-    /// cgroups no walk has had yet wait for the walks that decide whether
-    /// they are orphans (`pending`), and orphans are watched for going
-    /// quiet (`orphans`).
-    pub fn waiting(&self) -> (bool, bool) {
-        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        (!st.pending.is_empty(), !st.orphans.is_empty())
     }
 
     /// Packets the programs could not count: the fresh map was full.
@@ -396,6 +386,7 @@ impl Accounting {
             .extend(st.orphans.iter().map(|(&id, &(slot, _, _))| (id, slot)));
         settled.orphans = st.orphans.keys().copied().collect();
         settled.orphans.sort_unstable();
+        settled.pending = !st.pending.is_empty();
         settled.slots.sort_unstable_by_key(|&(_, slot)| slot);
         Ok(settled)
     }
