@@ -19,6 +19,7 @@ use crate::resolve::sources::topology::LinkFacts;
 pub(crate) mod docker;
 pub(crate) mod incus;
 pub(crate) mod lxc;
+pub(crate) mod names;
 pub(crate) mod netlink;
 pub(crate) mod procfs;
 pub(crate) mod topology;
