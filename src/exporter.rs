@@ -493,9 +493,11 @@ fn attach_accounting(
         Ok(accounting) => {
             tracing::info!(cgroup = %cgroup.display(), "counting traffic per cgroup");
             up.set(1.0);
-            // After the counter: the programs run in the order they are
-            // linked, and the root's NFS count must trail its total.
-            let peers = config.peers.as_ref().and_then(|p| attach_peers(p, &cgroup));
+            // In the counter's place: one program counts both.
+            let peers = config
+                .peers
+                .as_ref()
+                .and_then(|p| attach_peers(p, &cgroup, &accounting));
             Some(Workloads::new(
                 accounting,
                 peers,
@@ -510,10 +512,14 @@ fn attach_accounting(
     }
 }
 
-/// The per-peer programs, linked to `cgroup` beside the counter. Where they
-/// cannot be (an older kernel's verifier, a map too large for the memory
-/// limit) it says so once: traffic per workload is still counted.
-fn attach_peers(config: &PeersConfig, cgroup: &Path) -> Option<PeerCounts> {
+/// The per-peer programs, in the counter's links (they count per cgroup
+/// too). Where they cannot be (an older kernel's verifier, a map too large
+/// for the memory limit) it says so once: the counter runs on.
+fn attach_peers(
+    config: &PeersConfig,
+    cgroup: &Path,
+    accounting: &Accounting,
+) -> Option<PeerCounts> {
     use std::os::unix::fs::MetadataExt;
     let root_id = match std::fs::metadata(cgroup) {
         Ok(m) => m.ino(),
@@ -522,7 +528,7 @@ fn attach_peers(config: &PeersConfig, cgroup: &Path) -> Option<PeerCounts> {
             return None;
         }
     };
-    match PeerCounting::attach(cgroup, config.max_peers, &config.ports, root_id) {
+    match PeerCounting::attach(accounting, config.max_peers, &config.ports, root_id) {
         Ok(counting) => {
             tracing::info!(max_peers = config.max_peers, "counting traffic per peer");
             Some(PeerCounts {

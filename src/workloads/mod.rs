@@ -262,7 +262,7 @@ struct Memory {
     nfs: HashSet<u64>,
 }
 
-/// The per-peer programs beside the counters, and what they give.
+/// The per-peer programs in the counter's place, and what they give.
 pub struct PeerCounts {
     pub counting: PeerCounting,
     /// The `nfs` protocol's index in the port table, if it is listed.

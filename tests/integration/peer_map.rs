@@ -242,11 +242,13 @@ fn served_connections_count_per_client() {
         panic!("{ports:?}")
     };
     let accounting = Accounting::attach(&cgroup.0[0], 64).unwrap();
-    let peers = PeerCounting::attach(&cgroup.0[0], 64, &[(v4, 1), (v6, 2), (dual, 3)], 0).unwrap();
+    let peers = PeerCounting::attach(&accounting, 64, &[(v4, 1), (v6, 2), (dual, 3)], 0).unwrap();
     let listing = crate::accounting::attached(&cgroup.0[0]);
     if have("bpftool") {
+        // One pair counts both, in the counter's place.
         assert!(listing.contains("tne_peer_rx"), "{listing}");
         assert!(listing.contains("tne_peer_tx"), "{listing}");
+        assert!(!listing.contains("tne_rx"), "{listing}");
     }
 
     for (host, port) in [("127.0.0.1", v4), ("::1", v6), ("127.0.0.1", dual)] {
@@ -287,6 +289,7 @@ fn served_connections_count_per_client() {
     if have("bpftool") {
         let listing = crate::accounting::attached(&cgroup.0[0]);
         assert!(!listing.contains("tne_peer"), "after detach: {listing}");
+        assert!(listing.contains("tne_rx"), "the counter again: {listing}");
     }
 }
 
@@ -301,7 +304,8 @@ fn client_key(name: &str, listed: bool) -> Option<(PeerKey, u16)> {
     let port = listener.local_addr().unwrap().port();
     // Listing some other port leaves both ends of this one unlisted.
     let table = if listed { (port, 9) } else { (port ^ 1, 9) };
-    let peers = PeerCounting::attach(&cgroup.0[0], 64, &[table], 0).unwrap();
+    let accounting = Accounting::attach(&cgroup.0[0], 64).unwrap();
+    let peers = PeerCounting::attach(&accounting, 64, &[table], 0).unwrap();
     let client = Helper::python(&cgroup.0[0], &format!("connect 127.0.0.1 {port} {SEND}"));
     let (mut conn, _) = listener.accept().unwrap();
     let mut got = Vec::new();
@@ -354,7 +358,8 @@ fn unconnected_datagrams_are_keyed_by_the_packets_addresses() {
         return;
     };
     const PORT: u16 = 5353;
-    let peers = PeerCounting::attach(&cgroup.0[0], 64, &[(PORT, 4)], 0).unwrap();
+    let accounting = Accounting::attach(&cgroup.0[0], 64).unwrap();
+    let peers = PeerCounting::attach(&accounting, 64, &[(PORT, 4)], 0).unwrap();
     let mut helper = Helper::start(
         &cgroup.0[0],
         &format!(
@@ -409,7 +414,11 @@ fn a_full_map_counts_what_it_cannot_hold() {
         return;
     };
     const SIZE: usize = 10;
-    let peers = PeerCounting::attach(&cgroup.0[0], 4, &[], 0).unwrap();
+    let accounting = Accounting::attach(&cgroup.0[0], 64).unwrap();
+    let peers = PeerCounting::attach(&accounting, 4, &[], 0).unwrap();
+    // A slot, so the keys cache it.
+    accounting.settle(&[id], 1).unwrap();
+    let per_cgroup = || accounting.read().unwrap().get(&id).copied();
     let spray = |first: u8, last: u8| {
         let addrs: Vec<String> = (first..=last).map(|i| format!("127.0.0.{i}")).collect();
         let mut helper =
@@ -428,6 +437,12 @@ fn a_full_map_counts_what_it_cannot_hold() {
         assert_eq!((key.port, key.side), (0, Side::None));
         assert_eq!((counts.tx_packets, counts.tx_bytes), (1, 28 + SIZE as u64));
     }
+    // The per-cgroup count misses none of them.
+    let sent = per_cgroup().unwrap();
+    assert_eq!(
+        (sent.tx_packets, sent.tx_bytes),
+        (10, 10 * (28 + SIZE as u64))
+    );
 
     let gone: Vec<PeerKey> = first.iter().map(|(k, _)| *k).collect();
     assert_eq!(peers.remove(&gone).unwrap(), 4);
@@ -440,6 +455,65 @@ fn a_full_map_counts_what_it_cannot_hold() {
     let stats = peers.stats();
     assert_eq!(stats.new_keys, 8);
     assert_eq!(stats.lost_packets, 7, "{stats:?}");
+    let sent = per_cgroup().unwrap();
+    assert_eq!(
+        (sent.tx_packets, sent.tx_bytes),
+        (15, 15 * (28 + SIZE as u64))
+    );
+    assert_eq!(accounting.new_cgroups(), 0, "all in the slot");
+}
+
+/// A slot a peer key cached is zeroed in the key when its cgroup hands the
+/// slot back, before the slot can go to another cgroup: the cgroup's next
+/// packets count as a new cgroup's (the fresh map), not in the slot's new
+/// owner's.
+#[test]
+fn a_handed_back_slot_is_cached_nowhere_once_reused() {
+    let Some((cgroup, id)) = kernel("peer-reuse") else {
+        return;
+    };
+    const SIZE: usize = 10;
+    let accounting = Accounting::attach(&cgroup.0[0], 64).unwrap();
+    let peers = PeerCounting::attach(&accounting, 64, &[], 0).unwrap();
+    let spray = |addrs: &str| {
+        let mut helper = Helper::python(&cgroup.0[0], &format!("spray 9 {SIZE} {addrs}"));
+        assert_eq!(helper.line(), "sent");
+        helper.finish();
+    };
+    let settled = accounting.settle(&[id], 1).unwrap();
+    assert_eq!(settled.slots, [(id, 1)]);
+    spray("127.0.0.1 127.0.0.2");
+    assert_eq!(accounting.slot(1).tx_packets, 2);
+    spray("127.0.0.1 127.0.0.2");
+    assert_eq!(
+        accounting.slot(1).tx_packets,
+        4,
+        "counted by the cached slot"
+    );
+
+    // Gone from the tree: its slot is handed back, the keys forget it.
+    let settled = accounting.settle(&[], 2).unwrap();
+    assert_eq!(settled.gone.len(), 1, "{settled:?}");
+    assert_eq!(settled.uncached, 2, "{settled:?}");
+    // The slot, rested, goes to another cgroup (any id will do).
+    let other = id + 1_000_000;
+    let settled = accounting.settle(&[other], 3).unwrap();
+    assert_eq!(settled.uncached, 0, "{settled:?}");
+    assert_eq!(settled.slots, [(other, 1)], "the slot reused");
+    assert_eq!(accounting.slot(1), Counts::default());
+
+    spray("127.0.0.1 127.0.0.2");
+    assert_eq!(
+        accounting.slot(1),
+        Counts::default(),
+        "nothing in the new owner's slot"
+    );
+    let all = accounting.read().unwrap();
+    assert_eq!(all.get(&id).map(|c| c.tx_packets), Some(2), "{all:?}");
+    assert_eq!(accounting.new_cgroups(), 1, "a new cgroup again");
+    let keys = keys(&peers, id);
+    assert_eq!(keys.len(), 2);
+    assert!(keys.iter().all(|(_, c)| c.tx_packets == 3), "{keys:?}");
 }
 
 /// With the cgroup standing in for the root (its id as `root_id`), what it
@@ -456,7 +530,8 @@ fn the_root_cgroups_served_traffic_per_protocol() {
     let outside = TcpListener::bind("127.0.0.1:0").unwrap();
     let client_port = outside.local_addr().unwrap().port();
     let table = [(port, INDEX), (client_port, 8)];
-    let peers = PeerCounting::attach(&cgroup.0[0], 64, &table, id).unwrap();
+    let accounting = Accounting::attach(&cgroup.0[0], 64).unwrap();
+    let peers = PeerCounting::attach(&accounting, 64, &table, id).unwrap();
     assert_eq!(exchange("127.0.0.1", port, 25_000), 40_000);
     assert_eq!(server.line(), "25000");
     server.finish();

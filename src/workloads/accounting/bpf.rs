@@ -18,6 +18,9 @@ const PROG_LOAD: libc::c_long = 5;
 const MAP_LOOKUP_BATCH: libc::c_long = 24;
 const MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
 const LINK_CREATE: libc::c_long = 28;
+const LINK_UPDATE: libc::c_long = 29;
+/// `map_update_elem`'s flag: only a key that is there.
+pub const EXIST: u64 = 2;
 
 const MAP_TYPE_HASH: u32 = 1;
 const MAP_TYPE_ARRAY: u32 = 2;
@@ -230,27 +233,41 @@ pub fn link_cgroup(
         })
 }
 
+/// Swaps the program `link` runs for `program` (same type and hook), in
+/// one step: each packet runs the one or the other, none both or neither.
+pub fn link_update(link: &OwnedFd, program: &OwnedFd) -> Result<(), BpfError> {
+    let mut attr = Attr::new()
+        .u32(0, link.as_raw_fd() as u32)
+        .u32(4, program.as_raw_fd() as u32);
+    call(LINK_UPDATE, &mut attr)
+        .map(drop)
+        .map_err(|source| BpfError::Call {
+            command: "link update",
+            source,
+        })
+}
+
 /// Every entry of `map` (8-byte keys, values of four u64), `chunk` at a
 /// time: one call per chunk. With `take`, each entry read is deleted in
 /// the same call, so nothing added between a read and a delete is lost.
 pub fn read_all(map: &OwnedFd, chunk: usize, take: bool) -> Result<Vec<(u64, [u64; 4])>, BpfError> {
-    Ok(read_keyed::<8>(map, chunk, take)?
+    Ok(read_keyed::<8, 4>(map, chunk, take)?
         .into_iter()
         .map(|(key, value)| (u64::from_ne_bytes(key), value))
         .collect())
 }
 
-/// A map entry read: its key's bytes, and its four counters.
-pub type Entry<const K: usize> = ([u8; K], [u64; 4]);
+/// A map entry read: its key's bytes, and its value's `V` u64s.
+pub type Entry<const K: usize, const V: usize> = ([u8; K], [u64; V]);
 
 /// [`read_all`] for a map whose keys are `K` bytes, returned as bytes. The
-/// map's keys must be `K` bytes and its values 32: the kernel writes that
-/// much per entry.
-pub fn read_keyed<const K: usize>(
+/// map's keys must be `K` bytes and its values `8 * V`: the kernel writes
+/// that much per entry.
+pub fn read_keyed<const K: usize, const V: usize>(
     map: &OwnedFd,
     chunk: usize,
     take: bool,
-) -> Result<Vec<Entry<K>>, BpfError> {
+) -> Result<Vec<Entry<K, V>>, BpfError> {
     let (command, name) = if take {
         (MAP_LOOKUP_AND_DELETE_BATCH, "map lookup and delete batch")
     } else {
@@ -259,7 +276,7 @@ pub fn read_keyed<const K: usize>(
     let chunk = chunk.max(1);
     let mut entries = Vec::new();
     let mut keys = vec![[0u8; K]; chunk];
-    let mut values = vec![[0u64; 4]; chunk];
+    let mut values = vec![[0u64; V]; chunk];
     // The batch token: a bucket index for a hash map.
     let mut token = [0u64; 1];
     let mut first = true;
@@ -278,7 +295,7 @@ pub fn read_keyed<const K: usize>(
             // One bucket holds more than a chunk: again, with room for it.
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && keys.len() < 1 << 20 => {
                 keys.resize(keys.len() * 2, [0; K]);
-                values.resize(keys.len(), [0; 4]);
+                values.resize(keys.len(), [0; V]);
                 continue;
             }
             // The end: this last batch may still hold entries.
@@ -336,10 +353,22 @@ pub fn update(map: &OwnedFd, key: u64, value: &[u8]) -> Result<(), BpfError> {
 /// Sets `key` to `value`, each the size the map was made with (created or
 /// replaced).
 pub fn update_key(map: &OwnedFd, key: &[u8], value: &[u8]) -> Result<(), BpfError> {
+    update_key_with(map, key, value, 0)
+}
+
+/// [`update_key`] with the command's `flags` ([`EXIST`]: only a key that
+/// is there; one that is not is an `ENOENT` error).
+pub fn update_key_with(
+    map: &OwnedFd,
+    key: &[u8],
+    value: &[u8],
+    flags: u64,
+) -> Result<(), BpfError> {
     let mut attr = Attr::new()
         .u32(0, map.as_raw_fd() as u32)
         .u64(8, ptr(key.as_ptr()))
-        .u64(16, ptr(value.as_ptr()));
+        .u64(16, ptr(value.as_ptr()))
+        .u64(24, flags);
     call(MAP_UPDATE_ELEM, &mut attr)
         .map(drop)
         .map_err(|source| BpfError::Call {

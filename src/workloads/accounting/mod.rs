@@ -13,6 +13,11 @@
 //! counts in a hash map by id until [`settle`] gives it a slot and takes
 //! its counts over.
 //!
+//! Where `[peers]` is on, the links run the per-peer programs instead
+//! ([`peers`]), which count per cgroup in these same maps; their peer map
+//! caches each cgroup's slot, so [`settle`] zeroes the cached copies of a
+//! slot it hands back before the slot is free (the race is in `peers`).
+//!
 //! The links close with the process, so a crash or `kill -9` leaves no
 //! program attached. They coexist with systemd's and Docker's programs.
 //!
@@ -24,9 +29,9 @@ pub mod peers;
 pub mod program;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use self::bpf::{BpfError, Direction, MappedArray};
 
@@ -114,10 +119,45 @@ pub struct Accounting {
     /// Cgroup id to counters, for cgroups with no slot.
     fresh: OwnedFd,
     max_cgroups: u32,
+    /// The links, and the counter's own programs.
+    links: Arc<Links>,
+    state: Mutex<Slots>,
+}
+
+/// The two links to the cgroup, whichever programs they run: the counter
+/// (`program.rs`), or the per-peer programs that count per cgroup too
+/// (`peers.bpf.c`, [`peers::PeerCounting`]).
+pub(crate) struct Links {
     /// Closing them detaches the programs: at [`Accounting::detach`], or
     /// with the process.
     links: Mutex<Option<[OwnedFd; 2]>>,
-    state: Mutex<Slots>,
+    /// The counter, ingress and egress.
+    counter: [OwnedFd; 2],
+}
+
+impl Links {
+    /// Has both links run `programs` (ingress, egress) from now on: each
+    /// swap is one step (a packet runs the old program or the new, never
+    /// both, never neither), and both count per cgroup in the same maps.
+    /// Detached links stay detached.
+    pub(crate) fn run(&self, programs: &[OwnedFd; 2]) -> Result<(), BpfError> {
+        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let Some([rx, tx]) = links.as_ref() else {
+            return Ok(());
+        };
+        bpf::link_update(rx, &programs[0])?;
+        if let Err(e) = bpf::link_update(tx, &programs[1]) {
+            // Back to the counter on both, as before.
+            let _ = bpf::link_update(rx, &self.counter[0]);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Back to the counter alone.
+    pub(crate) fn restore(&self) -> Result<(), BpfError> {
+        self.run(&self.counter)
+    }
 }
 
 /// Who has which slot: user space alone hands them out.
@@ -143,6 +183,9 @@ struct Slots {
     /// oneshot unit). Their slot, their counts at the last settle and the
     /// walk those last changed in.
     orphans: HashMap<u64, (u32, Counts, u64)>,
+    /// The peer map, where the per-peer programs count: its keys cache
+    /// their cgroup's slot.
+    peers: Option<OwnedFd>,
 }
 
 /// What a settle did.
@@ -165,6 +208,9 @@ pub struct Settled {
     /// Map writes that failed (left for the next settle), and the first
     /// failure.
     pub failed: Option<(usize, BpfError)>,
+    /// Peer keys whose cached slot was zeroed: their cgroup no longer had
+    /// that slot.
+    pub uncached: usize,
 }
 
 impl Settled {
@@ -204,20 +250,26 @@ impl Accounting {
             counters: counters.fd().as_raw_fd(),
             fresh: fresh.as_raw_fd(),
         };
-        let link = |direction, name: &str, offset| -> Result<OwnedFd, AccountingError> {
+        let load = |direction, name: &str, offset| {
             let code = program::bytes(&program::counter(maps, offset));
-            let prog = bpf::load_cgroup_skb(name, direction, &code)?;
-            // The link holds the program, the program the maps.
-            Ok(bpf::link_cgroup(&prog, &dir, direction)?)
+            bpf::load_cgroup_skb(name, direction, &code)
         };
-        let rx = link(Direction::Ingress, "tne_rx", program::INGRESS)?;
-        let tx = link(Direction::Egress, "tne_tx", program::EGRESS)?;
+        let counter = [
+            load(Direction::Ingress, "tne_rx", program::INGRESS)?,
+            load(Direction::Egress, "tne_tx", program::EGRESS)?,
+        ];
+        // The link holds the program, the program the maps.
+        let rx = bpf::link_cgroup(&counter[0], &dir, Direction::Ingress)?;
+        let tx = bpf::link_cgroup(&counter[1], &dir, Direction::Egress)?;
         Ok(Accounting {
             slots,
             counters,
             fresh,
             max_cgroups,
-            links: Mutex::new(Some([rx, tx])),
+            links: Arc::new(Links {
+                links: Mutex::new(Some([rx, tx])),
+                counter,
+            }),
             state: Mutex::new(Slots {
                 next: 1,
                 ..Slots::default()
@@ -229,8 +281,34 @@ impl Accounting {
     /// thread stuck on a hung mount can keep a process from exiting, and
     /// the programs must not count on for it. They count nothing after.
     pub fn detach(&self) {
-        let links = self.links.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let links = self
+            .links
+            .links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         drop(links);
+    }
+
+    /// The per-cgroup maps, by the names the compiled object loads them by.
+    pub(crate) fn map_fd(&self, name: &str) -> Option<RawFd> {
+        match name {
+            "tne_slots" => Some(self.slots.as_raw_fd()),
+            "tne_counters" => Some(self.counters.fd().as_raw_fd()),
+            "tne_fresh" => Some(self.fresh.as_raw_fd()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn links(&self) -> Arc<Links> {
+        self.links.clone()
+    }
+
+    /// The peer map whose keys cache slots (`None`: none): from now on a
+    /// settle zeroes a cached slot before the slot can go to another
+    /// cgroup.
+    pub(crate) fn cache_slots_in(&self, peers: Option<OwnedFd>) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).peers = peers;
     }
 
     /// Slot `slot`'s counts, now: four loads, no call.
@@ -279,10 +357,8 @@ impl Accounting {
         };
 
         let live_set: HashSet<u64> = live.iter().copied().collect();
-        for slot in std::mem::take(&mut st.resting) {
-            self.counters.clear(slot as usize);
-            st.free.push(slot);
-        }
+        // Handed back at the last settle; free once no key caches them.
+        let rested = std::mem::take(&mut st.resting);
         let gone: Vec<(u64, u32)> = st
             .of
             .iter()
@@ -310,6 +386,36 @@ impl Accounting {
             if self.hand_back(&mut st, &mut settled, id, slot) {
                 st.orphans.remove(&id);
             }
+        }
+
+        // No peer key may cache a slot its cgroup no longer has: those
+        // handed back now (so their cgroup's next packets find no slot, as
+        // without the cache), and those handed back at the last settle (a
+        // packet that read the slot from the slots map just before its key
+        // went may have cached it since), before they are free.
+        let mut swept = true;
+        if (!rested.is_empty() || !st.resting.is_empty())
+            && let Some(map) = &st.peers
+        {
+            let owns = |id: u64, slot: u32| {
+                st.of.get(&id) == Some(&slot) || st.orphans.get(&id).is_some_and(|o| o.0 == slot)
+            };
+            match peers::uncache(map, owns) {
+                Ok(n) => settled.uncached = n,
+                Err(e) => {
+                    settled.fail(e);
+                    swept = false;
+                }
+            }
+        }
+        if swept {
+            for slot in rested {
+                self.counters.clear(slot as usize);
+                st.free.push(slot);
+            }
+        } else {
+            // Still resting, for the next settle's sweep.
+            st.resting.extend(rested);
         }
 
         let mut pending: Vec<u64> = st.pending.keys().copied().collect();

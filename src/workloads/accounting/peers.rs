@@ -1,36 +1,73 @@
-//! Bytes per remote peer: a second pair of cgroup_skb programs, linked
-//! beside the per-cgroup counter, counting each packet by (socket cgroup,
-//! remote address, listed server port, which end serves). This module owns
-//! their three maps (made here, by the names the object's relocations
-//! use), loads the object's two sections, and reads and trims the counts.
+//! Bytes per remote peer, and per cgroup in the same pass: where `[peers]`
+//! is on, one pair of cgroup_skb programs (`peers.bpf.c`) takes the
+//! counter's place in its links (`BPF_LINK_UPDATE`: each packet runs the
+//! one or the other, so no packet is counted twice or missed), counting
+//! each packet by (socket cgroup, remote address, listed server port,
+//! which end serves) and, as the counter does, by socket cgroup in the
+//! counter's maps. This module owns the three peer maps (made here, by the
+//! names the object's relocations use), loads the object's two sections,
+//! and reads and trims the counts. [`PeerCounting::detach`] swaps the
+//! counter back in.
+//!
+//! One lookup for both: the peer map's value caches the cgroup's slot in
+//! the counters array. A packet whose key is there with a slot adds to the
+//! key and to the slot (an array lookup the verifier inlines), with no
+//! lookup of the slots map. A packet whose key is not there, or caches no
+//! slot (0), counts per cgroup exactly as `program.rs` does (slots map,
+//! else the fresh map, else uncounted in slot 0) and then stores the slot
+//! it found (or 0) in the key, inserted if absent. A full peer map costs
+//! the per-peer count only: the per-cgroup one is made first, either way.
+//!
+//! A cached slot must never count into a slot another cgroup has since
+//! been given. [`Accounting::settle`](super::Accounting::settle) hands a
+//! slot back by deleting its cgroup's key from the slots map, and the slot
+//! rests one settle before it is free. The race: a packet that read the
+//! slot from the slots map just before the key went may store it in a peer
+//! key just after, whatever settle does at that moment. So settle, which
+//! holds the peer map too ([`uncache`]), zeroes every cached slot its
+//! cgroup does not have, both in the settle that hands the slot back (so
+//! the cgroup's next packets go the slow way, as without a cache) and in
+//! the next one, before the rested slot is free: by then every packet that
+//! could have read it from the slots map has long finished (a program run
+//! takes microseconds, within one RCU read section; settles are seconds
+//! apart), and no other path caches it. A sweep that fails keeps the slots
+//! resting. A packet that holds the slot from before the handback adds to
+//! it in the next few instructions, as with the counter alone, which the
+//! rest covers. Zeroing rewrites the key's value whole (a map update, with
+//! the counts as read, only if the key is still there): packets that
+//! counted in it between the read and the write are lost to the per-peer
+//! count (a gone cgroup's, so next to nothing), never to the per-cgroup
+//! one.
 //!
 //! Why this program is C compiled by clang, when the per-cgroup counter is
 //! written out instruction by instruction in `program.rs`: that counter is
 //! some 50 instructions of lookups and adds, reviewable as they are. This
 //! one parses IPv4 and IPv6 headers for unconnected sockets, folds
-//! addresses to one form and consults a port table: by hand, ~150
-//! instructions a direction with jumps patched by offset, which no reviewer
-//! could check (clang's output is 329). In C it reads as what it does
-//! (`peers.bpf.c`). The object is committed, so building the exporter needs
-//! no clang; a test rebuilds it when clang is there (always in CI) and
-//! compares each code section and its relocations with the committed one.
-//! The loader stays ours (`elf.rs` patches the map loads, `bpf.rs` loads):
-//! no libbpf, no BTF.
+//! addresses to one form, consults a port table and counts per cgroup as
+//! well: by hand, hundreds of instructions a direction with jumps patched
+//! by offset, which no reviewer could check (clang's output is ~520). In C
+//! it reads as what it does (`peers.bpf.c`). The object is committed, so
+//! building the exporter needs no clang; a test rebuilds it when clang is
+//! there (always in CI) and compares each code section and its relocations
+//! with the committed one. The loader stays ours (`elf.rs` patches the map
+//! loads, `bpf.rs` loads): no libbpf, no BTF. Where `[peers]` is off the
+//! counter stays `program.rs`'s: the cheapest program that counts per
+//! cgroup, with no object file in its way.
 //!
 //! The peer map is bounded: the programs insert a key only if absent and
 //! count what a full map could not hold (stats entry 0); user space reads
 //! the keys and removes idle ones. Traffic the root cgroup serves on a
 //! listed port (kernel servers: knfsd, NVMe-oF) is also counted exactly per
-//! protocol in the stats array, whatever the peer map holds.
+//! protocol in the stats array, whatever the peer map holds, after its
+//! per-cgroup count (so it trails the root's total).
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use super::bpf::{self, Direction, MappedArray};
-use super::{AccountingError, Counts, MIN_CHUNK, elf};
+use super::bpf::{self, BpfError, Direction, MappedArray};
+use super::{Accounting, AccountingError, Counts, Links, MIN_CHUNK, elf};
 
 /// `peers.bpf.c`, built by the command in its header.
 pub const OBJECT: &[u8] = include_bytes!("peers.bpf.o");
@@ -40,15 +77,20 @@ pub const EGRESS: &str = "cgroup_skb/egress";
 const CFG: &str = "tne_peer_cfg";
 const PEERS: &str = "tne_peers";
 const STATS: &str = "tne_peer_stats";
-/// The maps the object loads, by the names of its relocations.
-pub const MAP_NAMES: [&str; 3] = [CFG, PEERS, STATS];
+/// The maps the object loads, by the names of its relocations: the
+/// per-peer ones, then the counter's.
+pub const MAP_NAMES: [&str; 6] = [CFG, PEERS, STATS, "tne_slots", "tne_counters", "tne_fresh"];
 
 /// `struct peer_cfg`: the root cgroup's id, then a protocol index by port.
 const CFG_SIZE: usize = 8 + 65536;
 /// `struct peer_key`.
 const KEY_SIZE: usize = 32;
-/// `struct counts`.
-const VALUE_SIZE: usize = 32;
+/// `struct peer_value`: `struct counts`, then the cached slot (u32) and
+/// padding, in u64s.
+const VALUE_WORDS: usize = 5;
+const VALUE_SIZE: usize = VALUE_WORDS * 8;
+/// Keys read per call when settle looks for stale slots.
+const SWEEP_CHUNK: usize = 1024;
 /// The program's own counts, then one entry per protocol index.
 const STATS_ENTRIES: u32 = 1 + 256;
 
@@ -133,25 +175,23 @@ pub struct PeerCounting {
     max_peers: u32,
     /// Entries the last read found, to size the next one's buffers.
     last_read: AtomicUsize,
-    /// Closing them detaches the programs.
-    links: Mutex<Option<[OwnedFd; 2]>>,
+    /// The counter's links, which run these programs.
+    links: Arc<Links>,
 }
 
 impl PeerCounting {
-    /// Loads the two programs, counting at most `max_peers` keys, and links
-    /// them to the cgroup v2 directory `cgroup`. `ports`: (port, protocol
-    /// index 1..=255); an index 0 lists nothing. `root_id`: the root
-    /// cgroup's id, whose served traffic is counted per protocol.
+    /// Loads the two programs, counting at most `max_peers` keys, and has
+    /// `accounting`'s links run them in place of its counter (they count
+    /// per cgroup in its maps too). `ports`: (port, protocol index
+    /// 1..=255); an index 0 lists nothing. `root_id`: the root cgroup's id,
+    /// whose served traffic is counted per protocol. On an error the
+    /// counter runs on.
     pub fn attach(
-        cgroup: &Path,
+        accounting: &Accounting,
         max_peers: u32,
         ports: &[(u16, u8)],
         root_id: u64,
     ) -> Result<PeerCounting, AccountingError> {
-        let dir = std::fs::File::open(cgroup).map_err(|source| AccountingError::Cgroup {
-            path: cgroup.to_owned(),
-            source,
-        })?;
         let max_peers = max_peers.max(1);
         let cfg = bpf::array_map(CFG, CFG_SIZE, 1)?;
         let mut value = vec![0u8; CFG_SIZE];
@@ -166,22 +206,34 @@ impl PeerCounting {
             CFG => Some(cfg.as_raw_fd()),
             PEERS => Some(peers.as_raw_fd()),
             STATS => Some(stats.fd().as_raw_fd()),
-            _ => None,
+            _ => accounting.map_fd(name),
         };
-        let link = |direction, name: &str, section| -> Result<OwnedFd, AccountingError> {
+        // The program holds its maps.
+        let load = |direction, name: &str, section| -> Result<OwnedFd, AccountingError> {
             let code = elf::patched(OBJECT, section, map_fd)?;
-            let prog = bpf::load_cgroup_skb(name, direction, &code)?;
-            // The link holds the program, the program its maps.
-            Ok(bpf::link_cgroup(&prog, &dir, direction)?)
+            Ok(bpf::load_cgroup_skb(name, direction, &code)?)
         };
-        let rx = link(Direction::Ingress, "tne_peer_rx", INGRESS)?;
-        let tx = link(Direction::Egress, "tne_peer_tx", EGRESS)?;
+        let programs = [
+            load(Direction::Ingress, "tne_peer_rx", INGRESS)?,
+            load(Direction::Egress, "tne_peer_tx", EGRESS)?,
+        ];
+        // Settle zeroes stale slots from before the first packet caches one.
+        let shared = peers.try_clone().map_err(|source| bpf::BpfError::Call {
+            command: "dup of the peer map",
+            source,
+        })?;
+        accounting.cache_slots_in(Some(shared));
+        let links = accounting.links();
+        if let Err(e) = links.run(&programs) {
+            accounting.cache_slots_in(None);
+            return Err(e.into());
+        }
         Ok(PeerCounting {
             peers,
             stats,
             max_peers,
             last_read: AtomicUsize::new(0),
-            links: Mutex::new(Some([rx, tx])),
+            links,
         })
     }
 
@@ -192,12 +244,15 @@ impl PeerCounting {
         let chunk = (last + last / 4)
             .max(MIN_CHUNK)
             .min(self.max_peers as usize);
-        let entries = bpf::read_keyed::<KEY_SIZE>(&self.peers, chunk, false)?;
+        let entries = bpf::read_keyed::<KEY_SIZE, VALUE_WORDS>(&self.peers, chunk, false)?;
         self.last_read.store(entries.len(), Relaxed);
         Ok(entries
             .into_iter()
-            .filter_map(|(key, value)| {
-                Some((PeerKey::from_bytes(&key)?, Counts::from_entry(value)))
+            .filter_map(|(key, [rx_bytes, rx_packets, tx_bytes, tx_packets, _])| {
+                Some((
+                    PeerKey::from_bytes(&key)?,
+                    Counts::from_fields([rx_bytes, rx_packets, tx_bytes, tx_packets]),
+                ))
             })
             .collect())
     }
@@ -230,11 +285,38 @@ impl PeerCounting {
         Counts::from_entry(self.stats.get(1 + index as usize))
     }
 
-    /// Detaches both programs now (see [`super::Accounting::detach`]).
+    /// Stops counting per peer: the links run the counter alone again,
+    /// counting per cgroup on with no gap. (Detached links stay so.)
     pub fn detach(&self) {
-        let links = self.links.lock().unwrap_or_else(|p| p.into_inner()).take();
-        drop(links);
+        if let Err(e) = self.links.restore() {
+            tracing::warn!(error = %e, "cannot stop counting per peer");
+        }
     }
+}
+
+/// Zeroes the slot cached in each key of the peer map `peers` whose cgroup
+/// does not have it now (`owns(cgroup, slot)` is false): how many. A key
+/// rewritten loses what packets added to it between its read here and its
+/// write (a gone cgroup's, so next to nothing); a key removed meanwhile
+/// stays removed.
+pub(super) fn uncache(peers: &OwnedFd, owns: impl Fn(u64, u32) -> bool) -> Result<usize, BpfError> {
+    let mut zeroed = 0;
+    for (key, mut value) in bpf::read_keyed::<KEY_SIZE, VALUE_WORDS>(peers, SWEEP_CHUNK, false)? {
+        let cached = value[4].to_ne_bytes();
+        let slot = u32::from_ne_bytes([cached[0], cached[1], cached[2], cached[3]]);
+        let cgroup = u64::from_ne_bytes(key[..8].try_into().unwrap_or_default());
+        if slot == 0 || owns(cgroup, slot) {
+            continue;
+        }
+        value[4] = 0;
+        let bytes: Vec<u8> = value.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        match bpf::update_key_with(peers, &key, &bytes, bpf::EXIST) {
+            Ok(()) => zeroed += 1,
+            Err(BpfError::Call { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(zeroed)
 }
 
 #[cfg(test)]
