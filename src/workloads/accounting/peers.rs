@@ -251,7 +251,7 @@ impl PeerCounting {
             .filter_map(|(key, [rx_bytes, rx_packets, tx_bytes, tx_packets, _])| {
                 Some((
                     PeerKey::from_bytes(&key)?,
-                    Counts::from_fields([rx_bytes, rx_packets, tx_bytes, tx_packets]),
+                    Counts::from_entry([rx_bytes, rx_packets, tx_bytes, tx_packets]),
                 ))
             })
             .collect())
