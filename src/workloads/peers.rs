@@ -49,6 +49,9 @@ pub fn side_label(side: Side) -> &'static str {
     }
 }
 
+/// The peer of what no shown series got.
+pub const OTHER: &str = "other";
+
 /// A recent-traffic score decays by half each tick.
 const DECAY: f64 = 0.5;
 /// A newcomer takes a shown series' place only above this many times its
@@ -501,11 +504,11 @@ impl Tracker {
                     counts: c.value,
                 });
             }
-            let rendered = state.other_rendered.get_or_insert_with(|| render("other"));
+            let rendered = state.other_rendered.get_or_insert_with(|| render(OTHER));
             rows.push(PeerRow {
                 rendered: Arc::clone(rendered),
                 workload: Arc::clone(&group.workload),
-                peer: Arc::from("other"),
+                peer: Arc::from(OTHER),
                 protocol,
                 side,
                 counts: state.other,
@@ -571,6 +574,19 @@ pub const FAMILIES: [Family; 2] = [
 ];
 
 impl PeerTable {
+    /// Every peer with a series of its own (not `other`), once each.
+    pub fn peers(&self) -> Vec<String> {
+        let mut peers: Vec<String> = self
+            .rows
+            .iter()
+            .filter(|r| &*r.peer != OTHER)
+            .map(|r| r.peer.to_string())
+            .collect();
+        peers.sort_unstable();
+        peers.dedup();
+        peers
+    }
+
     /// Writes [`FAMILIES`], each row under its rendered labels.
     pub fn write(&self, out: &mut Vec<u8>) {
         for (name, help, value) in FAMILIES {

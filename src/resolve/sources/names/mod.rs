@@ -12,12 +12,23 @@
 //! One module per protocol's parsers (`smb`, `nfs`, `iscsi`), pure over the
 //! answers' text; `dns` is the async resolver and its cache.
 
+pub(crate) mod dns;
 pub(crate) mod iscsi;
 pub(crate) mod nfs;
 pub(crate) mod smb;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::bounded::Fs;
+use crate::clients::command::{CommandError, Runner};
+use crate::clients::middleware::{Middleware, MiddlewareError};
+use crate::config::NamesConfig;
+use crate::expose::encoder::{self, MetricType};
+use crate::resolve::sources::{Lookup, ResolverId, Source, Worker, lookup_budget};
 
 /// Entries one answer may list at most (sessions, clients): a larger answer
 /// is refused whole, with a log line, rather than cut at an arbitrary row.
@@ -148,7 +159,25 @@ pub struct PeerNames {
     pub rows: Vec<NameRow>,
 }
 
+/// The info family's name and help.
+pub const INFO: (&str, &str) = (
+    "net_peer_info",
+    "Names for a peer that the byte counters show by address (the user, machine and shares of its SMB sessions, its NFS client name, its iSCSI initiator, the hosts table, reverse DNS); join with * on (peer) group_left(...).",
+);
+
 impl PeerNames {
+    /// Writes the info family: one series per named peer, value 1.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        if self.rows.is_empty() {
+            return;
+        }
+        let (name, help) = INFO;
+        encoder::header(out, name, help, MetricType::Gauge);
+        for row in &self.rows {
+            encoder::sample(out, name, &row.rendered, 1u64);
+        }
+    }
+
     /// The row of `peer`, if it is named.
     pub fn get(&self, peer: &str) -> Option<&NameRow> {
         self.rows
@@ -164,8 +193,10 @@ impl PeerNames {
             .into_iter()
             .map(|(peer, k)| {
                 let source = k.source.iter().copied().collect::<Vec<_>>().join(",");
-                let (peer_name, user, machine) = (join(&k.peer_name), join(&k.user), join(&k.machine));
-                let (share, initiator, target) = (join(&k.share), join(&k.initiator), join(&k.target));
+                let (peer_name, user, machine) =
+                    (join(&k.peer_name), join(&k.user), join(&k.machine));
+                let (share, initiator, target) =
+                    (join(&k.share), join(&k.initiator), join(&k.target));
                 let pairs = [
                     ("peer", peer.as_str()),
                     ("peer_name", peer_name.as_str()),
@@ -196,5 +227,296 @@ impl PeerNames {
             })
             .collect();
         PeerNames { rows }
+    }
+}
+
+/// Where one protocol's names came from this refresh: which source
+/// answered, and what it said (`None`: no such source on this host).
+type Asked = Option<(&'static str, Result<Vec<Sighting>, String>)>;
+
+/// The names resolver: asks each protocol's server for its clients (the
+/// middleware first, the server's own tool or files where the middleware
+/// is absent or refuses), joins them with the hosts table and reverse DNS,
+/// and publishes [`PeerNames`]. A source this host lacks (no middleware,
+/// no smbstatus, no nfsd, no SCST) is skipped and has no `source_up`.
+pub struct NamesSource {
+    config: NamesConfig,
+    /// Public addresses fold as the counters fold them.
+    fold: (u8, u8),
+    middleware: Arc<Middleware>,
+    runner: Runner,
+    /// `<procfs>/fs/nfsd/clients`.
+    nfsd_clients: PathBuf,
+    /// `<rootfs>/sys/kernel/scst_tgt`.
+    scst: PathBuf,
+    worker: Worker,
+    budget: Duration,
+    dns: Option<dns::ReverseDns>,
+    /// The peers the counters show now, to name beyond the servers' clients.
+    shown: Box<dyn Fn() -> Vec<String> + Send + Sync>,
+    /// Makes a source's health (`source_up`), at its first outcome: a
+    /// source this host lacks then has none.
+    health: Box<dyn Fn(&'static str) -> Lookup + Send + Sync>,
+    /// Each source's health, made when it is first asked.
+    lookups: Mutex<HashMap<&'static str, Arc<Lookup>>>,
+    /// What was said once: a source missing, the middleware refusing.
+    said: Mutex<BTreeSet<&'static str>>,
+}
+
+/// Everything [`NamesSource::new`] takes from the exporter.
+pub struct NamesInputs {
+    pub config: NamesConfig,
+    pub fold: (u8, u8),
+    pub middleware: Arc<Middleware>,
+    pub runner: Runner,
+    pub rootfs: PathBuf,
+    pub procfs: PathBuf,
+    pub shown: Box<dyn Fn() -> Vec<String> + Send + Sync>,
+    /// A source's [`Lookup`] (made with `ResolverId::Names`).
+    pub health: Box<dyn Fn(&'static str) -> Lookup + Send + Sync>,
+}
+
+impl NamesSource {
+    /// The middleware methods a refresh asks.
+    pub const METHODS: [&'static str; 4] = [
+        "smb.status",
+        "nfs.get_nfs4_clients",
+        "nfs.get_nfs3_clients",
+        "iscsi.global.sessions",
+    ];
+
+    pub fn new(inputs: NamesInputs) -> NamesSource {
+        let NamesInputs {
+            config,
+            fold,
+            middleware,
+            runner,
+            rootfs,
+            procfs,
+            shown,
+            health,
+        } = inputs;
+        let timeout = config.schedule.timeout;
+        NamesSource {
+            dns: config
+                .reverse_dns
+                .then(|| dns::ReverseDns::new(config.dns_timeout, config.dns_cache)),
+            config,
+            fold,
+            middleware,
+            runner,
+            nfsd_clients: procfs.join("fs/nfsd/clients"),
+            scst: rootfs.join("sys/kernel/scst_tgt"),
+            worker: Worker::new(timeout),
+            budget: lookup_budget(timeout),
+            shown,
+            health,
+            lookups: Mutex::new(HashMap::new()),
+            said: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// The health of `source`, made at its first outcome.
+    fn lookup(&self, source: &'static str) -> Arc<Lookup> {
+        let mut lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(
+            lookups
+                .entry(source)
+                .or_insert_with(|| Arc::new((self.health)(source))),
+        )
+    }
+
+    /// Logs `message` the first time `key` comes up.
+    fn once(&self, key: &'static str, message: impl FnOnce()) {
+        if self
+            .said
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key)
+        {
+            message();
+        }
+    }
+
+    /// The middleware's answer to `method`, parsed: `None` when this host has
+    /// no middleware or it has no such method, or it refuses the call (as
+    /// 25.10 refuses `smb.status`): then the caller asks the server itself.
+    async fn middleware(
+        &self,
+        method: &'static str,
+        parse: fn(&str, &'static str) -> Result<Vec<Sighting>, NamesError>,
+    ) -> Asked {
+        match self.middleware.call(method, self.budget).await {
+            Ok(Some(json)) => Some((method, parse(&json, method).map_err(|e| e.to_string()))),
+            Ok(None) => None,
+            Err(MiddlewareError::Call { message, .. }) => {
+                self.once(method, || {
+                    tracing::info!(%method, %message, "the middleware refuses this call; asking the server itself")
+                });
+                None
+            }
+            Err(e) => Some((method, Err(e.to_string()))),
+        }
+    }
+
+    async fn smb(&self) -> Asked {
+        if let Some(asked) = self.middleware("smb.status", smb::parse_status).await {
+            return Some(asked);
+        }
+        let mut argv = self.config.smbstatus_command.clone();
+        argv.push("--json".to_owned());
+        match self.runner.run_within(&argv, self.budget).await {
+            Ok(json) => Some((
+                "smbstatus",
+                smb::parse_status(&json, "smbstatus --json").map_err(|e| e.to_string()),
+            )),
+            Err(CommandError::Spawn { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                self.once("no smbstatus", || {
+                    tracing::info!(command = %argv[0], "no smbstatus on this host: SMB clients are not named")
+                });
+                None
+            }
+            Err(e) => Some(("smbstatus", Err(e.to_string()))),
+        }
+    }
+
+    async fn nfs4(&self) -> Asked {
+        if let Some(asked) = self
+            .middleware("nfs.get_nfs4_clients", nfs::parse_nfs4_clients)
+            .await
+        {
+            return Some(asked);
+        }
+        let dir = self.nfsd_clients.clone();
+        self.files("nfsd", move |fs| nfs::read_clients(fs, &dir))
+            .await
+    }
+
+    async fn iscsi(&self) -> Asked {
+        if let Some(asked) = self
+            .middleware("iscsi.global.sessions", iscsi::parse_sessions)
+            .await
+        {
+            return Some(asked);
+        }
+        let root = self.scst.clone();
+        self.files("scst", move |fs| iscsi::read_scst(fs, &root))
+            .await
+    }
+
+    /// A server's files, read on the worker: `None` where they do not exist.
+    async fn files(
+        &self,
+        source: &'static str,
+        read: impl FnOnce(&Fs) -> std::io::Result<Vec<Sighting>> + Send + 'static,
+    ) -> Asked {
+        match self.worker.run(read).await {
+            Ok(Ok(found)) => Some((source, Ok(found))),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Ok(Err(e)) => Some((source, Err(e.to_string()))),
+            Err(e) => Some((source, Err(e.to_string()))),
+        }
+    }
+
+    /// The label of `ip`, as the counters write it.
+    fn label(&self, ip: IpAddr) -> String {
+        crate::workloads::peers::peer_label(ip, self.fold.0, self.fold.1)
+    }
+}
+
+/// A shown peer's address: the address, or a folded network's own.
+fn peer_address(label: &str) -> Option<IpAddr> {
+    label
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| label.parse::<ipnet::IpNet>().ok().map(|n| n.addr()))
+}
+
+impl Source for NamesSource {
+    type Snapshot = PeerNames;
+    type Error = String;
+    const ID: ResolverId = ResolverId::Names;
+
+    fn stuck_on(&self) -> Option<String> {
+        self.worker.stuck_on()
+    }
+
+    async fn refresh(&self) -> Result<PeerNames, String> {
+        let nfs3 = async {
+            self.middleware("nfs.get_nfs3_clients", nfs::parse_nfs3_clients)
+                .await
+        };
+        let (smb, nfs4, nfs3, iscsi) =
+            futures_util::join!(self.smb(), self.nfs4(), nfs3, self.iscsi());
+        let mut known: BTreeMap<String, Known> = BTreeMap::new();
+        let mut addrs: BTreeMap<String, IpAddr> = BTreeMap::new();
+        let (mut asked, mut failures) = (0, Vec::new());
+        for (source, outcome) in [smb, nfs4, nfs3, iscsi].into_iter().flatten() {
+            asked += 1;
+            let Ok(sightings) = self.lookup(source).record(outcome) else {
+                failures.push(source);
+                continue;
+            };
+            for s in sightings {
+                let peer = self.label(s.addr);
+                addrs.entry(peer.clone()).or_insert(s.addr);
+                let k = known.entry(peer).or_default();
+                k.source.insert(source);
+                k.peer_name.extend(s.name);
+                k.user.extend(s.user);
+                k.machine.extend(s.machine);
+                k.share.extend(s.share);
+                k.initiator.extend(s.initiator);
+                k.target.extend(s.target);
+            }
+        }
+        for label in (self.shown)() {
+            if let Some(ip) = peer_address(&label) {
+                addrs.entry(label).or_insert(ip);
+            }
+        }
+        // The table's name wins over any other; DNS names only the rest.
+        let mut unnamed = Vec::new();
+        for (peer, ip) in &addrs {
+            if let Some(name) = self.config.host_name(*ip) {
+                let k = known.entry(peer.clone()).or_default();
+                k.peer_name = BTreeSet::from([name.to_owned()]);
+                k.source.insert("config");
+            } else if known.get(peer).is_none_or(|k| k.peer_name.is_empty()) {
+                unnamed.push(*ip);
+            }
+        }
+        if let Some(dns) = &self.dns
+            && !unnamed.is_empty()
+        {
+            let answer = tokio::time::timeout(self.budget, dns.names(unnamed))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(dns::DnsError::NoAnswers {
+                        failed: 0,
+                        last: "the refresh's time ran out".into(),
+                    })
+                });
+            asked += 1;
+            match self.lookup("dns").record(answer) {
+                Ok(names) => {
+                    for (ip, name) in names {
+                        let k = known.entry(self.label(ip)).or_default();
+                        k.peer_name.insert(name);
+                        k.source.insert("dns");
+                    }
+                }
+                Err(_) => failures.push("dns"),
+            }
+        }
+        if asked > 0 && failures.len() == asked {
+            return Err(format!(
+                "no source of names answered: {}",
+                failures.join(", ")
+            ));
+        }
+        Ok(PeerNames::from_known(known))
     }
 }
