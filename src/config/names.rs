@@ -41,7 +41,7 @@ impl NamesConfig {
 }
 
 impl RawNames {
-    pub(super) fn resolve(self) -> Result<Option<NamesConfig>, ConfigError> {
+    pub(crate) fn resolve(self) -> Result<Option<NamesConfig>, ConfigError> {
         let schedule = Schedule {
             interval: duration(&d::NAMES_INTERVAL, self.interval)?,
             timeout: duration(&d::NAMES_TIMEOUT, self.timeout)?,

@@ -426,6 +426,57 @@ impl NamesSource {
     }
 }
 
+/// What the servers and the hosts table say, by peer label.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Joined {
+    pub known: BTreeMap<String, Known>,
+    /// Addresses nothing named: for reverse DNS.
+    pub unnamed: Vec<IpAddr>,
+}
+
+/// Joins each source's sightings by peer label (`label`: as the counters
+/// write the address), adds the peers the counters show (`shown`), and
+/// names from the hosts table every peer it holds, over any other name.
+pub fn join(
+    found: Vec<(&'static str, Vec<Sighting>)>,
+    shown: &[String],
+    config: &NamesConfig,
+    label: impl Fn(IpAddr) -> String,
+) -> Joined {
+    let mut known: BTreeMap<String, Known> = BTreeMap::new();
+    let mut addrs: BTreeMap<String, IpAddr> = BTreeMap::new();
+    for (source, sightings) in found {
+        for s in sightings {
+            let peer = label(s.addr);
+            addrs.entry(peer.clone()).or_insert(s.addr);
+            let k = known.entry(peer).or_default();
+            k.source.insert(source);
+            k.peer_name.extend(s.name);
+            k.user.extend(s.user);
+            k.machine.extend(s.machine);
+            k.share.extend(s.share);
+            k.initiator.extend(s.initiator);
+            k.target.extend(s.target);
+        }
+    }
+    for peer in shown {
+        if let Some(ip) = peer_address(peer) {
+            addrs.entry(peer.clone()).or_insert(ip);
+        }
+    }
+    let mut unnamed = Vec::new();
+    for (peer, ip) in addrs {
+        if let Some(name) = config.host_name(ip) {
+            let k = known.entry(peer).or_default();
+            k.peer_name = BTreeSet::from([name.to_owned()]);
+            k.source.insert("config");
+        } else if known.get(&peer).is_none_or(|k| k.peer_name.is_empty()) {
+            unnamed.push(ip);
+        }
+    }
+    Joined { known, unnamed }
+}
+
 /// A shown peer's address: the address, or a folded network's own.
 fn peer_address(label: &str) -> Option<IpAddr> {
     label
@@ -450,44 +501,17 @@ impl Source for NamesSource {
         };
         let (smb, nfs4, nfs3, iscsi) =
             futures_util::join!(self.smb(), self.nfs4(), nfs3, self.iscsi());
-        let mut known: BTreeMap<String, Known> = BTreeMap::new();
-        let mut addrs: BTreeMap<String, IpAddr> = BTreeMap::new();
+        let mut found = Vec::new();
         let (mut asked, mut failures) = (0, Vec::new());
         for (source, outcome) in [smb, nfs4, nfs3, iscsi].into_iter().flatten() {
             asked += 1;
-            let Ok(sightings) = self.lookup(source).record(outcome) else {
-                failures.push(source);
-                continue;
-            };
-            for s in sightings {
-                let peer = self.label(s.addr);
-                addrs.entry(peer.clone()).or_insert(s.addr);
-                let k = known.entry(peer).or_default();
-                k.source.insert(source);
-                k.peer_name.extend(s.name);
-                k.user.extend(s.user);
-                k.machine.extend(s.machine);
-                k.share.extend(s.share);
-                k.initiator.extend(s.initiator);
-                k.target.extend(s.target);
+            match self.lookup(source).record(outcome) {
+                Ok(sightings) => found.push((source, sightings)),
+                Err(_) => failures.push(source),
             }
         }
-        for label in (self.shown)() {
-            if let Some(ip) = peer_address(&label) {
-                addrs.entry(label).or_insert(ip);
-            }
-        }
-        // The table's name wins over any other; DNS names only the rest.
-        let mut unnamed = Vec::new();
-        for (peer, ip) in &addrs {
-            if let Some(name) = self.config.host_name(*ip) {
-                let k = known.entry(peer.clone()).or_default();
-                k.peer_name = BTreeSet::from([name.to_owned()]);
-                k.source.insert("config");
-            } else if known.get(peer).is_none_or(|k| k.peer_name.is_empty()) {
-                unnamed.push(*ip);
-            }
-        }
+        let Joined { mut known, unnamed } =
+            join(found, &(self.shown)(), &self.config, |ip| self.label(ip));
         if let Some(dns) = &self.dns
             && !unnamed.is_empty()
         {
@@ -518,5 +542,101 @@ impl Source for NamesSource {
             ));
         }
         Ok(PeerNames::from_known(known))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(hosts: &str) -> NamesConfig {
+        let raw: crate::config::raw::RawNames = toml::from_str(hosts).unwrap();
+        raw.resolve().unwrap().unwrap()
+    }
+
+    fn seen(addr: &str, f: impl FnOnce(&mut Sighting)) -> Sighting {
+        let mut s = Sighting::at(addr.parse().unwrap());
+        f(&mut s);
+        s
+    }
+
+    #[test]
+    fn sources_join_by_peer_and_the_table_wins() {
+        let found = vec![
+            (
+                "smbstatus",
+                vec![
+                    seen("10.0.0.2", |s| {
+                        s.user = Some("alice".into());
+                        s.share = Some("photos".into());
+                    }),
+                    seen("10.0.0.2", |s| {
+                        s.user = Some("alice".into());
+                        s.share = Some("backup".into());
+                    }),
+                    seen("10.0.0.3", |s| s.user = Some("bob".into())),
+                ],
+            ),
+            (
+                "nfsd",
+                vec![seen("10.0.0.3", |s| s.name = Some("bobs-nfs".into()))],
+            ),
+        ];
+        let shown = vec!["10.0.0.9".to_owned(), "203.0.113.0/24".to_owned()];
+        let c =
+            config("[hosts]\n\"10.0.0.2\" = \"alice-laptop\"\n\"203.0.113.0/24\" = \"office\"\n");
+        let Joined { known, unnamed } = join(found, &shown, &c, |ip| ip.to_string());
+        let names = PeerNames::from_known(known);
+        let alice = names.get("10.0.0.2").unwrap();
+        assert_eq!(
+            (
+                alice.peer_name.as_str(),
+                alice.user.as_str(),
+                alice.share.as_str()
+            ),
+            ("alice-laptop", "alice", "backup,photos")
+        );
+        assert_eq!(alice.source, "config,smbstatus");
+        let bob = names.get("10.0.0.3").unwrap();
+        assert_eq!(
+            (bob.peer_name.as_str(), bob.source.as_str()),
+            ("bobs-nfs", "nfsd,smbstatus")
+        );
+        assert_eq!(names.get("203.0.113.0/24").unwrap().peer_name, "office");
+        // Only the shown peer nothing named is left for DNS.
+        assert_eq!(unnamed, vec!["10.0.0.9".parse::<IpAddr>().unwrap()]);
+        assert!(names.get("10.0.0.9").is_none());
+    }
+
+    #[test]
+    fn hostile_names_are_one_escaped_line() {
+        let mut known = BTreeMap::new();
+        known.insert(
+            "10.0.0.2".to_owned(),
+            Known {
+                user: BTreeSet::from([clean("ev\"il\nuser\\").unwrap()]),
+                source: BTreeSet::from(["smbstatus"]),
+                ..Known::default()
+            },
+        );
+        let mut out = Vec::new();
+        PeerNames::from_known(known).write(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(
+                r#"net_peer_info{peer="10.0.0.2",user="ev\"il user\\",source="smbstatus"} 1"#
+            ),
+            "{text}"
+        );
+        assert_eq!(clean(&"x".repeat(1000)).unwrap().len(), MAX_VALUE);
+        assert_eq!(clean(" \n\t "), None);
+        assert_eq!(
+            parse_endpoint("ipv4:10.0.0.2:50123"),
+            Some("10.0.0.2".parse().unwrap())
+        );
+        assert_eq!(
+            parse_endpoint("[::ffff:10.0.0.2]:445"),
+            Some("10.0.0.2".parse().unwrap())
+        );
     }
 }
