@@ -94,16 +94,12 @@ pub fn clean(text: &str) -> Option<String> {
     (!out.is_empty()).then_some(out)
 }
 
-/// A client's address as the servers write it: `ipv4:10.0.0.2:50123` and
-/// `ipv6:[fd00::2]:445` (Samba), `10.0.0.2:869` and `[fd00::2]:869` (nfsd),
-/// or a bare address. A v4-mapped IPv6 address is its IPv4 address, as the
-/// per-peer counters key it.
+/// A client's address as nfsd and the middleware write it: `10.0.0.2:869`,
+/// `[fd00::2]:869`, `[fd00::2]` (SCST) or a bare address. A v4-mapped IPv6
+/// address is its IPv4 address, as the per-peer counters key it. (Samba's
+/// `ipv6:fd00::2:445` has no brackets: [`smb::samba_endpoint`].)
 pub fn parse_endpoint(text: &str) -> Option<IpAddr> {
     let text = text.trim();
-    let text = text
-        .strip_prefix("ipv4:")
-        .or_else(|| text.strip_prefix("ipv6:"))
-        .unwrap_or(text);
     let ip = if let Ok(ip) = text.parse::<IpAddr>() {
         ip
     } else if let Some(rest) = text.strip_prefix('[') {
@@ -631,7 +627,7 @@ mod tests {
         assert_eq!(clean(&"x".repeat(1000)).unwrap().len(), MAX_VALUE);
         assert_eq!(clean(" \n\t "), None);
         assert_eq!(
-            parse_endpoint("ipv4:10.0.0.2:50123"),
+            parse_endpoint("10.0.0.2:50123"),
             Some("10.0.0.2".parse().unwrap())
         );
         assert_eq!(
