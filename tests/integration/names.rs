@@ -435,3 +435,257 @@ fn iscsi_initiators_are_named_by_the_middleware() {
     rig_logs(&host, &["dns.log", "tgt/tgtd.log", "tgt/perf.log"]);
     checks.done(&host);
 }
+
+/// A fixture host (no root needed) whose middleware is the fake, at
+/// `<root>/run/mw.sock`; `smbstatus` is a script that prints `smbstatus`.
+struct FixtureNames {
+    root: tempfile::TempDir,
+    middleware: FakeMiddleware,
+}
+
+impl FixtureNames {
+    fn new(mode: Mode, smbstatus: &str) -> FixtureNames {
+        let root = crate::support::copy_fixture("seed-host");
+        std::fs::create_dir_all(root.path().join("run")).unwrap();
+        let middleware = FakeMiddleware::start(&root.path().join("run/mw.sock"), mode);
+        let script = root.path().join("smbstatus");
+        std::fs::write(&script, format!("#!/bin/sh\ncat '{smbstatus}'\n")).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        FixtureNames { root, middleware }
+    }
+
+    /// The config: names every second, no DNS, the host's tools run as
+    /// they are (the fixture root has no shell to chroot into).
+    fn config(&self, timeout: &str) -> String {
+        format!(
+            "[truenas]\nmiddleware_sockets = [\"/run/mw.sock\"]\n\
+             [commands]\nchroot = false\ntimeout = \"2s\"\n\
+             [names]\ninterval = \"1s\"\ntimeout = \"{timeout}\"\nreverse_dns = false\n\
+             dns_timeout = \"1s\"\nsmbstatus_command = [\"{}\"]\n",
+            self.root.path().join("smbstatus").display()
+        )
+    }
+}
+
+/// The fixture of `method` in `release`'s shape.
+fn shape(release: &str, method: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/middleware/{release}/{method}.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn smbstatus_fixture() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/smbstatus.json")
+        .display()
+        .to_string()
+}
+
+/// Each release's answers, through the fake middleware in that release's
+/// protocol: every client is named from them; where `smb.status` is
+/// refused (as 25.10 refuses a caller without the role), `smbstatus` names
+/// the SMB clients instead, and `source` says so.
+#[test]
+fn each_release_names_its_clients_through_the_middleware() {
+    const METHODS: [&str; 4] = [
+        "smb.status",
+        "nfs.get_nfs4_clients",
+        "nfs.get_nfs3_clients",
+        "iscsi.global.sessions",
+    ];
+    for release in ["24.10", "25.04", "25.10", "26.0"] {
+        let mode = if release == "24.10" {
+            Mode::Release2410
+        } else {
+            Mode::JsonRpc
+        };
+        let host = FixtureNames::new(mode, &smbstatus_fixture());
+        for method in METHODS {
+            host.middleware.set_answer(method, shape(release, method));
+        }
+        let refused = release == "25.10";
+        if refused {
+            host.middleware.refuse("smb.status");
+        }
+        let samples = parse(&crate::support::once_on_host(
+            host.root.path(),
+            &[&format!(
+                "--config.file={}",
+                write_config(&host.root, &host.config("10s"))
+            )],
+        ));
+        let mut checks = Checks::default();
+        let mut expect = vec![
+            Expect {
+                addr: "192.168.10.21",
+                labels: vec![("peer_name", "debian12-hv".into())],
+                sources: vec!["nfs.get_nfs4_clients"],
+                never: None,
+            },
+            Expect {
+                addr: "192.168.10.61",
+                labels: vec![
+                    ("initiator", "iqn.1991-05.com.microsoft:win-srv01".into()),
+                    ("target", "iqn.2005-10.org.freenas.ctl:vmstore".into()),
+                ],
+                sources: vec!["iscsi.global.sessions"],
+                never: None,
+            },
+            Expect {
+                addr: "fd00:10::62",
+                labels: vec![("target", "iqn.2005-10.org.freenas.ctl:backup".into())],
+                sources: vec!["iscsi.global.sessions"],
+                never: None,
+            },
+        ];
+        if refused {
+            expect.push(Expect {
+                addr: "::1",
+                labels: vec![("user", "fixtureuser".into())],
+                sources: vec!["smbstatus"],
+                never: None,
+            });
+        } else {
+            expect.push(Expect {
+                addr: "192.168.10.33",
+                labels: vec![("user", "bob".into()), ("share", "media".into())],
+                sources: vec!["smb.status"],
+                never: None,
+            });
+        }
+        if release != "26.0" {
+            expect.push(Expect {
+                addr: "192.168.10.30",
+                labels: vec![("share", "/mnt/tank/media".into())],
+                sources: vec!["nfs.get_nfs3_clients"],
+                never: None,
+            });
+        }
+        for e in &expect {
+            for why in e.unmet(&samples) {
+                checks.check(false, || format!("{release}: {why}"));
+            }
+        }
+        let smb = if refused { "smbstatus" } else { "smb.status" };
+        checks.check(source_up(&samples, smb) == Some(1.0), || {
+            format!("{release}: source_up of {smb} is not 1")
+        });
+        if !refused {
+            checks.check(source_up(&samples, "smbstatus").is_none(), || {
+                format!("{release}: smbstatus was asked though smb.status answered")
+            });
+        }
+        checks.check(host.middleware.calls("smb.status") > 0, || {
+            format!("{release}: smb.status was not asked")
+        });
+        checks.assert_none(|| infos(&samples));
+    }
+}
+
+/// A config file in `dir`.
+fn write_config(dir: &tempfile::TempDir, toml: &str) -> String {
+    let path = dir.path().join("names.toml");
+    std::fs::write(&path, toml).unwrap();
+    path.display().to_string()
+}
+
+/// Hostile answers: a middleware that never answers `smb.status`, one that
+/// lists 100,001 iSCSI sessions, and nfsd client files whose names hold
+/// quotes, markup and bytes that are not UTF-8. Each is bounded (the hang
+/// by the lookup's budget, the list refused whole), the names are one line
+/// each and escaped, the log says what was refused, and every scrape
+/// meanwhile answers at once with the interfaces' counters.
+#[test]
+fn hostile_answers_are_bounded_and_escaped_and_scrapes_go_on() {
+    let host = FixtureNames::new(Mode::JsonRpc, "/nonexistent");
+    host.middleware.hang("smb.status");
+    let sessions: Vec<Value> = (0..100_001u32)
+        .map(|i| {
+            json!({"initiator": format!("iqn.x:{i}"), "initiator_addr": format!("10.1.{}.{}", i >> 8 & 255, i & 255), "target": "t"})
+        })
+        .collect();
+    host.middleware
+        .set_answer("iscsi.global.sessions", Value::Array(sessions));
+    let clients = host.root.path().join("proc/fs/nfsd/clients");
+    for (id, name) in [
+        ("7", b"Linux NFSv4.2 evil\\x22host<script>" as &[u8]),
+        ("8", b"Linux NFSv4.2 bad\xff\xfeutf8"),
+    ] {
+        let dir = clients.join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let addr = if id == "7" { "10.9.0.7" } else { "10.9.0.8" };
+        let mut info =
+            format!("clientid: 0x1\naddress: \"{addr}:870\"\nstatus: confirmed\nname: \"")
+                .into_bytes();
+        info.extend_from_slice(name);
+        info.extend_from_slice(b"\"\nminor version: 2\n");
+        std::fs::write(dir.join("info"), info).unwrap();
+    }
+    let log = host.root.path().join("exporter.log");
+    let exporter = crate::limits::Exporter::start(
+        host.root.path(),
+        &host.config("3s"),
+        std::fs::File::create(&log).unwrap().into(),
+    );
+    let mut checks = Checks::default();
+    let mut slowest = Duration::ZERO;
+    let mut last = Vec::new();
+    // Over several refreshes, each of which waits out the hung call.
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while std::time::Instant::now() < deadline {
+        let started = std::time::Instant::now();
+        let reply = crate::support::http(exporter.addr, "GET", "/metrics");
+        slowest = slowest.max(started.elapsed());
+        checks.check(reply.status == 200, || {
+            format!("/metrics answered {}", reply.status)
+        });
+        last = parse(&reply.body);
+        checks.check(
+            last.iter()
+                .any(|s| s.name == "net_interface_rx_bytes_total"),
+            || "a scrape had no interface counters".into(),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // A scrape copies what was published: the hung lookup is not on its path.
+    checks.check(slowest < Duration::from_secs(1), || {
+        format!("the slowest scrape took {slowest:?}")
+    });
+    let evil = info(&last, "10.9.0.7");
+    checks.check(
+        evil.is_some_and(|s| label(s, "peer_name") == "evil\"host<script>"),
+        || format!("the quoted name: {:?}", evil.map(|s| &s.labels)),
+    );
+    let bad = info(&last, "10.9.0.8");
+    checks.check(
+        bad.is_some_and(|s| label(s, "peer_name") == "bad\u{fffd}\u{fffd}utf8"),
+        || format!("the name that is not UTF-8: {:?}", bad.map(|s| &s.labels)),
+    );
+    checks.check(
+        !last
+            .iter()
+            .any(|s| s.name == "net_peer_info" && !label(s, "initiator").is_empty()),
+        || "an initiator of the refused list is named".into(),
+    );
+    checks.check(
+        source_up(&last, "iscsi.global.sessions") == Some(0.0),
+        || "iscsi.global.sessions is not down".into(),
+    );
+    checks.check(source_up(&last, "smb.status") == Some(0.0), || {
+        "the hung smb.status is not down".into()
+    });
+    checks.check(source_up(&last, "nfsd") == Some(1.0), || {
+        "nfsd is not up".into()
+    });
+    drop(exporter);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    checks.check(
+        text.contains("more than the 10000 accepted: refused"),
+        || format!("the log does not say the list was refused:\n{text}"),
+    );
+    checks.check(text.contains("smb.status"), || {
+        format!("the log does not name the hung call:\n{text}")
+    });
+    checks.assert_none(|| infos(&last));
+}

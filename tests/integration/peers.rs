@@ -424,7 +424,14 @@ impl Checks {
     }
 
     pub(crate) fn done(self, host: &Host) {
-        assert!(self.0.is_empty(), "{}\n{}", self.0.join("\n"), host.log());
+        self.assert_none(|| host.log());
+    }
+
+    /// Fails with every failed check, then `context`, if any failed.
+    pub(crate) fn assert_none(self, context: impl FnOnce() -> String) {
+        if !self.0.is_empty() {
+            panic!("{}\n{}", self.0.join("\n"), context());
+        }
     }
 }
 
