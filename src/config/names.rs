@@ -98,14 +98,14 @@ fn hosts(
                     format!("\"{at}\" is not an address or a network (\"192.168.1.20\", \"192.168.1.0/24\")"),
                 )
             })?;
-        let cleaned = crate::resolve::sources::names::clean(&name)
+        let cleaned = crate::model::peer::clean(&name)
             .filter(|c| *c == name)
             .ok_or_else(|| {
                 invalid(
                     key,
                     format!(
                         "the name of \"{at}\" must be 1 to {} bytes with no control characters",
-                        crate::resolve::sources::names::MAX_VALUE
+                        crate::model::peer::MAX_VALUE
                     ),
                 )
             })?;
@@ -120,7 +120,7 @@ fn hosts(
         };
         rows.push((net.trunc(), cleaned));
     }
-    rows.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()));
+    rows.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
     Ok(rows)
 }
 

@@ -15,6 +15,8 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::proto::rr::RData;
 use tokio::time::Instant;
 
+use crate::model::peer::is_lan;
+
 /// New lookups a refresh starts at most; the rest wait for the next one
 /// (cached answers cost nothing).
 pub const MAX_NEW: usize = 64;
@@ -41,21 +43,6 @@ pub struct ReverseDns {
     /// answered (resolv.conf may have changed).
     resolver: Mutex<Option<TokioResolver>>,
     cache: Mutex<HashMap<IpAddr, Cached>>,
-}
-
-/// Whether `ip` is one whose name the LAN's DNS may know: private,
-/// shared (CGNAT), link-local or unique-local.
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_private() || v4.is_link_local() || (a == 100 && (64..128).contains(&b))
-        }
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            first & 0xfe00 == 0xfc00 || first & 0xffc0 == 0xfe80
-        }
-    }
 }
 
 impl ReverseDns {
@@ -100,7 +87,7 @@ impl ReverseDns {
         {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             cache.retain(|_, c| c.until > now);
-            for ip in addrs.into_iter().filter(|ip| is_private(*ip)) {
+            for ip in addrs.into_iter().filter(|ip| is_lan(*ip)) {
                 match cache.get(&ip) {
                     Some(Cached { name: Some(n), .. }) => {
                         named.insert(ip, n.clone());
@@ -161,28 +148,5 @@ impl ReverseDns {
             return Err(DnsError::NoAnswers { failed, last });
         }
         Ok(named)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_private_addresses_are_looked_up() {
-        for private in [
-            "10.1.2.3",
-            "192.168.1.1",
-            "172.16.0.9",
-            "100.64.0.1",
-            "169.254.1.1",
-            "fd00::1",
-            "fe80::1",
-        ] {
-            assert!(is_private(private.parse().unwrap()), "{private}");
-        }
-        for public in ["8.8.8.8", "203.0.113.9", "2001:db8::1", "127.0.0.1", "::1"] {
-            assert!(!is_private(public.parse().unwrap()), "{public}");
-        }
     }
 }

@@ -28,15 +28,12 @@ use crate::clients::command::{CommandError, Runner};
 use crate::clients::middleware::{Middleware, MiddlewareError};
 use crate::config::NamesConfig;
 use crate::expose::encoder::{self, MetricType};
+pub use crate::model::peer::clean;
 use crate::resolve::sources::{Lookup, ResolverId, Source, Worker, lookup_budget};
 
 /// Entries one answer may list at most (sessions, clients): a larger answer
 /// is refused whole, with a log line, rather than cut at an arbitrary row.
 pub const MAX_ENTRIES: usize = 10_000;
-/// A name, user, share or IQN longer than this is cut (at a character
-/// boundary): no real one comes close.
-pub const MAX_VALUE: usize = 256;
-
 #[derive(Debug, thiserror::Error)]
 pub enum NamesError {
     #[error("{what} is not the expected JSON: {source}")]
@@ -75,23 +72,6 @@ impl Sighting {
             target: None,
         }
     }
-}
-
-/// A text from outside made safe to keep: control characters (newlines
-/// included) become spaces, surrounding space goes, and it is cut to
-/// [`MAX_VALUE`] bytes. `None` when nothing is left.
-pub fn clean(text: &str) -> Option<String> {
-    let text = text.trim();
-    let mut out = String::with_capacity(text.len().min(MAX_VALUE));
-    for c in text.chars() {
-        let c = if c.is_control() { ' ' } else { c };
-        if out.len() + c.len_utf8() > MAX_VALUE {
-            break;
-        }
-        out.push(c);
-    }
-    let out = out.trim_end().to_owned();
-    (!out.is_empty()).then_some(out)
 }
 
 /// A client's address as nfsd and the middleware write it: `10.0.0.2:869`,
@@ -418,7 +398,7 @@ impl NamesSource {
 
     /// The label of `ip`, as the counters write it.
     fn label(&self, ip: IpAddr) -> String {
-        crate::workloads::peers::peer_label(ip, self.fold.0, self.fold.1)
+        crate::model::peer::peer_label(ip, self.fold.0, self.fold.1)
     }
 }
 
@@ -624,7 +604,10 @@ mod tests {
             ),
             "{text}"
         );
-        assert_eq!(clean(&"x".repeat(1000)).unwrap().len(), MAX_VALUE);
+        assert_eq!(
+            clean(&"x".repeat(1000)).unwrap().len(),
+            crate::model::peer::MAX_VALUE
+        );
         assert_eq!(clean(" \n\t "), None);
         assert_eq!(
             parse_endpoint("10.0.0.2:50123"),

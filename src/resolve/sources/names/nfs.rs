@@ -506,7 +506,7 @@ mod tests {
             "\\x41".repeat(4000)
         );
         let got = parse_client_info(&text).unwrap();
-        assert_eq!(got.name.unwrap().len(), super::super::MAX_VALUE);
+        assert_eq!(got.name.unwrap().len(), crate::model::peer::MAX_VALUE);
     }
 
     #[test]

@@ -433,7 +433,7 @@ mod tests {
             "é".repeat(1000)
         );
         let got = parse_status(&long, "t").unwrap();
-        assert!(got[0].user.as_ref().unwrap().len() <= super::super::MAX_VALUE);
+        assert!(got[0].user.as_ref().unwrap().len() <= crate::model::peer::MAX_VALUE);
     }
 
     #[test]
