@@ -368,9 +368,9 @@ impl Busy {
         let exporter = hung.exporter(host.path(), &args, &toml);
         assert_eq!(http(exporter.addr, "GET", "/metrics").status, 200);
         let linked = wait_for(Duration::from_secs(10), || {
-            crate::accounting::attached(&cgroup.0[0])
-                .contains("tne_rx")
-                .then_some(())
+            // The counter, or with [peers] the programs that count both.
+            let listing = crate::accounting::attached(&cgroup.0[0]);
+            (listing.contains("tne_rx") || listing.contains("tne_peer_rx")).then_some(())
         });
         assert!(linked.is_some(), "the counting programs are linked");
         // The socket's handshake times out after 5 s; then midclt runs.

@@ -277,9 +277,12 @@ fn a_fifo_as_netdev_fails_fast_everywhere() {
 }
 
 /// `--once` writes its output as it makes it: on a net/dev of 200,000
-/// interfaces (16 MB; ~250 MB of output) its peak memory stays far below the
-/// output it has written. Holding the output whole (as it once did) peaks
-/// above the output's size before the first byte is written.
+/// interfaces (16 MB; ~250 MB of output) its memory when the first bytes
+/// arrive is below the output's size, and writing the rest adds little.
+/// Holding the output whole (as it once did) peaks above the output's size
+/// before the first byte is written. (The first measure alone, at half the
+/// output, was within 2% of what the label table of 200,000 interfaces
+/// takes by itself.)
 #[test]
 fn once_streams_its_output() {
     let root = tempfile::tempdir().unwrap();
@@ -302,6 +305,7 @@ fn once_streams_its_output() {
     let mut stdout = child.stdout.take().unwrap();
     let mut buf = vec![0u8; 1 << 20];
     let (mut written, mut peak_kib, mut next_sample) = (0u64, 0u64, 0u64);
+    let mut first_kib = None;
     loop {
         let n = stdout.read(&mut buf).unwrap();
         if n == 0 {
@@ -311,20 +315,25 @@ fn once_streams_its_output() {
         if written >= next_sample {
             if let Some(kib) = proc_status(child.id(), "VmHWM:") {
                 peak_kib = peak_kib.max(kib);
+                first_kib.get_or_insert(kib);
             }
             next_sample = written + (4 << 20);
         }
     }
     assert!(child.wait().unwrap().success());
     eprintln!(
-        "--once: {} MB written, peak RSS seen {peak_kib} KiB",
+        "--once: {} MB written, RSS at the first bytes {first_kib:?} KiB, peak {peak_kib} KiB",
         written / 1_000_000
     );
     assert!(written > 200_000_000, "{written} bytes written");
-    assert!(peak_kib > 0, "the process was measured");
+    let first_kib = first_kib.expect("the process was measured");
     assert!(
-        peak_kib * 1024 < written / 2,
-        "peak RSS {peak_kib} KiB for {written} bytes of output"
+        first_kib * 1024 < written,
+        "RSS {first_kib} KiB at the first bytes of {written} bytes of output"
+    );
+    assert!(
+        (peak_kib - first_kib) * 1024 < written / 10,
+        "writing {written} bytes took RSS from {first_kib} to {peak_kib} KiB"
     );
 }
 
