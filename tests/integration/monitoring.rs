@@ -269,9 +269,10 @@ pub(crate) fn counts_per_cgroup(server: &Server) -> bool {
 }
 
 /// The per-cgroup counting every 1 s (30 s by default), so that a cgroup
-/// the test makes is named at once.
-pub(crate) const ACCOUNTING_1S: &str =
-    "[accounting]\ninterval = \"1s\"\n[peers]\ninterval = \"1s\"\n";
+/// the test makes is named at once; loopback peers (the scrapers, the
+/// tests' sinks) named, so that the README's join answers.
+pub(crate) const ACCOUNTING_1S: &str = "[accounting]\ninterval = \"1s\"\n[peers]\ninterval = \"1s\"\n\
+    [names]\ninterval = \"1s\"\nreverse_dns = false\n[names.hosts]\n\"127.0.0.0/8\" = \"this-host\"\n";
 
 /// Substitutes the dashboard's variables as "All" and a short window.
 pub(crate) fn concrete(expr: &str) -> String {
