@@ -29,6 +29,8 @@ pub enum DnsError {
     Config(String),
     #[error("no reverse lookup was answered ({failed} failed; the last: {last})")]
     NoAnswers { failed: usize, last: String },
+    #[error("the lookups took more than the refresh's {}; the answers so far are kept", humantime::format_duration(*.0))]
+    OutOfTime(Duration),
 }
 
 struct Cached {

@@ -43,6 +43,8 @@ pub enum NamesError {
     },
     #[error("{what} lists {count} entries, more than the {MAX_ENTRIES} accepted: refused")]
     TooMany { what: &'static str, count: usize },
+    #[error("no source of names answered: {0}")]
+    AllFailed(String),
 }
 
 /// What one source said about one remote address. Every text is already
@@ -463,14 +465,14 @@ fn peer_address(label: &str) -> Option<IpAddr> {
 
 impl Source for NamesSource {
     type Snapshot = PeerNames;
-    type Error = String;
+    type Error = NamesError;
     const ID: ResolverId = ResolverId::Names;
 
     fn stuck_on(&self) -> Option<String> {
         self.worker.stuck_on()
     }
 
-    async fn refresh(&self) -> Result<PeerNames, String> {
+    async fn refresh(&self) -> Result<PeerNames, NamesError> {
         let nfs3 = async {
             self.middleware("nfs.get_nfs3_clients", nfs::parse_nfs3_clients)
                 .await
@@ -493,12 +495,7 @@ impl Source for NamesSource {
         {
             let answer = tokio::time::timeout(self.budget, dns.names(unnamed))
                 .await
-                .unwrap_or_else(|_| {
-                    Err(dns::DnsError::NoAnswers {
-                        failed: 0,
-                        last: "the refresh's time ran out".into(),
-                    })
-                });
+                .unwrap_or(Err(dns::DnsError::OutOfTime(self.budget)));
             asked += 1;
             match self.lookup("dns").record(answer) {
                 Ok(names) => {
@@ -512,10 +509,7 @@ impl Source for NamesSource {
             }
         }
         if asked > 0 && failures.len() == asked {
-            return Err(format!(
-                "no source of names answered: {}",
-                failures.join(", ")
-            ));
+            return Err(NamesError::AllFailed(failures.join(", ")));
         }
         Ok(PeerNames::from_known(known))
     }
