@@ -689,3 +689,89 @@ fn hostile_answers_are_bounded_and_escaped_and_scrapes_go_on() {
     });
     checks.assert_none(|| infos(&last));
 }
+
+/// No middleware: the servers' own files and tools name their clients, as
+/// outside TrueNAS. smbstatus (a script printing a real Samba 4.17
+/// capture), nfsd's client files under `--path.procfs` and SCST's sysfs
+/// under `--path.rootfs`, each named in `source` and up in `source_up`;
+/// the middleware's methods have no `source_up` series at all.
+#[test]
+fn the_servers_name_their_clients_where_no_middleware_runs() {
+    let root = crate::support::copy_fixture("seed-host");
+    let script = root.path().join("smbstatus");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\ncat '{}'\n", smbstatus_fixture()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let write = |path: &str, text: &str| {
+        let path = root.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "proc/fs/nfsd/clients/3/info",
+        "clientid: 0xfb4a2c37d7e0c02a\naddress: \"192.168.10.21:790\"\nstatus: confirmed\n\
+         seconds from last renew: 12\nname: \"Linux NFSv4.2 debian12-hv\"\nminor version: 2\n",
+    );
+    let target = "iqn.2005-10.org.freenas.ctl:vmstore";
+    write(
+        &format!(
+            "sys/kernel/scst_tgt/targets/iscsi/{target}/sessions/iqn.1998-01.com.vmware:esx01/192.168.10.63/ip"
+        ),
+        "192.168.10.63\n",
+    );
+    let toml = format!(
+        "[commands]\nchroot = false\n[names]\nreverse_dns = false\nsmbstatus_command = [\"{}\"]\n",
+        script.display()
+    );
+    let samples = parse(&crate::support::once_on_host(
+        root.path(),
+        &[&format!("--config.file={}", write_config(&root, &toml))],
+    ));
+    let mut checks = Checks::default();
+    let expect = [
+        Expect {
+            addr: "192.168.10.21",
+            labels: vec![("peer_name", "debian12-hv".into())],
+            sources: vec!["nfsd"],
+            never: None,
+        },
+        Expect {
+            addr: "192.168.10.63",
+            labels: vec![
+                ("initiator", "iqn.1998-01.com.vmware:esx01".into()),
+                ("target", target.into()),
+            ],
+            sources: vec!["scst"],
+            never: None,
+        },
+        Expect {
+            addr: "::1",
+            labels: vec![("user", "fixtureuser".into())],
+            sources: vec!["smbstatus"],
+            never: None,
+        },
+    ];
+    for e in &expect {
+        for why in e.unmet(&samples) {
+            checks.check(false, || why);
+        }
+    }
+    for source in ["nfsd", "scst", "smbstatus"] {
+        checks.check(source_up(&samples, source) == Some(1.0), || {
+            format!("source_up of {source} is not 1")
+        });
+    }
+    for method in [
+        "smb.status",
+        "nfs.get_nfs4_clients",
+        "iscsi.global.sessions",
+    ] {
+        checks.check(source_up(&samples, method).is_none(), || {
+            format!("{method} has a source_up on a host with no middleware")
+        });
+    }
+    checks.assert_none(|| infos(&samples));
+}
