@@ -520,10 +520,10 @@ fn a_macvlan_parent_is_never_a_containers() {
     );
 }
 
-/// The README's HAProxy file in front of the engine: the exporter labels a
+/// The HAProxy file of docs/security.md in front of the engine: the exporter labels a
 /// container through it, and what the exporter never asks is refused.
 #[test]
-fn the_readme_read_only_proxy_is_enough_and_refuses_the_rest() {
+fn the_documented_read_only_proxy_is_enough_and_refuses_the_rest() {
     if !engine()
         || !require(
             have("haproxy") && have("curl"),
@@ -533,12 +533,11 @@ fn the_readme_read_only_proxy_is_enough_and_refuses_the_rest() {
         return;
     }
     let _engine = shared_engine();
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let block = readme
+    let security = crate::support::doc("docs/security.md");
+    let block = security
         .split("```haproxy\n")
         .nth(1)
-        .expect("README has the proxy's file");
+        .expect("docs/security.md has the proxy's file");
     let dir = tempfile::tempdir().unwrap();
     let proxy = dir.path().join("docker-ro.sock");
     let config = block[..block.find("```").unwrap()]

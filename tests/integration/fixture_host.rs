@@ -13,7 +13,7 @@ pub const LABELS: [&str; 6] = [
     "state",
 ];
 
-/// The reference example lines (README, Tests and benchmarks). Those decided by the topology, and the VM
+/// The reference example lines (CONTRIBUTING.md, Tests and benchmarks). Those decided by the topology, and the VM
 /// lines (through the fixture's fake midclt and its /proc/<pid>/fd links),
 /// must come out identical; the Docker lines come out in their unowned form
 /// (a fixture host has no engine; tests/integration/docker.rs proves them).

@@ -470,7 +470,7 @@ fn slow_and_silent_clients_cannot_starve_a_scrape() {
     assert!(silent_refused <= 80, "{silent_refused} refused");
     assert!(connections <= 2.0, "{connections} connections still open");
     assert!(header_hits >= 1.0 && write_hits >= 1.0 && evictions >= 1.0);
-    // The bound the README states (Limits): 30 MiB plus 1.5 MiB per stalled
+    // The bound docs/configuration.md states (Limits): 30 MiB plus 1.5 MiB per stalled
     // 10,000-interface response; at most 100 of those here.
     assert!(peak < 30 * 1024 + 100 * 1536, "peak RSS {peak} KiB");
 }

@@ -651,21 +651,18 @@ fn a_browser_shows_live_traffic_on_real_devices() {
     );
 }
 
-/// The README's `curl | jq` lines, run against a fixture host whose NIC
+/// The `curl | jq` lines of docs/live-view.md, run against a fixture host whose NIC
 /// receives 1 Gb/s: the per-owner rates put that NIC first, at about 1 Gb/s.
 #[test]
-fn the_readme_jq_example_works() {
+fn the_documented_jq_example_works() {
     if !require(
         have("jq") && have("curl"),
-        "the README example needs jq and curl",
+        "the jq example of docs/live-view.md needs jq and curl",
     ) {
         return;
     }
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let section = &readme[readme.find("## The live view").unwrap()..];
-    let start = section.find("```sh\n").unwrap() + 6;
-    let script = &section[start..start + section[start..].find("```").unwrap()];
+    let page = crate::support::doc("docs/live-view.md");
+    let script = &crate::support::doc_blocks(&page, "sh")[0];
     let host = copy_fixture("seed-host");
     // 1 Gb/s into enp8s0f0.
     let _traffic = GrowingRx::start(&[(host.path(), 125_000_000)]);

@@ -1,7 +1,7 @@
 //! `monitoring/`: the rules pass promtool's checks and unit tests; the
 //! dashboard has what Grafana needs to import it; and every panel's and every
 //! rule's expression runs on a real Prometheus that scrapes three hosts with
-//! the README's config (the seed-host fixture: NICs, bridges, VLANs, VMs; this
+//! docs/prometheus.md's config (the seed-host fixture: NICs, bridges, VLANs, VMs; this
 //! host with a live Docker app; a fixture with an LXC container), each panel
 //! returning data, every series keeping its host. A panel added later is
 //! checked the same way: the test walks the JSON. The live host counts
@@ -20,7 +20,7 @@ use truenas_net_exporter::workloads::accounting::cgroup2_mount;
 use crate::docker::{Cleanup, IMAGE, docker, engine, server_on, shared_engine};
 use crate::fixture_host::seed_vm_toml;
 use crate::http::Server;
-use crate::prometheus::{all_answer, query_values, readme_scrape_config, start_prometheus_with};
+use crate::prometheus::{all_answer, doc_scrape_config, query_values, start_prometheus_with};
 use crate::support::{copy_fixture, have, parse, require, wait_for};
 
 pub(crate) fn dir() -> PathBuf {
@@ -270,7 +270,7 @@ pub(crate) fn counts_per_cgroup(server: &Server) -> bool {
 
 /// The per-cgroup counting every 1 s (30 s by default), so that a cgroup
 /// the test makes is named at once; loopback peers (the scrapers, the
-/// tests' sinks) named, so that the README's join answers.
+/// tests' sinks) named, so that the documented join answers.
 pub(crate) const ACCOUNTING_1S: &str = "[accounting]\ninterval = \"1s\"\n[peers]\ninterval = \"1s\"\n\
     [names]\ninterval = \"1s\"\nreverse_dns = false\n[names.hosts]\n\"127.0.0.0/8\" = \"this-host\"\n";
 
@@ -356,7 +356,7 @@ fn every_panel_and_rule_answers_on_a_real_prometheus() {
         dir().join("prometheus_alerts.yaml"),
     ];
     let rule_refs: Vec<&Path> = rules.iter().map(PathBuf::as_path).collect();
-    let prom = start_prometheus_with(&readme_scrape_config(&targets), &rule_refs);
+    let prom = start_prometheus_with(&doc_scrape_config(&targets), &rule_refs);
 
     let queries = panel_queries(&dashboard());
     let results = all_answer(prom.addr, &queries, String::new);
@@ -460,7 +460,7 @@ fn panel_exprs(dashboard: &Value, title: &str) -> Vec<String> {
         .collect()
 }
 
-/// A LAGG host on a real Prometheus with the README's config and the rules:
+/// A LAGG host on a real Prometheus with the documented config and the rules:
 /// the uplink panels and the saturation alert see the bond, once, at the
 /// bond's rate, and never its ports (which carry the same bytes again).
 #[test]
@@ -485,7 +485,7 @@ fn the_uplink_panels_and_alerts_count_a_bond_once() {
         dir().join("prometheus_alerts.yaml"),
     ];
     let rule_refs: Vec<&Path> = rules.iter().map(PathBuf::as_path).collect();
-    let prom = start_prometheus_with(&readme_scrape_config(&[exporter.addr]), &rule_refs);
+    let prom = start_prometheus_with(&doc_scrape_config(&[exporter.addr]), &rule_refs);
 
     let d = dashboard();
     let traffic = panel_exprs(&d, "Uplink traffic (NICs and bonds)");
@@ -536,7 +536,7 @@ fn the_uplink_panels_and_alerts_count_a_bond_once() {
     assert!(percent > 0.0 && percent < 2.0, "utilisation {percent}%");
 }
 
-/// The "Top peers" panel on a real Prometheus with the README's config and
+/// The "Top peers" panel on a real Prometheus with the documented config and
 /// the rules: a service (a cgroup the exporter counts below) sends to two
 /// loopback peers on ports the config calls `tnemon`: 127.0.0.3, which
 /// `[names.hosts]` names, and 127.0.0.4, which nothing names. Each of the panel's three queries (merged into one
@@ -584,7 +584,7 @@ fn the_top_peers_panel_shows_names_and_keeps_unnamed_peers() {
     }
     let rules = [dir().join("prometheus_rules.yaml")];
     let rule_refs: Vec<&Path> = rules.iter().map(PathBuf::as_path).collect();
-    let prom = start_prometheus_with(&readme_scrape_config(&[server.addr]), &rule_refs);
+    let prom = start_prometheus_with(&doc_scrape_config(&[server.addr]), &rule_refs);
 
     let queries = panel_exprs(&dashboard(), "Top peers");
     assert_eq!(queries.len(), 3, "total, received, sent");

@@ -1,7 +1,7 @@
 //! The edge: TLS and basic auth from a web config file in exporter-toolkit
 //! format, checked by a real Prometheus (TLS with basic auth, mutual TLS), by
 //! curl and openssl (every refusal, a certificate replaced on disk), and by
-//! promtool (the README's example file); gzip; and the cap on scrapes served
+//! promtool (docs/security.md's example file); gzip; and the cap on scrapes served
 //! at once. Certificates come from openssl, made fresh for each run.
 
 use std::net::SocketAddr;
@@ -400,16 +400,15 @@ fn cipher_suites_by_iana_name_apply_to_tls13_too() {
     assert!(!ok, "a TLS 1.2 suite not named: {said}");
 }
 
-/// The README's example web config: promtool accepts it, and so does the
+/// The example web config of docs/security.md: promtool accepts it, and so does the
 /// exporter (which serves with it).
 #[test]
-fn the_readme_web_config_is_valid() {
+fn the_documented_web_config_is_valid() {
     if !tools_present() {
         return;
     }
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let section = &readme[readme.find("### TLS and basic auth").expect("the section")..];
+    let security = crate::support::doc("docs/security.md");
+    let section = &security[security.find("## TLS and basic auth").expect("the section")..];
     let start = section.find("```yaml\n").unwrap() + 8;
     let example = &section[start..start + section[start..].find("```").unwrap()];
     let pki = Pki::new();
