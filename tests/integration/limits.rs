@@ -248,12 +248,13 @@ fn a_fifo_as_netdev_fails_fast_everywhere() {
     );
 
     let mut exporter = Exporter::start(host.path(), "", Stdio::null());
-    // The scrape answers with the exporter's own metrics, the live view with
-    // the reason, the health check as always.
+    // The scrape answers with the exporter's own metrics, the live view and
+    // the readiness with the reason, the liveness as always.
     for (path, status) in [
         ("/metrics", 200),
         ("/", 503),
         ("/api/v1/interfaces", 503),
+        ("/-/ready", 503),
         ("/-/healthy", 200),
     ] {
         let started = Instant::now();
@@ -264,14 +265,10 @@ fn a_fifo_as_netdev_fails_fast_everywhere() {
         );
     }
     assert!(exporter.metric("truenas_net_exporter_netdev_read_errors_total") >= 1.0);
-    let health = Command::new(bin())
-        .args([
-            "--healthcheck",
-            &format!("--web.listen-address={}", exporter.addr),
-        ])
-        .status()
-        .unwrap();
-    assert!(health.success());
+    // Not ready: the container's check fails, and says why.
+    let (passed, err) = crate::http::healthcheck(exporter.addr);
+    assert!(!passed);
+    assert!(err.contains("FIFO"), "{err}");
     let took = exporter.terminate();
     assert!(took < Duration::from_secs(3), "SIGTERM took {took:?}");
 }
