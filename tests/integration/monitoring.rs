@@ -644,3 +644,99 @@ fn the_top_peers_panel_shows_names_and_keeps_unnamed_peers() {
         }
     }
 }
+
+/// The seed's plain scrape config (two lines, no `honor_labels`, no `host`
+/// relabelling): the dashboard's first panel, "Scrape config", says what to
+/// add, where every other panel would be empty or mix boxes; with the
+/// README's config it says all is well, per host.
+#[test]
+fn the_dashboard_says_what_a_plain_scrape_config_lacks() {
+    if !require(
+        have("prometheus"),
+        "prometheus not installed (Debian package prometheus)",
+    ) {
+        return;
+    }
+    let host = copy_fixture("seed-host");
+    let exporter = Server::start(host.path(), "");
+    let d = dashboard();
+    let check = panels(&d)
+        .into_iter()
+        .find(|p| p["title"] == "Scrape config")
+        .expect("a Scrape config panel");
+    assert_eq!(
+        panels(&d)
+            .iter()
+            .map(|p| p["gridPos"]["y"].as_u64().unwrap())
+            .min(),
+        Some(0)
+    );
+    assert_eq!(check["gridPos"]["y"], 0, "it is the first thing one sees");
+    let expr = concrete(check["targets"][0]["expr"].as_str().unwrap());
+    let mappings = check["fieldConfig"]["defaults"]["mappings"]
+        .as_array()
+        .unwrap();
+    let text_for = |value: f64| -> String {
+        for m in mappings {
+            let o = &m["options"];
+            let text = match m["type"].as_str().unwrap() {
+                "value" => o[format!("{value}")]["text"].as_str(),
+                "range" if value >= o["from"].as_f64().unwrap() => o["result"]["text"].as_str(),
+                _ => None,
+            };
+            if let Some(text) = text {
+                return text.to_owned();
+            }
+        }
+        panic!("no text for {value}")
+    };
+    let rules = [dir().join("prometheus_rules.yaml")];
+    let rule_refs: Vec<&Path> = rules.iter().map(PathBuf::as_path).collect();
+
+    // The seed README's scrape config, as pasted.
+    let plain = format!(
+        "scrape_configs:\n  - job_name: \"truenas-net\"\n    static_configs:\n      - targets: [\"{}\"]\n",
+        exporter.addr
+    );
+    let prom = start_prometheus_with(&plain, &rule_refs);
+    let answer = wait_for(Duration::from_secs(30), || {
+        let v = query_values(prom.addr, &expr);
+        v.iter().any(|(_, n)| *n > 0.0).then_some(v)
+    })
+    .expect("the check sees interfaces scraped without host");
+    for (labels, n) in &answer {
+        assert!(!labels.contains_key("host"), "{labels:?}");
+        let text = text_for(*n);
+        assert!(
+            text.contains("honor_labels: true") && text.contains("host"),
+            "the panel says what to add: {text}"
+        );
+    }
+    let description = check["description"].as_str().unwrap();
+    for line in [
+        "honor_labels: true",
+        "source_labels: [host, __address__]",
+        "regex: \";(.+)\"",
+        "target_label: host",
+    ] {
+        assert!(description.contains(line), "{line}");
+        assert!(
+            crate::prometheus::readme_scrape_config(&[exporter.addr]).contains(line),
+            "the README's config has {line}"
+        );
+    }
+    drop(prom);
+
+    // The README's config: all is well, per host.
+    let prom = start_prometheus_with(&readme_scrape_config(&[exporter.addr]), &rule_refs);
+    let answer = wait_for(Duration::from_secs(30), || {
+        let v = query_values(prom.addr, &expr);
+        (!v.is_empty()).then_some(v)
+    })
+    .expect("the check answers");
+    for (labels, n) in &answer {
+        assert!(labels.contains_key("host"), "{labels:?}");
+        assert_eq!(*n, 0.0, "{labels:?}");
+        assert!(text_for(*n).starts_with("OK"));
+    }
+}
