@@ -116,11 +116,11 @@ fn config_errors_name_the_key() {
     for (text, needle) in [
         (
             "[web]\ncompression = \"brotli\"\n",
-            "(line 2, web.compression): unknown variant `brotli`, expected one of",
+            "(line 2, web.compression): unknown value \"brotli\"; write one of",
         ),
         (
             "[vm]\nsources = [\"libvirt\"]\n",
-            "(line 2, vm.sources): unknown variant `libvirt`, expected one of",
+            "(line 2, vm.sources): unknown value \"libvirt\"; write one of",
         ),
         (
             "[commands]\ntimeout = \"10 secs later\"\n",
@@ -237,7 +237,7 @@ fn logs_are_plain_quiet_about_clients_and_one_line_per_error() {
     assert!(!out.status.success());
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.starts_with("error: invalid value for log.level"),
+        err.starts_with("error: invalid value for --log.level"),
         "{err}"
     );
 }

@@ -11,6 +11,7 @@ mod cli;
 mod container;
 mod docker;
 mod docs;
+mod errors;
 mod events;
 mod fake_middleware;
 mod fixture_host;
