@@ -721,14 +721,14 @@ fn the_dashboard_says_what_a_plain_scrape_config_lacks() {
     ] {
         assert!(description.contains(line), "{line}");
         assert!(
-            crate::prometheus::readme_scrape_config(&[exporter.addr]).contains(line),
+            crate::prometheus::doc_scrape_config(&[exporter.addr]).contains(line),
             "the README's config has {line}"
         );
     }
     drop(prom);
 
     // The README's config: all is well, per host.
-    let prom = start_prometheus_with(&readme_scrape_config(&[exporter.addr]), &rule_refs);
+    let prom = start_prometheus_with(&doc_scrape_config(&[exporter.addr]), &rule_refs);
     let answer = wait_for(Duration::from_secs(30), || {
         let v = query_values(prom.addr, &expr);
         (!v.is_empty()).then_some(v)
