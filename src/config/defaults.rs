@@ -1,6 +1,6 @@
 //! Every setting's default, declared once, in the type the setting has. The
 //! config's sections read them from here, `--help` is written from them, and
-//! tests check `config.example.toml` and the README's Flags and Limits tables
+//! tests check `config.example.toml` and docs/configuration.md's Flags and Limits tables
 //! against [`ALL`]. The settings that are a choice of names (compression, log
 //! level, VM lookups) are declared here too, each name written once: serde
 //! reads it, [`ALL`] shows it.
@@ -256,7 +256,7 @@ pub const COMMANDS_TIMEOUT: Setting<Duration> = Setting::new("commands.timeout",
 pub const COMMANDS_MAX_OUTPUT: Setting<Bytes> =
     Setting::new("commands.max_output_bytes", Bytes(16 * MIB));
 
-/// A default as text, for `--help`, the example file and the README.
+/// A default as text, for `--help`, the example file and docs/configuration.md.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Shown {
     Text(&'static str),
@@ -272,7 +272,7 @@ pub enum Shown {
 }
 
 impl Shown {
-    /// As `--help` and the README's Flags table write it.
+    /// As `--help` and docs/configuration.md's Flags table write it.
     pub fn plain(&self) -> String {
         match self {
             Shown::Text(t) => (*t).to_owned(),
@@ -296,7 +296,7 @@ impl Shown {
         }
     }
 
-    /// As the README's Limits table writes it: `10 s`, `2 min`, `16 MiB`.
+    /// As docs/configuration.md's Limits table writes it: `10 s`, `2 min`, `16 MiB`.
     pub fn human(&self) -> String {
         match self {
             Shown::Duration(d) if d.as_secs() >= 60 && d.as_secs() % 60 == 0 => {

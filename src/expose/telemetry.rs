@@ -187,7 +187,7 @@ impl Telemetry {
             (ERRORS, "Failed resolver refreshes (errors and timeouts)."),
             (
                 LIMIT_HITS,
-                "Times a limit on something outside the exporter tripped (README: Limits).",
+                "Times a limit on something outside the exporter tripped (docs/configuration.md: Limits).",
             ),
             (
                 TLS_HANDSHAKE_ERRORS,

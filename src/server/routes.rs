@@ -26,7 +26,7 @@ pub use crate::server::reply::Gzipped;
 
 /// With `[web] compression = "auto"`, a scrape of at least this many
 /// interfaces is gzipped for a client that accepts it. Measured on this
-/// project's 2-core machine (benches/scrape.rs, `gzip_*`): see the README.
+/// project's 2-core machine (benches/scrape.rs, `gzip_*`): see docs/configuration.md, Compression.
 pub const GZIP_MIN_INTERFACES: usize = 1000;
 
 /// What a path serves.

@@ -510,10 +510,6 @@ fn every_default_is_said_the_same_everywhere() {
     assert!(checked >= 10, "only {checked} limits checked");
 }
 
-/// Files another change brings, which the documentation already links:
-/// left out of the link check while they are not in the tree yet.
-const PENDING: &[&str] = &["docs/img/page-desktop.png"];
-
 /// GitHub's anchor for each heading of a Markdown `text` (lowercase,
 /// punctuation dropped, spaces as `-`, a repeated one numbered).
 fn anchors(text: &str) -> Vec<String> {
@@ -601,9 +597,6 @@ fn every_relative_link_resolves() {
                 p
             };
             let shown = linked.to_string_lossy().into_owned();
-            if PENDING.contains(&shown.as_str()) && !root.join(&linked).exists() {
-                continue;
-            }
             assert!(
                 root.join(&linked).exists(),
                 "{path} links {target}: {shown} is not in the repository"

@@ -693,7 +693,7 @@ fn the_dashboard_says_what_a_plain_scrape_config_lacks() {
     let rules = [dir().join("prometheus_rules.yaml")];
     let rule_refs: Vec<&Path> = rules.iter().map(PathBuf::as_path).collect();
 
-    // The seed README's scrape config, as pasted.
+    // A plain scrape config, as a user might paste it (docs/prometheus.md).
     let plain = format!(
         "scrape_configs:\n  - job_name: \"truenas-net\"\n    static_configs:\n      - targets: [\"{}\"]\n",
         exporter.addr
