@@ -836,7 +836,7 @@ mod tests {
     }
 
     /// [`doc_of`], with `names` for the peers.
-    fn doc_named<'a>(
+    pub(super) fn doc_named<'a>(
         read: &'a [(
             crate::workloads::Workload,
             crate::workloads::accounting::Counts,
@@ -1107,26 +1107,6 @@ mod names_tests {
         }
     }
 
-    fn doc<'a>(
-        read: &'a [(Workload, Counts)],
-        peers: Option<&'a PeerTable>,
-        names: &'a PeerNames,
-    ) -> Document<'a> {
-        let mut doc = Document {
-            version: "0.1.0",
-            time: 1.5,
-            interfaces: Vec::new(),
-            workloads: Some(read.iter().map(|(w, c)| WorkloadEntry::new(w, c)).collect()),
-            peers_time: None,
-            peers: None,
-            peers_omitted: None,
-            names: None,
-        };
-        doc.set_peers(peers, Some(read));
-        doc.set_names(names);
-        doc
-    }
-
     /// The names of the listed peers and of one a server knows idle, in
     /// the API by peer with every field; on the page each peer by its
     /// name with its address after it, SMB's users and shares and iSCSI's
@@ -1164,7 +1144,7 @@ mod names_tests {
                 known("idle", &["carol"], &[], "", "smbstatus"),
             ),
         ]));
-        let doc = doc(&read, Some(&table), &names);
+        let doc = super::tests::doc_named(&read, Some(&table), &names);
         let json: serde_json::Value = serde_json::from_slice(&doc.to_json()).unwrap();
         assert_eq!(
             json["names"],
@@ -1205,7 +1185,7 @@ mod names_tests {
         assert!(!html.contains("carol"), "an idle peer has no row");
 
         // No peers counted: no names either.
-        let none = super::names_tests::doc(&read, None, &names);
+        let none = super::tests::doc_named(&read, None, &names);
         let json: serde_json::Value = serde_json::from_slice(&none.to_json()).unwrap();
         assert!(json.get("names").is_none(), "{json}");
     }
@@ -1238,7 +1218,7 @@ mod names_tests {
                 .collect(),
         );
         let read = [(w.clone(), Counts::default())];
-        let doc = doc(&read, Some(&table), &names);
+        let doc = super::tests::doc_named(&read, Some(&table), &names);
         let json: serde_json::Value = serde_json::from_slice(&doc.to_json()).unwrap();
         assert_eq!(json["peers_omitted"], 5);
         let list = json["names"].as_array().unwrap();
@@ -1256,7 +1236,7 @@ mod names_tests {
             new_keys: 0,
             read_at: None,
         };
-        let doc = super::names_tests::doc(&read, Some(&small), &names);
+        let doc = super::tests::doc_named(&read, Some(&small), &names);
         let json: serde_json::Value = serde_json::from_slice(&doc.to_json()).unwrap();
         let list = json["names"].as_array().unwrap();
         assert_eq!(list.len(), max);
