@@ -21,10 +21,11 @@ use crate::hub::Hub;
 use crate::resolve::sources::docker::DockerSource;
 use crate::resolve::sources::incus::IncusSource;
 use crate::resolve::sources::lxc::LxcSource;
+use crate::resolve::sources::names::{NamesInputs, NamesSource, PeerNames};
 use crate::resolve::sources::netlink::LinkWakes;
 use crate::resolve::sources::topology::TopologySource;
 use crate::resolve::sources::vm::VmSource;
-use crate::resolve::sources::{Claims, ResolverId, Source};
+use crate::resolve::sources::{Claims, Lookup, ResolverId, Source};
 use crate::resolve::wakes::{Cause, woken_by};
 use crate::resolve::{AnyResolver, Publish, Resolver};
 use crate::scrape::{JoinStats, NetdevReader, Scrape};
@@ -169,6 +170,29 @@ impl Exporter {
             );
             list.push(self.resolver(source, peers.schedule, publish));
         }
+        if let Some(names) = &c.names {
+            let me = Arc::clone(self);
+            let publish: Publish<_> = Box::new(move |names| me.hub.publish_names(names));
+            // With no per-peer counters there is nothing to fold as.
+            let fold = c
+                .peers
+                .as_ref()
+                .map_or((32, 128), |p| (p.fold_v4, p.fold_v6));
+            let (hub, health) = (Arc::clone(self), Arc::clone(self));
+            let source = NamesSource::new(NamesInputs {
+                config: names.clone(),
+                fold,
+                middleware: Arc::clone(&middleware),
+                runner: self.runner(),
+                rootfs: c.rootfs.clone(),
+                procfs: c.procfs.clone(),
+                shown: Box::new(move || hub.hub.peer_table().peers()),
+                health: Box::new(move |source| {
+                    Lookup::new(ResolverId::Names, source, &health.telemetry)
+                }),
+            });
+            list.push(self.resolver(source, names.schedule, publish));
+        }
         if let Some(vm) = &c.vm {
             let source = VmSource::new(
                 vm.settings.clone(),
@@ -224,6 +248,9 @@ impl Exporter {
         }
         if c.incus.is_some() {
             watch("virt.instance.query", Cause::IncusEvent);
+        }
+        if c.names.is_some() {
+            every_refresh.extend(NamesSource::METHODS);
         }
         let paths = c
             .commands
@@ -460,6 +487,11 @@ impl Exporter {
         Some(self.hub.peer_table())
     }
 
+    /// The latest names for peers (for the live view).
+    pub fn read_names(&self) -> Arc<PeerNames> {
+        self.hub.peer_names()
+    }
+
     fn after_join(&self, stats: &JoinStats) {
         if stats.malformed > 0 {
             self.telemetry.malformed_lines.increment(stats.malformed);
@@ -598,6 +630,7 @@ impl Iterator for ScrapeBody {
         if self.scrape.is_some() {
             self.exporter
                 .write_workloads(self.namespaces.as_ref(), &mut out);
+            self.exporter.hub.peer_names().write(&mut out);
         }
         let telemetry = &self.exporter.telemetry;
         telemetry

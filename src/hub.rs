@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::composer::{self, LabelTable};
 use crate::model::labels::LabelSettings;
+use crate::resolve::sources::names::PeerNames;
 use crate::resolve::sources::topology::TopologySnapshot;
 use crate::resolve::sources::{Claims, ResolverId};
 use crate::resolve::wakes::{Cause, woken_by};
@@ -39,6 +40,8 @@ pub struct Hub {
     namespace_only: ArcSwap<Vec<NamespaceWorkload>>,
     /// The peers tick's latest series.
     peers: ArcSwap<PeerTable>,
+    /// The names resolver's latest names for peers.
+    names: ArcSwap<PeerNames>,
     /// Serialises compositions so a slower, older one cannot overwrite a newer
     /// table; holds the last table's label collisions, to log only changes.
     compose_lock: Mutex<Vec<String>>,
@@ -98,6 +101,7 @@ impl Hub {
             workloads,
             namespace_only: ArcSwap::default(),
             peers: ArcSwap::default(),
+            names: ArcSwap::default(),
             compose_lock: Mutex::new(Vec::new()),
             wakes: Default::default(),
             born: Instant::now(),
@@ -224,6 +228,17 @@ impl Hub {
         self.peers.load_full()
     }
 
+    /// Replaces the names for peers with a refresh's.
+    pub fn publish_names(&self, names: PeerNames) {
+        self.names.store(Arc::new(names));
+        self.published(ResolverId::Names, false, false);
+    }
+
+    /// The latest names for peers (empty before the first refresh).
+    pub fn peer_names(&self) -> Arc<PeerNames> {
+        self.names.load_full()
+    }
+
     /// A scrape found keys in the per-peer map the last tick did not read:
     /// the tick runs early, as often as [`Hub::wake_for_unknown`]. Returns
     /// whether it woke it.
@@ -271,11 +286,13 @@ impl Hub {
         *self.refreshes.borrow()
     }
 
-    /// Waits until every resolver that had published by `since` has published
-    /// again, or until `deadline`; says whether they all did. A resolver that
-    /// never published (off, or failing from the start) is not waited for.
+    /// Waits until every resolver an unknown interface wakes that had
+    /// published by `since` has published again, or until `deadline`; says
+    /// whether they all did. A resolver that never published (off, or
+    /// failing from the start) is not waited for.
     pub async fn refreshed_since(&self, since: Refreshes, deadline: tokio::time::Instant) -> bool {
-        self.refreshed_of(&ResolverId::ALL, since, deadline).await
+        self.refreshed_of(woken_by(Cause::UnknownInterface), since, deadline)
+            .await
     }
 
     /// [`Hub::refreshed_since`] for the resolvers `ids` only.
@@ -408,7 +425,7 @@ mod tests {
         hub.publish_topology(topology);
         hub.compose_pending();
         hub.wake_for_unknown();
-        for id in ResolverId::ALL {
+        for &id in woken_by(Cause::UnknownInterface) {
             assert!(woken(id), "{id:?}");
         }
         hub.wake_for_unknown();

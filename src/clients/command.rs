@@ -10,6 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -135,10 +136,22 @@ pub async fn run(argv: &[String], limits: Limits<'_>) -> Result<String, CommandE
         }
     }
     let at = PathBuf::from(program);
+    // A caller that gives up while the spawn waits for its turn (a refresh
+    // cancelled at shutdown, on a loaded machine) must not start the tool
+    // afterwards: nobody would wait for it, and once the runtimes are gone
+    // nobody would reap it.
+    let wanted = Wanted(Arc::new(AtomicBool::new(true)));
+    let still = Arc::clone(&wanted.0);
     let spawned = limits
         .spawner
         .run(move |fs| {
             fs.at(&at);
+            if !still.load(Ordering::Acquire) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "the caller gave up before the spawn",
+                ));
+            }
             cmd.spawn()
         })
         .await
@@ -220,6 +233,15 @@ async fn read_capped(
         return Ok(false);
     }
     Ok(true)
+}
+
+/// Whether the caller still waits for a spawn: false once it is dropped.
+struct Wanted(Arc<AtomicBool>);
+
+impl Drop for Wanted {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// The tool's process group: SIGKILL to all of it when dropped (a no-op

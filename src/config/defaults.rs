@@ -234,6 +234,18 @@ pub const PEERS_PORTS: Setting<&[(&str, &[u16])]> = Setting::new(
         ("dns", &[53]),
     ],
 );
+// [names]: names for peers (SMB users and shares, NFS clients, iSCSI
+// initiators, the hosts table, reverse DNS), written as net_peer_info.
+pub const NAMES_ENABLED: Setting<bool> = Setting::new("names.enabled", true);
+pub const NAMES_INTERVAL: Setting<Duration> = Setting::new("names.interval", secs(30));
+pub const NAMES_TIMEOUT: Setting<Duration> = Setting::new("names.timeout", secs(15));
+pub const NAMES_SMBSTATUS_COMMAND: Setting<&[&str]> =
+    Setting::new("names.smbstatus_command", &["smbstatus"]);
+pub const NAMES_REVERSE_DNS: Setting<bool> = Setting::new("names.reverse_dns", true);
+pub const NAMES_DNS_TIMEOUT: Setting<Duration> = Setting::new("names.dns_timeout", secs(2));
+pub const NAMES_DNS_CACHE: Setting<Duration> = Setting::new("names.dns_cache", secs(600));
+/// Addresses or networks and their names; none by default.
+pub const NAMES_HOSTS: Setting<&[(&str, &str)]> = Setting::new("names.hosts", &[]);
 // [commands]: each command's timeout fits in 3/4 of the refresh timeout of
 // every resolver that runs one (a test checks).
 pub const COMMANDS_CHROOT: Setting<bool> = Setting::new("commands.chroot", true);
@@ -252,6 +264,8 @@ pub enum Shown {
     List(&'static [&'static str]),
     /// A table of names to lists of ports.
     Ports(&'static [(&'static str, &'static [u16])]),
+    /// A table of keys to texts.
+    Table(&'static [(&'static str, &'static str)]),
 }
 
 impl Shown {
@@ -269,6 +283,11 @@ impl Shown {
                     let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
                     format!("{name}={}", ports.join(","))
                 })
+                .collect::<Vec<_>>()
+                .join(" "),
+            Shown::Table(table) => table
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
                 .collect::<Vec<_>>()
                 .join(" "),
         }
@@ -367,6 +386,14 @@ rows! {
     PEERS_FOLD_PUBLIC_V4 => Shown::Count,
     PEERS_FOLD_PUBLIC_V6 => Shown::Count,
     PEERS_PORTS => Shown::Ports,
+    NAMES_ENABLED => Shown::Bool,
+    NAMES_INTERVAL => Shown::Duration,
+    NAMES_TIMEOUT => Shown::Duration,
+    NAMES_SMBSTATUS_COMMAND => Shown::List,
+    NAMES_REVERSE_DNS => Shown::Bool,
+    NAMES_DNS_TIMEOUT => Shown::Duration,
+    NAMES_DNS_CACHE => Shown::Duration,
+    NAMES_HOSTS => Shown::Table,
 }
 
 const fn bytes(b: Bytes) -> Shown {

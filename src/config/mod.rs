@@ -14,6 +14,7 @@ pub(crate) mod raw;
 
 mod check;
 mod host;
+mod names;
 mod output;
 mod peers;
 mod resolvers;
@@ -23,6 +24,7 @@ use std::path::PathBuf;
 
 pub use crate::config::defaults::{Compression, LogLevel, VmLookup};
 pub use crate::config::host::{CommandConfig, NetdevLimits};
+pub use crate::config::names::NamesConfig;
 pub use crate::config::peers::PeersConfig;
 pub use crate::config::raw::RawConfig;
 pub use crate::config::resolvers::{
@@ -120,6 +122,8 @@ pub struct Config {
     /// Bytes per remote peer; off with `[peers] enabled = false`, and
     /// counted only where `[accounting]` counts.
     pub peers: Option<PeersConfig>,
+    /// Names for peers; off with `[names] enabled = false`.
+    pub names: Option<NamesConfig>,
 }
 
 impl Config {
@@ -159,6 +163,7 @@ impl Config {
             commands: raw.commands.resolve(raw.truenas)?,
             accounting: raw.accounting.resolve()?,
             peers: raw.peers.resolve()?,
+            names: raw.names.resolve()?,
         })
     }
 }

@@ -50,6 +50,8 @@ pub struct RawConfig {
     pub accounting: RawAccounting,
     #[serde(default)]
     pub peers: RawPeers,
+    #[serde(default)]
+    pub names: RawNames,
 }
 
 // `#[serde(flatten)]` would share the schedule keys between sections, but
@@ -203,6 +205,24 @@ pub struct RawPeers {
     pub fold_public_v6: Option<usize>,
     /// Protocol name to its ports, over the default table's.
     pub ports: Option<std::collections::BTreeMap<String, Vec<u16>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNames {
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "duration")]
+    pub interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+    pub smbstatus_command: Option<Vec<String>>,
+    pub reverse_dns: Option<bool>,
+    #[serde(default, deserialize_with = "duration")]
+    pub dns_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub dns_cache: Option<Duration>,
+    /// An address or network to its name.
+    pub hosts: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl RawConfig {

@@ -46,8 +46,9 @@ pub fn woken_by(cause: Cause) -> &'static [ResolverId] {
         Cause::VmEvent => &[Vm],
         Cause::ContainerEvent => &[Lxc, Cgroups],
         Cause::IncusEvent => &[Incus, Cgroups],
-        // Any of them may be the one that knows it.
-        Cause::UnknownInterface => &ResolverId::ALL,
+        // Any of them may be the one that knows it (names hold no
+        // interfaces).
+        Cause::UnknownInterface => &[Topology, Docker, Incus, Lxc, Vm, Cgroups, Peers],
         // A Docker cgroup waits for the engine's name for it.
         Cause::UnknownCgroup => &[Cgroups, Docker],
         Cause::UnknownPeer => &[Peers],
@@ -59,7 +60,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_resolver_but_the_peers_tick_is_woken_by_some_event() {
+    fn every_resolver_but_the_peers_tick_and_names_is_woken_by_some_event() {
         let events = [
             Cause::Link,
             Cause::VethLink,
@@ -72,7 +73,9 @@ mod tests {
         for id in ResolverId::ALL {
             let woken = events.iter().any(|&c| woken_by(c).contains(&id));
             // The peers' tick reads only the kernel: only a scrape wakes it.
-            assert_eq!(woken, id != ResolverId::Peers, "{id:?}");
+            // Names follow clients, whom no event announces: their interval.
+            let by_interval = [ResolverId::Peers, ResolverId::Names];
+            assert_eq!(woken, !by_interval.contains(&id), "{id:?}");
         }
         // A container's start reads the cgroup tree again.
         for cause in [Cause::DockerEvent, Cause::ContainerEvent, Cause::IncusEvent] {

@@ -215,7 +215,14 @@ async fn live_view(exporter: Arc<Exporter>, kind: Live) -> warp::reply::Response
     };
     let workloads = exporter.read_workloads();
     let peers = exporter.read_peers();
-    let document = live::Document::new(&scrape, read_at, workloads.as_deref(), peers.as_deref());
+    let names = exporter.read_names();
+    let document = live::Document::new(
+        &scrape,
+        read_at,
+        workloads.as_deref(),
+        peers.as_deref(),
+        &names,
+    );
     match kind {
         Live::Page => reply::live(
             kind,

@@ -22,7 +22,6 @@
 //! [`accounting::peers`]: crate::workloads::accounting
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -32,6 +31,7 @@ use tokio::time::Instant;
 use crate::config::PeersConfig;
 use crate::expose::encoder::{self, MetricType};
 use crate::expose::telemetry::Telemetry;
+use crate::model::peer::peer_label;
 use crate::resolve::sources::{ResolverId, Source};
 use crate::workloads::accounting::AccountingError;
 use crate::workloads::accounting::Counts;
@@ -48,6 +48,9 @@ pub fn side_label(side: Side) -> &'static str {
         Side::None => "",
     }
 }
+
+/// The peer of what no shown series got.
+pub const OTHER: &str = "other";
 
 /// A recent-traffic score decays by half each tick.
 const DECAY: f64 = 0.5;
@@ -501,11 +504,11 @@ impl Tracker {
                     counts: c.value,
                 });
             }
-            let rendered = state.other_rendered.get_or_insert_with(|| render("other"));
+            let rendered = state.other_rendered.get_or_insert_with(|| render(OTHER));
             rows.push(PeerRow {
                 rendered: Arc::clone(rendered),
                 workload: Arc::clone(&group.workload),
-                peer: Arc::from("other"),
+                peer: Arc::from(OTHER),
                 protocol,
                 side,
                 counts: state.other,
@@ -518,41 +521,6 @@ impl Tracker {
             read_at: None,
         }
     }
-}
-
-/// A peer's label: the address, or for a public one folded to a shorter
-/// prefix, its network (`203.0.113.0/24`).
-pub fn peer_label(ip: IpAddr, fold_v4: u8, fold_v6: u8) -> String {
-    match ip {
-        IpAddr::V4(v4) if fold_v4 < 32 && public_v4(v4) => {
-            let mask = u32::MAX.checked_shl(32 - fold_v4 as u32).unwrap_or(0);
-            format!("{}/{fold_v4}", Ipv4Addr::from(u32::from(v4) & mask))
-        }
-        IpAddr::V6(v6) if fold_v6 < 128 && public_v6(v6) => {
-            let mask = u128::MAX.checked_shl(128 - fold_v6 as u32).unwrap_or(0);
-            format!("{}/{fold_v6}", Ipv6Addr::from(u128::from(v6) & mask))
-        }
-        ip => ip.to_string(),
-    }
-}
-
-fn public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    let shared = a == 100 && (64..128).contains(&b);
-    !(ip.is_private()
-        || ip.is_loopback()
-        || ip.is_link_local()
-        || ip.is_multicast()
-        || ip.is_broadcast()
-        || ip.is_unspecified()
-        || shared)
-}
-
-fn public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    let unique_local = first & 0xfe00 == 0xfc00;
-    let link_local = first & 0xffc0 == 0xfe80;
-    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || unique_local || link_local)
 }
 
 /// The peer families, from the workload's side (rx: what it received from
@@ -571,6 +539,19 @@ pub const FAMILIES: [Family; 2] = [
 ];
 
 impl PeerTable {
+    /// Every peer with a series of its own (not `other`), once each.
+    pub fn peers(&self) -> Vec<String> {
+        let mut peers: Vec<String> = self
+            .rows
+            .iter()
+            .filter(|r| &*r.peer != OTHER)
+            .map(|r| r.peer.to_string())
+            .collect();
+        peers.sort_unstable();
+        peers.dedup();
+        peers
+    }
+
     /// Writes [`FAMILIES`], each row under its rendered labels.
     pub fn write(&self, out: &mut Vec<u8>) {
         for (name, help, value) in FAMILIES {
@@ -687,6 +668,7 @@ impl Source for PeerSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
     use std::time::Duration;
 
     fn settings(top: usize) -> PeersConfig {
@@ -936,16 +918,5 @@ mod tests {
             removed.extend(stats.idle_keys);
         }
         assert_eq!(removed, [k], "once, after idle");
-    }
-
-    #[test]
-    fn public_addresses_fold_when_asked() {
-        let v4 = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(peer_label(v4("203.0.113.77"), 24, 128), "203.0.113.0/24");
-        assert_eq!(peer_label(v4("192.168.1.7"), 24, 128), "192.168.1.7");
-        assert_eq!(peer_label(v4("100.64.1.7"), 24, 128), "100.64.1.7", "CGNAT");
-        assert_eq!(peer_label(v4("203.0.113.77"), 32, 128), "203.0.113.77");
-        assert_eq!(peer_label(v4("2001:db8:1:2::5"), 32, 48), "2001:db8:1::/48");
-        assert_eq!(peer_label(v4("fd00::5"), 32, 48), "fd00::5");
     }
 }

@@ -420,6 +420,13 @@ fn every_default_is_said_the_same_everywhere() {
                         listed == ports.iter().map(|&p| p as i64).collect::<Vec<_>>()
                     })
             }
+            Shown::Table(table) => {
+                let written = value.as_table().unwrap();
+                written.len() == table.len()
+                    && table
+                        .iter()
+                        .all(|(key, name)| written[*key].as_str() == Some(*name))
+            }
         };
         assert!(
             same,

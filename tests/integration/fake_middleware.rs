@@ -74,6 +74,12 @@ struct Conn {
 struct State {
     methods: HashSet<String>,
     rows: HashMap<String, Vec<Value>>,
+    /// Answers other than a list of rows (`set_answer`).
+    answers: HashMap<String, Value>,
+    /// Methods refused as 25.10 refuses a private method (`refuse`).
+    refused: HashSet<String>,
+    /// Methods never answered (`hang`).
+    hung: HashSet<String>,
     calls: HashMap<String, usize>,
     connections: usize,
     next_conn: u64,
@@ -192,6 +198,9 @@ impl FakeMiddleware {
             state: Mutex::new(State {
                 methods: DEFAULT_METHODS.iter().map(|m| m.to_string()).collect(),
                 rows: HashMap::new(),
+                answers: HashMap::new(),
+                refused: HashSet::new(),
+                hung: HashSet::new(),
                 calls: HashMap::new(),
                 connections: 0,
                 next_conn: 0,
@@ -223,6 +232,36 @@ impl FakeMiddleware {
     /// The rows `collection` (e.g. "vm.query") answers, as JSON values.
     pub fn set_rows(&self, collection: &str, rows: Vec<Value>) {
         self.shared.state().rows.insert(collection.to_owned(), rows);
+    }
+
+    /// What `method` answers, any JSON value (`smb.status` answers a list
+    /// of objects, `smbstatus` an object); it takes precedence over
+    /// `set_rows`. The method then exists, until a later `set_methods`
+    /// leaves it out.
+    pub fn set_answer(&self, method: &str, answer: Value) {
+        let mut state = self.shared.state();
+        state.methods.insert(method.to_owned());
+        state.answers.insert(method.to_owned(), answer);
+    }
+
+    /// Refuses every call of `method` as 25.10 refuses a private method
+    /// (`smb.status` there) to credentials not allowed it: the check of
+    /// `authorize_method_call` (`main.py`), `CallError('Not authorized',
+    /// errno.EACCES)`. Over JSON-RPC that is the TrueNAS call error
+    /// (-32001, "Method call error", the error in `data`); over the legacy
+    /// protocol, a `result` with the error. A full admin over the unix
+    /// socket is not refused: 25.10 only logs "Private method ... called on
+    /// a connection without private_methods enabled"
+    /// (`ws_handler/rpc.py`, a FIXME to prohibit it). Whether the method
+    /// exists does not matter.
+    pub fn refuse(&self, method: &str) {
+        self.shared.state().refused.insert(method.to_owned());
+    }
+
+    /// Calls of `method` are never answered; the connection stays open and
+    /// answers other calls, as the middleware runs each call on its own.
+    pub fn hang(&self, method: &str) {
+        self.shared.state().hung.insert(method.to_owned());
     }
 
     /// Sends an event to every connection subscribed to `collection`, once
@@ -693,12 +732,22 @@ enum CallError {
         service_exists: bool,
     },
     InvalidParams(String),
+    /// `CallError('Not authorized', errno.EACCES)`.
+    NotAuthorized,
+    /// No answer ever.
+    Hang,
 }
 
 /// Runs a method call for connection `conn`.
 fn call(shared: &Shared, conn: u64, method: &str, params: &[Value]) -> Result<Value, CallError> {
     let mut state = shared.state();
     *state.calls.entry(method.to_owned()).or_default() += 1;
+    if state.hung.contains(method) {
+        return Err(CallError::Hang);
+    }
+    if state.refused.contains(method) {
+        return Err(CallError::NotAuthorized);
+    }
     match method {
         "core.subscribe" => {
             let [Value::String(name)] = params else {
@@ -726,9 +775,10 @@ fn call(shared: &Shared, conn: u64, method: &str, params: &[Value]) -> Result<Va
             }
             Ok(Value::Null)
         }
-        _ if state.methods.contains(method) => Ok(Value::Array(
-            state.rows.get(method).cloned().unwrap_or_default(),
-        )),
+        _ if state.methods.contains(method) => Ok(match state.answers.get(method) {
+            Some(answer) => answer.clone(),
+            None => Value::Array(state.rows.get(method).cloned().unwrap_or_default()),
+        }),
         _ => {
             let service = method.rsplit_once('.').map_or(method, |(s, _)| s);
             let service_exists = service == "core"
@@ -786,6 +836,20 @@ fn json_rpc(shared: &Shared, conn: u64, text: &str) -> Option<Value> {
         Ok(result) => json!({"jsonrpc": "2.0", "result": result, "id": answer_id}),
         Err(CallError::NoMethod { .. }) => rpc_error(answer_id, -32601, "Method does not exist"),
         Err(CallError::InvalidParams(_)) => rpc_error(answer_id, -32602, "Invalid params"),
+        Err(CallError::NotAuthorized) => {
+            // `send_truenas_error`: TRUENAS_CALL_ERROR, the error in `data`
+            // (`format_truenas_error`, without `type`).
+            let mut data = legacy_error(13, "EACCES", "CallError", "Not authorized");
+            if let Some(data) = data.as_object_mut() {
+                data.remove("type");
+            }
+            json!({
+                "jsonrpc": "2.0",
+                "error": {"code": -32001, "message": "Method call error", "data": data},
+                "id": answer_id,
+            })
+        }
+        Err(CallError::Hang) => return None,
     })
 }
 
@@ -849,6 +913,10 @@ fn legacy(shared: &Shared, conn: u64, connected: &mut bool, text: &str) -> Optio
                         CallError::InvalidParams(text) => {
                             legacy_error(22, "EINVAL", "CallError", &text)
                         }
+                        CallError::NotAuthorized => {
+                            legacy_error(13, "EACCES", "CallError", "Not authorized")
+                        }
+                        CallError::Hang => return None,
                     };
                     json!({"msg": "result", "id": id, "error": error})
                 }
@@ -1302,5 +1370,82 @@ async fn fake_middleware_stop_drops_connections_and_start_again_keeps_state() {
     match next(&mut ws).await {
         None | Some(Err(_)) => {}
         other => panic!("expected a dropped connection, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn fake_middleware_answers_any_value_refuses_and_hangs() {
+    for path_of in ["/api/current", "/websocket"] {
+        let (_dir, path) = socket_path();
+        let fake = FakeMiddleware::start(&path, Mode::JsonRpc);
+        let sessions = json!([{"session_id": "7", "hostname": "ipv4:10.0.0.7:50000", "share_connections": []}]);
+        fake.set_answer("smb.status", sessions.clone());
+        fake.set_answer("core.answer_object", json!({"sessions": {}}));
+        fake.set_rows("vm.query", vec![vm_row()]);
+        fake.refuse("nfs.get_nfs4_clients");
+        fake.hang("iscsi.global.sessions");
+        let mut ws = open(&path, path_of).await.unwrap();
+        let legacy = path_of == "/websocket";
+        if legacy {
+            let connect = json!({"msg": "connect", "version": "1", "support": ["1"]});
+            assert_eq!(ask(&mut ws, connect).await["msg"], "connected");
+        }
+        let call = |id: i64, method: &str| {
+            if legacy {
+                json!({"msg": "method", "id": id.to_string(), "method": method, "params": []})
+            } else {
+                json!({"jsonrpc": "2.0", "id": id, "method": method, "params": []})
+            }
+        };
+        let result = |answer: &Value| answer["result"].clone();
+
+        assert_eq!(result(&ask(&mut ws, call(1, "smb.status")).await), sessions);
+        assert_eq!(
+            result(&ask(&mut ws, call(2, "core.answer_object")).await),
+            json!({"sessions": {}})
+        );
+        // set_rows still answers.
+        assert_eq!(
+            result(&ask(&mut ws, call(3, "vm.query")).await),
+            json!([vm_row()])
+        );
+
+        let refused = ask(&mut ws, call(4, "nfs.get_nfs4_clients")).await;
+        let error = if legacy {
+            assert_eq!(
+                (&refused["msg"], &refused["id"]),
+                (&json!("result"), &json!("4"))
+            );
+            assert_eq!(refused["error"]["type"], Value::Null);
+            &refused["error"]
+        } else {
+            assert_eq!(refused["id"], 4);
+            assert_eq!(refused["error"]["code"], -32001);
+            assert_eq!(refused["error"]["message"], "Method call error");
+            assert!(refused["error"]["data"].get("type").is_none(), "{refused}");
+            &refused["error"]["data"]
+        };
+        assert_eq!(error["error"], 13);
+        assert_eq!(error["errname"], "EACCES");
+        assert_eq!(error["reason"], "[EACCES] Not authorized");
+        assert_eq!(error["trace"]["class"], "CallError");
+        assert_eq!(error["extra"], Value::Null);
+
+        // A hung call: no answer, and the connection still answers others.
+        send(&mut ws, call(5, "iscsi.global.sessions")).await;
+        quiet(&mut ws).await;
+        let answer = ask(&mut ws, call(6, "vm.query")).await;
+        assert_eq!(result(&answer), json!([vm_row()]));
+        assert_eq!(fake.calls("iscsi.global.sessions"), 1);
+        assert_eq!(fake.calls("nfs.get_nfs4_clients"), 1);
+
+        // set_methods can take an answered method away again.
+        fake.set_methods(&["vm.query"]);
+        let gone = ask(&mut ws, call(7, "smb.status")).await;
+        if legacy {
+            assert_eq!(gone["error"]["errname"], "ENOMETHOD");
+        } else {
+            assert_eq!(gone["error"]["code"], -32601);
+        }
     }
 }

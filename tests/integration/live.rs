@@ -258,7 +258,8 @@ fn the_page_lists_every_interface_without_javascript() {
         script.body.len(),
         style.body.len()
     );
-    // 45 KB since the peers and the Clients section (37 KB before).
+    // 45 KB since the peers and the Clients section (37 KB before), 46 KB
+    // with their names.
     assert!(total < 48 * 1024, "{total} bytes");
 
     let Some(chromium) = chromium() else {
@@ -1551,8 +1552,25 @@ const PEERS_SHOWN: &str = r#"(() => {
         clients_hidden: c ? c.hidden : null,
         clients: c ? [...c.querySelectorAll('tr.client')].map(r => r.dataset.peer + ' ' + r.dataset.protocol) : null,
         client: client ? [client.dataset.rxBps, client.cells[2].textContent] : null,
+        client_name: client ? [...client.cells[0].querySelectorAll('.who, .addr')].map(e => e.textContent) : null,
     };
 })()"#;
+
+/// The name `[names.hosts]` gives the test's peer (127.0.0.1): quotes in
+/// it, for the page to escape.
+const PEER_NAME: &str = "alice's \"laptop\"";
+/// The names resolver each second, from the hosts table only (no DNS).
+const NAMES_TOML: &str = "[names]\ninterval = \"1s\"\nreverse_dns = false\n[names.hosts]\n\"127.0.0.1\" = \"alice's \\\"laptop\\\"\"\n";
+
+/// Whether `metrics` has the test peer's `net_peer_info` with its name.
+fn samples_have_info(metrics: &str) -> bool {
+    parse(metrics).iter().any(|s| {
+        s.name == "net_peer_info"
+            && s.label("peer") == Some("127.0.0.1")
+            && s.label("peer_name") == Some(PEER_NAME)
+            && s.label("source") == Some("config")
+    })
+}
 
 /// With the kernel counting per peer (the programs linked at a test
 /// cgroup, a peers tick each second): a service listens on a port the
@@ -1562,7 +1580,10 @@ const PEERS_SHOWN: &str = r#"(() => {
 /// is the client of the second) as `/metrics` has them; the page without
 /// JavaScript lists them under the service's row and the first among the
 /// clients; in Chromium (where installed) they get rates, the served one
-/// in the Clients section too, and fit a phone's screen.
+/// in the Clients section too, and fit a phone's screen. The config's
+/// `[names.hosts]` names the peer: the API carries the name, and the page
+/// shows the peer by it (the address after it), with and without
+/// JavaScript.
 #[test]
 fn the_api_and_the_page_show_peers_and_clients() {
     if !require(is_root(), "needs root to count traffic per peer (BPF)") {
@@ -1597,7 +1618,7 @@ fn the_api_and_the_page_show_peers_and_clients() {
     let server = Server::start(
         host.path(),
         &format!(
-            "{}[peers]\ninterval = \"1s\"\n[peers.ports]\ntnetest = [{served}]\ntnesink = [{sink}]\n",
+            "{}[peers]\ninterval = \"1s\"\n[peers.ports]\ntnetest = [{served}]\ntnesink = [{sink}]\n{NAMES_TOML}",
             cgroup.config()
         ),
     );
@@ -1686,6 +1707,34 @@ fn the_api_and_the_page_show_peers_and_clients() {
     );
     let client = find(&doc, "tnesink").unwrap();
     assert_eq!(client["side"], "client", "{client}");
+    // The hosts table names the peer once a names refresh has seen it.
+    let named = |doc: &Value| -> Option<Value> {
+        doc["names"]
+            .as_array()?
+            .iter()
+            .find(|n| n["peer"] == "127.0.0.1")
+            .cloned()
+    };
+    let name = wait_for(Duration::from_secs(15), || {
+        named(&serde_json::from_str(&http(server.addr, "GET", "/api/v1/interfaces").body).ok()?)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the peer's name: {}",
+            http(server.addr, "GET", "/api/v1/interfaces").body
+        )
+    });
+    assert_eq!(
+        name,
+        serde_json::json!({
+            "peer": "127.0.0.1", "peer_name": PEER_NAME, "user": "", "machine": "",
+            "share": "", "initiator": "", "target": "", "source": "config"
+        })
+    );
+    assert!(
+        samples_have_info(&server.metrics()),
+        "net_peer_info names the peer on /metrics too"
+    );
     assert_eq!(doc["peers_omitted"], 0);
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -1744,6 +1793,12 @@ fn the_api_and_the_page_show_peers_and_clients() {
         "{clients}"
     );
     assert!(!clients.contains("tnesink"), "{clients}");
+    assert!(
+        clients.contains(
+            r#"<span class="who">alice&#x27;s &quot;laptop&quot;</span> <span class="addr">127.0.0.1</span>"#
+        ),
+        "by its name, escaped: {clients}"
+    );
 
     let Some(chromium) = chromium() else {
         require(false, "chromium not installed (Debian package chromium)");
@@ -1789,6 +1844,11 @@ fn the_api_and_the_page_show_peers_and_clients() {
         "one workload: the same rate {shown}"
     );
     assert_eq!(shown["client"][1], "tnepeer", "{shown}");
+    assert_eq!(
+        shown["client_name"],
+        serde_json::json!([PEER_NAME, "127.0.0.1"]),
+        "{shown}"
+    );
     assert_eq!(shown["clients_hidden"], false, "{shown}");
     assert!(
         shown["served"][0][2]
@@ -1829,10 +1889,15 @@ fn the_api_and_the_page_show_peers_and_clients() {
     );
     if let Some(dir) = std::env::var_os("LIVE_SCREENSHOTS") {
         browser.screenshot(&page, &Path::new(&dir).join("page-peers.png"));
+        browser.eval(&page, "document.querySelector('#clients').scrollIntoView()");
+        browser.screenshot(&page, &Path::new(&dir).join("page-clients.png"));
+        browser.eval(&page, "window.scrollTo(0, 0)");
     }
     assert_fits_a_phone(&mut browser, &page, "#owners tr.peer, #clients tr.client");
     if let Some(dir) = std::env::var_os("LIVE_SCREENSHOTS") {
         browser.screenshot(&page, &Path::new(&dir).join("page-peers-phone.png"));
+        browser.eval(&page, "document.querySelector('#clients').scrollIntoView()");
+        browser.screenshot(&page, &Path::new(&dir).join("page-clients-phone.png"));
     }
     stop.store(true, Ordering::Relaxed);
     let _ = sender.join();

@@ -21,6 +21,7 @@ mod kernel;
 mod limits;
 mod live;
 mod monitoring;
+mod names;
 mod peer_map;
 mod peers;
 mod prometheus;

@@ -269,9 +269,10 @@ pub(crate) fn counts_per_cgroup(server: &Server) -> bool {
 }
 
 /// The per-cgroup counting every 1 s (30 s by default), so that a cgroup
-/// the test makes is named at once.
-pub(crate) const ACCOUNTING_1S: &str =
-    "[accounting]\ninterval = \"1s\"\n[peers]\ninterval = \"1s\"\n";
+/// the test makes is named at once; loopback peers (the scrapers, the
+/// tests' sinks) named, so that the README's join answers.
+pub(crate) const ACCOUNTING_1S: &str = "[accounting]\ninterval = \"1s\"\n[peers]\ninterval = \"1s\"\n\
+    [names]\ninterval = \"1s\"\nreverse_dns = false\n[names.hosts]\n\"127.0.0.0/8\" = \"this-host\"\n";
 
 /// Substitutes the dashboard's variables as "All" and a short window.
 pub(crate) fn concrete(expr: &str) -> String {
@@ -533,4 +534,113 @@ fn the_uplink_panels_and_alerts_count_a_bond_once() {
     // Against the bond's own speed (2 Gb/s): at most 4 MB/s of 250 MB/s.
     let percent = query_values(prom.addr, &utilisation[0])[0].1;
     assert!(percent > 0.0 && percent < 2.0, "utilisation {percent}%");
+}
+
+/// The "Top peers" panel on a real Prometheus with the README's config and
+/// the rules: a service (a cgroup the exporter counts below) sends to two
+/// loopback peers on ports the config calls `tnemon`: 127.0.0.3, which
+/// `[names.hosts]` names, and 127.0.0.4, which nothing names. Each of the panel's three queries (merged into one
+/// table by their labels) lists both, once each: the first with its name
+/// joined from `net_peer_info`, the second with its address as its name
+/// (an unnamed peer is not dropped by the join), every row with the same
+/// labels in all three.
+#[test]
+fn the_top_peers_panel_shows_names_and_keeps_unnamed_peers() {
+    if !require(
+        have("prometheus"),
+        "prometheus not installed (Debian package prometheus)",
+    ) || !require(
+        crate::support::is_root(),
+        "needs root to count traffic per peer (BPF)",
+    ) {
+        return;
+    }
+    let Some(hierarchy) = cgroup2() else {
+        require(false, "no cgroup v2 hierarchy: no traffic per peer");
+        return;
+    };
+    let top = hierarchy.join(format!("tne-mon-names-{}", std::process::id()));
+    let mut senders = Senders::default();
+    let (named, unnamed) = (sink("127.0.0.3:0"), sink("127.0.0.4:0"));
+    let service = top.join("system.slice/tnenames.service");
+    senders.start(&service, named);
+    senders.start(&service, unnamed);
+    let host = copy_fixture("seed-host");
+    let server = Server::start(
+        host.path(),
+        &format!(
+            "[accounting]\ncgroup = {:?}\ninterval = \"1s\"\n[peers]\ninterval = \"1s\"\n\
+             [peers.ports]\ntnemon = [{}, {}]\n[names]\ninterval = \"1s\"\nreverse_dns = false\n[names.hosts]\n\"127.0.0.3\" = \"alice-laptop\"\n",
+            top.display().to_string(),
+            named.port(),
+            unnamed.port()
+        ),
+    );
+    if !require(
+        counts_per_cgroup(&server),
+        "the exporter cannot load its BPF programs: no traffic per peer",
+    ) {
+        return;
+    }
+    let rules = [dir().join("prometheus_rules.yaml")];
+    let rule_refs: Vec<&Path> = rules.iter().map(PathBuf::as_path).collect();
+    let prom = start_prometheus_with(&readme_scrape_config(&[server.addr]), &rule_refs);
+
+    let queries = panel_exprs(&dashboard(), "Top peers");
+    assert_eq!(queries.len(), 3, "total, received, sent");
+    let peers = ["127.0.0.3", "127.0.0.4"];
+    let answers = wait_for(Duration::from_secs(90), || {
+        let answers: Vec<_> = queries.iter().map(|q| query_values(prom.addr, q)).collect();
+        let shows = |series: &[(serde_json::Map<String, Value>, f64)], peer: &str| {
+            series
+                .iter()
+                .any(|(l, v)| l["peer"] == peer && l.contains_key("peer_name") && *v > 0.0)
+        };
+        let named_yet = answers[0]
+            .iter()
+            .any(|(l, _)| l["peer"] == peers[0] && l["peer_name"] == "alice-laptop");
+        (named_yet && answers.iter().all(|a| peers.iter().all(|p| shows(a, p)))).then_some(answers)
+    })
+    .unwrap_or_else(|| {
+        let now: Vec<_> = queries.iter().map(|q| query_values(prom.addr, q)).collect();
+        panic!("the panel's rows: {now:#?}\n{}", server.metrics())
+    });
+    let rows = |series: &[(serde_json::Map<String, Value>, f64)]| -> Vec<String> {
+        let mut rows: Vec<String> = series
+            .iter()
+            .map(|(l, _)| serde_json::to_string(l).unwrap())
+            .collect();
+        rows.sort();
+        rows
+    };
+    for (q, series) in queries.iter().zip(&answers) {
+        assert_eq!(rows(series), rows(&answers[0]), "the same rows: {q}");
+        let mine: Vec<_> = series
+            .iter()
+            .filter(|(l, _)| peers.contains(&l["peer"].as_str().unwrap()))
+            .map(|(l, _)| l)
+            .collect();
+        assert_eq!(mine.len(), 2, "each peer once: {q}: {series:?}");
+        for l in mine {
+            let peer = l["peer"].as_str().unwrap();
+            let name = if peer == peers[0] {
+                "alice-laptop"
+            } else {
+                peer
+            };
+            assert_eq!(l["peer_name"], name, "{q}: {l:?}");
+            assert_eq!(
+                (&l["protocol"], &l["side"]),
+                (&Value::from("tnemon"), &Value::from("client")),
+                "{q}: {l:?}"
+            );
+            let mut keys: Vec<&str> = l.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            assert_eq!(
+                keys,
+                ["host", "peer", "peer_name", "protocol", "side"],
+                "{q}"
+            );
+        }
+    }
 }

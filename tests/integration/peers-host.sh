@@ -27,6 +27,21 @@
 #          lan1 (:53).
 #   flood  a sink namespace that owns 10.99.0.0/16 (a local route), reached
 #          through a veth: UDP to any of its 65,536 addresses really leaves.
+#   smb    the real smbd of nas and its clients in lan1 and lan2, alone.
+#   iscsi  a real iSCSI target (tgtd, user space) in
+#          /system.slice/tne-tgt.service on port 3260: one target,
+#          iqn.2026-12.test.tne:disk1, a file-backed 8 MiB LUN; its initiator
+#          (libiscsi's tools, iqn.2026-12.test.tne:client-lan4) in lan4
+#          (10.77.4.2).
+#   dns    a DNS server (dnsmasq) in lan5 (10.77.5.2) with the LAN clients'
+#          forward and reverse records (10.77.1.2 lan1-client.lan, 10.77.2.2
+#          bob-pc.lan, 10.77.4.2 proxmox.lan), named by this host's
+#          /etc/resolv.conf (a bind mount in this host's mount namespace
+#          alone).
+#
+# Parts may be combined; a LAN namespace two parts need is made once.
+# "@ROOT@" in $ROOT/config.toml stands for $ROOT (the test writes the config
+# before it knows where the host's files will be).
 #
 # The other machines' processes run in a cgroup of their own (see `on`).
 # Every cgroup made here is listed in $ROOT/cgroups (relative to the cgroup2
@@ -35,7 +50,8 @@
 # Needs: $BIN, $ROOT, $PORT, $PARTS ($SMB_FILE and $NFS_FILE, the sizes of
 # the files served, for nas); iproute2, python3, and per part: smbd,
 # smbpasswd, smbclient, ganesha.nfsd, nfs-cp (nas); dockerd, docker, busybox,
-# dnsmasq (apps).
+# dnsmasq (apps); smbd, smbpasswd, smbclient, smbstatus (smb); tgtd, tgtadm,
+# iscsi-perf (iscsi); dnsmasq, getent, dig (dns).
 set -euo pipefail
 CG=/sys/fs/cgroup
 
@@ -90,6 +106,7 @@ on() {
 lan() {
   local ns=$1 n=$2
   local here="02:00:00:77:0$n:01" there="02:00:00:77:0$n:02"
+  [ -e "/run/netns/$ns" ] && return 0
   ip netns add "$ns"
   ip link add "uplink$n" address "$here" type veth peer name lan0 address "$there" netns "$ns"
   sysctl -qw "net.ipv6.conf.uplink$n.disable_ipv6=1"
@@ -300,6 +317,68 @@ apps_part() {
   wait_listen wan 443
 }
 
+# The iSCSI target of the names tests, as TrueNAS serves one (there SCST's
+# iscsi-scstd in scst.service; here tgtd, all in user space): a daemon in a
+# unit's cgroup accepting on 3260, one target with one LUN backed by a file.
+ISCSI_TARGET=iqn.2026-12.test.tne:disk1
+ISCSI_INITIATOR=iqn.2026-12.test.tne:client-lan4
+iscsi_part() {
+  local t="$ROOT/tgt"
+  mkdir -p "$t"
+  head -c 8388608 /dev/urandom >"$t/disk1.img"
+  # Its control socket is /var/run/tgtd/socket.0: this host's own /run.
+  (in_cgroup system.slice/tne-tgt.service tgtd -f) >"$t/tgtd.log" 2>&1 &
+  wait_listen "" 3260
+  for _ in $(seq 100); do
+    tgtadm --lld iscsi --mode target --op show >/dev/null 2>&1 && break
+    sleep 0.05
+  done
+  tgtadm --lld iscsi --mode target --op new --tid 1 --targetname "$ISCSI_TARGET"
+  tgtadm --lld iscsi --mode logicalunit --op new --tid 1 --lun 1 --backing-store "$t/disk1.img"
+  tgtadm --lld iscsi --mode target --op bind --tid 1 --initiator-address ALL
+  # What the target sends to lan4 at 2 MB/s: the initiator's reads last
+  # while the test looks, and leave the machine's two CPUs to the rest.
+  tc qdisc add dev uplink4 root tbf rate 16mbit burst 32kb latency 200ms ||
+    echo "peers-host.sh: no tbf qdisc; lan4 reads at full speed" >&2
+}
+
+# The names tests' DNS server: forward and reverse records of the LAN
+# clients, nothing else (no upstream; other names in .lan and other private
+# reverse zones are answered "no such name" at once). This host's resolver
+# asks it through /etc/resolv.conf, bound over in this mount namespace only
+# (unshare -m makes every mount private to it).
+dns_part() {
+  on lan5 dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+    --bind-interfaces --listen-address=10.77.5.2 --port=53 --user=root \
+    --pid-file="$ROOT/dns.pid" --log-queries --log-facility=- \
+    --local=/lan/ --bogus-priv \
+    --host-record=lan1-client.lan,10.77.1.2 \
+    --host-record=bob-pc.lan,10.77.2.2 \
+    --host-record=proxmox.lan,10.77.4.2 \
+    >"$ROOT/dns.log" 2>&1 &
+  printf 'nameserver 10.77.5.2\noptions timeout:1 attempts:2\n' >"$ROOT/resolv.conf"
+  # Where /etc/resolv.conf leads (a link into /run on a systemd-resolved
+  # machine: this host's /run is its own, empty tmpfs).
+  local conf
+  conf=$(readlink -f /etc/resolv.conf)
+  if [ ! -e "$conf" ]; then
+    case $conf in
+    /run/*) mkdir -p "$(dirname "$conf")" && : >"$conf" ;;
+    *)
+      echo "peers-host.sh: /etc/resolv.conf leads to $conf, which is missing" >&2
+      return 1
+      ;;
+    esac
+  fi
+  mount --bind "$ROOT/resolv.conf" "$conf"
+  for _ in $(seq 100); do
+    [ -n "$(ip netns exec lan5 ss -Hlun "sport = :53")" ] && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on lan5:53 (udp)" >&2
+  return 1
+}
+
 flood_part() {
   ip netns add sink
   ip link add flood0 type veth peer name in0 netns sink
@@ -359,8 +438,22 @@ host() {
       apps_part
       ;;
     flood) flood_part ;;
+    smb)
+      lan lan1 1
+      lan lan2 2
+      SMB_FILE=${SMB_FILE:-1000000} smb_part
+      ;;
+    iscsi)
+      lan lan4 4
+      iscsi_part
+      ;;
+    dns)
+      lan lan5 5
+      dns_part
+      ;;
     esac
   done
+  sed -i "s|@ROOT@|$ROOT|g" "$ROOT/config.toml"
   local docker=()
   [ -S "$ROOT/docker.sock" ] && docker=(--docker.socket="$ROOT/docker.sock")
   [ -S "$ROOT/docker.sock" ] || docker=(--docker.socket=)
@@ -512,6 +605,69 @@ for i in range(n):
             time.sleep(0.001)
 print(n * (size + 28))
 ' "$3" "$4")
+  ;;
+# alice (from lan1) and bob (from lan2) each open a session on the share,
+# read `small` and keep the session $2 seconds more (in the background,
+# their smbclient fed by a sleep); returns once smbstatus lists both.
+smb-hold)
+  for who in alice:lan1 bob:lan2; do
+    user=${who%:*} ns=${who#*:}
+    n=${ns#lan}
+    {
+      echo "get small $ROOT/held-$user"
+      sleep "$2"
+      echo quit
+    } 2>/dev/null | on "$ns" smbclient -s "$ROOT/client.conf" -U "$user%pw" "//10.77.$n.1/share" \
+      >"$ROOT/hold-$user.log" 2>&1 &
+  done
+  for _ in $(seq 100); do
+    sessions=$(smbstatus -s "$ROOT/smb.conf" -b 2>/dev/null || true)
+    grep -qw alice <<<"$sessions" && grep -qw bob <<<"$sessions" && exit 0
+    sleep 0.1
+  done
+  echo "smbstatus lists no session of alice and bob:" >&2
+  echo "$sessions" >&2
+  cat "$ROOT"/hold-*.log >&2
+  exit 1
+  ;;
+# What Samba says of its sessions and shares: `smbstatus --json` as root,
+# on the host's smb.conf.
+smbstatus)
+  smbstatus -s "$ROOT/smb.conf" --json
+  ;;
+# The initiator in lan4 reads the LUN for $2 seconds (iscsi-perf, one 4 KiB
+# request at a time, in the background); returns once tgtd lists its
+# session.
+iscsi-read)
+  on lan4 timeout -s INT "$2" iscsi-perf -i "$ISCSI_INITIATOR" -m 1 -b 8 \
+    "iscsi://10.77.4.1/$ISCSI_TARGET/1" >"$ROOT/tgt/perf.log" 2>&1 </dev/null &
+  for _ in $(seq 100); do
+    tgtadm --lld iscsi --mode target --op show | grep -q "Initiator: $ISCSI_INITIATOR " && exit 0
+    sleep 0.1
+  done
+  echo "tgtd lists no session of $ISCSI_INITIATOR:" >&2
+  tgtadm --lld iscsi --mode target --op show >&2
+  cat "$ROOT/tgt/perf.log" >&2
+  exit 1
+  ;;
+# tgtd's sessions as `tgtadm --mode target --op show` reports them: one line
+# per connection, "TARGET INITIATOR ADDRESS".
+iscsi-sessions)
+  tgtadm --lld iscsi --mode target --op show | awk '
+    /^Target [0-9]+:/ { target = $3 }
+    /^ *Initiator:/ { initiator = $2 }
+    /^ *IP Address:/ { print target, initiator, $3 }
+  '
+  ;;
+# What this host's resolver makes of each address: "ADDRESS GETENT DIG",
+# the names `getent hosts` and `dig -x` give ("-": none).
+resolve)
+  shift
+  for addr in "$@"; do
+    by_getent=$(getent hosts "$addr" | awk '{ print $2; exit }' || true)
+    by_dig=$(dig -x "$addr" +short +time=2 +tries=1 | sed -n '1s/\.$//p' || true)
+    echo "$addr ${by_getent:--} ${by_dig:--}"
+  done
   ;;
 *)
   echo "usage: peers-host.sh host | STEP ARGS" >&2

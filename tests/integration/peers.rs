@@ -50,12 +50,12 @@ const PORT: u16 = 9551;
 
 /// A private host from `peers-host.sh` with `parts`, its exporter reading
 /// `config`.
-struct Host {
+pub(crate) struct Host {
     inner: Option<PrivateHost>,
 }
 
 impl Host {
-    fn start(parts: &str, config: &str, env: &[(&str, String)]) -> Host {
+    pub(crate) fn start(parts: &str, config: &str, env: &[(&str, String)]) -> Host {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("config.toml"), config).unwrap();
         let mut command = in_private_host("peers-host.sh");
@@ -94,11 +94,11 @@ impl Host {
         self.inner.as_ref().unwrap()
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.private().root.path().join(name)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         [
             "script.log",
             "exporter.log",
@@ -132,7 +132,7 @@ impl Host {
 
     /// `peers-host.sh STEP ARGS` in the host (its network, mounts and pids),
     /// two minutes at most: its standard output.
-    fn step(&self, args: &[&str]) -> String {
+    pub(crate) fn step(&self, args: &[&str]) -> String {
         let script =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/integration/peers-host.sh");
         let out = Command::new("timeout")
@@ -164,7 +164,7 @@ impl Host {
     }
 
     /// The numbers a step printed, in order.
-    fn numbers(&self, args: &[&str]) -> Vec<u64> {
+    pub(crate) fn numbers(&self, args: &[&str]) -> Vec<u64> {
         let out = self.step(args);
         out.split_whitespace()
             .map(|n| {
@@ -175,7 +175,7 @@ impl Host {
     }
 
     /// GET /metrics from the exporter inside (5 s at most).
-    fn scrape(&self) -> String {
+    pub(crate) fn scrape(&self) -> String {
         let out = Command::new("nsenter")
             .args(["-t", &self.init(), "-n", "curl", "-sS", "--max-time", "5"])
             .arg(format!("http://127.0.0.1:{PORT}/metrics"))
@@ -239,12 +239,12 @@ impl Drop for Host {
 }
 
 /// A label's value; an empty one is the same as none.
-fn label<'a>(s: &'a Sample, key: &str) -> &'a str {
+pub(crate) fn label<'a>(s: &'a Sample, key: &str) -> &'a str {
     s.label(key).unwrap_or("")
 }
 
 /// A workload: `instance_type` and `instance`.
-type Workload<'a> = (&'a str, &'a str);
+pub(crate) type Workload<'a> = (&'a str, &'a str);
 
 fn of(s: &Sample, (kind, instance): Workload) -> bool {
     label(s, "instance_type") == kind && label(s, "instance") == instance
@@ -270,14 +270,14 @@ fn peers<'a>(samples: &'a [Sample], dir: &str, w: Workload) -> Vec<&'a Sample> {
 
 /// One peer's bytes in a workload: `peer`, `protocol`, `side`.
 /// Which of a workload's peers: `peer`, `protocol`, `side`.
-type At<'a> = (&'a str, &'a str, &'a str);
+pub(crate) type At<'a> = (&'a str, &'a str, &'a str);
 
 fn is_at(s: &Sample, (addr, protocol, side): At) -> bool {
     label(s, "peer") == addr && label(s, "protocol") == protocol && label(s, "side") == side
 }
 
 /// One peer's bytes in a workload, if it has a series of its own.
-fn peer(samples: &[Sample], dir: &str, w: Workload, at: At) -> Option<u64> {
+pub(crate) fn peer(samples: &[Sample], dir: &str, w: Workload, at: At) -> Option<u64> {
     peers(samples, dir, w)
         .into_iter()
         .find(|s| is_at(s, at))
@@ -399,22 +399,22 @@ fn settled(host: &Host, shown: &[(Workload, At)], workloads: &[Workload]) -> Vec
     try_settled(host, shown, workloads).unwrap_or_else(|(_, why)| panic!("{why}\n{}", host.log()))
 }
 
-fn tools(needed: &[&str]) -> bool {
+pub(crate) fn tools(needed: &[&str]) -> bool {
     let missing: Vec<&str> = needed.iter().copied().filter(|t| !have(t)).collect();
     require(is_root(), "needs root for namespaces, cgroups and BPF")
         && require(missing.is_empty(), &format!("needs {}", missing.join(", ")))
 }
 
-const BASE_TOOLS: [&str; 7] = [
+pub(crate) const BASE_TOOLS: [&str; 7] = [
     "unshare", "nsenter", "timeout", "curl", "ip", "ss", "python3",
 ];
 
 /// Failed checks, reported together at the end.
 #[derive(Default)]
-struct Checks(Vec<String>);
+pub(crate) struct Checks(Vec<String>);
 
 impl Checks {
-    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+    pub(crate) fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
         if !ok {
             let what = what();
             // At once too: a later panic would hide it.
@@ -423,14 +423,21 @@ impl Checks {
         }
     }
 
-    fn done(self, host: &Host) {
-        assert!(self.0.is_empty(), "{}\n{}", self.0.join("\n"), host.log());
+    pub(crate) fn done(self, host: &Host) {
+        self.assert_none(|| host.log());
+    }
+
+    /// Fails with every failed check, then `context`, if any failed.
+    pub(crate) fn assert_none(self, context: impl FnOnce() -> String) {
+        if !self.0.is_empty() {
+            panic!("{}\n{}", self.0.join("\n"), context());
+        }
     }
 }
 
 /// The peers' config for these tests: a 1 s tick, series that outlive the
 /// test.
-const PEERS: &str = "[peers]\ninterval = \"1s\"\nidle = \"1m\"\n";
+pub(crate) const PEERS: &str = "[peers]\ninterval = \"1s\"\nidle = \"1m\"\n";
 
 /// SMB bytes per client (header overhead): at least the file, at most 10%
 /// more plus 100 kB. SMB2 puts a 64-byte header on each read or write of

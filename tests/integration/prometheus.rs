@@ -242,8 +242,8 @@ fn readme_queries_answer_from_a_real_prometheus() {
     let others = promql_lines(&before);
     assert_eq!(
         others.len(),
-        3,
-        "the VLAN join, utilisation and the busiest peers: {others:?}"
+        4,
+        "the VLAN join, utilisation, the busiest peers and their names: {others:?}"
     );
     let queries: Vec<String> = queries.into_iter().chain(others).collect();
     // rate() needs two samples: poll until every query has an answer.

@@ -394,7 +394,8 @@ fn victoria_scrapes_with_the_readme_config_and_answers_every_query_and_panel() {
             sink,
         );
         format!(
-            "[accounting]\ncgroup = {:?}\ninterval = \"1s\"\n[peers]\ninterval = \"1s\"\n",
+            "[accounting]\ncgroup = {:?}\ninterval = \"1s\"\n[peers]\ninterval = \"1s\"\n\
+             [names]\ninterval = \"1s\"\nreverse_dns = false\n[names.hosts]\n\"127.0.0.0/8\" = \"this-host\"\n",
             tree.display().to_string()
         )
     });
@@ -498,7 +499,7 @@ fn victoria_scrapes_with_the_readme_config_and_answers_every_query_and_panel() {
         .into_iter()
         .chain(promql_lines(&before))
         .collect();
-    assert_eq!(queries.len(), 9, "{queries:?}");
+    assert_eq!(queries.len(), 10, "{queries:?}");
     assert!(per_service(&queries[2]), "{}", queries[2]);
     let answers = |q: &String, r: &Vec<(Map<String, Value>, f64)>| {
         !r.is_empty() || (!counting && per_service(q))

@@ -19,6 +19,7 @@ use crate::resolve::sources::topology::LinkFacts;
 pub(crate) mod docker;
 pub(crate) mod incus;
 pub(crate) mod lxc;
+pub(crate) mod names;
 pub(crate) mod netlink;
 pub(crate) mod procfs;
 pub(crate) mod topology;
@@ -39,10 +40,12 @@ pub enum ResolverId {
     Cgroups,
     /// The kernel's per-peer counts, read on a tick: no claims either.
     Peers,
+    /// Names for peers (SMB, NFS and iSCSI clients, the hosts table, DNS).
+    Names,
 }
 
 impl ResolverId {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     pub const ALL: [ResolverId; ResolverId::COUNT] = [
         ResolverId::Topology,
         ResolverId::Docker,
@@ -51,6 +54,7 @@ impl ResolverId {
         ResolverId::Vm,
         ResolverId::Cgroups,
         ResolverId::Peers,
+        ResolverId::Names,
     ];
 
     /// The `resolver` label value and the name in logs.
@@ -63,6 +67,7 @@ impl ResolverId {
             ResolverId::Vm => "vm",
             ResolverId::Cgroups => "cgroups",
             ResolverId::Peers => "peers",
+            ResolverId::Names => "names",
         }
     }
 

@@ -12,6 +12,7 @@ use serde::ser::{SerializeMap, Serializer};
 use crate::composer::{Interface, LabelTable};
 use crate::expose::netdev::Counters;
 use crate::model::owner::OwnerKind;
+use crate::resolve::sources::names::{NameRow, PeerNames};
 use crate::scrape::{FAMILIES, Scrape, Value};
 use crate::workloads::accounting::Counts;
 use crate::workloads::peers::{PeerRow, PeerTable};
@@ -277,6 +278,54 @@ fn peer_entries<'a>(
     (entries, omitted)
 }
 
+/// What is known of one peer, as `net_peer_info` writes it: every field
+/// is always there, `""` where nothing is known (as a label `/metrics`
+/// leaves out); several values are sorted and joined by `,`. `peer` is the
+/// peer's label as in `peers`; `source` lists what named it (`config`,
+/// `dns`, `smbstatus`, `smb.status`, ...).
+#[derive(Serialize)]
+pub struct NameEntry<'a> {
+    pub peer: &'a str,
+    pub peer_name: &'a str,
+    pub user: &'a str,
+    pub machine: &'a str,
+    pub share: &'a str,
+    pub initiator: &'a str,
+    pub target: &'a str,
+    pub source: &'a str,
+}
+
+impl<'a> From<&'a NameRow> for NameEntry<'a> {
+    fn from(row: &'a NameRow) -> NameEntry<'a> {
+        NameEntry {
+            peer: &row.peer,
+            peer_name: &row.peer_name,
+            user: &row.user,
+            machine: &row.machine,
+            share: &row.share,
+            initiator: &row.initiator,
+            target: &row.target,
+            source: &row.source,
+        }
+    }
+}
+
+/// The names of one refresh, at most [`MAX_PEERS`]: those of the peers
+/// `peers` lists first, then the others (idle clients a server still
+/// knows) as room is left; by peer.
+fn name_entries<'a>(names: &'a PeerNames, peers: &[PeerEntry<'_>]) -> Vec<NameEntry<'a>> {
+    let listed: std::collections::HashSet<&str> = peers.iter().map(|p| p.peer).collect();
+    let (mut rows, rest): (Vec<&NameRow>, Vec<&NameRow>) = names
+        .rows
+        .iter()
+        .partition(|r| listed.contains(r.peer.as_str()));
+    rows.truncate(MAX_PEERS);
+    let room = MAX_PEERS - rows.len();
+    rows.extend(rest.into_iter().take(room));
+    rows.sort_by(|a, b| a.peer.cmp(&b.peer));
+    rows.into_iter().map(NameEntry::from).collect()
+}
+
 /// What `/api/v1/interfaces` answers.
 #[derive(Serialize)]
 pub struct Document<'a> {
@@ -303,16 +352,23 @@ pub struct Document<'a> {
     /// Peer series past [`MAX_PEERS`], left out of `peers`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peers_omitted: Option<usize>,
+    /// Names for peers ([`NameEntry`], by peer; [`name_entries`]): the
+    /// latest names refresh's, at most [`MAX_PEERS`], those of the peers
+    /// `peers` lists first; left out with `peers`. Empty before the first
+    /// refresh or with `[names] enabled = false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub names: Option<Vec<NameEntry<'a>>>,
 }
 
 impl<'a> Document<'a> {
-    /// The interfaces of one join, the workloads read with it, and the
-    /// latest peers tick.
+    /// The interfaces of one join, the workloads read with it, the latest
+    /// peers tick and the latest names for peers.
     pub fn new<T: Deref<Target = LabelTable>>(
         scrape: &'a Scrape<T>,
         read_at: SystemTime,
         workloads: Option<&'a [(Workload, Counts)]>,
         peers: Option<&'a PeerTable>,
+        names: &'a PeerNames,
     ) -> Self {
         let time = seconds(read_at);
         let mut document = Document {
@@ -326,9 +382,17 @@ impl<'a> Document<'a> {
             peers_time: None,
             peers: None,
             peers_omitted: None,
+            names: None,
         };
         document.set_peers(peers, workloads);
+        document.set_names(names);
         document
+    }
+
+    /// The names of `names` for the peers set (none where there are none:
+    /// call after [`Document::set_peers`]).
+    pub fn set_names(&mut self, names: &'a PeerNames) {
+        self.names = self.peers.as_deref().map(|p| name_entries(names, p));
     }
 
     /// The peers of `table`, with the workloads of `workloads` where they

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use super::api::{Document, Entry, PeerEntry, WorkloadEntry};
+use super::api::{Document, Entry, NameEntry, PeerEntry, WorkloadEntry};
 use super::group;
 use crate::model::owner::OwnerKind;
 
@@ -39,6 +39,13 @@ pub fn page(document: &Document<'_>, metrics: &str) -> String {
             .or_default()
             .push(p);
     }
+    let names: Names<'_> = document
+        .names
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|n| (n.peer, n))
+        .collect();
     let groups = group::by_owner(&document.interfaces, workloads);
     let mut owners = String::with_capacity((document.interfaces.len() + workloads.len()) * 300);
     for g in &groups {
@@ -49,7 +56,7 @@ pub fn page(document: &Document<'_>, metrics: &str) -> String {
         for workload in &g.workloads {
             workload_row(&mut owners, workload);
             if let Some(list) = peers_of.get(&(workload.instance_type, workload.instance)) {
-                peer_rows(&mut owners, workload, list);
+                peer_rows(&mut owners, workload, list, &names);
             }
         }
         owners.push_str("</tbody>\n");
@@ -60,7 +67,7 @@ pub fn page(document: &Document<'_>, metrics: &str) -> String {
             "metrics" => push_html(out, &relative(metrics)),
             "nics" => out.push_str(&nics),
             "named" => named(out, document.workloads.is_some()),
-            "clients" => clients(out, peers),
+            "clients" => clients(out, peers, &names),
             "owners" => out.push_str(&owners),
             "version" => push_html(out, document.version),
             _ => return false,
@@ -263,10 +270,67 @@ fn side_text(side: &str) -> &'static str {
     }
 }
 
+/// The names of the document's peers, by peer.
+type Names<'d> = HashMap<&'d str, &'d NameEntry<'d>>;
+
+/// What a row of `protocol` says of its peer's sessions: SMB's users and
+/// shares, iSCSI's initiators; nothing for another protocol (an NFS
+/// client's name is its `peer_name`). As the script writes it.
+fn about(protocol: &str, name: Option<&NameEntry<'_>>) -> String {
+    let Some(n) = name else {
+        return String::new();
+    };
+    let parts: &[(&str, &str)] = match protocol {
+        "smb" => &[("user", n.user), ("share", n.share)],
+        "iscsi" => &[("initiator", n.initiator)],
+        _ => &[],
+    };
+    let mut out = String::new();
+    for (label, value) in parts.iter().filter(|(_, v)| !v.is_empty()) {
+        if !out.is_empty() {
+            out.push_str(" \u{b7} ");
+        }
+        out.push_str(label);
+        out.push_str(if value.contains(',') { "s " } else { " " });
+        out.push_str(&value.replace(',', ", "));
+    }
+    out
+}
+
+/// The start of a peer's cell: its name with its address after it, or the
+/// address alone; then what the row's protocol knows of it, if anything.
+fn who(out: &mut String, peer: &str, protocol: &str, names: &Names<'_>) {
+    let name = names.get(peer).copied();
+    match name.map(|n| n.peer_name).filter(|n| !n.is_empty()) {
+        Some(shown) => push_all(
+            out,
+            &[
+                Raw("<span class=\"who\">"),
+                Text(shown),
+                Raw("</span> <span class=\"addr\">"),
+                Text(peer),
+                Raw("</span>"),
+            ],
+        ),
+        None => push_html(out, peer),
+    }
+    let about = about(protocol, name);
+    if !about.is_empty() {
+        push_all(
+            out,
+            &[
+                Raw("<small class=\"about\">"),
+                Text(&about),
+                Raw("</small>"),
+            ],
+        );
+    }
+}
+
 /// A workload's peers (in the API's order: most bytes first, `other`
 /// last): the first [`PEER_ROWS`] by name, then one `other` row with the
 /// rest, if they counted anything.
-fn peer_rows(out: &mut String, w: &WorkloadEntry<'_>, list: &[&PeerEntry<'_>]) {
+fn peer_rows(out: &mut String, w: &WorkloadEntry<'_>, list: &[&PeerEntry<'_>], names: &Names<'_>) {
     let (mut rest_rx, mut rest_tx) = (0u64, 0u64);
     let mut shown = 0;
     for p in list {
@@ -278,6 +342,7 @@ fn peer_rows(out: &mut String, w: &WorkloadEntry<'_>, list: &[&PeerEntry<'_>]) {
                 w,
                 [p.peer, p.protocol, p.side, about],
                 (p.rx_bytes, p.tx_bytes),
+                names,
             );
         } else {
             rest_rx = rest_rx.saturating_add(p.rx_bytes);
@@ -286,13 +351,19 @@ fn peer_rows(out: &mut String, w: &WorkloadEntry<'_>, list: &[&PeerEntry<'_>]) {
     }
     if rest_rx > 0 || rest_tx > 0 {
         let about = "the rest of its peers";
-        peer_row(out, w, ["other", "", "", about], (rest_rx, rest_tx));
+        peer_row(out, w, ["other", "", "", about], (rest_rx, rest_tx), names);
     }
 }
 
 /// One peer row: `[peer, protocol, side, what the row says of its side]`
 /// and its bytes so far.
-fn peer_row(out: &mut String, w: &WorkloadEntry<'_>, text: [&str; 4], (rx, tx): (u64, u64)) {
+fn peer_row(
+    out: &mut String,
+    w: &WorkloadEntry<'_>,
+    text: [&str; 4],
+    (rx, tx): (u64, u64),
+    names: &Names<'_>,
+) {
     let [peer, protocol, side, about] = text;
     let mut totals = String::new();
     if !about.is_empty() {
@@ -318,7 +389,12 @@ fn peer_row(out: &mut String, w: &WorkloadEntry<'_>, text: [&str; 4], (rx, tx): 
             Raw("\" data-side=\""),
             Text(side),
             Raw("\" data-rx-bps=\"\" data-tx-bps=\"\"><td>"),
-            Text(peer),
+        ],
+    );
+    who(out, peer, protocol, names);
+    push_all(
+        out,
+        &[
             Raw("<small class=\"totals\">"),
             Text(&totals),
             Raw("</small></td><td>"),
@@ -332,9 +408,9 @@ fn peer_row(out: &mut String, w: &WorkloadEntry<'_>, text: [&str; 4], (rx, tx): 
 
 /// The Clients section: who uses this host's services, the `server` side's
 /// peers by peer and protocol across workloads, most bytes first (`other`
-/// last), at most [`CLIENT_ROWS`]; hidden where there are none (the script
-/// shows it once there are).
-fn clients(out: &mut String, peers: &[PeerEntry<'_>]) {
+/// last), at most [`CLIENT_ROWS`], each by its name where it has one;
+/// hidden where there are none (the script shows it once there are).
+fn clients(out: &mut String, peers: &[PeerEntry<'_>], names: &Names<'_>) {
     struct Client<'p> {
         peer: &'p str,
         protocol: &'p str,
@@ -391,7 +467,12 @@ fn clients(out: &mut String, peers: &[PeerEntry<'_>]) {
                 Raw("\" data-protocol=\""),
                 Text(c.protocol),
                 Raw("\" data-rx-bps=\"\" data-tx-bps=\"\"><td>"),
-                Text(c.peer),
+            ],
+        );
+        who(out, c.peer, c.protocol, names);
+        push_all(
+            out,
+            &[
                 Raw("<small class=\"totals\">"),
                 Text(&totals),
                 Raw("</small></td><td>"),
@@ -447,6 +528,7 @@ mod tests {
     use crate::expose::netdev::Counters;
     use crate::model::labels::Kind;
     use crate::model::owner::Owner;
+    use crate::resolve::sources::names::PeerNames;
 
     fn interface(name: &str, claimant: &str, kind: Kind, owner: &Arc<Owner>) -> Interface {
         let described = Described {
@@ -526,6 +608,7 @@ mod tests {
             peers_time: None,
             peers: None,
             peers_omitted: None,
+            names: None,
         };
         let html = page(&doc, "/prom/metrics");
         let escaped = "&lt;img src=x onerror=&quot;alert(&#x27;1&#x27;)&quot;&gt;&amp;";
@@ -622,6 +705,7 @@ mod tests {
             peers_time: None,
             peers: None,
             peers_omitted: None,
+            names: None,
         };
         let html = page(&doc, "/metrics");
         // The app's container is a row of the app's group, not an owner of its own.
@@ -652,13 +736,27 @@ mod tests {
         assert_eq!(json["workloads"][1]["instance"], "<smbd>");
     }
 
-    /// A document of `read`'s workloads and `peers`' peers, no interfaces.
+    /// A document of `read`'s workloads and `peers`' peers, no interfaces,
+    /// no names.
     fn doc_of<'a>(
         read: &'a [(
             crate::workloads::Workload,
             crate::workloads::accounting::Counts,
         )],
         peers: Option<&'a crate::workloads::peers::PeerTable>,
+    ) -> Document<'a> {
+        static NONE: PeerNames = PeerNames { rows: Vec::new() };
+        doc_named(read, peers, &NONE)
+    }
+
+    /// [`doc_of`], with `names` for the peers.
+    fn doc_named<'a>(
+        read: &'a [(
+            crate::workloads::Workload,
+            crate::workloads::accounting::Counts,
+        )],
+        peers: Option<&'a crate::workloads::peers::PeerTable>,
+        names: &'a PeerNames,
     ) -> Document<'a> {
         let mut doc = Document {
             version: "0.1.0",
@@ -668,8 +766,10 @@ mod tests {
             peers_time: None,
             peers: None,
             peers_omitted: None,
+            names: None,
         };
         doc.set_peers(peers, Some(read));
+        doc.set_names(names);
         doc
     }
 
@@ -874,5 +974,207 @@ mod tests {
         assert_eq!(peers[0]["rx_bytes"], n as u64 - 1);
         assert_eq!(peers[n - 6]["rx_bytes"], 5, "the 5 smallest left out");
         assert_eq!(peers[0]["instance"], "w");
+    }
+}
+
+#[cfg(test)]
+mod names_tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::model::owner::{Owner, OwnerKind};
+    use crate::resolve::sources::names::{Known, PeerNames};
+    use crate::workloads::Workload;
+    use crate::workloads::accounting::Counts;
+    use crate::workloads::peers::{PeerRow, PeerTable};
+
+    fn known(
+        name: &str,
+        user: &[&str],
+        share: &[&str],
+        initiator: &str,
+        source: &'static str,
+    ) -> Known {
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        Known {
+            peer_name: set(&[name][..(!name.is_empty()) as usize]),
+            user: set(user),
+            share: set(share),
+            initiator: set(&[initiator][..(!initiator.is_empty()) as usize]),
+            source: BTreeSet::from([source]),
+            ..Known::default()
+        }
+    }
+
+    fn row(w: &Workload, peer: &str, protocol: &str, side: &'static str, rx: u64) -> PeerRow {
+        PeerRow {
+            rendered: format!("{},peer=\"{peer}\",protocol=\"{protocol}\"", w.rendered).into(),
+            workload: (*w.rendered).into(),
+            peer: peer.into(),
+            protocol: protocol.into(),
+            side,
+            counts: Counts {
+                rx_bytes: rx,
+                tx_bytes: rx,
+                ..Counts::default()
+            },
+        }
+    }
+
+    fn doc<'a>(
+        read: &'a [(Workload, Counts)],
+        peers: Option<&'a PeerTable>,
+        names: &'a PeerNames,
+    ) -> Document<'a> {
+        let mut doc = Document {
+            version: "0.1.0",
+            time: 1.5,
+            interfaces: Vec::new(),
+            workloads: Some(read.iter().map(|(w, c)| WorkloadEntry::new(w, c)).collect()),
+            peers_time: None,
+            peers: None,
+            peers_omitted: None,
+            names: None,
+        };
+        doc.set_peers(peers, Some(read));
+        doc.set_names(names);
+        doc
+    }
+
+    /// The names of the listed peers and of one a server knows idle, in
+    /// the API by peer with every field; on the page each peer by its
+    /// name with its address after it, SMB's users and shares and iSCSI's
+    /// initiator under it; names from outside escaped.
+    #[test]
+    fn peers_show_by_their_names_escaped() {
+        let w = Workload {
+            owner: Owner::new(OwnerKind::Service, "smbd", ""),
+            kind: "service",
+            rendered: crate::workloads::render("instance", "service", "smbd", ""),
+        };
+        let read = [(w.clone(), Counts::default())];
+        let table = PeerTable {
+            rows: vec![
+                row(&w, "10.0.0.9", "smb", "server", 9000),
+                row(&w, "10.0.0.23", "iscsi", "server", 5000),
+                row(&w, "10.0.0.23", "ssh", "server", 10),
+                row(&w, "192.168.1.1", "dns", "client", 50),
+            ],
+            new_keys: 0,
+            read_at: None,
+        };
+        let hostile = "<script>alert(\"x\")</script>\n'q'";
+        let names = PeerNames::from_known(BTreeMap::from([
+            (
+                "10.0.0.9".to_owned(),
+                known(hostile, &["alice", "b<o>b"], &["media"], "", "smbstatus"),
+            ),
+            (
+                "10.0.0.23".to_owned(),
+                known("", &[], &[], "iqn.2005-10.org:esx1", "scst"),
+            ),
+            (
+                "10.0.0.50".to_owned(),
+                known("idle", &["carol"], &[], "", "smbstatus"),
+            ),
+        ]));
+        let doc = doc(&read, Some(&table), &names);
+        let json: serde_json::Value = serde_json::from_slice(&doc.to_json()).unwrap();
+        assert_eq!(
+            json["names"],
+            serde_json::json!([
+                {"peer": "10.0.0.23", "peer_name": "", "user": "", "machine": "", "share": "",
+                 "initiator": "iqn.2005-10.org:esx1", "target": "", "source": "scst"},
+                {"peer": "10.0.0.50", "peer_name": "idle", "user": "carol", "machine": "",
+                 "share": "", "initiator": "", "target": "", "source": "smbstatus"},
+                {"peer": "10.0.0.9", "peer_name": hostile, "user": "alice,b<o>b", "machine": "",
+                 "share": "media", "initiator": "", "target": "", "source": "smbstatus"},
+            ])
+        );
+
+        let html = page(&doc, "/metrics");
+        assert!(
+            !html.contains("<script>alert") && !html.contains("<o>"),
+            "{html}"
+        );
+        let name = "<span class=\"who\">&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;\n&#x27;q&#x27;</span> <span class=\"addr\">10.0.0.9</span>";
+        let smb = format!(
+            "{name}<small class=\"about\">users alice, b&lt;o&gt;b \u{b7} share media</small><small class=\"totals\">"
+        );
+        // Under the workload and among the clients.
+        assert_eq!(html.matches(&smb).count(), 2, "{html}");
+        // No name: the address alone; the initiator on the iSCSI row only.
+        let iscsi = "<td>10.0.0.23<small class=\"about\">initiator iqn.2005-10.org:esx1</small><small class=\"totals\">";
+        assert_eq!(html.matches(iscsi).count(), 2, "{html}");
+        assert_eq!(
+            html.matches("<td>10.0.0.23<small class=\"totals\">")
+                .count(),
+            2,
+            "ssh: {html}"
+        );
+        assert!(
+            html.contains("<td>192.168.1.1<small class=\"totals\">"),
+            "{html}"
+        );
+        assert!(!html.contains("carol"), "an idle peer has no row");
+
+        // No peers counted: no names either.
+        let none = super::names_tests::doc(&read, None, &names);
+        let json: serde_json::Value = serde_json::from_slice(&none.to_json()).unwrap();
+        assert!(json.get("names").is_none(), "{json}");
+    }
+
+    /// At most MAX_PEERS names, those of the listed peers first: past the
+    /// bound, the names of peers left out of `peers` (and of idle ones)
+    /// are left out, even where they sort first.
+    #[test]
+    fn the_names_are_bounded_listed_peers_first() {
+        let max = super::super::api::MAX_PEERS;
+        let w = Workload {
+            owner: Owner::new(OwnerKind::Service, "w", ""),
+            kind: "service",
+            rendered: crate::workloads::render("instance", "service", "w", ""),
+        };
+        let n = max + 5;
+        let table = PeerTable {
+            rows: (0..n)
+                .map(|i| row(&w, &format!("{i:05}"), "", "", i as u64))
+                .collect(),
+            new_keys: 0,
+            read_at: None,
+        };
+        let labels = (0..n)
+            .map(|i| format!("{i:05}"))
+            .chain((0..10).map(|i| format!("a{i}")));
+        let names = PeerNames::from_known(
+            labels
+                .map(|l| (l.clone(), known(&format!("n{l}"), &[], &[], "", "config")))
+                .collect(),
+        );
+        let read = [(w.clone(), Counts::default())];
+        let doc = doc(&read, Some(&table), &names);
+        let json: serde_json::Value = serde_json::from_slice(&doc.to_json()).unwrap();
+        assert_eq!(json["peers_omitted"], 5);
+        let list = json["names"].as_array().unwrap();
+        assert_eq!(list.len(), max);
+        assert_eq!(
+            list[0]["peer"], "00005",
+            "the 5 peers left out have no names"
+        );
+        assert_eq!(list[max - 1]["peer"], format!("{:05}", n - 1));
+        assert_eq!(list[0]["peer_name"], "n00005");
+
+        // Room left: the others' names too, by peer.
+        let small = PeerTable {
+            rows: vec![row(&w, "00003", "", "", 1)],
+            new_keys: 0,
+            read_at: None,
+        };
+        let doc = super::names_tests::doc(&read, Some(&small), &names);
+        let json: serde_json::Value = serde_json::from_slice(&doc.to_json()).unwrap();
+        let list = json["names"].as_array().unwrap();
+        assert_eq!(list.len(), max);
+        assert!(list.iter().any(|n| n["peer"] == "00003"));
+        assert_eq!(list[0]["peer"], "00000");
     }
 }

@@ -34,6 +34,7 @@ let rates = new Map();  // iface -> [rx, tx] bits/s
 let wrates = new Map(); // workload key -> [rx, tx] bits/s, its own side
 let pprev = null;       // last peers tick: {t, c: Map peer key -> [rx, tx] bytes}
 let prates = new Map(); // peer key -> [rx, tx] bits/s, the workload's side, between two ticks
+let names = new Map();  // peer -> its names (peer_name, user, share, initiator, ...)
 let refreshes = 0, lastOk = '', timer = 0, inflight = false, paused = false;
 let side = 'host', last = null;  // the last read, to redraw on a switch
 const hist = new Map();  // ownerKey -> [[t, rx, tx, owner's rx, owner's tx] bits/s, ...]
@@ -144,17 +145,33 @@ function newWorkload(w) {
 function newPeer(it) {
   const tr = el('tr', 'peer', '', { 'data-workload': str(it.of.instance), 'data-type': str(it.of.instance_type),
     'data-peer': it.peer, 'data-protocol': it.protocol, 'data-side': it.side, 'data-rx-bps': '', 'data-tx-bps': '' });
-  const name = el('td', '', it.peer);
-  name.append(el('small', 'totals'));
-  tr.append(name, el('td', '', it.protocol), el('td'), el('td'), el('td'), el('td', 'rx-rate'), el('td', 'tx-rate'));
+  tr.append(el('td'), el('td', '', it.protocol), el('td'), el('td'), el('td'), el('td', 'rx-rate'), el('td', 'tx-rate'));
   return tr;
 }
 function newClient(c) {
   const tr = el('tr', 'client', '', { 'data-peer': c.peer, 'data-protocol': c.protocol, 'data-rx-bps': '', 'data-tx-bps': '' });
-  const name = el('td', '', c.peer);
-  name.append(el('small', 'totals'));
-  tr.append(name, el('td', '', c.protocol), el('td'), el('td', 'rx-rate'), el('td', 'tx-rate'));
+  tr.append(el('td'), el('td', '', c.protocol), el('td'), el('td', 'rx-rate'), el('td', 'tx-rate'));
   return tr;
+}
+// What a row of `protocol` says of its peer's sessions (as html.rs): SMB's
+// users and shares, iSCSI's initiators.
+function about(protocol, n) {
+  const part = (l, v) => v ? [l + (v.includes(',') ? 's ' : ' ') + v.split(',').join(', ')] : [];
+  return (protocol === 'smb' ? part('user', str(n.user)).concat(part('share', str(n.share)))
+    : protocol === 'iscsi' ? part('initiator', str(n.initiator)) : []).join(' \u00b7 ');
+}
+// A peer's cell: its name with the address after it (or the address
+// alone), what its protocol knows of it, then the totals.
+function setWho(td, peer, protocol) {
+  const n = names.get(peer) || {}, name = str(n.peer_name);
+  if (!$(td, '.about')) {
+    const t = $(td, '.totals') || el('small', 'totals');
+    td.textContent = '';
+    td.append(el('span', 'who'), ' ', el('span', 'addr'), el('small', 'about'), t);
+  }
+  setText($(td, '.who'), name || peer);
+  setText($(td, '.addr'), name ? peer : '');
+  setText($(td, '.about'), about(protocol, n));
 }
 const totals = (about, rx, tx) => (about ? about + ' \u00b7 ' : '') + `rx ${fmtBytes(rx)} \u00b7 tx ${fmtBytes(tx)}`;
 // A workload's rows under it: its busiest peers by name (by rate, then
@@ -194,6 +211,7 @@ function clients(peers) {
     .slice(0, CLIENT_ROWS);
   sync(clientBody, 'tr.client', e => attr(e, 'data-peer') + '\0' + attr(e, 'data-protocol'), rows, c => c.k, newClient,
     (tr, c) => {
+      setWho(tr.cells[0], c.peer, c.protocol);
       setText($(tr, '.totals'), totals('', c.rx, c.tx));
       setText(tr.cells[2], c.via.join(', '));
       setRates(tr, isNaN(c.r[0]) ? null : c.r);
@@ -371,6 +389,7 @@ function render(list, wl, peers) {
       sync(tb, 'tr.wl, tr.peer', subRowKey, subs, subKey, it => it.w ? newWorkload(it.w) : newPeer(it), (tr, it) => {
         const w = it.w;
         if (!w) {
+          setWho(tr.cells[0], it.peer, it.protocol);
           setText($(tr, '.totals'), totals(it.about, it.rx, it.tx));
           setRates(tr, it.r && !isNaN(it.r[0]) ? it.r : null);
           return;
@@ -420,6 +439,7 @@ function apply(data) {
   // Absent where the kernel does not count per peer; they change once a tick.
   const peers = Array.isArray(data.peers) ? data.peers.filter(p => p && p.instance != null && p.peer != null) : null;
   const pt = num(data.peers_time);
+  names = new Map((Array.isArray(data.names) ? data.names : []).filter(n => n && n.peer != null).map(n => [str(n.peer), n]));
   const counts = (xs, key) => new Map(xs.map(it => [key(it), [num(it.rx_bytes), num(it.tx_bytes)]]));
   const deltas = (now, was, dt) => {
     const out = new Map();
