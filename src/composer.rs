@@ -236,7 +236,7 @@ pub fn fallback(name: &[u8], settings: &LabelSettings) -> Option<Interface> {
     })
 }
 
-/// Kernel facts first, the name prefixes (README, Labels) where sysfs can't tell.
+/// Kernel facts first, the name prefixes (docs/metrics.md, Labels) where sysfs can't tell.
 pub fn classify(name: &[u8], facts: &LinkFacts) -> Kind {
     let devtype = facts.devtype.as_deref();
     if facts.link_type == Some(772) || name == b"lo" {

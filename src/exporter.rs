@@ -11,6 +11,7 @@ use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::bounded::Worker;
 use crate::clients::command::Runner;
 use crate::clients::middleware::socket::{SocketClient, Watched};
 use crate::clients::middleware::{Middleware, PathMetrics};
@@ -54,6 +55,9 @@ pub struct Exporter {
     pub hub: Hub,
     pub telemetry: Telemetry,
     netdev: NetdevReader,
+    /// Looks at the root filesystem for readiness, one look at a time
+    /// under net/dev's timeout: a hung mount holds one thread, not one per probe.
+    rootfs_look: Worker,
     /// The namespaces' net/dev, where the workload families come from them.
     namespaces: NamespaceReader,
     /// Whether net/dev reads fail, so the log fires on change only.
@@ -80,6 +84,7 @@ impl Exporter {
             cgroups_full: telemetry.limit(crate::expose::telemetry::Limit::AccountingCgroups),
             bpf,
             netdev: NetdevReader::new(&config.procfs, config.netdev, &telemetry),
+            rootfs_look: Worker::new(config.netdev.timeout),
             namespaces: NamespaceReader::new(&config.procfs, config.netdev.timeout, &telemetry),
             hub: Hub::new(config.labels.clone(), workloads.map(Arc::new)),
             telemetry,
@@ -312,6 +317,43 @@ impl Exporter {
         shutdown.cancel();
         tasks.close();
         tasks.wait().await;
+    }
+
+    /// Whether a scrape would find the host (`/-/ready`, and `--once`
+    /// before it refreshes anything): net/dev reads, as a scrape reads it
+    /// (bounded in bytes, and in time off procfs), and the root filesystem
+    /// is a directory (looked at under the same timeout). Nothing is joined,
+    /// counted or logged: a probe may come often, and a failing read is the
+    /// scrapes' to count. Every reason, when there are several.
+    pub async fn ready(&self) -> Result<(), NotReady> {
+        let (netdev, rootfs) = tokio::join!(self.netdev.read(), self.rootfs_is_there());
+        let reasons: Vec<String> = [netdev.err().map(|e| e.to_string()), rootfs.err()]
+            .into_iter()
+            .flatten()
+            .collect();
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(NotReady(reasons))
+        }
+    }
+
+    async fn rootfs_is_there(&self) -> Result<(), String> {
+        let rootfs = self.config.rootfs.clone();
+        let shown = rootfs.display().to_string();
+        let look = self.rootfs_look.run(move |fs| fs.metadata(&rootfs)).await;
+        match look {
+            Ok(Ok(meta)) if meta.is_dir() => Ok(()),
+            Ok(Ok(_)) => Err(format!(
+                "the root filesystem {shown} (--path.rootfs) is not a directory"
+            )),
+            Ok(Err(e)) => Err(format!(
+                "no root filesystem at {shown} (--path.rootfs): {e}"
+            )),
+            Err(e) => Err(format!(
+                "cannot look at the root filesystem {shown} (--path.rootfs): {e}"
+            )),
+        }
     }
 
     /// Detaches the counting programs from the cgroup tree now, whoever
@@ -583,6 +625,19 @@ pub const UNKNOWN_WAIT: std::time::Duration = std::time::Duration::from_millis(5
 /// Size at which a response chunk is handed to the server: large enough that
 /// a 50-interface scrape is one chunk, small enough to bound memory.
 const CHUNK: usize = 128 * 1024;
+
+/// Why the exporter is not ready: one reason per thing it cannot reach
+/// (net/dev, the root filesystem), each naming its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady(pub Vec<String>);
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not ready: {}", self.0.join("; "))
+    }
+}
+
+impl std::error::Error for NotReady {}
 
 pub struct ScrapeOutput {
     pub body: ScrapeBody,

@@ -114,14 +114,18 @@ pub async fn run(
     Ok(())
 }
 
-/// `--once`: refresh every enabled resolver, then one scrape, whose body
-/// writes itself chunk by chunk (the caller streams it).
-pub async fn once(config: Config) -> std::io::Result<exporter::ScrapeBody> {
+/// `--once`: readiness first (net/dev reads, the root filesystem is there;
+/// see [`Exporter::ready`]), so that a host the exporter cannot see fails at
+/// once, with its reason, before any resolver runs; then refresh every
+/// enabled resolver once, then one scrape, whose body writes itself chunk by
+/// chunk (the caller streams it).
+pub async fn once(config: Config) -> Result<exporter::ScrapeBody, exporter::NotReady> {
     let exporter = Exporter::new(config);
+    exporter.ready().await?;
     exporter.refresh_all_once().await;
     let out = exporter.scrape().await;
     match out.netdev_error {
-        Some(e) => Err(e),
+        Some(e) => Err(exporter::NotReady(vec![e.to_string()])),
         None => Ok(out.body),
     }
 }

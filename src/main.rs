@@ -1,4 +1,11 @@
 //! Entry point: flags, config, logging, then the library does the work.
+//!
+//! Exit codes: 0 done; 1 an error (a configuration or flag value that does
+//! not check out, a port that cannot be listened on, a failed
+//! `--healthcheck`, which container engines read as "unhealthy"); 2 a
+//! command line clap cannot parse (an unknown flag, a missing value: clap's
+//! own code); 3 `--once` on a host it cannot see (net/dev unreadable, no
+//! root filesystem), the same reason `/-/ready` gives.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -7,6 +14,7 @@ use anyhow::Context;
 use clap::Parser;
 use truenas_net_exporter::config::RunMode;
 use truenas_net_exporter::config::cli::Cli;
+use truenas_net_exporter::exporter::NotReady;
 use truenas_net_exporter::{Config, bind, healthcheck, once, run};
 
 /// Errors end the process as one line on stderr, causes included, whatever
@@ -17,7 +25,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.is::<NotReady>() {
+                // Apart from 1 (any other error) and 2 (clap's, for a
+                // command line it cannot parse).
+                ExitCode::from(3)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -6,13 +6,21 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::ConfigError;
-use crate::config::defaults::{Bytes, Setting};
+use crate::config::defaults::{self as d, Bytes, Setting};
 
 pub(super) fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
         reason: reason.into(),
     }
+}
+
+/// "must be greater than zero", with an example of `key`.
+fn not_zero(key: &'static str) -> ConfigError {
+    let example = d::example(key)
+        .map(|e| format!(", such as {e}"))
+        .unwrap_or_default();
+    invalid(key, format!("must be greater than zero{example}"))
 }
 
 /// A text value, or its default.
@@ -31,7 +39,7 @@ pub(super) fn duration(
     value: Option<Duration>,
 ) -> Result<Duration, ConfigError> {
     match value {
-        Some(d) if d.is_zero() => Err(invalid(setting.key, "must be greater than zero")),
+        Some(d) if d.is_zero() => Err(not_zero(setting.key)),
         Some(d) => Ok(d),
         None => Ok(setting.default),
     }
@@ -40,7 +48,7 @@ pub(super) fn duration(
 /// A count: its value, or the default; never zero.
 pub(super) fn count(setting: &Setting<usize>, value: Option<usize>) -> Result<usize, ConfigError> {
     match value {
-        Some(0) => Err(invalid(setting.key, "must be greater than zero")),
+        Some(0) => Err(not_zero(setting.key)),
         Some(v) => Ok(v),
         None => Ok(setting.default),
     }
@@ -52,7 +60,7 @@ pub(super) fn positive(
     value: Option<usize>,
 ) -> Result<usize, ConfigError> {
     match value {
-        Some(0) => Err(invalid(setting.key, "must be greater than zero")),
+        Some(0) => Err(not_zero(setting.key)),
         Some(v) => Ok(v),
         None => Ok(setting.default.0),
     }

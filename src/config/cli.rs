@@ -34,12 +34,13 @@ pub struct Cli {
     pub docker_socket: Option<String>,
     #[arg(long = "log.level", value_name = "LEVEL", help = help("Log level: debug, info, warn or error", &d::LOG_LEVEL))]
     pub log_level: Option<String>,
-    /// Refresh every enabled resolver once, print one scrape to stdout and exit.
+    /// Refresh every enabled resolver once, print one scrape to stdout and
+    /// exit (3 if net/dev cannot be read or the root filesystem is missing).
     #[arg(long)]
     pub once: bool,
-    /// Ask the exporter listening on the configured address for `/-/healthy`
-    /// and exit 0 if it answers (200, or 401 behind basic auth): a container
-    /// healthcheck.
+    /// Ask the exporter listening on the configured address for `/-/ready`
+    /// and exit 0 if it is ready (200, or 401 behind basic auth), 1 with the
+    /// reason if not: a container healthcheck.
     #[arg(long, conflicts_with = "once")]
     pub healthcheck: bool,
 }

@@ -1,6 +1,6 @@
 //! Every setting's default, declared once, in the type the setting has. The
 //! config's sections read them from here, `--help` is written from them, and
-//! tests check `config.example.toml` and the README's Flags and Limits tables
+//! tests check `config.example.toml` and docs/configuration.md's Flags and Limits tables
 //! against [`ALL`]. The settings that are a choice of names (compression, log
 //! level, VM lookups) are declared here too, each name written once: serde
 //! reads it, [`ALL`] shows it.
@@ -53,6 +53,9 @@ macro_rules! choice {
         }
 
         impl $name {
+            /// Every name, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
             pub const fn name(self) -> &'static str {
                 match self {
                     $($name::$variant => $text,)+
@@ -253,7 +256,7 @@ pub const COMMANDS_TIMEOUT: Setting<Duration> = Setting::new("commands.timeout",
 pub const COMMANDS_MAX_OUTPUT: Setting<Bytes> =
     Setting::new("commands.max_output_bytes", Bytes(16 * MIB));
 
-/// A default as text, for `--help`, the example file and the README.
+/// A default as text, for `--help`, the example file and docs/configuration.md.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Shown {
     Text(&'static str),
@@ -269,7 +272,7 @@ pub enum Shown {
 }
 
 impl Shown {
-    /// As `--help` and the README's Flags table write it.
+    /// As `--help` and docs/configuration.md's Flags table write it.
     pub fn plain(&self) -> String {
         match self {
             Shown::Text(t) => (*t).to_owned(),
@@ -293,7 +296,7 @@ impl Shown {
         }
     }
 
-    /// As the README's Limits table writes it: `10 s`, `2 min`, `16 MiB`.
+    /// As docs/configuration.md's Limits table writes it: `10 s`, `2 min`, `16 MiB`.
     pub fn human(&self) -> String {
         match self {
             Shown::Duration(d) if d.as_secs() >= 60 && d.as_secs() % 60 == 0 => {
@@ -305,6 +308,61 @@ impl Shown {
             other => other.plain(),
         }
     }
+}
+
+impl Shown {
+    /// What a value of this kind is written as, for an error's advice.
+    pub fn form(&self) -> &'static str {
+        match self {
+            Shown::Text(_) => "a string in quotes",
+            Shown::Duration(_) => "a number and a unit in quotes (ms, s, m, h, d)",
+            Shown::Count(_) => "a whole number",
+            Shown::Bytes(_) => "a whole number of bytes",
+            Shown::Bool(_) => "true or false",
+            Shown::List(_) => "a list of strings",
+            Shown::Ports(_) => "a table of protocol names to lists of ports (0-65535)",
+            Shown::Table(_) => "a table of addresses or networks to names",
+        }
+    }
+
+    /// This default as the TOML file writes it: `"10s"`, `256`, `["virsh"]`.
+    pub fn toml(&self) -> String {
+        let quoted = |items: &[&str]| {
+            let items: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
+            format!("[{}]", items.join(", "))
+        };
+        match self {
+            Shown::Text(t) => format!("{t:?}"),
+            Shown::Duration(_) => format!("{:?}", self.plain()),
+            Shown::Count(n) | Shown::Bytes(n) => n.to_string(),
+            Shown::Bool(b) => b.to_string(),
+            Shown::List(l) => quoted(l),
+            Shown::Ports(table) => match table.first() {
+                Some((name, ports)) => {
+                    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+                    format!("{{ {name} = [{}] }}", ports.join(", "))
+                }
+                None => "{ smb = [445] }".to_owned(),
+            },
+            Shown::Table(table) => match table.first() {
+                Some((key, value)) => format!("{{ {key:?} = {value:?} }}"),
+                None => "{ \"192.0.2.10\" = \"backup-nas\" }".to_owned(),
+            },
+        }
+    }
+}
+
+/// The row of `key` (`topology.interval`).
+pub fn row(key: &str) -> Option<&'static Row> {
+    ALL.iter().find(|r| r.key == key)
+}
+
+/// `key` with its default as the file writes it, for an error's advice:
+/// `interval = "10s"`.
+pub fn example(key: &str) -> Option<String> {
+    let row = row(key)?;
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    Some(format!("{leaf} = {}", row.default.toml()))
 }
 
 /// A setting of any type, as [`ALL`] lists it.
@@ -437,5 +495,25 @@ mod tests {
         assert_eq!(Shown::Bytes(16 * 1024).human(), "16 KiB");
         assert_eq!(help("Address", &LISTEN_ADDRESS), "Address [default: :9551]");
         assert_eq!(help("Web config", &WEB_CONFIG_FILE), "Web config");
+    }
+
+    #[test]
+    fn examples_are_written_as_the_file_writes_them() {
+        let example = |key: &str| example(key).unwrap();
+        assert_eq!(example("topology.interval"), "interval = \"10s\"");
+        assert_eq!(example("web.max_connections"), "max_connections = 256");
+        assert_eq!(example("netdev.max_bytes"), "max_bytes = 33554432");
+        assert_eq!(example("docker.enabled"), "enabled = true");
+        assert_eq!(
+            example("vm.sources"),
+            "sources = [\"midclt\", \"virsh\", \"qemu\"]"
+        );
+        assert_eq!(example("peers.ports"), "ports = { smb = [445, 139] }");
+        assert_eq!(
+            example("names.hosts"),
+            "hosts = { \"192.0.2.10\" = \"backup-nas\" }"
+        );
+        assert_eq!(example("web.compression"), "compression = \"auto\"");
+        assert_eq!(super::example("nothing.here"), None);
     }
 }

@@ -20,7 +20,7 @@ mod peers;
 mod resolvers;
 mod web;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use crate::config::defaults::{Compression, LogLevel, VmLookup};
 pub use crate::config::host::{CommandConfig, NetdevLimits};
@@ -129,11 +129,28 @@ pub struct Config {
 impl Config {
     /// Reads `--config.file` if given, then applies the flags over it.
     pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
-        let raw = match &cli.config_file {
-            Some(path) => RawConfig::load(path)?,
-            None => RawConfig::default(),
-        };
-        Config::build(raw, cli)
+        match &cli.config_file {
+            Some(path) => Config::from_file(&RawConfig::read(path)?, path, cli),
+            None => Config::build(RawConfig::default(), cli),
+        }
+    }
+
+    /// `text`, the file at `path`, with the flags over it. A value the
+    /// sections refuse is shown at its line when the file sets it.
+    fn from_file(text: &str, path: &Path, cli: &Cli) -> Result<Config, ConfigError> {
+        let raw = RawConfig::from_toml(text, path)?;
+        Config::build(raw, cli).map_err(|e| match e {
+            ConfigError::Invalid { key, reason } => match raw::line_of_key(text, key) {
+                Some(line) => ConfigError::Value {
+                    path: path.to_owned(),
+                    line: Some(line),
+                    key: Some(key.to_owned()),
+                    message: reason,
+                },
+                None => ConfigError::Invalid { key, reason },
+            },
+            other => other,
+        })
     }
 
     /// Flags override the file; then every value is checked. Each value is
@@ -170,7 +187,6 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::time::Duration;
 
     use super::*;
@@ -300,45 +316,113 @@ mod tests {
     }
 
     /// What serde refuses as it reads the file is one line that says where
-    /// (the line, the key as written) and what is accepted.
+    /// (the line, the key as written), what was found and what to write,
+    /// with an example.
     #[test]
     fn refused_values_name_their_key_and_line() {
         for (toml, expected) in [
             (
                 "[topology]\ninterval = \"soon\"",
-                "(line 2, topology.interval): \"soon\" is not a duration",
+                "(line 2, topology.interval): \"soon\" is not a duration; write a number \
+                 and a unit in quotes (ms, s, m, h, d), such as interval = \"10s\"",
+            ),
+            (
+                "[topology]\ninterval = 30",
+                "(line 2, topology.interval): 30 has no unit; write a number and a unit \
+                 in quotes (ms, s, m, h, d), such as interval = \"30s\"",
             ),
             (
                 "[topology]\ninterval = \"1mn\"",
-                "(line 2, topology.interval): \"1mn\" is not a duration: unknown time unit \"mn\"",
+                "(line 2, topology.interval): \"1mn\" is not a duration: unknown time unit \"mn\"; ",
             ),
             (
                 "[web]\ncompression = \"brotli\"",
-                "(line 2, web.compression): unknown variant `brotli`, \
-                 expected one of `auto`, `always`, `never`",
+                "(line 2, web.compression): unknown value \"brotli\"; write one of \
+                 \"auto\", \"always\", \"never\", such as compression = \"auto\"",
             ),
             (
                 "[vm]\nsources = [\"qemu\", \"libvirt\"]",
-                "(line 2, vm.sources): unknown variant `libvirt`, \
-                 expected one of `midclt`, `virsh`, `qemu`",
+                "(line 2, vm.sources): unknown value \"libvirt\"; write one of \
+                 \"midclt\", \"virsh\", \"qemu\", such as sources = [\"midclt\", \"virsh\", \"qemu\"]",
             ),
             (
                 "[log]\nlevel = \"loud\"",
-                "(line 2, log.level): unknown variant `loud`, \
-                 expected one of `debug`, `info`, `warn`, `error`",
+                "(line 2, log.level): unknown value \"loud\"; write one of \
+                 \"debug\", \"info\", \"warn\", \"error\", such as level = \"info\"",
             ),
             (
                 "[web]\n\n[topology]\nintervall = \"5s\"",
-                "(line 4, topology.intervall): unknown field `intervall`, \
-                 expected one of `enabled`, `interval`, `timeout`",
+                "(line 4, topology.intervall): unknown key \"intervall\" \
+                 (did you mean \"interval\"?); [topology] takes enabled, interval, timeout",
             ),
-            ("[dockr]", "(line 1, dockr): unknown field `dockr`"),
+            (
+                "[dockr]",
+                "(line 1, dockr): unknown section [dockr] (did you mean \"docker\"?); \
+                 the sections are web, paths,",
+            ),
+            (
+                "interval = \"30s\"",
+                "(line 1, interval): \"interval\" is not a section; it is a key of [docker], [topology],",
+            ),
+            (
+                "[netdev]\nmax_bytes = -1",
+                "(line 2, netdev.max_bytes): found integer -1; write a whole number of bytes, \
+                 such as max_bytes = 33554432",
+            ),
+            (
+                "[web]\nmax_connections = \"many\"",
+                "(line 2, web.max_connections): found string \"many\"; write a whole number, \
+                 such as max_connections = 256",
+            ),
+            (
+                "[docker]\nenabled = \"yes\"",
+                "(line 2, docker.enabled): found string \"yes\"; write true or false, \
+                 such as enabled = true",
+            ),
+            (
+                "[truenas]\nmidclt_command = \"midclt call\"",
+                "(line 2, truenas.midclt_command): found string \"midclt call\"; write a list \
+                 of strings, such as midclt_command = [\"midclt\", \"call\"]",
+            ),
+            (
+                "web = 1",
+                "(line 1, web): found integer 1; [web] is a section",
+            ),
         ] {
             let err = build(toml, &Cli::default()).unwrap_err().to_string();
             assert!(err.starts_with("invalid config file t.toml ("), "{err}");
             assert!(err.contains(expected), "{toml}: {err}");
             assert_eq!(err.lines().count(), 1, "{err}");
         }
+    }
+
+    /// What the sections refuse after serde (zero, ranges) is shown at the
+    /// line that sets it, when the file does.
+    #[test]
+    fn checked_values_are_shown_at_their_line() {
+        let in_file = |text: &str, cli: &Cli| {
+            Config::from_file(text, Path::new("t.toml"), cli)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            in_file("# x\n[topology]\ninterval = \"0s\"\n", &Cli::default()),
+            "invalid config file t.toml (line 3, topology.interval): \
+             must be greater than zero, such as interval = \"10s\""
+        );
+        assert_eq!(
+            in_file("[web]\nlisten_address = \":99999\"\n", &Cli::default()),
+            "invalid config file t.toml (line 2, web.listen_address): \
+             port 99999 is out of range (0-65535)"
+        );
+        let flag = Cli {
+            listen_address: Some(":70000".into()),
+            ..Cli::default()
+        };
+        assert_eq!(
+            in_file("[web]\nlisten_address = \":1\"\n", &flag),
+            "invalid value for --web.listen-address: port 70000 is out of range (0-65535)"
+        );
     }
 
     /// `--log.level` takes the names the file does, and says so when wrong.
@@ -353,8 +437,8 @@ mod tests {
         let err = build("", &flag("loud")).unwrap_err().to_string();
         assert_eq!(
             err,
-            "invalid value for log.level: unknown variant `loud`, \
-             expected one of `debug`, `info`, `warn`, `error`"
+            "invalid value for --log.level: unknown level \"loud\"; \
+             write one of debug, info, warn, error, such as --log.level=info"
         );
     }
 

@@ -10,7 +10,7 @@ use crate::config::ConfigError;
 use crate::config::check::{duration, invalid, program};
 use crate::config::defaults as d;
 use crate::config::raw::RawNames;
-use crate::config::resolvers::{MIN_INTERVAL, Schedule};
+use crate::config::resolvers::{self, Schedule};
 
 /// Rows the hosts table may have: it is searched per named peer.
 pub const MAX_HOSTS: usize = 10_000;
@@ -42,16 +42,7 @@ impl NamesConfig {
 
 impl RawNames {
     pub(crate) fn resolve(self) -> Result<Option<NamesConfig>, ConfigError> {
-        let schedule = Schedule {
-            interval: duration(&d::NAMES_INTERVAL, self.interval)?,
-            timeout: duration(&d::NAMES_TIMEOUT, self.timeout)?,
-        };
-        if schedule.interval < MIN_INTERVAL {
-            return Err(invalid(
-                d::NAMES_INTERVAL.key,
-                format!("at least {}", humantime::format_duration(MIN_INTERVAL)),
-            ));
-        }
+        let schedule = resolvers::NAMES.checked(self.interval, self.timeout)?;
         let dns_timeout = duration(&d::NAMES_DNS_TIMEOUT, self.dns_timeout)?;
         if dns_timeout >= schedule.timeout {
             return Err(invalid(

@@ -16,13 +16,23 @@ use crate::model::labels::{InterfaceFilter, LABEL_NAMES, OWNER_LABEL};
 impl RawLog {
     /// `--log.level` is read as the file's key is, with the same names.
     pub(super) fn resolve(self, cli: &Cli) -> Result<LogLevel, ConfigError> {
-        let flag =
-            match cli.log_level.as_deref() {
-                Some(name) => Some(LogLevel::deserialize(name.into_deserializer()).map_err(
-                    |e: serde::de::value::Error| invalid(d::LOG_LEVEL.key, e.to_string()),
-                )?),
-                None => None,
-            };
+        let flag = match cli.log_level.as_deref() {
+            Some(name) => Some(LogLevel::deserialize(name.into_deserializer()).map_err(
+                |_: serde::de::value::Error| {
+                    let names: Vec<String> =
+                        LogLevel::ALL.iter().map(|l| l.name().to_owned()).collect();
+                    invalid(
+                        d::LOG_LEVEL.flag.unwrap_or(d::LOG_LEVEL.key),
+                        format!(
+                            "unknown level {name:?}; write one of {}, such as --log.level={}",
+                            names.join(", "),
+                            d::LOG_LEVEL.default.name()
+                        ),
+                    )
+                },
+            )?),
+            None => None,
+        };
         Ok(flag.or(self.level).unwrap_or(d::LOG_LEVEL.default))
     }
 }

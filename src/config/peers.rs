@@ -10,7 +10,7 @@ use crate::config::ConfigError;
 use crate::config::check::{count, duration, invalid};
 use crate::config::defaults as d;
 use crate::config::raw::RawPeers;
-use crate::config::resolvers::{MIN_INTERVAL, Schedule};
+use crate::config::resolvers::{self, Schedule};
 
 /// Protocols the kernel's table can tell apart (their index is a byte, 0
 /// meaning none).
@@ -59,16 +59,7 @@ impl PeersConfig {
 
 impl RawPeers {
     pub(super) fn resolve(self) -> Result<Option<PeersConfig>, ConfigError> {
-        let schedule = Schedule {
-            interval: duration(&d::PEERS_INTERVAL, self.interval)?,
-            timeout: duration(&d::PEERS_TIMEOUT, self.timeout)?,
-        };
-        if schedule.interval < MIN_INTERVAL {
-            return Err(invalid(
-                d::PEERS_INTERVAL.key,
-                format!("at least {}", humantime::format_duration(MIN_INTERVAL)),
-            ));
-        }
+        let schedule = resolvers::PEERS.checked(self.interval, self.timeout)?;
         let top = count(&d::PEERS_TOP, self.top)?;
         if top > MAX_TOP {
             return Err(invalid(d::PEERS_TOP.key, format!("at most {MAX_TOP}")));

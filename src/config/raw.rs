@@ -2,7 +2,8 @@
 //! (absent keys take their defaults later), unknown keys rejected. Values are
 //! typed here, as serde reads them: durations, sizes, and the names of a
 //! choice (compression, log level, VM lookups). A value of the wrong type or
-//! an unknown name is an error that says its key and its line; the checks
+//! an unknown name is an error that says its key, its line and what to
+//! write instead, with an example (`interval = "30s"`); the checks
 //! that need more than a type (ranges, regexes, label names) are each
 //! section's `resolve`.
 
@@ -14,7 +15,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
 use crate::config::ConfigError;
-use crate::config::defaults::{Compression, LogLevel, VmLookup};
+use crate::config::defaults::{self as d, Compression, LogLevel, VmLookup};
 
 /// The TOML file as written. Every key is optional; absent keys take defaults.
 #[derive(Debug, Default, Deserialize)]
@@ -239,21 +240,27 @@ impl RawConfig {
         })?;
         RawConfig::deserialize(document).map_err(|error| {
             let at = error.span().map(|span| span.start);
+            let key = at.and_then(|offset| key_at(text, offset));
             ConfigError::Value {
                 path: path.to_owned(),
                 line: at.map(|offset| line_of(text, offset)),
-                key: at.and_then(|offset| key_at(text, offset)),
-                message: error.message().to_owned(),
+                message: explain(error.message(), key.as_deref()),
+                key,
             }
         })
     }
 
-    pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+    /// The file's text; a missing or unreadable file is an error that names
+    /// it once, with the system's reason.
+    pub fn read(path: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
             error,
-        })?;
-        RawConfig::from_toml(&text, path)
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
+        RawConfig::from_toml(&RawConfig::read(path)?, path)
     }
 }
 
@@ -285,6 +292,152 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     })
 }
 
+/// Separates a message from the value a visitor suggests instead (`"30s"`
+/// for `30`), which [`explain`] writes after the key.
+const SUGGEST: char = '\u{1f}';
+
+/// serde's message made into advice for `key` (`topology.interval`, as
+/// written in the file): what was found, then what to write, with an
+/// example from the key's default. Unknown keys and sections get the closest
+/// known name.
+fn explain(message: &str, key: Option<&str>) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        let (name, known) = quoted_names(rest);
+        return unknown_key(&name, &known, key);
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        let (name, known) = quoted_names(rest);
+        return unknown_choice(&name, &known, key);
+    }
+    let row = key.and_then(d::row);
+    let advice = |problem: &str, suggested: Option<&str>| {
+        let Some(key) = key else {
+            return problem.to_owned();
+        };
+        let leaf = key.rsplit('.').next().unwrap_or(key);
+        let example = match suggested {
+            Some(value) => Some(format!("{leaf} = {value}")),
+            None => d::example(key),
+        };
+        match (row, example) {
+            (Some(row), Some(example)) => {
+                format!("{problem}; write {}, such as {example}", row.default.form())
+            }
+            _ => problem.to_owned(),
+        }
+    };
+    if let Some((problem, suggested)) = message.split_once(SUGGEST) {
+        return advice(problem, Some(suggested));
+    }
+    let found = ["invalid type: ", "invalid value: ", "invalid length "]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split_once(", expected "))
+        // serde quotes numbers in backticks (integer `30`): shown bare.
+        .map(|(got, expected)| (got.replace('`', ""), expected));
+    match found {
+        // A section written as a value (`web = 1`).
+        Some((got, expected)) if expected.starts_with("struct ") => match key {
+            Some(key) => format!(
+                "found {got}; [{key}] is a section, written as a [{key}] line with its keys below it"
+            ),
+            None => format!("found {got}, expected a section"),
+        },
+        Some((got, _)) if row.is_some() => advice(&format!("found {got}"), None),
+        _ => advice(message, None),
+    }
+}
+
+/// `` `name`, expected one of `a`, `b` `` read as `name` and `[a, b]`.
+fn quoted_names(text: &str) -> (String, Vec<String>) {
+    let mut parts = text.split('`').skip(1).step_by(2).map(str::to_owned);
+    let name = parts.next().unwrap_or_default();
+    (name, parts.collect())
+}
+
+/// An unknown key in a section, or an unknown section (`key` has no dot).
+fn unknown_key(name: &str, known: &[String], key: Option<&str>) -> String {
+    let list = known.join(", ");
+    let hint = closest(name, known)
+        .map(|c| format!(" (did you mean {c:?}?)"))
+        .unwrap_or_default();
+    match key.and_then(|k| k.rsplit_once('.')) {
+        Some((section, _)) => {
+            format!("unknown key {name:?}{hint}; [{section}] takes {list}")
+        }
+        None => {
+            // A section's key written above every section.
+            let owners: Vec<String> = d::ALL
+                .iter()
+                .filter_map(|r| r.key.split_once('.'))
+                .filter(|(_, leaf)| *leaf == name)
+                .map(|(section, _)| format!("[{section}]"))
+                .collect();
+            if hint.is_empty() && !owners.is_empty() {
+                format!(
+                    "{name:?} is not a section; it is a key of {}: write it under one",
+                    owners.join(", ")
+                )
+            } else {
+                format!("unknown section [{name}]{hint}; the sections are {list}")
+            }
+        }
+    }
+}
+
+/// A name that is not one of a choice's (`compression`, `log.level`, an
+/// entry of `vm.sources`).
+fn unknown_choice(name: &str, known: &[String], key: Option<&str>) -> String {
+    let names: Vec<String> = known.iter().map(|k| format!("{k:?}")).collect();
+    let mut text = format!("unknown value {name:?}; write one of {}", names.join(", "));
+    if let Some(example) = key.and_then(d::example) {
+        text.push_str(&format!(", such as {example}"));
+    }
+    text
+}
+
+/// The known name closest to `name`, if it is close: a letter or two
+/// apart (`intervall`, `dockr`), or one is the start of the other.
+fn closest<'a>(name: &str, known: &'a [String]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(name, k), k))
+        .filter(|(distance, k)| {
+            *distance <= 2.max(name.len() / 4)
+                || (name.len() >= 3 && (k.starts_with(name) || name.starts_with(k.as_str())))
+        })
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, k)| k.as_str())
+}
+
+/// Levenshtein distance, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// The 1-based line where `text` sets the dotted `key`, if it does.
+pub(super) fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let mut offset = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if line.contains('=') && key_at(text, offset).as_deref() == Some(key) {
+            return Some(i + 1);
+        }
+        offset += line.len();
+    }
+    None
+}
+
 /// The 1-based line of byte `offset` of `text`.
 fn line_of(text: &str, offset: usize) -> usize {
     let before = &text.as_bytes()[..offset.min(text.len())];
@@ -306,12 +459,39 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duratio
         }
 
         fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
-            humantime::parse_duration(text)
-                .map_err(|e| E::custom(format_args!("{text:?} is not a duration: {e}")))
+            use humantime::DurationError as Why;
+            humantime::parse_duration(text).map_err(|e| match e {
+                Why::UnknownUnit { unit, value, .. } if unit.is_empty() => {
+                    E::custom(format_args!("{text:?} has no unit{SUGGEST}\"{value}s\""))
+                }
+                Why::UnknownUnit { unit, .. } => E::custom(format_args!(
+                    "{text:?} is not a duration: unknown time unit {unit:?}"
+                )),
+                Why::NumberOverflow => {
+                    E::custom(format_args!("{text:?} is not a duration: too large"))
+                }
+                _ => E::custom(format_args!("{text:?} is not a duration")),
+            })
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Duration, E> {
+            match u64::try_from(n) {
+                Ok(n) => self.visit_u64(n),
+                Err(_) => Err(E::custom(format_args!("{n} is not a duration"))),
+            }
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Duration, E> {
+            Err(E::custom(format_args!("{n} has no unit{SUGGEST}\"{n}s\"")))
+        }
+
+        fn visit_f64<E: de::Error>(self, n: f64) -> Result<Duration, E> {
+            Err(E::custom(format_args!("{n} has no unit")))
         }
     }
 
-    deserializer.deserialize_str(Humantime).map(Some)
+    // Any: a number is refused with advice of its own, not "invalid type".
+    deserializer.deserialize_any(Humantime).map(Some)
 }
 
 #[cfg(test)]

@@ -92,6 +92,18 @@ const DOCKER: Keys = Keys {
     timeout: d::DOCKER_TIMEOUT,
 };
 
+pub(super) const PEERS: Keys = Keys {
+    enabled: d::PEERS_ENABLED,
+    interval: d::PEERS_INTERVAL,
+    timeout: d::PEERS_TIMEOUT,
+};
+
+pub(super) const NAMES: Keys = Keys {
+    enabled: d::NAMES_ENABLED,
+    interval: d::NAMES_INTERVAL,
+    timeout: d::NAMES_TIMEOUT,
+};
+
 const VM: Keys = Keys {
     enabled: d::VM_ENABLED,
     interval: d::VM_INTERVAL,
@@ -119,6 +131,16 @@ impl Keys {
         interval: Option<Duration>,
         timeout: Option<Duration>,
     ) -> Result<Option<Schedule>, ConfigError> {
+        let schedule = self.checked(interval, timeout)?;
+        Ok(enabled.unwrap_or(self.enabled.default).then_some(schedule))
+    }
+
+    /// The schedule, on or off: its interval at least [`MIN_INTERVAL`].
+    pub(super) fn checked(
+        &self,
+        interval: Option<Duration>,
+        timeout: Option<Duration>,
+    ) -> Result<Schedule, ConfigError> {
         let schedule = Schedule {
             interval: duration(&self.interval, interval)?,
             timeout: duration(&self.timeout, timeout)?,
@@ -133,7 +155,7 @@ impl Keys {
                 ),
             ));
         }
-        Ok(enabled.unwrap_or(self.enabled.default).then_some(schedule))
+        Ok(schedule)
     }
 }
 

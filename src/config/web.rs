@@ -44,15 +44,16 @@ impl RawWeb {
             &d::LISTEN_ADDRESS,
             cli.listen_address.clone().or(self.listen_address),
         );
-        check_listen_address(&listen_address)?;
+        check_listen_address(&listen_address)
+            .map_err(|reason| invalid(named(&d::LISTEN_ADDRESS, &cli.listen_address), reason))?;
         let telemetry_path = text(
             &d::TELEMETRY_PATH,
             cli.telemetry_path.clone().or(self.telemetry_path),
         );
         if !telemetry_path.starts_with('/') {
             return Err(invalid(
-                d::TELEMETRY_PATH.key,
-                format!("{telemetry_path:?} must start with /"),
+                named(&d::TELEMETRY_PATH, &cli.telemetry_path),
+                format!("{telemetry_path:?} must start with /, such as \"/metrics\""),
             ));
         }
         let http = HttpLimits {
@@ -84,13 +85,51 @@ impl RawWeb {
     }
 }
 
-fn check_listen_address(addr: &str) -> Result<(), ConfigError> {
-    let port = addr.rsplit_once(':').map(|(_, p)| p);
-    match port.map(str::parse::<u16>) {
-        Some(Ok(_)) => Ok(()),
-        _ => Err(invalid(
-            d::LISTEN_ADDRESS.key,
-            format!("{addr:?} is not HOST:PORT or :PORT"),
-        )),
+/// What an error about `setting` calls it: its flag when the flag gave the
+/// value, else its key.
+fn named<T>(setting: &d::Setting<T>, flag_value: &Option<String>) -> &'static str {
+    match (setting.flag, flag_value) {
+        (Some(flag), Some(_)) => flag,
+        _ => setting.key,
+    }
+}
+
+/// `HOST:PORT` or `:PORT`, the port at most 65535 (0: any free port).
+fn check_listen_address(addr: &str) -> Result<(), String> {
+    const FORM: &str = "write HOST:PORT or :PORT, such as :9551 or 127.0.0.1:9551";
+    let Some((_, port)) = addr.rsplit_once(':') else {
+        return Err(format!("{addr:?} has no port; {FORM}"));
+    };
+    if port.parse::<u16>().is_ok() {
+        return Ok(());
+    }
+    if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("port {port} is out of range (0-65535)"));
+    }
+    Err(format!("{addr:?} has no port number; {FORM}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_say_what_is_wrong() {
+        assert_eq!(check_listen_address(":9551"), Ok(()));
+        assert_eq!(check_listen_address("[::1]:0"), Ok(()));
+        assert_eq!(
+            check_listen_address(":99999").unwrap_err(),
+            "port 99999 is out of range (0-65535)"
+        );
+        assert!(
+            check_listen_address("9551")
+                .unwrap_err()
+                .starts_with("\"9551\" has no port;")
+        );
+        assert!(
+            check_listen_address("host:http")
+                .unwrap_err()
+                .contains("such as :9551")
+        );
     }
 }

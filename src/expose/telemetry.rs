@@ -44,7 +44,7 @@ struct CachedRender {
 
 /// Handles to the exporter's own metrics.
 pub struct Telemetry {
-    recorder: PrometheusRecorder,
+    recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
     cache: ArcSwapOption<CachedRender>,
     /// Held while rendering: renders happen one after another, and each
@@ -77,6 +77,65 @@ pub struct ResolverMetrics {
     pub refresh_duration: Gauge,
     pub errors: Counter,
     stale: Arc<AtomicBool>,
+}
+
+/// `source_up` and `source_errors_total` of one source, registered at the
+/// source's first outcome on this host (see [`Telemetry::source_health`]).
+pub struct SourceHealth {
+    recorder: Arc<PrometheusRecorder>,
+    resolver: &'static str,
+    source: &'static str,
+    metrics: std::sync::OnceLock<(Gauge, Counter)>,
+    stale: Arc<AtomicBool>,
+}
+
+impl SourceHealth {
+    fn metrics(&self) -> &(Gauge, Counter) {
+        self.metrics.get_or_init(|| {
+            let key = |metric: &'static str| {
+                Key::from_parts(
+                    metric,
+                    vec![
+                        Label::new("resolver", self.resolver),
+                        Label::new("source", self.source),
+                    ],
+                )
+            };
+            let up = self.recorder.register_gauge(&key(SOURCE_UP), &METADATA);
+            let errors = self
+                .recorder
+                .register_counter(&key(SOURCE_ERRORS), &METADATA);
+            errors.increment(0);
+            // A new series: the next scrape shows it.
+            self.stale.store(true, Ordering::Relaxed);
+            (up, errors)
+        })
+    }
+
+    /// Whether the source has been found on this host (its series exist).
+    pub fn present(&self) -> bool {
+        self.metrics.get().is_some()
+    }
+
+    /// One outcome of the source on this host: `up` 1 if it worked, else 0
+    /// and one error counted. The first makes the series.
+    pub fn record(&self, worked: bool) {
+        let (up, errors) = self.metrics();
+        if worked {
+            up.set(1.0);
+        } else {
+            up.set(0.0);
+            errors.increment(1);
+        }
+    }
+
+    /// The source is not in use now (another took its place, or it is
+    /// unreachable for a moment): `up` 0 if it has series, none made if not.
+    pub fn idle(&self) {
+        if let Some((up, _)) = self.metrics.get() {
+            up.set(0.0);
+        }
+    }
 }
 
 impl ResolverMetrics {
@@ -128,7 +187,7 @@ impl Telemetry {
             (ERRORS, "Failed resolver refreshes (errors and timeouts)."),
             (
                 LIMIT_HITS,
-                "Times a limit on something outside the exporter tripped (README: Limits).",
+                "Times a limit on something outside the exporter tripped (docs/configuration.md: Limits).",
             ),
             (
                 TLS_HANDSHAKE_ERRORS,
@@ -162,7 +221,7 @@ impl Telemetry {
             (CONNECTIONS, "Open HTTP connections."),
             (
                 SOURCE_UP,
-                "1 if the source (one lookup of a resolver that has several) answered in its last refresh.",
+                "1 if the source (one lookup of a resolver) answered in its last refresh, 0 if it failed; no series while this host has no such source.",
             ),
             (
                 LABEL_COLLISIONS,
@@ -206,7 +265,7 @@ impl Telemetry {
                     })
                 })
                 .collect(),
-            recorder,
+            recorder: Arc::new(recorder),
             handle,
             cache: ArcSwapOption::empty(),
             rendering: Mutex::new(()),
@@ -236,6 +295,20 @@ impl Telemetry {
             .register_counter(&key(SOURCE_ERRORS), &METADATA);
         errors.increment(0);
         (up, errors)
+    }
+
+    /// The health of one source of a resolver, as a source this host may
+    /// lack: its `source_up` and `source_errors_total` appear at its first
+    /// outcome on a host that has it ([`SourceHealth::record`]), so a source
+    /// the host lacks has no series at all.
+    pub fn source_health(&self, resolver: &'static str, source: &'static str) -> SourceHealth {
+        SourceHealth {
+            recorder: Arc::clone(&self.recorder),
+            resolver,
+            source,
+            metrics: std::sync::OnceLock::new(),
+            stale: Arc::clone(&self.stale),
+        }
     }
 
     /// The counter and log of one limit.

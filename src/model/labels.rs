@@ -98,7 +98,7 @@ impl Kind {
         }
     }
 
-    /// The name prefixes (README, Labels): used only where neither an owner nor sysfs decides.
+    /// The name prefixes (docs/metrics.md, Labels): used only where neither an owner nor sysfs decides.
     pub fn from_name(name: &[u8]) -> Kind {
         let has = |p: &[u8]| name.starts_with(p);
         if name == b"lo" {

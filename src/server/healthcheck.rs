@@ -1,10 +1,13 @@
-//! `--healthcheck`: is the exporter at the listen address up? It asks for
-//! `/-/healthy`, which reads nothing, and needs no configuration of its own,
-//! so the container's HEALTHCHECK works whatever the web config says: plain
-//! HTTP first, and TLS when the server answers that it speaks HTTPS. With
-//! basic auth on, 401 is an answer too; with client certificates required, so
-//! is the server's refusal of a client without one. Blocking and std-only:
-//! it runs in a fresh process.
+//! `--healthcheck`: is the exporter at the listen address up and ready? It
+//! asks for `/-/ready` (200 when net/dev reads and the root filesystem is
+//! there; 503 with the reason otherwise, which it prints) and needs no
+//! configuration of its own, so the container's HEALTHCHECK works whatever
+//! the web config says: plain HTTP first, and TLS when the server answers
+//! that it speaks HTTPS. With basic auth on, 401 is an answer too: the web
+//! config holds only the passwords' hashes, so the check cannot log in, and
+//! then it tells only that the exporter serves. With client certificates
+//! required, so is the server's refusal of a client without one. Blocking
+//! and std-only: it runs in a fresh process.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -14,7 +17,7 @@ use std::time::Duration;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-const REQUEST: &[u8] = b"GET /-/healthy HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+const REQUEST: &[u8] = b"GET /-/ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
 
 pub fn healthcheck(listen_address: &str, timeout: Duration) -> io::Result<()> {
     let target = match listen_address.strip_prefix(':') {
@@ -35,10 +38,18 @@ pub fn healthcheck(listen_address: &str, timeout: Duration) -> io::Result<()> {
     };
     match answer.split(' ').nth(1) {
         Some("200" | "401") => Ok(()),
-        _ => Err(io::Error::other(format!(
-            "{target} answered {}",
-            answer.lines().next().unwrap_or("")
-        ))),
+        _ => {
+            let status = answer.lines().next().unwrap_or("");
+            // The body's first line: `/-/ready`'s reason.
+            let reason = answer
+                .split_once("\r\n\r\n")
+                .and_then(|(_, body)| body.lines().next())
+                .filter(|line| !line.is_empty());
+            Err(io::Error::other(match reason {
+                Some(reason) => format!("{target} answered {status}: {reason}"),
+                None => format!("{target} answered {status}"),
+            }))
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! warp filter that serves it, one filter per route. All routes are
 //! `GET|HEAD`: the telemetry path scrapes; `/` is the live view, with its
 //! script, style and JSON (`live`); `/-/healthy` answers without reading
-//! anything (the container healthcheck). Any other path is 404; a known path
+//! anything (liveness: the process serves); `/-/ready` says whether a scrape
+//! would find the host (readiness: net/dev reads and the root filesystem is
+//! there; what `--healthcheck` asks). Any other path is 404; a known path
 //! asked with another method is 405. The admission gate (`gate`) reads the
 //! same table to tell which requests take a scrape permit; responses and their
 //! headers are built in `reply`.
@@ -24,7 +26,7 @@ pub use crate::server::reply::Gzipped;
 
 /// With `[web] compression = "auto"`, a scrape of at least this many
 /// interfaces is gzipped for a client that accepts it. Measured on this
-/// project's 2-core machine (benches/scrape.rs, `gzip_*`): see the README.
+/// project's 2-core machine (benches/scrape.rs, `gzip_*`): see docs/configuration.md, Compression.
 pub const GZIP_MIN_INTERFACES: usize = 1000;
 
 /// What a path serves.
@@ -38,7 +40,12 @@ pub enum Route {
     Api,
     Script,
     Style,
+    /// Liveness: answers without reading anything.
     Healthy,
+    /// Readiness: reads net/dev (bounded, no join) and looks at the root
+    /// filesystem. Takes no `--web.max-requests` permit: a probe must not
+    /// be refused because scrapes are busy.
+    Ready,
 }
 
 impl Route {
@@ -53,7 +60,7 @@ impl Route {
 /// are fixed.
 #[derive(Debug, Clone)]
 pub struct Table {
-    routes: [(Route, String); 6],
+    routes: [(Route, String); 7],
 }
 
 impl Table {
@@ -69,6 +76,7 @@ impl Table {
                 fixed(Route::Script, "/live.js"),
                 fixed(Route::Style, "/live.css"),
                 fixed(Route::Healthy, "/-/healthy"),
+                fixed(Route::Ready, "/-/ready"),
             ],
         }
     }
@@ -118,7 +126,7 @@ pub fn check(config: &Config) -> Result<(), String> {
         .any(|(route, p)| *route != Route::Metrics && p == path);
     if taken {
         return Err(format!(
-            "invalid value for web.telemetry_path: {path:?} is taken by the live view or the health check"
+            "invalid value for web.telemetry_path: {path:?} is taken by the live view or the health checks"
         ));
     }
     Ok(())
@@ -168,9 +176,15 @@ pub fn routes(
             .at(Route::Page)
             .then(move || live_view(Arc::clone(&exporter), Live::Page))
     };
-    let api = table
-        .at(Route::Api)
-        .then(move || live_view(Arc::clone(&exporter), Live::Data));
+    let api = {
+        let exporter = Arc::clone(&exporter);
+        table
+            .at(Route::Api)
+            .then(move || live_view(Arc::clone(&exporter), Live::Data))
+    };
+    let ready = table
+        .at(Route::Ready)
+        .then(move || ready(Arc::clone(&exporter)));
     let script = table
         .at(Route::Script)
         .map(|| reply::live(Live::Script, live::SCRIPT));
@@ -191,6 +205,8 @@ pub fn routes(
         .unify()
         .or(healthy)
         .unify()
+        .or(ready)
+        .unify()
         .recover(unrouted)
         .unify()
 }
@@ -204,6 +220,15 @@ async fn unrouted(rejection: Rejection) -> Result<warp::reply::Response, Infalli
             reply::plain(StatusCode::NOT_FOUND, "404 page not found\n")
         },
     )
+}
+
+/// `/-/ready`: 200 `Ready` when a scrape would find the host, otherwise 503
+/// with every reason (each names its path).
+async fn ready(exporter: Arc<Exporter>) -> warp::reply::Response {
+    match exporter.ready().await {
+        Ok(()) => reply::plain(StatusCode::OK, "Ready\n"),
+        Err(not_ready) => reply::plain(StatusCode::SERVICE_UNAVAILABLE, format!("{not_ready}\n")),
+    }
 }
 
 /// `/` or `/api/v1/interfaces`: one join of net/dev, as HTML or JSON.
@@ -258,6 +283,7 @@ mod tests {
             ("/", false),
             ("/api/v1/interfaces", false),
             ("/-/healthy", false),
+            ("/-/ready", false),
         ] {
             let checked = check(&config(&format!("[web]\ntelemetry_path = {path:?}\n")));
             assert_eq!(checked.is_ok(), ok, "{path}");
@@ -287,7 +313,7 @@ mod tests {
         assert_eq!(table.route("/"), Some(Route::Page));
         assert_eq!(table.route("/metrics"), None);
         assert_eq!(table.route("/x/net/"), None);
-        assert!(Route::Api.scrapes() && !Route::Healthy.scrapes());
+        assert!(Route::Api.scrapes() && !Route::Healthy.scrapes() && !Route::Ready.scrapes());
         let mut service = warp::service(routes(&table, Exporter::new(config)));
         for (method, path, status, content_type) in [
             ("GET", "/-/healthy", 200, "text/plain; charset=utf-8"),
@@ -297,6 +323,8 @@ mod tests {
             ("DELETE", "/", 405, "text/plain; charset=utf-8"),
             ("GET", "/metrics", 404, "text/plain; charset=utf-8"),
             ("GET", "/-/healthy/", 404, "text/plain; charset=utf-8"),
+            ("POST", "/-/ready", 405, "text/plain; charset=utf-8"),
+            ("GET", "/-/ready/", 404, "text/plain; charset=utf-8"),
             ("POST", "/favicon.ico", 404, "text/plain; charset=utf-8"),
         ] {
             let request = http::Request::builder()

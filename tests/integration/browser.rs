@@ -211,6 +211,26 @@ impl Browser {
         html["outerHTML"].as_str().map(str::to_owned)
     }
 
+    /// Whether the first element `selector` matches has a box (is laid
+    /// out, not `display: none`), asked through the DOM domain, so that it
+    /// works with scripts off too.
+    pub fn shown(&mut self, page: &Page, selector: &str) -> bool {
+        let session = Some(page.session.as_str());
+        let doc = self.call(session, "DOM.getDocument", json!({"depth": 0}));
+        let node = self.call(
+            session,
+            "DOM.querySelector",
+            json!({"nodeId": doc["root"]["nodeId"], "selector": selector}),
+        );
+        assert_ne!(node["nodeId"], 0, "{selector}: no such element");
+        self.try_call(
+            session,
+            "DOM.getBoxModel",
+            json!({"nodeId": node["nodeId"]}),
+        )
+        .is_ok()
+    }
+
     /// Shows the page as a phone would: `width` x `height` CSS pixels, mobile.
     pub fn phone(&mut self, page: &Page, width: u32, height: u32) {
         self.call(

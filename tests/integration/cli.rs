@@ -41,6 +41,59 @@ fn once_without_netdev_fails_clearly() {
     assert!(out.stdout.is_empty());
 }
 
+/// `--once` agrees with `/-/ready`: a host whose net/dev cannot be read, or
+/// with no root filesystem, exits 3 with every reason, said once on one
+/// line, and nothing on stdout; each fails before any resolver runs. A
+/// config error is 1, a command line clap cannot parse 2, success 0.
+#[test]
+fn once_exit_codes_say_what_failed() {
+    let host = crate::support::fixture("seed-host");
+    let procfs = format!("--path.procfs={}", host.join("proc").display());
+    let rootfs = format!("--path.rootfs={}", host.display());
+    for (args, code, reasons) in [
+        (
+            ["--path.procfs=/nonexistent", rootfs.as_str()],
+            3,
+            &["not ready: cannot read /nonexistent/1/net/dev: No such file or directory"][..],
+        ),
+        (
+            [procfs.as_str(), "--path.rootfs=/nonexistent"],
+            3,
+            &[
+                "not ready: no root filesystem at /nonexistent (--path.rootfs): No such file or directory",
+            ][..],
+        ),
+        (
+            ["--path.procfs=/nonexistent", "--path.rootfs=/nonexistent"],
+            3,
+            &[
+                "cannot read /nonexistent/1/net/dev",
+                "no root filesystem at /nonexistent",
+            ][..],
+        ),
+        ([procfs.as_str(), rootfs.as_str()], 0, &[][..]),
+    ] {
+        let out = run_once(&[args[0], args[1], "--docker.socket="]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        if code == 0 {
+            assert!(!out.stdout.is_empty());
+            continue;
+        }
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(err.starts_with("error: not ready: "), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        for reason in reasons {
+            assert_eq!(err.matches(reason).count(), 1, "{args:?}: {err}");
+        }
+        assert_eq!(err.matches("No such file").count(), reasons.len(), "{err}");
+    }
+    let out = run_once(&["--config.file=/nonexistent/c.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = run_once(&["--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2), "clap's own");
+}
+
 #[test]
 fn config_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,11 +116,11 @@ fn config_errors_name_the_key() {
     for (text, needle) in [
         (
             "[web]\ncompression = \"brotli\"\n",
-            "(line 2, web.compression): unknown variant `brotli`, expected one of",
+            "(line 2, web.compression): unknown value \"brotli\"; write one of",
         ),
         (
             "[vm]\nsources = [\"libvirt\"]\n",
-            "(line 2, vm.sources): unknown variant `libvirt`, expected one of",
+            "(line 2, vm.sources): unknown value \"libvirt\"; write one of",
         ),
         (
             "[commands]\ntimeout = \"10 secs later\"\n",
@@ -130,7 +183,7 @@ fn healthcheck_fails_on_a_non_200_answer() {
         .unwrap();
     let request = server.join().unwrap();
     assert!(
-        request.starts_with("GET /-/healthy HTTP/1.1\r\n"),
+        request.starts_with("GET /-/ready HTTP/1.1\r\n"),
         "{request}"
     );
     assert!(!out.status.success());
@@ -184,7 +237,7 @@ fn logs_are_plain_quiet_about_clients_and_one_line_per_error() {
     assert!(!out.status.success());
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.starts_with("error: invalid value for log.level"),
+        err.starts_with("error: invalid value for --log.level"),
         "{err}"
     );
 }

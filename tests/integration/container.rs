@@ -153,6 +153,64 @@ fn compose_image() -> String {
         .to_owned()
 }
 
+/// The container's healthcheck, as compose.yaml and the Containerfile each
+/// declare it, is `--healthcheck`, and it asks for readiness: run as
+/// declared (the image's binary being this build), it fails against an
+/// exporter that cannot read net/dev, naming why, and passes against one
+/// that can.
+#[test]
+fn the_healthchecks_probe_readiness() {
+    let text = std::fs::read_to_string(Path::new(ROOT).join("compose.yaml")).unwrap();
+    let compose: serde_json::Value = serde_norway::from_str(&text).unwrap();
+    let test: Vec<String> = serde_json::from_value(
+        compose["services"]["truenas-net-exporter"]["healthcheck"]["test"].clone(),
+    )
+    .expect("compose.yaml's healthcheck is a list");
+    assert_eq!(test[0], "CMD", "exec form, no shell in the image: {test:?}");
+    let compose_command = test[1..].to_vec();
+    let containerfile = containerfile();
+    let healthcheck = instructions(&containerfile)
+        .into_iter()
+        .find(|(word, _)| word == "HEALTHCHECK")
+        .expect("the Containerfile has a HEALTHCHECK");
+    let (_, exec) = healthcheck
+        .1
+        .split_once(" CMD ")
+        .expect("HEALTHCHECK ... CMD");
+    let image_command: Vec<String> = serde_json::from_str(exec.trim()).expect("exec form");
+    assert_eq!(compose_command, image_command);
+    assert_eq!(compose_command[0], "/truenas-net-exporter");
+    assert!(compose_command.contains(&"--healthcheck".to_owned()));
+
+    let run = |addr: std::net::SocketAddr| {
+        let out = Command::new(bin())
+            .args(&compose_command[1..])
+            .arg(format!("--web.listen-address={addr}"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let host = crate::support::copy_fixture("seed-host");
+    let netdev = host.path().join("proc/1/net/dev");
+    let saved = std::fs::read(&netdev).unwrap();
+    std::fs::remove_file(&netdev).unwrap();
+    let exporter = crate::limits::Exporter::start(host.path(), "", std::process::Stdio::null());
+    assert_eq!(http(exporter.addr, "GET", "/-/healthy").status, 200);
+    let (code, err) = run(exporter.addr);
+    // 1 is what engines read as unhealthy (2 is reserved).
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("not ready: cannot read {}", netdev.display())),
+        "{err}"
+    );
+    std::fs::write(&netdev, saved).unwrap();
+    let (code, err) = run(exporter.addr);
+    assert_eq!(code, Some(0), "{err}");
+}
+
 #[test]
 fn image_ships_what_the_shared_script_builds() {
     let file = containerfile();

@@ -520,10 +520,10 @@ fn a_macvlan_parent_is_never_a_containers() {
     );
 }
 
-/// The README's HAProxy file in front of the engine: the exporter labels a
+/// The HAProxy file of docs/security.md in front of the engine: the exporter labels a
 /// container through it, and what the exporter never asks is refused.
 #[test]
-fn the_readme_read_only_proxy_is_enough_and_refuses_the_rest() {
+fn the_documented_read_only_proxy_is_enough_and_refuses_the_rest() {
     if !engine()
         || !require(
             have("haproxy") && have("curl"),
@@ -533,12 +533,11 @@ fn the_readme_read_only_proxy_is_enough_and_refuses_the_rest() {
         return;
     }
     let _engine = shared_engine();
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let block = readme
+    let security = crate::support::doc("docs/security.md");
+    let block = security
         .split("```haproxy\n")
         .nth(1)
-        .expect("README has the proxy's file");
+        .expect("docs/security.md has the proxy's file");
     let dir = tempfile::tempdir().unwrap();
     let proxy = dir.path().join("docker-ro.sock");
     let config = block[..block.find("```").unwrap()]
@@ -648,11 +647,25 @@ fn socket_absent_at_start_then_found() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("docker.sock");
     let server = server_on(socket.to_str().unwrap(), "[docker]\ninterval = \"1s\"\n");
+    // No socket yet: no Docker on this host, which is not a failure, and
+    // the socket has no source_up until it is found.
+    let socket_up = "truenas_net_exporter_source_up{resolver=\"docker\",source=\"socket\"}";
     let body = wait_for(Duration::from_secs(10), || {
         let body = server.metrics();
-        (docker_up(&body) == Some(0.0)).then_some(body)
+        let refreshed = parse(&body).iter().any(|s| {
+            s.name == "truenas_net_exporter_resolver_last_success_timestamp_seconds"
+                && s.label("resolver") == Some("docker")
+                && s.value > 0.0
+        });
+        refreshed.then_some(body)
     })
-    .expect("docker resolver reports the missing socket");
+    .expect("docker resolver refreshed without the socket");
+    assert_eq!(
+        docker_up(&body),
+        Some(1.0),
+        "nothing of its kind is not a failure"
+    );
+    assert!(!body.contains(socket_up), "no series for an absent socket");
     assert!(
         body.contains("net_interface_rx_bytes_total{"),
         "scrapes go on without Docker"
@@ -660,9 +673,10 @@ fn socket_absent_at_start_then_found() {
 
     std::os::unix::fs::symlink(self::socket(), &socket).unwrap();
     wait_for(Duration::from_secs(10), || {
-        (docker_up(&server.metrics()) == Some(1.0)).then_some(())
+        let body = server.metrics();
+        (docker_up(&body) == Some(1.0) && body.contains(&format!("{socket_up} 1"))).then_some(())
     })
-    .expect("recovers once the socket exists");
+    .expect("found once the socket exists");
 }
 
 /// A daemon that accepts connections and never answers: every call must time

@@ -1,7 +1,12 @@
-//! The README says only what is true: its TOML snippets are valid configs,
-//! the log messages its troubleshooting quotes are ones the code emits, and
-//! the modules depend on each other in the one direction its Layout gives.
-//! (Its Prometheus config and PromQL are run in prometheus.rs.)
+//! The documentation (README.md, docs/*.md, CONTRIBUTING.md) says only what
+//! is true: its TOML snippets are valid configs and its YAML parses, the log
+//! messages docs/troubleshooting.md quotes are ones the code emits, the flags
+//! and limits tables are the defaults, the README's install steps are
+//! compose.yaml's and the Containerfile's, every relative link leads to a
+//! file (and heading) of the repository, the README stays short, and the
+//! modules depend on each other in the one direction CONTRIBUTING.md's
+//! Layout gives. (The Prometheus config and every PromQL line are run in
+//! prometheus.rs and victoria.rs.)
 
 use std::path::{Path, PathBuf};
 
@@ -9,8 +14,10 @@ use truenas_net_exporter::Config;
 use truenas_net_exporter::config::RawConfig;
 use truenas_net_exporter::config::cli::Cli;
 
+use crate::support::{doc, doc_blocks, doc_files, doc_section};
+
 fn readme() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap()
+    doc("README.md")
 }
 
 fn src() -> PathBuf {
@@ -41,25 +48,26 @@ fn sources() -> String {
         .collect()
 }
 
+/// Every TOML block of the documentation is a config the exporter takes.
 #[test]
-fn readme_toml_snippets_are_valid_configs() {
-    let text = readme();
+fn toml_snippets_are_valid_configs() {
     let mut blocks = 0;
-    for block in text.split("```toml\n").skip(1) {
-        let toml = &block[..block.find("```").unwrap()];
-        let raw = RawConfig::from_toml(toml, Path::new("README.md"))
-            .unwrap_or_else(|e| panic!("{e}\n{toml}"));
-        Config::build(raw, &Cli::default()).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-        blocks += 1;
+    for (path, text) in doc_files() {
+        for toml in doc_blocks(&text, "toml") {
+            let raw = RawConfig::from_toml(&toml, Path::new(&path))
+                .unwrap_or_else(|e| panic!("{path}: {e}\n{toml}"));
+            Config::build(raw, &Cli::default()).unwrap_or_else(|e| panic!("{path}: {e}\n{toml}"));
+            blocks += 1;
+        }
     }
     assert!(blocks >= 1);
 }
 
 #[test]
 fn troubleshooting_quotes_real_log_messages() {
-    let text = readme();
-    let section = &text[text.find("## Troubleshooting").unwrap()..];
-    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let text = doc("docs/troubleshooting.md");
+    // After the title and its one-line intro.
+    let section = &text[text.find("\n- ").unwrap()..];
     let code = sources();
     let mut checked = 0;
     for span in section.split('`').skip(1).step_by(2) {
@@ -70,7 +78,7 @@ fn troubleshooting_quotes_real_log_messages() {
         for part in span.split("...").map(str::trim).filter(|p| !p.is_empty()) {
             assert!(
                 code.contains(part),
-                "README quotes {part:?}, which the code never says"
+                "docs/troubleshooting.md quotes {part:?}, which the code never says"
             );
             checked += 1;
         }
@@ -236,12 +244,10 @@ fn modules_depend_one_way() {
     assert!(checked > 50, "only {checked} uses seen");
 }
 
-/// The README's Layout names every module, so the tree can be read from it.
+/// CONTRIBUTING.md's Layout names every module, so the tree can be read from it.
 #[test]
 fn the_layout_names_every_module() {
-    let text = readme();
-    let layout = &text[text.find("## Layout").unwrap()..];
-    let layout = &layout[..layout[3..].find("\n## ").map_or(layout.len(), |i| i + 3)];
+    let layout = doc_section(&doc("CONTRIBUTING.md"), "## Layout");
     let src = src();
     let mut named = 0;
     for file in source_files() {
@@ -259,7 +265,7 @@ fn the_layout_names_every_module() {
         };
         assert!(
             layout.contains(&name),
-            "README's Layout does not name {relative}"
+            "CONTRIBUTING.md's Layout does not name {relative}"
         );
         named += 1;
     }
@@ -333,15 +339,8 @@ fn nothing_cites_a_document_outside_the_repository() {
             }
         }
     }
-    files.extend(
-        [
-            "README.md",
-            "Containerfile",
-            "compose.yaml",
-            "config.example.toml",
-        ]
-        .map(|f| root.join(f)),
-    );
+    files.extend(doc_files().into_iter().map(|(path, _)| root.join(path)));
+    files.extend(["Containerfile", "compose.yaml", "config.example.toml"].map(|f| root.join(f)));
     let mut read = 0;
     for file in files {
         let Ok(text) = std::fs::read_to_string(&file) else {
@@ -364,7 +363,8 @@ fn nothing_cites_a_document_outside_the_repository() {
 }
 
 /// The one table of defaults (`src/config/defaults.rs`) is what `--help`,
-/// `config.example.toml`, and the README's Flags and Limits tables say.
+/// `config.example.toml`, and the Flags and Limits tables of
+/// docs/configuration.md say.
 #[test]
 fn every_default_is_said_the_same_everywhere() {
     use truenas_net_exporter::config::defaults::{ALL, Shown};
@@ -440,11 +440,8 @@ fn every_default_is_said_the_same_everywhere() {
         .output()
         .unwrap();
     let help = String::from_utf8(help.stdout).unwrap();
-    let flags_section = {
-        let text = readme();
-        let start = text.find("## Flags").unwrap();
-        text[start..start + text[start..].find("\n## ").unwrap_or(text.len() - start)].to_owned()
-    };
+    let configuration = doc("docs/configuration.md");
+    let flags_section = doc_section(&configuration, "## Flags");
     let mut flags = 0;
     for row in ALL {
         let Some(flag) = row.flag else { continue };
@@ -457,7 +454,7 @@ fn every_default_is_said_the_same_everywhere() {
         let readme_row = flags_section
             .lines()
             .find(|l| l.starts_with(&format!("| `{flag}` |")))
-            .unwrap_or_else(|| panic!("README's Flags table has no {flag}"));
+            .unwrap_or_else(|| panic!("the Flags table of docs/configuration.md has no {flag}"));
         let readme_default = readme_row.split('|').nth(2).unwrap().trim();
         if shown.is_empty() {
             assert!(!line.contains("[default:"), "{line}");
@@ -473,9 +470,7 @@ fn every_default_is_said_the_same_everywhere() {
     assert!(flags >= 8);
 
     // Limits: each row naming `[section] key`s says each one's default.
-    let text = readme();
-    let limits = &text[text.find("## Limits").unwrap()..];
-    let limits = &limits[..limits[3..].find("\n## ").unwrap() + 3];
+    let limits = doc_section(&configuration, "## Limits");
     let mut checked = 0;
     for line in limits
         .lines()
@@ -513,4 +508,285 @@ fn every_default_is_said_the_same_everywhere() {
         }
     }
     assert!(checked >= 10, "only {checked} limits checked");
+}
+
+/// GitHub's anchor for each heading of a Markdown `text` (lowercase,
+/// punctuation dropped, spaces as `-`, a repeated one numbered).
+fn anchors(text: &str) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut bases: Vec<String> = Vec::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            fenced = !fenced;
+        }
+        let hashes = line.chars().take_while(|&c| c == '#').count();
+        if fenced || hashes == 0 || !line[hashes..].starts_with(' ') {
+            continue;
+        }
+        let slug: String = line[hashes..]
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter_map(|c| match c {
+                ' ' => Some('-'),
+                c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                _ => None,
+            })
+            .collect();
+        let repeats = bases.iter().filter(|s| **s == slug).count();
+        seen.push(if repeats == 0 {
+            slug.clone()
+        } else {
+            format!("{slug}-{repeats}")
+        });
+        bases.push(slug);
+    }
+    seen
+}
+
+/// The targets of the Markdown links and images of `text`, outside code.
+fn link_targets(text: &str) -> Vec<String> {
+    let mut targets = Vec::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            fenced = !fenced;
+        }
+        if fenced {
+            continue;
+        }
+        // Inline code is not a link.
+        let prose: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+        for (i, _) in prose.match_indices("](") {
+            let rest = &prose[i + 2..];
+            let end = rest.find(')').expect("a closed link");
+            targets.push(rest[..end].to_owned());
+        }
+    }
+    targets
+}
+
+/// Every relative link of README.md, CONTRIBUTING.md and docs/*.md leads to
+/// a file of the repository, and its `#anchor`, if any, to a heading of it.
+#[test]
+fn every_relative_link_resolves() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for (path, text) in doc_files() {
+        let dir = Path::new(&path).parent().unwrap();
+        for target in link_targets(&text) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let (file, anchor) = target.split_once('#').unwrap_or((&target, ""));
+            let linked = if file.is_empty() {
+                PathBuf::from(&path)
+            } else {
+                // Lexically: `docs/../LICENSE` is `LICENSE`.
+                let mut p = dir.to_path_buf();
+                for part in Path::new(file).components() {
+                    match part {
+                        std::path::Component::ParentDir => {
+                            assert!(p.pop(), "{path}: {target} leaves the repository");
+                        }
+                        std::path::Component::CurDir => {}
+                        other => p.push(other),
+                    }
+                }
+                p
+            };
+            let shown = linked.to_string_lossy().into_owned();
+            assert!(
+                root.join(&linked).exists(),
+                "{path} links {target}: {shown} is not in the repository"
+            );
+            if !anchor.is_empty() {
+                let text = std::fs::read_to_string(root.join(&linked)).unwrap();
+                assert!(
+                    anchors(&text).iter().any(|a| a == anchor),
+                    "{path} links {target}: {shown} has no heading #{anchor} ({:?})",
+                    anchors(&text)
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} links checked");
+}
+
+#[test]
+fn the_anchors_are_githubs() {
+    assert_eq!(
+        anchors(
+            "# A\n## A b\n## TLS and basic auth: `--web.config.file`\n```sh\n# not one\n```\n## The page: `/`\n## A\n"
+        ),
+        [
+            "a",
+            "a-b",
+            "tls-and-basic-auth---webconfigfile",
+            "the-page-",
+            "a-1"
+        ]
+    );
+    assert_eq!(
+        link_targets("see [x](a.md#b), `[not](c.md)`, ![img](d/e.png)\n```\n[no](f.md)\n```\n"),
+        ["a.md#b", "d/e.png"]
+    );
+}
+
+/// The README is read top-down on a first visit: it stays short, and the
+/// rest lives in docs/.
+#[test]
+fn the_readme_is_at_most_400_lines() {
+    let lines = readme().lines().count();
+    assert!(
+        lines <= 400,
+        "README.md has {lines} lines; move detail to docs/"
+    );
+}
+
+/// The README's install steps build and run the image `compose.yaml` and the
+/// Containerfile name (the local tag, the published image and its tags), and
+/// name every grant `compose.yaml` asks for, and no capability it does not.
+#[test]
+fn the_install_steps_are_compose_and_the_containerfile() {
+    let compose_text = doc("compose.yaml");
+    let compose: serde_json::Value = serde_norway::from_str(&compose_text).unwrap();
+    let service = &compose["services"]["truenas-net-exporter"];
+    let published = service["image"].as_str().expect("compose.yaml's image");
+    let containerfile = doc("Containerfile");
+    let after = |text: &str, marker: &str| -> String {
+        let at = text.find(marker).unwrap_or_else(|| panic!("no {marker:?}")) + marker.len();
+        text[at..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_end_matches([',', '.'])
+            .to_owned()
+    };
+    // `# Build: docker build -f Containerfile -t NAME .`
+    let built = after(&containerfile, "docker build -f Containerfile -t ");
+    let released = after(&containerfile, "Released images: ");
+    // compose.yaml: "set `image:` to a local name such as NAME:TAG"
+    let local = after(&compose_text, "a local\n    # name such as ");
+    assert_eq!(
+        local.split(':').next(),
+        Some(built.as_str()),
+        "compose.yaml's local name is the Containerfile's build name"
+    );
+    assert!(
+        published.starts_with(&format!("{released}:")),
+        "{published} is {released}"
+    );
+
+    let install = doc_section(&readme(), "## Install on TrueNAS");
+    let build = install
+        .lines()
+        .find(|l| l.starts_with("docker build "))
+        .expect("the README builds the image");
+    assert_eq!(build, format!("docker build -f Containerfile -t {local} ."));
+    let yaml = doc_blocks(&install, "yaml");
+    assert_eq!(yaml.len(), 1, "the one change to compose.yaml");
+    let change: serde_json::Value = serde_norway::from_str(&yaml[0]).unwrap();
+    assert_eq!(change["image"], local.as_str(), "{change}");
+    assert_eq!(change["pull_policy"], "never", "{change}");
+    assert!(
+        install.contains(&format!("`{published}`")),
+        "the README names compose.yaml's image, {published}"
+    );
+    let version = published.rsplit(':').next().unwrap();
+    let mut parts = version.split('.');
+    let (major, minor) = (parts.next().unwrap(), parts.next().unwrap());
+    for tag in [
+        format!("{major}.{minor}"),
+        major.to_owned(),
+        "latest".to_owned(),
+    ] {
+        assert!(install.contains(&format!("`{tag}`")), "the tag {tag}");
+    }
+    for word in install.split(|c: char| c.is_whitespace() || c == '`') {
+        if word.contains("truenas-net-exporter:") {
+            assert!(
+                word == local || word == published,
+                "the README names an image that is neither built nor published: {word}"
+            );
+        }
+    }
+
+    let caps: Vec<&str> = service["cap_add"]
+        .as_array()
+        .expect("cap_add")
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let mut grants: Vec<String> = caps.iter().map(|c| format!("`{c}`")).collect();
+    for key in ["pid", "cgroup"] {
+        grants.push(format!("`{key}: {}`", service[key].as_str().unwrap()));
+    }
+    grants.push(format!("`read_only: {}`", service["read_only"]));
+    for list in ["security_opt", "volumes"] {
+        for entry in service[list].as_array().unwrap() {
+            grants.push(format!("`{}`", entry.as_str().unwrap()));
+        }
+    }
+    for grant in &grants {
+        assert!(
+            install.contains(grant.as_str()),
+            "compose.yaml grants {grant}; the README's install does not say so"
+        );
+    }
+    assert!(grants.len() >= 8, "{grants:?}");
+    // And no capability compose.yaml does not grant.
+    for span in install.split('`').skip(1).step_by(2) {
+        if span.len() > 2 && span.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+            assert!(
+                caps.contains(&span),
+                "the README's install names {span}, which compose.yaml does not grant"
+            );
+        }
+    }
+}
+
+/// Every YAML block of the documentation is YAML (each is also run: the
+/// scrape config and remote writes in prometheus.rs, victoria.rs and
+/// influx.rs, the web config in security.rs, the README's change to
+/// compose.yaml above).
+#[test]
+fn yaml_snippets_parse() {
+    let mut blocks = 0;
+    for (path, text) in doc_files() {
+        for yaml in doc_blocks(&text, "yaml") {
+            let _: serde_json::Value =
+                serde_norway::from_str(&yaml).unwrap_or_else(|e| panic!("{path}: {e}\n{yaml}"));
+            blocks += 1;
+        }
+    }
+    assert!(blocks >= 5, "only {blocks} YAML blocks");
+}
+
+/// Every PromQL line of the documentation is one prometheus.rs and
+/// victoria.rs run: the counts they hold are the documentation's.
+#[test]
+fn every_promql_line_is_run() {
+    use crate::prometheus::{OTHER_QUERIES, PROMETHEUS_QUERIES, doc_promql};
+    let (queries, others) = doc_promql();
+    assert_eq!(queries.len(), PROMETHEUS_QUERIES, "{queries:#?}");
+    assert_eq!(others.len(), OTHER_QUERIES, "{others:#?}");
+    // Every `promql` block counted, wherever it is.
+    let blocks: usize = doc_files()
+        .iter()
+        .map(|(_, text)| text.matches("```promql\n").count())
+        .sum();
+    let lines: usize = doc_files()
+        .iter()
+        .flat_map(|(_, text)| doc_blocks(text, "promql"))
+        .map(|b| {
+            b.lines()
+                .filter(|l| !l.trim().is_empty() && !l.trim().starts_with('#'))
+                .count()
+        })
+        .sum();
+    assert!(blocks >= 5, "{blocks} promql blocks");
+    assert_eq!(lines, PROMETHEUS_QUERIES + OTHER_QUERIES);
 }

@@ -13,7 +13,7 @@ pub const LABELS: [&str; 6] = [
     "state",
 ];
 
-/// The reference example lines (README, Tests and benchmarks). Those decided by the topology, and the VM
+/// The reference example lines (CONTRIBUTING.md, Tests and benchmarks). Those decided by the topology, and the VM
 /// lines (through the fixture's fake midclt and its /proc/<pid>/fd links),
 /// must come out identical; the Docker lines come out in their unowned form
 /// (a fixture host has no engine; tests/integration/docker.rs proves them).
@@ -611,4 +611,84 @@ fn a_bond_its_ports_and_tunnels_are_what_the_kernel_says() {
     assert_eq!(port.label("bridge"), Some(""));
     assert_eq!(port.label("instance"), Some("eno1"));
     promtool_check(&text);
+}
+
+/// A host without virsh, without the TrueNAS middleware (no client, no
+/// socket), without Incus and without Docker: the log says each is missing,
+/// and the metrics agree: no `source_up` for any of them (none is "up"),
+/// while the resolvers, which found nothing of their kind, are up and no
+/// alert has anything to fire on.
+#[test]
+fn sources_the_host_lacks_have_no_source_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("absent.toml");
+    std::fs::write(
+        &config,
+        "[commands]\nchroot = false\n\
+         [vm]\nvirsh_command = [\"/nonexistent/virsh\"]\n\
+         [truenas]\nmidclt_command = [\"/nonexistent/midclt\", \"call\"]\n",
+    )
+    .unwrap();
+    let host = fixture("seed-host");
+    let docker = dir.path().join("no-docker.sock");
+    let out = crate::support::run_once(&[
+        &format!("--path.rootfs={}", host.display()),
+        &format!("--path.procfs={}", host.join("proc").display()),
+        &format!("--docker.socket={}", docker.display()),
+        &format!("--config.file={}", config.display()),
+    ]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    for said in [
+        "no virsh on this host",
+        "no TrueNAS middleware client on this host",
+        "no Incus socket",
+        "no Docker socket",
+    ] {
+        assert!(log.contains(said), "the log says {said:?}: {log}");
+    }
+    let samples = parse(&String::from_utf8(out.stdout).unwrap());
+    let sources: Vec<String> = samples
+        .iter()
+        .filter(|s| s.name == "truenas_net_exporter_source_up")
+        .map(|s| {
+            format!(
+                "{}/{} {}",
+                s.label("resolver").unwrap(),
+                s.label("source").unwrap(),
+                s.value
+            )
+        })
+        .collect();
+    for absent in [
+        "vm/virsh",
+        "vm/midclt",
+        "lxc/midclt",
+        "middleware/socket",
+        "middleware/midclt",
+        "incus/socket",
+        "docker/socket",
+    ] {
+        assert!(
+            !sources.iter().any(|s| s.starts_with(&format!("{absent} "))),
+            "{absent} is not on this host, so has no source_up: {sources:?}"
+        );
+    }
+    assert!(
+        sources.contains(&"vm/qemu 1".to_owned()) && sources.contains(&"lxc/cgroups 1".to_owned()),
+        "the scans this host has are up: {sources:?}"
+    );
+    for resolver in ["vm", "lxc", "incus", "docker"] {
+        let up = samples
+            .iter()
+            .find(|s| {
+                s.name == "truenas_net_exporter_resolver_up"
+                    && s.label("resolver") == Some(resolver)
+            })
+            .unwrap_or_else(|| panic!("resolver_up{{resolver={resolver:?}}}"));
+        assert_eq!(
+            up.value, 1.0,
+            "{resolver}: nothing of its kind is not a failure"
+        );
+    }
 }

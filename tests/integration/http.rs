@@ -161,6 +161,7 @@ fn routes_methods_and_content_types() {
     // Relative, so the page also works behind a reverse proxy's path prefix.
     assert!(page.body.contains("href=\"./metrics\""), "{}", page.body);
     assert_eq!(http(server.addr, "GET", "/-/healthy").body, "OK\n");
+    assert_eq!(http(server.addr, "GET", "/-/ready").body, "Ready\n");
 
     assert_eq!(http(server.addr, "GET", "/metricsx").status, 404);
     assert_eq!(http(server.addr, "GET", "/favicon.ico").status, 404);
@@ -323,4 +324,111 @@ fn concurrent_scrapes_all_succeed() {
     for w in workers {
         w.join().unwrap();
     }
+}
+
+/// `--healthcheck` against `addr`: whether it passed, and its stderr.
+pub fn healthcheck(addr: SocketAddr) -> (bool, String) {
+    let out = std::process::Command::new(crate::support::bin())
+        .args(["--healthcheck", &format!("--web.listen-address={addr}")])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `/-/ready`, from the real binary: 503 with every reason (each naming its
+/// path) while the host cannot be seen, at once, with `/-/healthy` still
+/// 200; `--healthcheck` fails with the reason; once the host is there, 200
+/// `Ready` without a restart, and the check passes.
+#[test]
+fn ready_says_why_until_the_host_can_be_seen() {
+    use std::process::Stdio;
+    use std::time::Instant;
+
+    let host = copy_fixture("seed-host");
+    let root = host.path();
+    let netdev = root.join("proc/1/net/dev");
+    let missing = root.join("missing-root");
+    let args = [
+        format!("--path.rootfs={}", missing.display()),
+        format!("--path.procfs={}", root.join("proc").display()),
+        "--docker.socket=".to_owned(),
+    ];
+    let saved = std::fs::read(&netdev).unwrap();
+    std::fs::remove_file(&netdev).unwrap();
+    let exporter = crate::limits::Exporter::start_args(
+        std::process::Command::new(crate::support::bin()),
+        &args,
+        "",
+        Stdio::null(),
+    );
+    let started = Instant::now();
+    let r = http(exporter.addr, "GET", "/-/ready");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered at once"
+    );
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(
+        r.body,
+        format!(
+            "not ready: cannot read {}: No such file or directory (os error 2); \
+             no root filesystem at {} (--path.rootfs): No such file or directory (os error 2)\n",
+            netdev.display(),
+            missing.display()
+        )
+    );
+    let head = http(exporter.addr, "HEAD", "/-/ready");
+    assert_eq!((head.status, head.body.as_str()), (503, ""));
+    assert_eq!(http(exporter.addr, "POST", "/-/ready").status, 405);
+    assert_eq!(
+        http(exporter.addr, "GET", "/-/healthy").status,
+        200,
+        "alive"
+    );
+    let (passed, err) = healthcheck(exporter.addr);
+    assert!(!passed);
+    assert!(
+        err.contains("not healthy")
+            && err.contains("503")
+            && err.contains(&format!("cannot read {}", netdev.display())),
+        "{err}"
+    );
+    // Probes are not scrapes: they count no read errors.
+    assert_eq!(
+        exporter.metric("truenas_net_exporter_netdev_read_errors_total"),
+        1.0,
+        "the metric's own scrape only"
+    );
+
+    // net/dev back: only the root filesystem is missing.
+    std::fs::write(&netdev, &saved).unwrap();
+    let r = http(exporter.addr, "GET", "/-/ready");
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.body,
+        format!(
+            "not ready: no root filesystem at {} (--path.rootfs): No such file or directory (os error 2)\n",
+            missing.display()
+        )
+    );
+    // A file where the root should be is no root either.
+    std::fs::write(&missing, "").unwrap();
+    let r = http(exporter.addr, "GET", "/-/ready");
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains("is not a directory"), "{}", r.body);
+    std::fs::remove_file(&missing).unwrap();
+    std::fs::create_dir(&missing).unwrap();
+    let r = http(exporter.addr, "GET", "/-/ready");
+    assert_eq!((r.status, r.body.as_str()), (200, "Ready\n"));
+    let (passed, err) = healthcheck(exporter.addr);
+    assert!(passed, "{err}");
+
+    // The seed host as it is: ready.
+    let good = crate::limits::Exporter::start(&fixture("seed-host"), "", Stdio::null());
+    let r = http(good.addr, "GET", "/-/ready");
+    assert_eq!((r.status, r.body.as_str()), (200, "Ready\n"));
 }

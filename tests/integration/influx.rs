@@ -1,6 +1,6 @@
 //! InfluxDB 1.x (Debian's `influxdb`) behind Prometheus' `remote_write`: a
-//! real Prometheus scrapes two exporters with the README's scrape config and
-//! writes into InfluxDB with the README's `remote_write`; the README's
+//! real Prometheus scrapes two exporters with docs/prometheus.md's scrape
+//! config and writes into InfluxDB with its `remote_write`; its
 //! InfluxQL (transmit per Docker app, receive per VM) finds the same owners
 //! as the equivalent PromQL on the same data, at the same rates within 10%,
 //! and those rates are the fixture's.
@@ -12,27 +12,19 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::prometheus::{PROMETHEUS_DOC, doc_promql, doc_scrape_config, encode, query_values};
 use crate::prometheus::{Prometheus, start_prometheus_with};
-use crate::prometheus::{encode, promql_lines, query_values, readme, readme_scrape_config};
-use crate::support::{have, http, require, wait_for};
+use crate::support::{doc, doc_blocks, doc_section, have, http, require, wait_for};
 use crate::victoria::{Daemon, FakeEngine, apps_exporter, apps_host, traffic};
 
-/// The README's section on InfluxDB, to the next `## `.
+/// The section of docs/prometheus.md on InfluxDB, to the next `## `.
 fn influx_section() -> String {
-    let (_, section) = readme();
-    let start = section.find("\n## InfluxDB").expect("an InfluxDB section");
-    let rest = &section[start + 1..];
-    let end = rest[3..].find("\n## ").map_or(rest.len(), |e| e + 3);
-    rest[..end].to_owned()
+    doc_section(&doc(PROMETHEUS_DOC), "## InfluxDB")
 }
 
 /// The section's fenced blocks tagged `lang`.
 fn blocks(section: &str, lang: &str) -> Vec<String> {
-    section
-        .split(&format!("```{lang}\n"))
-        .skip(1)
-        .map(|b| b[..b.find("```").expect("closed block")].to_owned())
-        .collect()
+    doc_blocks(section, lang)
 }
 
 /// The InfluxQL queries: in `influxql` blocks, separated by blank lines,
@@ -121,7 +113,7 @@ fn agree(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>, share: f64) -> bo
 }
 
 #[test]
-fn readme_influxql_gives_what_promql_gives() {
+fn documented_influxql_gives_what_promql_gives() {
     if !require(
         have("influxd"),
         "influxd not installed (Debian package influxdb)",
@@ -135,7 +127,7 @@ fn readme_influxql_gives_what_promql_gives() {
     let remote_write = blocks(&section, "yaml")
         .into_iter()
         .find(|b| b.contains("remote_write:"))
-        .expect("the README's remote_write");
+        .expect("the remote_write of docs/prometheus.md");
     let url = remote_write
         .split("url: ")
         .nth(1)
@@ -174,7 +166,7 @@ fn readme_influxql_gives_what_promql_gives() {
     let prom = start_prometheus_with(
         &format!(
             "{remote_write}{}",
-            readme_scrape_config(&[servers[0].addr, servers[1].addr])
+            doc_scrape_config(&[servers[0].addr, servers[1].addr])
         ),
         &[],
     );
@@ -190,13 +182,12 @@ fn readme_influxql_gives_what_promql_gives() {
         .iter()
         .map(|q| window(q, "now() - 5m", "now() - 20s", 1))
         .collect();
-    let (_, prom_section) = readme();
-    let readme_promql = promql_lines(&prom_section);
+    let (doc_promql, _) = doc_promql();
     // These hosts count nothing per cgroup: the PromQL reads the veths too.
-    let per_app = window(&readme_promql[0], "[5m]", "[20s]", 2);
+    let per_app = window(&doc_promql[0], "[5m]", "[20s]", 2);
     assert!(per_app.contains("net_interface_tx_bytes_total{instance_type=\"docker\""));
-    // The README's per-VM line is transmit; the InfluxQL one receive.
-    let per_vm = window(&readme_promql[1], "[5m]", "[20s]", 1).replace(
+    // The documented per-VM line is transmit; the InfluxQL one receive.
+    let per_vm = window(&doc_promql[1], "[5m]", "[20s]", 1).replace(
         "net_interface_tx_bytes_total{instance_type=\"vm\"}",
         "net_interface_rx_bytes_total{instance_type=\"vm\"}",
     );

@@ -248,12 +248,13 @@ fn a_fifo_as_netdev_fails_fast_everywhere() {
     );
 
     let mut exporter = Exporter::start(host.path(), "", Stdio::null());
-    // The scrape answers with the exporter's own metrics, the live view with
-    // the reason, the health check as always.
+    // The scrape answers with the exporter's own metrics, the live view and
+    // the readiness with the reason, the liveness as always.
     for (path, status) in [
         ("/metrics", 200),
         ("/", 503),
         ("/api/v1/interfaces", 503),
+        ("/-/ready", 503),
         ("/-/healthy", 200),
     ] {
         let started = Instant::now();
@@ -264,14 +265,10 @@ fn a_fifo_as_netdev_fails_fast_everywhere() {
         );
     }
     assert!(exporter.metric("truenas_net_exporter_netdev_read_errors_total") >= 1.0);
-    let health = Command::new(bin())
-        .args([
-            "--healthcheck",
-            &format!("--web.listen-address={}", exporter.addr),
-        ])
-        .status()
-        .unwrap();
-    assert!(health.success());
+    // Not ready: the container's check fails, and says why.
+    let (passed, err) = crate::http::healthcheck(exporter.addr);
+    assert!(!passed);
+    assert!(err.contains("FIFO"), "{err}");
     let took = exporter.terminate();
     assert!(took < Duration::from_secs(3), "SIGTERM took {took:?}");
 }
@@ -470,7 +467,7 @@ fn slow_and_silent_clients_cannot_starve_a_scrape() {
     assert!(silent_refused <= 80, "{silent_refused} refused");
     assert!(connections <= 2.0, "{connections} connections still open");
     assert!(header_hits >= 1.0 && write_hits >= 1.0 && evictions >= 1.0);
-    // The bound the README states (Limits): 30 MiB plus 1.5 MiB per stalled
+    // The bound docs/configuration.md states (Limits): 30 MiB plus 1.5 MiB per stalled
     // 10,000-interface response; at most 100 of those here.
     assert!(peak < 30 * 1024 + 100 * 1536, "peak RSS {peak} KiB");
 }

@@ -7,9 +7,12 @@
 # With $SERVICE (a cgroup v2 directory live.rs made, below the one
 # $ROOT/config.toml links the exporter's counting programs at), a host
 # service too: a process in that cgroup that sends TCP to a sink on loopback
-# all along.
-# Needs: $BIN, $ROOT, $TNE_ID, $PORT; busybox with $SERVICE. Chromium keeps
-# fds 3 and 4 (its DevTools pipe); nothing else may hold them.
+# all along. With $LOOPBACK set, an idle veth pair no container claims (the
+# host's, as `lo` is) and loopback busier than anything else: python3 sends
+# UDP datagrams of 60,000 bytes to 127.0.0.1, 25 every 200 ms (60 Mb/s).
+# Needs: $BIN, $ROOT, $TNE_ID, $PORT; busybox with $SERVICE, python3 with
+# $LOOPBACK. Chromium keeps fds 3 and 4 (its DevTools pipe); nothing else
+# may hold them.
 set -euo pipefail
 exec 2>"$ROOT/script.log"
 mount -t sysfs sysfs "$ROOT/sys"
@@ -71,6 +74,24 @@ if [ -n "${SERVICE:-}" ]; then
     done 2>/dev/null
     while :; do head -c 100000 /dev/zero >&5; sleep 0.2; done
   ) 3>&- 4>&- &
+fi
+
+if [ -n "${LOOPBACK:-}" ]; then
+  ip link add vethidle0 type veth peer name vethidle1
+  ip link set vethidle0 up
+  ip link set vethidle1 up
+  # A bound socket that never reads: the datagrams cross lo, no ICMP back.
+  python3 -c '
+import socket, time
+sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sink.bind(("127.0.0.1", 0))
+out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+data = bytes(60000)
+while True:
+    for _ in range(25):
+        out.sendto(data, sink.getsockname())
+    time.sleep(0.2)
+' 3>&- 4>&- &
 fi
 
 config=()

@@ -218,7 +218,10 @@ fn the_page_lists_every_interface_without_javascript() {
         .map(|s| s.label("interface").unwrap().to_owned())
         .collect();
     let check = |html: &str, how: &str| {
-        let listed = rows(html, "iface");
+        // Loopback apart, below the owners.
+        let looped = rows(html, "loop");
+        assert_eq!(looped, ["lo"], "{how}");
+        let listed: Vec<String> = rows(html, "iface").into_iter().chain(looped).collect();
         assert_eq!(listed.len(), all.len(), "{how}: each interface once");
         assert_eq!(listed.into_iter().collect::<BTreeSet<_>>(), all, "{how}");
         assert_eq!(
@@ -259,7 +262,7 @@ fn the_page_lists_every_interface_without_javascript() {
         style.body.len()
     );
     // 45 KB since the peers and the Clients section (37 KB before), 46 KB
-    // with their names.
+    // with their names, 47 KB with loopback apart.
     assert!(total < 48 * 1024, "{total} bytes");
 
     let Some(chromium) = chromium() else {
@@ -288,6 +291,19 @@ fn the_page_lists_every_interface_without_javascript() {
     assert!(html.contains("<p id=\"convention\">rx and tx are counted as the host"));
     // The line under the NICs needs rates: without the script it says so.
     assert!(html.contains(r#"<p id="named" class="named" data-named="off""#));
+    // Without the script the status line is the noscript one, not "Connecting".
+    assert!(
+        browser.shown(&tab, ".bar noscript"),
+        "the noscript line shows"
+    );
+    assert!(
+        !browser.shown(&tab, "#status"),
+        "no Connecting without the script"
+    );
+    // With it, "Connecting" until its first data.
+    let live = browser.open(&url, true);
+    assert!(browser.shown(&live, "#status"));
+    assert!(!browser.shown(&live, ".bar noscript"));
     assert!(!html.contains("<svg"), "no sparklines without the script");
 }
 
@@ -555,6 +571,7 @@ fn a_browser_shows_live_traffic_on_real_devices() {
                 text: row.querySelector('.tx-rate').textContent,
                 owners: [...document.querySelectorAll('#owners tbody.owner')]
                     .map(t => t.dataset.kind + '|' + t.dataset.name),
+                loop: [...document.querySelectorAll('#loopback tr.loop')].map(tr => tr.dataset.interface),
                 js: !document.documentElement.classList.contains('nojs'),
             }} : null;
         }})()"#
@@ -570,11 +587,10 @@ fn a_browser_shows_live_traffic_on_real_devices() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    for expected in [
-        format!("system container|{container}"),
-        "bridge|lan".into(),
-        "host|host".into(),
-    ] {
+    // The host's only interface is loopback: it is apart, and the host no
+    // owner by it.
+    assert_eq!(first["loop"], serde_json::json!(["lo"]), "{first}");
+    for expected in [format!("system container|{container}"), "bridge|lan".into()] {
         assert!(
             owners.contains(&expected.as_str()),
             "{expected}: {owners:?}"
@@ -651,21 +667,158 @@ fn a_browser_shows_live_traffic_on_real_devices() {
     );
 }
 
-/// The README's `curl | jq` lines, run against a fixture host whose NIC
-/// receives 1 Gb/s: the per-owner rates put that NIC first, at about 1 Gb/s.
+/// Loopback busier than everything else (60 Mb/s each way) on real
+/// devices, beside an idle veth pair of the host's (as `lo` is) and a
+/// system container's veth with less traffic: in the first paint (the
+/// server's page, scripts off) and after the script's refreshes, `lo` is a
+/// row of the loopback section below the owners and of no owner, the host
+/// is an owner by its veths alone, and the top owner is not the host.
 #[test]
-fn the_readme_jq_example_works() {
+fn a_browser_ranks_owners_with_loopback_apart() {
     if !require(
-        have("jq") && have("curl"),
-        "the README example needs jq and curl",
+        is_root(),
+        "live view test needs root (unshare, ip link, cgroups)",
+    ) || !require(
+        have("ip") && have("unshare") && have("nsenter") && have("python3"),
+        "the loopback test needs iproute2, util-linux and python3",
     ) {
         return;
     }
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let section = &readme[readme.find("## The live view").unwrap()..];
-    let start = section.find("```sh\n").unwrap() + 6;
-    let script = &section[start..start + section[start..].find("```").unwrap()];
+    let Some(chromium) = chromium() else {
+        require(false, "chromium not installed (Debian package chromium)");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("sys")).unwrap();
+    let id = format!("{}lo", std::process::id());
+    let container = format!("tnelive{id}");
+    let _cgroup = CgroupGuard(format!("lxc.payload.{container}"));
+    let mut browser = Browser::start(|flags| {
+        let mut c = in_private_host("live-view.sh");
+        c.arg(chromium)
+            .args(flags)
+            .env("ROOT", root.path())
+            .env("TNE_ID", &id)
+            .env("PORT", "9552")
+            .env("LOOPBACK", "1");
+        c
+    });
+    let log = || {
+        ["script.log", "exporter.log"]
+            .map(|f| std::fs::read_to_string(root.path().join(f)).unwrap_or_default())
+            .join("\n")
+    };
+    let url = "http://127.0.0.1:9552/";
+
+    // The first paint: the server's page as it is, before any script.
+    let first = browser.open(url, false);
+    let html = browser.html(&first);
+    let owners: Vec<&str> = html
+        .match_indices(r#"<tbody class="owner" data-kind=""#)
+        .map(|(i, _)| {
+            let rest = &html[i + 32..];
+            &rest[..rest.find(r#"" data-rx-bps"#).unwrap()]
+        })
+        .collect();
+    assert!(
+        owners.contains(&r#"host" data-name="host"#),
+        "the host, by its idle veths: {owners:?}; logs:\n{}",
+        log()
+    );
+    assert_ne!(
+        owners.first(),
+        Some(&r#"host" data-name="host"#),
+        "{owners:?}"
+    );
+    assert_eq!(rows(&html, "loop"), ["lo"]);
+    assert!(!rows(&html, "iface").contains(&"lo".to_owned()));
+    assert!(rows(&html, "iface").contains(&"vethidle0".to_owned()));
+    let (owners_at, loop_at) = (
+        html.find(r#"<table id="owners">"#).unwrap(),
+        html.find(r#"<section id="loopback""#).unwrap(),
+    );
+    assert!(owners_at < loop_at, "loopback below the owners");
+    assert!(
+        html.contains("loopback apart, below."),
+        "the page says what it ranks by"
+    );
+
+    // After the script's refreshes: owners by their rates, loopback apart.
+    let live = browser.open(url, true);
+    const RANKED: &str = r#"(() => {
+        const lo = document.querySelector('#loopback tr.loop[data-interface="lo"]');
+        const owners = [...document.querySelectorAll('#owners tbody.owner')].map(t => ({
+            owner: t.dataset.kind + '|' + t.dataset.name, rx: +t.dataset.rxBps, tx: +t.dataset.txBps,
+            ifaces: [...t.querySelectorAll('tr.iface')].map(tr => tr.dataset.interface)}));
+        return lo && lo.dataset.txBps !== '' && owners.every(o => o.rx >= 0) ? {
+            refreshes: +document.body.dataset.refreshes,
+            status: document.querySelector('#status').textContent,
+            lo: [+lo.dataset.rxBps, +lo.dataset.txBps], owners,
+            shown: !document.querySelector('#loopback').hidden,
+        } : null;
+    })()"#;
+    let mut seen = 0;
+    let mut last = 0;
+    while seen < 3 {
+        let v = wait_for(Duration::from_secs(30), || {
+            let v = browser.eval(&live, RANKED);
+            (!v.is_null()
+                && v["refreshes"].as_u64() > Some(last)
+                && v["lo"][1].as_f64() > Some(10e6))
+            .then_some(v)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no busy loopback: {}; logs:\n{}",
+                browser.eval(&live, RANKED),
+                log()
+            )
+        });
+        last = v["refreshes"].as_u64().unwrap();
+        let owners = v["owners"].as_array().unwrap();
+        let lo = v["lo"][1].as_f64().unwrap();
+        assert_eq!(v["shown"], true, "{v}");
+        assert!(v["status"].as_str().unwrap().starts_with("Live"), "{v}");
+        assert_ne!(owners[0]["owner"], "host|host", "the top owner: {v}");
+        for o in owners {
+            assert!(
+                !o["ifaces"].as_array().unwrap().contains(&"lo".into()),
+                "{v}"
+            );
+            assert!(
+                o["tx"].as_f64().unwrap() < lo / 2.0,
+                "loopback is busier: {v}"
+            );
+        }
+        let host = owners
+            .iter()
+            .find(|o| o["owner"] == "host|host")
+            .expect("the host");
+        assert!(host["rx"].as_f64() < Some(1e6), "the host without lo: {v}");
+        println!(
+            "refresh {last}: lo {} b/s; owners {:?}",
+            lo,
+            owners
+                .iter()
+                .map(|o| format!("{} {}", o["owner"], o["tx"]))
+                .collect::<Vec<_>>()
+        );
+        seen += 1;
+    }
+}
+
+/// The `curl | jq` lines of docs/live-view.md, run against a fixture host whose NIC
+/// receives 1 Gb/s: the per-owner rates put that NIC first, at about 1 Gb/s.
+#[test]
+fn the_documented_jq_example_works() {
+    if !require(
+        have("jq") && have("curl"),
+        "the jq example of docs/live-view.md needs jq and curl",
+    ) {
+        return;
+    }
+    let page = crate::support::doc("docs/live-view.md");
+    let script = &crate::support::doc_blocks(&page, "sh")[0];
     let host = copy_fixture("seed-host");
     // 1 Gb/s into enp8s0f0.
     let _traffic = GrowingRx::start(&[(host.path(), 125_000_000)]);

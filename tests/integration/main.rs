@@ -1,4 +1,4 @@
-//! One integration-test binary; each module is a layer of what README's
+//! One integration-test binary; each module is a layer of what CONTRIBUTING.md's
 //! "Tests and benchmarks" lists.
 //! Tests that need root or a tool print `SKIP: <reason>` when it is missing;
 //! with `CI` set (to anything but `false` or `0`), or `TNE_REQUIRE_ALL=1`, a
@@ -11,6 +11,7 @@ mod cli;
 mod container;
 mod docker;
 mod docs;
+mod errors;
 mod events;
 mod fake_middleware;
 mod fixture_host;

@@ -1,7 +1,7 @@
 //! `monitoring/`: the rules pass promtool's checks and unit tests; the
 //! dashboard has what Grafana needs to import it; and every panel's and every
 //! rule's expression runs on a real Prometheus that scrapes three hosts with
-//! the README's config (the seed-host fixture: NICs, bridges, VLANs, VMs; this
+//! docs/prometheus.md's config (the seed-host fixture: NICs, bridges, VLANs, VMs; this
 //! host with a live Docker app; a fixture with an LXC container), each panel
 //! returning data, every series keeping its host. A panel added later is
 //! checked the same way: the test walks the JSON. The live host counts
@@ -20,7 +20,7 @@ use truenas_net_exporter::workloads::accounting::cgroup2_mount;
 use crate::docker::{Cleanup, IMAGE, docker, engine, server_on, shared_engine};
 use crate::fixture_host::seed_vm_toml;
 use crate::http::Server;
-use crate::prometheus::{all_answer, query_values, readme_scrape_config, start_prometheus_with};
+use crate::prometheus::{all_answer, doc_scrape_config, query_values, start_prometheus_with};
 use crate::support::{copy_fixture, have, parse, require, wait_for};
 
 pub(crate) fn dir() -> PathBuf {
@@ -270,7 +270,7 @@ pub(crate) fn counts_per_cgroup(server: &Server) -> bool {
 
 /// The per-cgroup counting every 1 s (30 s by default), so that a cgroup
 /// the test makes is named at once; loopback peers (the scrapers, the
-/// tests' sinks) named, so that the README's join answers.
+/// tests' sinks) named, so that the documented join answers.
 pub(crate) const ACCOUNTING_1S: &str = "[accounting]\ninterval = \"1s\"\n[peers]\ninterval = \"1s\"\n\
     [names]\ninterval = \"1s\"\nreverse_dns = false\n[names.hosts]\n\"127.0.0.0/8\" = \"this-host\"\n";
 
@@ -356,7 +356,7 @@ fn every_panel_and_rule_answers_on_a_real_prometheus() {
         dir().join("prometheus_alerts.yaml"),
     ];
     let rule_refs: Vec<&Path> = rules.iter().map(PathBuf::as_path).collect();
-    let prom = start_prometheus_with(&readme_scrape_config(&targets), &rule_refs);
+    let prom = start_prometheus_with(&doc_scrape_config(&targets), &rule_refs);
 
     let queries = panel_queries(&dashboard());
     let results = all_answer(prom.addr, &queries, String::new);
@@ -460,7 +460,7 @@ fn panel_exprs(dashboard: &Value, title: &str) -> Vec<String> {
         .collect()
 }
 
-/// A LAGG host on a real Prometheus with the README's config and the rules:
+/// A LAGG host on a real Prometheus with the documented config and the rules:
 /// the uplink panels and the saturation alert see the bond, once, at the
 /// bond's rate, and never its ports (which carry the same bytes again).
 #[test]
@@ -485,7 +485,7 @@ fn the_uplink_panels_and_alerts_count_a_bond_once() {
         dir().join("prometheus_alerts.yaml"),
     ];
     let rule_refs: Vec<&Path> = rules.iter().map(PathBuf::as_path).collect();
-    let prom = start_prometheus_with(&readme_scrape_config(&[exporter.addr]), &rule_refs);
+    let prom = start_prometheus_with(&doc_scrape_config(&[exporter.addr]), &rule_refs);
 
     let d = dashboard();
     let traffic = panel_exprs(&d, "Uplink traffic (NICs and bonds)");
@@ -536,7 +536,7 @@ fn the_uplink_panels_and_alerts_count_a_bond_once() {
     assert!(percent > 0.0 && percent < 2.0, "utilisation {percent}%");
 }
 
-/// The "Top peers" panel on a real Prometheus with the README's config and
+/// The "Top peers" panel on a real Prometheus with the documented config and
 /// the rules: a service (a cgroup the exporter counts below) sends to two
 /// loopback peers on ports the config calls `tnemon`: 127.0.0.3, which
 /// `[names.hosts]` names, and 127.0.0.4, which nothing names. Each of the panel's three queries (merged into one
@@ -584,7 +584,7 @@ fn the_top_peers_panel_shows_names_and_keeps_unnamed_peers() {
     }
     let rules = [dir().join("prometheus_rules.yaml")];
     let rule_refs: Vec<&Path> = rules.iter().map(PathBuf::as_path).collect();
-    let prom = start_prometheus_with(&readme_scrape_config(&[server.addr]), &rule_refs);
+    let prom = start_prometheus_with(&doc_scrape_config(&[server.addr]), &rule_refs);
 
     let queries = panel_exprs(&dashboard(), "Top peers");
     assert_eq!(queries.len(), 3, "total, received, sent");
@@ -642,5 +642,101 @@ fn the_top_peers_panel_shows_names_and_keeps_unnamed_peers() {
                 "{q}"
             );
         }
+    }
+}
+
+/// The seed's plain scrape config (two lines, no `honor_labels`, no `host`
+/// relabelling): the dashboard's first panel, "Scrape config", says what to
+/// add, where every other panel would be empty or mix boxes; with the
+/// README's config it says all is well, per host.
+#[test]
+fn the_dashboard_says_what_a_plain_scrape_config_lacks() {
+    if !require(
+        have("prometheus"),
+        "prometheus not installed (Debian package prometheus)",
+    ) {
+        return;
+    }
+    let host = copy_fixture("seed-host");
+    let exporter = Server::start(host.path(), "");
+    let d = dashboard();
+    let check = panels(&d)
+        .into_iter()
+        .find(|p| p["title"] == "Scrape config")
+        .expect("a Scrape config panel");
+    assert_eq!(
+        panels(&d)
+            .iter()
+            .map(|p| p["gridPos"]["y"].as_u64().unwrap())
+            .min(),
+        Some(0)
+    );
+    assert_eq!(check["gridPos"]["y"], 0, "it is the first thing one sees");
+    let expr = concrete(check["targets"][0]["expr"].as_str().unwrap());
+    let mappings = check["fieldConfig"]["defaults"]["mappings"]
+        .as_array()
+        .unwrap();
+    let text_for = |value: f64| -> String {
+        for m in mappings {
+            let o = &m["options"];
+            let text = match m["type"].as_str().unwrap() {
+                "value" => o[format!("{value}")]["text"].as_str(),
+                "range" if value >= o["from"].as_f64().unwrap() => o["result"]["text"].as_str(),
+                _ => None,
+            };
+            if let Some(text) = text {
+                return text.to_owned();
+            }
+        }
+        panic!("no text for {value}")
+    };
+    let rules = [dir().join("prometheus_rules.yaml")];
+    let rule_refs: Vec<&Path> = rules.iter().map(PathBuf::as_path).collect();
+
+    // A plain scrape config, as a user might paste it (docs/prometheus.md).
+    let plain = format!(
+        "scrape_configs:\n  - job_name: \"truenas-net\"\n    static_configs:\n      - targets: [\"{}\"]\n",
+        exporter.addr
+    );
+    let prom = start_prometheus_with(&plain, &rule_refs);
+    let answer = wait_for(Duration::from_secs(30), || {
+        let v = query_values(prom.addr, &expr);
+        v.iter().any(|(_, n)| *n > 0.0).then_some(v)
+    })
+    .expect("the check sees interfaces scraped without host");
+    for (labels, n) in &answer {
+        assert!(!labels.contains_key("host"), "{labels:?}");
+        let text = text_for(*n);
+        assert!(
+            text.contains("honor_labels: true") && text.contains("host"),
+            "the panel says what to add: {text}"
+        );
+    }
+    let description = check["description"].as_str().unwrap();
+    for line in [
+        "honor_labels: true",
+        "source_labels: [host, __address__]",
+        "regex: \";(.+)\"",
+        "target_label: host",
+    ] {
+        assert!(description.contains(line), "{line}");
+        assert!(
+            crate::prometheus::doc_scrape_config(&[exporter.addr]).contains(line),
+            "the README's config has {line}"
+        );
+    }
+    drop(prom);
+
+    // The README's config: all is well, per host.
+    let prom = start_prometheus_with(&doc_scrape_config(&[exporter.addr]), &rule_refs);
+    let answer = wait_for(Duration::from_secs(30), || {
+        let v = query_values(prom.addr, &expr);
+        (!v.is_empty()).then_some(v)
+    })
+    .expect("the check answers");
+    for (labels, n) in &answer {
+        assert!(labels.contains_key("host"), "{labels:?}");
+        assert_eq!(*n, 0.0, "{labels:?}");
+        assert!(text_for(*n).starts_with("OK"));
     }
 }

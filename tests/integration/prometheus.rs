@@ -2,9 +2,10 @@
 //! every second: the seed-host fixture (NICs, bridges, VMs through its fake
 //! midclt) and this host with a real Docker engine, a TrueNAS-style app and
 //! a systemd service stand-in (a cgroup of the test's own) sending bytes.
-//! Its scrape config is the README's, and every PromQL line of the README is
-//! run through the HTTP API and must return the expected series. With the
-//! same config, two exporters of the same host stay two hosts.
+//! Its scrape config is docs/prometheus.md's, and every PromQL line of the
+//! README and docs/ is run through the HTTP API and must return the
+//! expected series. With the same config, two exporters of the same host
+//! stay two hosts.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -15,38 +16,58 @@ use crate::docker::{Cleanup, engine, server_on, shared_engine};
 use crate::fixture_host::seed_vm_toml;
 use crate::http::Server;
 use crate::monitoring::{ACCOUNTING_1S, Senders, cgroup2, counts_per_cgroup, sink};
-use crate::support::{GrowingRx, copy_fixture, fixture, have, http, require, wait_for};
+use crate::support::{
+    GrowingRx, copy_fixture, doc, doc_blocks, doc_files, fixture, have, http, require, wait_for,
+};
 
-/// The README, cut at `## Prometheus`: what comes before, and the section on.
-pub(crate) fn readme() -> (String, String) {
-    let mut readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let section = readme.split_off(readme.find("## Prometheus\n").expect("Prometheus section"));
-    (readme, section)
+/// The file with the scrape config and the queries: `docs/prometheus.md`.
+pub(crate) const PROMETHEUS_DOC: &str = "docs/prometheus.md";
+
+/// The PromQL lines of `docs/prometheus.md` (the per-owner queries).
+pub(crate) const PROMETHEUS_QUERIES: usize = 6;
+
+/// The PromQL lines of every other documentation file: the VLAN join and
+/// utilisation (docs/metrics.md), the busiest peers and their names
+/// (docs/workloads.md).
+pub(crate) const OTHER_QUERIES: usize = 4;
+
+/// Every PromQL line of the documentation: those of `docs/prometheus.md`,
+/// and those of every other file (README.md, docs/*.md by name,
+/// CONTRIBUTING.md), in that order.
+pub(crate) fn doc_promql() -> (Vec<String>, Vec<String>) {
+    let mut queries = Vec::new();
+    let mut others = Vec::new();
+    for (path, text) in doc_files() {
+        if path == PROMETHEUS_DOC {
+            queries.extend(promql_lines(&text));
+        } else {
+            others.extend(promql_lines(&text));
+        }
+    }
+    (queries, others)
 }
 
-/// The first fenced block of the README's Prometheus section, by its tag.
-fn readme_block(lang: &str) -> String {
-    let (_, section) = readme();
-    let start = section.find(&format!("```{lang}\n")).expect("block") + lang.len() + 4;
-    let len = section[start..].find("```").unwrap();
-    section[start..start + len].to_owned()
+/// The first fenced block of `docs/prometheus.md`, by its tag.
+fn doc_block(lang: &str) -> String {
+    doc_blocks(&doc(PROMETHEUS_DOC), lang)
+        .into_iter()
+        .next()
+        .expect("block")
 }
 
 /// The query lines of every `promql` block in `text`, in order.
 pub(crate) fn promql_lines(text: &str) -> Vec<String> {
-    let mut queries = Vec::new();
-    for block in text.split("```promql\n").skip(1) {
-        let block = &block[..block.find("```").expect("closed block")];
-        queries.extend(
+    doc_blocks(text, "promql")
+        .iter()
+        .flat_map(|block| {
             block
                 .lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_owned),
-        );
-    }
-    queries
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 pub fn free_port() -> u16 {
@@ -70,20 +91,20 @@ impl Drop for Prometheus {
     }
 }
 
-/// The README's scrape config, its example targets replaced by `targets`.
-pub fn readme_scrape_config(targets: &[SocketAddr]) -> String {
+/// The scrape config of `docs/prometheus.md`, its example targets replaced by `targets`.
+pub fn doc_scrape_config(targets: &[SocketAddr]) -> String {
     let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
     let example = r#""truenas.lan:9551", "backup-nas.lan:9551""#;
-    let scrape = readme_block("yaml").replace(example, &list.join(", "));
+    let scrape = doc_block("yaml").replace(example, &list.join(", "));
     assert!(
         scrape.contains(&list[0]),
-        "README scrape config names the example targets"
+        "the scrape config of docs/prometheus.md names the example targets"
     );
     scrape
 }
 
 fn start_prometheus(targets: &[SocketAddr]) -> Prometheus {
-    start_prometheus_with(&readme_scrape_config(targets), &[])
+    start_prometheus_with(&doc_scrape_config(targets), &[])
 }
 
 /// A Prometheus scraping every second with `scrape` (a `scrape_configs:`
@@ -199,7 +220,7 @@ pub(crate) fn label_values(
 }
 
 #[test]
-fn readme_queries_answer_from_a_real_prometheus() {
+fn documented_queries_answer_from_a_real_prometheus() {
     if !require(
         have("prometheus"),
         "prometheus not installed (Debian package prometheus)",
@@ -233,16 +254,19 @@ fn readme_queries_answer_from_a_real_prometheus() {
     }
     let prom = start_prometheus(&[fixture_server.addr, host_server.addr]);
 
-    let (before, section) = readme();
-    let queries = promql_lines(&section);
-    assert_eq!(queries.len(), 6, "the README's six queries");
-    // And those before the section: the VLAN join (a join on `interface`
-    // alone would fail here: both hosts have `lo`), utilisation and the
-    // busiest peers (Prometheus's own scrapes are the counting host's).
-    let others = promql_lines(&before);
+    let (queries, others) = doc_promql();
+    assert_eq!(
+        queries.len(),
+        PROMETHEUS_QUERIES,
+        "the queries of {PROMETHEUS_DOC}"
+    );
+    // And those of the other files: the VLAN join (a join on `interface`
+    // alone would fail here: both hosts have `lo`), utilisation, the
+    // busiest peers (Prometheus's own scrapes are the counting host's) and
+    // their names.
     assert_eq!(
         others.len(),
-        4,
+        OTHER_QUERIES,
         "the VLAN join, utilisation, the busiest peers and their names: {others:?}"
     );
     let queries: Vec<String> = queries.into_iter().chain(others).collect();
@@ -251,7 +275,7 @@ fn readme_queries_answer_from_a_real_prometheus() {
         let r: Vec<_> = queries.iter().map(|q| query(prom.addr, q)).collect();
         r.iter().all(|s| !s.is_empty()).then_some(r)
     })
-    .unwrap_or_else(|| panic!("some README query returned nothing"));
+    .unwrap_or_else(|| panic!("some documented query returned nothing"));
 
     assert!(
         label_values(&results[0], "app").contains(&app),
@@ -296,7 +320,7 @@ fn readme_queries_answer_from_a_real_prometheus() {
         "utilisation where the speed is known: {nics:?}"
     );
 
-    // The README's honor_labels keeps the exporter's owner label as `instance`.
+    // The documented honor_labels keeps the exporter's owner label as `instance`.
     assert!(
         results[3]
             .iter()
@@ -305,7 +329,7 @@ fn readme_queries_answer_from_a_real_prometheus() {
 }
 
 /// Two NAS boxes that look alike (same interfaces, same owners), scraped in
-/// one job with the README's config: with `honor_labels` the target address
+/// one job with the documented config: with `honor_labels` the target address
 /// is gone from `instance`, so only `host` keeps their series apart.
 #[test]
 fn two_hosts_in_one_job_stay_apart() {

@@ -1,7 +1,7 @@
 //! The edge: TLS and basic auth from a web config file in exporter-toolkit
 //! format, checked by a real Prometheus (TLS with basic auth, mutual TLS), by
 //! curl and openssl (every refusal, a certificate replaced on disk), and by
-//! promtool (the README's example file); gzip; and the cap on scrapes served
+//! promtool (docs/security.md's example file); gzip; and the cap on scrapes served
 //! at once. Certificates come from openssl, made fresh for each run.
 
 use std::net::SocketAddr;
@@ -400,16 +400,15 @@ fn cipher_suites_by_iana_name_apply_to_tls13_too() {
     assert!(!ok, "a TLS 1.2 suite not named: {said}");
 }
 
-/// The README's example web config: promtool accepts it, and so does the
+/// The example web config of docs/security.md: promtool accepts it, and so does the
 /// exporter (which serves with it).
 #[test]
-fn the_readme_web_config_is_valid() {
+fn the_documented_web_config_is_valid() {
     if !tools_present() {
         return;
     }
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let section = &readme[readme.find("### TLS and basic auth").expect("the section")..];
+    let security = crate::support::doc("docs/security.md");
+    let section = &security[security.find("## TLS and basic auth").expect("the section")..];
     let start = section.find("```yaml\n").unwrap() + 8;
     let example = &section[start..start + section[start..].find("```").unwrap()];
     let pki = Pki::new();
@@ -682,4 +681,49 @@ fn a_wrong_password_flood_costs_prometheus_no_scrape() {
         slowest < Duration::from_secs(5),
         "slowest scrape {slowest:?}"
     );
+}
+
+/// Behind basic auth `/-/ready` is as every path, `/-/healthy` included:
+/// without the password 401 and nothing else (its reasons name the host's
+/// paths); with it, the readiness and its reason. `--healthcheck` cannot log
+/// in (the web config holds only hashes), so there 401 counts as up: it
+/// passes even though the exporter is not ready.
+#[test]
+fn ready_is_behind_basic_auth_like_every_path() {
+    use base64::Engine;
+
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, users()).unwrap();
+    let host = copy_fixture("seed-host");
+    let netdev = host.path().join("proc/1/net/dev");
+    std::fs::remove_file(&netdev).unwrap();
+    let e = exporter(host.path(), &web, "");
+    let right = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("prometheus:{PASSWORD}"))
+    );
+    for path in ["/-/ready", "/-/healthy"] {
+        let r = http(e.addr, "GET", path);
+        assert_eq!(r.status, 401, "{path}");
+        assert!(r.header("www-authenticate").is_some(), "{path}");
+        assert!(!r.body.contains("net/dev"), "{path}: {}", r.body);
+    }
+    let ready = |auth: &str| {
+        crate::support::http_with(None, e.addr, "GET", "/-/ready", &[("Authorization", auth)])
+    };
+    let r = ready(&right);
+    assert_eq!(r.status, 503);
+    assert!(
+        r.body
+            .starts_with(&format!("not ready: cannot read {}", netdev.display())),
+        "{}",
+        r.body
+    );
+    assert_eq!(ready("Basic cHJvbWV0aGV1czp3cm9uZw==").status, 401);
+    let (passed, err) = crate::http::healthcheck(e.addr);
+    assert!(passed, "401 counts as up: {err}");
+    std::fs::write(&netdev, "").unwrap();
+    let r = ready(&right);
+    assert_eq!((r.status, r.body.as_str()), (200, "Ready\n"));
 }

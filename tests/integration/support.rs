@@ -511,3 +511,72 @@ impl Drop for PrivateHost {
         let _ = self.unshare.wait();
     }
 }
+
+/// A documentation file, by its path from the repository's root
+/// (`README.md`, `docs/prometheus.md`, `CONTRIBUTING.md`).
+pub fn doc(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Every documentation file with its path, in reading order: README.md,
+/// docs/*.md by name, CONTRIBUTING.md.
+pub fn doc_files() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut docs: Vec<String> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".md"))
+        .map(|n| format!("docs/{n}"))
+        .collect();
+    docs.sort();
+    std::iter::once("README.md".to_owned())
+        .chain(docs)
+        .chain(std::iter::once("CONTRIBUTING.md".to_owned()))
+        .map(|p| {
+            let text = doc(&p);
+            (p, text)
+        })
+        .collect()
+}
+
+/// The section of a Markdown `text` whose heading line starts with
+/// `heading` (`## Limits`), to the next heading of its level or above.
+pub fn doc_section(text: &str, heading: &str) -> String {
+    let level = heading.chars().take_while(|&c| c == '#').count();
+    let start = text
+        .lines()
+        .scan(0, |at, line| {
+            let here = *at;
+            *at += line.len() + 1;
+            Some((here, line))
+        })
+        .find(|(_, line)| line.starts_with(heading))
+        .map(|(at, _)| at)
+        .unwrap_or_else(|| panic!("no section {heading:?}"));
+    let rest = &text[start..];
+    let mut end = rest.len();
+    let mut at = 0;
+    let mut fenced = false;
+    for line in rest.lines() {
+        if line.starts_with("```") {
+            fenced = !fenced;
+        }
+        let hashes = line.chars().take_while(|&c| c == '#').count();
+        if at > 0 && !fenced && (1..=level).contains(&hashes) && line[hashes..].starts_with(' ') {
+            end = at;
+            break;
+        }
+        at += line.len() + 1;
+    }
+    rest[..end].to_owned()
+}
+
+/// The fenced blocks tagged `lang` in `text`, in order.
+pub fn doc_blocks(text: &str, lang: &str) -> Vec<String> {
+    text.split(&format!("```{lang}\n"))
+        .skip(1)
+        .map(|b| b[..b.find("```").expect("a closed block")].to_owned())
+        .collect()
+}

@@ -1,9 +1,9 @@
 //! VictoriaMetrics (Debian's `victoria-metrics`, with vmalert) in place of
-//! Prometheus: its own scraper runs the README's scrape config unchanged
+//! Prometheus: its own scraper runs docs/prometheus.md's scrape config unchanged
 //! against two exporters of the same fixture host, which stay two hosts
 //! (one counting traffic per cgroup, below a cgroup of the test's own; the
-//! other without, its apps read on their veths); every README PromQL line
-//! and dashboard panel answers through its
+//! other without, its apps read on their veths); every PromQL line of the
+//! README and docs/ and every dashboard panel answers through its
 //! Prometheus API, the recording rules evaluated by vmalert; vmalert accepts
 //! the rule files; and a real Prometheus remote-writing into it delivers the
 //! same series it holds itself, as does a vmagent with the same config.
@@ -29,8 +29,8 @@ use crate::monitoring::{
     sink,
 };
 use crate::prometheus::{
-    all_answer, encode, free_port, label_values, promql_lines, query_values, readme,
-    readme_scrape_config, start_prometheus_with,
+    OTHER_QUERIES, PROMETHEUS_QUERIES, all_answer, doc_promql, doc_scrape_config, encode,
+    free_port, label_values, query_values, start_prometheus_with,
 };
 use crate::support::{
     GrowingRx, RX_BYTES, TX_BYTES, have, http, is_root, parse, require, wait_for,
@@ -362,7 +362,7 @@ fn labels(series: &[(Map<String, Value>, f64)], label: &str) -> Vec<String> {
 }
 
 #[test]
-fn victoria_scrapes_with_the_readme_config_and_answers_every_query_and_panel() {
+fn victoria_scrapes_with_the_documented_config_and_answers_every_query_and_panel() {
     if !have_victoria() || !have_vmalert() {
         return;
     }
@@ -420,8 +420,8 @@ fn victoria_scrapes_with_the_readme_config_and_answers_every_query_and_panel() {
         .iter()
         .filter(|s| s.name == "net_interface_rx_bytes_total")
         .count() as f64;
-    // The README's text, with nothing but a faster scrape than VM's default.
-    let scrape = readme_scrape_config(&[servers[0].addr, servers[1].addr]);
+    // The documented text, with nothing but a faster scrape than VM's default.
+    let scrape = doc_scrape_config(&[servers[0].addr, servers[1].addr]);
     let vm = start_victoria(Some(&format!("global:\n  scrape_interval: 1s\n{scrape}")));
     // vmalert evaluates the recording rules into VictoriaMetrics, which the
     // dashboard's panels read.
@@ -493,13 +493,14 @@ fn victoria_scrapes_with_the_readme_config_and_answers_every_query_and_panel() {
         );
     }
 
-    // Every README PromQL line, the Prometheus section's and those before it.
-    let (before, section) = readme();
-    let queries: Vec<String> = promql_lines(&section)
-        .into_iter()
-        .chain(promql_lines(&before))
-        .collect();
-    assert_eq!(queries.len(), 10, "{queries:?}");
+    // Every documented PromQL line: docs/prometheus.md's, then the others'.
+    let (queries, others) = doc_promql();
+    let queries: Vec<String> = queries.into_iter().chain(others).collect();
+    assert_eq!(
+        queries.len(),
+        PROMETHEUS_QUERIES + OTHER_QUERIES,
+        "{queries:?}"
+    );
     assert!(per_service(&queries[2]), "{}", queries[2]);
     let answers = |q: &String, r: &Vec<(Map<String, Value>, f64)>| {
         !r.is_empty() || (!counting && per_service(q))
@@ -517,7 +518,7 @@ fn victoria_scrapes_with_the_readme_config_and_answers_every_query_and_panel() {
             .iter()
             .filter(|q| !answers(q, &query_values(vm.addr, q)))
             .collect();
-        panic!("README queries without an answer from VictoriaMetrics: {empty:#?}")
+        panic!("documented queries without an answer from VictoriaMetrics: {empty:#?}")
     });
     assert_eq!(
         labels(&results[0], "app"),
@@ -671,7 +672,7 @@ fn vmalert_accepts_the_rule_files() {
     assert!(!ok, "a broken expression passes: {log}");
 }
 
-/// Prometheus with the README's scrape config and a `remote_write` to
+/// Prometheus with the documented scrape config and a `remote_write` to
 /// VictoriaMetrics: what VictoriaMetrics holds is what Prometheus holds. And
 /// a vmagent with the same scrape config, writing into another
 /// VictoriaMetrics, sends the exporters' series just the same.
@@ -699,7 +700,7 @@ fn prometheus_and_vmagent_remote_write_the_same_series_into_victoria() {
     let config = format!(
         "remote_write:\n  - url: http://{}/api/v1/write\n    queue_config:\n      batch_send_deadline: 1s\n{}",
         vm.addr,
-        readme_scrape_config(&[servers[0].addr, servers[1].addr])
+        doc_scrape_config(&[servers[0].addr, servers[1].addr])
     );
     let prom = start_prometheus_with(&config, &[]);
 
@@ -752,7 +753,7 @@ fn prometheus_and_vmagent_remote_write_the_same_series_into_victoria() {
         &scrape,
         format!(
             "global:\n  scrape_interval: 1s\n{}",
-            readme_scrape_config(&[servers[0].addr, servers[1].addr])
+            doc_scrape_config(&[servers[0].addr, servers[1].addr])
         ),
     )
     .unwrap();

@@ -18,6 +18,7 @@ use std::time::Duration;
 use self::protocol::Outcome;
 use self::socket::{SocketClient, SocketError};
 use crate::clients::command::{CommandError, Runner};
+use crate::expose::telemetry::SourceHealth;
 
 /// midclt's messages for a method the middleware does not have: the
 /// JSON-RPC API of 25.04 and later says `Method does not exist`; the
@@ -53,19 +54,16 @@ enum Path {
     Midclt,
 }
 
-/// `source_up` and `source_errors_total` of one way to the middleware.
-pub struct PathMetrics {
-    pub up: metrics::Gauge,
-    pub errors: metrics::Counter,
-}
+/// `source_up` and `source_errors_total` of one way to the middleware: made
+/// the first time that way is taken, so a host without a middleware socket
+/// (or without midclt) has none for it.
+pub struct PathMetrics(SourceHealth);
 
 impl PathMetrics {
     /// The socket's and midclt's, as `resolver="middleware"`.
     pub fn both(telemetry: &crate::expose::telemetry::Telemetry) -> [PathMetrics; 2] {
-        ["socket", "midclt"].map(|source| {
-            let (up, errors) = telemetry.source("middleware", source);
-            PathMetrics { up, errors }
-        })
+        ["socket", "midclt"]
+            .map(|source| PathMetrics(telemetry.source_health("middleware", source)))
     }
 }
 
@@ -142,7 +140,7 @@ impl Middleware {
                 Err(SocketError::Unavailable(reason)) => {
                     // Absent, refusing, or reconnecting: midclt instead.
                     tracing::debug!(%reason, "middleware socket unavailable");
-                    self.metrics[0].up.set(0.0);
+                    self.metrics[0].0.idle();
                 }
                 Err(e) => {
                     self.took(Path::Socket, Err(()));
@@ -169,6 +167,14 @@ impl Middleware {
         self.socket.as_ref().map(|s| s.connection(shutdown))
     }
 
+    /// Whether this host has no middleware at all: no client, and the
+    /// socket (if any) never answered. Its `None` answers then mean "no
+    /// middleware here" rather than "no such method".
+    pub fn absent(&self) -> bool {
+        let state = self.state();
+        state.no_client && state.path.is_none()
+    }
+
     /// Whether the last answer came over the socket (so events keep the
     /// owners current and no process was started for it).
     pub fn over_socket(&self) -> bool {
@@ -184,8 +190,8 @@ impl Middleware {
         };
         match result {
             Ok(()) => {
-                this.up.set(1.0);
-                other.up.set(0.0);
+                this.0.record(true);
+                other.0.idle();
                 let mut state = self.state();
                 if state.path.as_ref() != Some(&path) {
                     match path {
@@ -204,10 +210,7 @@ impl Middleware {
                     state.path = Some(path);
                 }
             }
-            Err(()) => {
-                this.up.set(0.0);
-                this.errors.increment(1);
-            }
+            Err(()) => this.0.record(false),
         }
     }
 
@@ -356,5 +359,28 @@ mod tests {
             PathMetrics::both(&telemetry),
         );
         assert_eq!(m.call("vm.query", BUDGET).await.unwrap(), None);
+        assert!(m.absent(), "no client and no socket: no middleware");
+        let text = telemetry.render_fresh();
+        assert!(
+            !text.contains("truenas_net_exporter_source_up{resolver=\"middleware\""),
+            "a middleware this host lacks has no source_up: {text}"
+        );
+    }
+
+    /// midclt's series appear when it is first run; the socket's, which was
+    /// never there, do not.
+    #[tokio::test]
+    async fn only_the_way_taken_has_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let telemetry = Telemetry::new();
+        let mut m = fake(dir.path());
+        m.metrics = PathMetrics::both(&telemetry);
+        m.call("vm.query", BUDGET).await.unwrap();
+        assert!(!m.absent());
+        let text = telemetry.render_fresh();
+        assert!(text.contains(
+            "truenas_net_exporter_source_up{resolver=\"middleware\",source=\"midclt\"} 1"
+        ));
+        assert!(!text.contains("source=\"socket\""), "{text}");
     }
 }

@@ -22,7 +22,9 @@ use crate::config::DockerConfig;
 use crate::expose::telemetry::{Limit, LimitMetric, Telemetry};
 use crate::model::labels::Kind;
 use crate::model::owner::OwnerKind;
-use crate::resolve::sources::{Claim, Claims, ResolverId, Source, Worker, WorkerError, procfs};
+use crate::resolve::sources::{
+    Claim, Claims, Lookup, ResolverId, Source, Worker, WorkerError, procfs,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -229,6 +231,11 @@ pub struct DockerSource {
     /// A larger API response fails the call.
     max_response: usize,
     oversize: Arc<LimitMetric>,
+    /// `source_up{resolver="docker",source="socket"}`: none until the
+    /// socket is found.
+    health: Lookup,
+    /// "No Docker socket" was said.
+    said_absent: std::sync::atomic::AtomicBool,
 }
 
 impl DockerSource {
@@ -252,6 +259,8 @@ impl DockerSource {
             worker: Worker::new(config.schedule.timeout),
             max_response: config.max_response_bytes,
             oversize: telemetry.limit(Limit::DockerResponse),
+            health: Lookup::new(ResolverId::Docker, "socket", telemetry),
+            said_absent: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -431,7 +440,28 @@ impl Source for DockerSource {
         self.worker.stuck_on()
     }
 
+    /// Until the socket is first found, a host without it has no Docker:
+    /// said once, at info, and not a failure. Once found, an engine that
+    /// stops (its socket gone or refusing) is a failure.
     async fn refresh(&self) -> Result<Claims, DockerError> {
+        if !self.health.present() {
+            let socket = self.socket.clone();
+            if !self.worker.run(move |fs| fs.exists(&socket)).await? {
+                if !self
+                    .said_absent
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::info!(socket = %self.socket.display(), "no Docker socket: no Docker containers on this host");
+                }
+                return Ok(Claims::default());
+            }
+        }
+        self.health.record(self.query().await)
+    }
+}
+
+impl DockerSource {
+    async fn query(&self) -> Result<Claims, DockerError> {
         let docker = self.client().await?;
         let listed = docker
             .list_containers(None)

@@ -21,7 +21,7 @@ use crate::clients::unix_http::{UnixHttp, UnixHttpError};
 use crate::expose::telemetry::{Limit, Telemetry};
 use crate::model::labels::Kind;
 use crate::model::owner::OwnerKind;
-use crate::resolve::sources::{Claim, Claims, ResolverId, Source, Worker, WorkerError};
+use crate::resolve::sources::{Claim, Claims, Lookup, ResolverId, Source, Worker, WorkerError};
 
 /// Every project's instances; `recursion=1` includes their config (with the
 /// volatile keys) without gathering each instance's live state.
@@ -37,6 +37,8 @@ pub enum IncusError {
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Worker(#[from] WorkerError),
+    #[error("the Incus socket {0} is gone")]
+    Gone(String),
 }
 
 #[derive(Deserialize)]
@@ -116,6 +118,9 @@ pub struct IncusSource {
     middleware: Option<Arc<Middleware>>,
     /// Whether the socket was absent at the last refresh, to log changes only.
     absent: Mutex<Option<bool>>,
+    /// `source_up{resolver="incus",source="socket"}`: none until the socket
+    /// is found.
+    health: Lookup,
 }
 
 impl IncusSource {
@@ -146,6 +151,7 @@ impl IncusSource {
             budget: crate::resolve::sources::lookup_budget(timeout),
             middleware,
             absent: Mutex::new(None),
+            health: Lookup::new(ResolverId::Incus, "socket", telemetry),
         }
     }
 
@@ -183,6 +189,15 @@ impl Source for IncusSource {
     }
 
     async fn refresh(&self) -> Result<Claims, IncusError> {
+        let answer = self.query().await;
+        let gone = || IncusError::Gone(self.socket.display().to_string());
+        Ok(self.health.record_found(answer, gone)?.unwrap_or_default())
+    }
+}
+
+impl IncusSource {
+    /// The instances' claims; `None` while there is no socket.
+    async fn query(&self) -> Result<Option<Claims>, IncusError> {
         let socket = self.socket.clone();
         let absent = self.worker.run(move |fs| !fs.exists(&socket)).await?;
         let changed = self
@@ -195,7 +210,7 @@ impl Source for IncusSource {
             if changed {
                 self.report_absent().await;
             }
-            return Ok(Claims::default());
+            return Ok(None);
         }
         if changed {
             tracing::info!(socket = %self.socket.display(), "Incus socket found");
@@ -207,7 +222,7 @@ impl Source for IncusSource {
                 .unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(200).collect());
             return Err(IncusError::Status { status, message });
         }
-        Ok(parse_instances(&body)?)
+        Ok(Some(parse_instances(&body)?))
     }
 }
 

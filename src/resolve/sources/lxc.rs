@@ -175,17 +175,22 @@ impl LxcSource {
             .await?
     }
 
-    async fn via_midclt(&self) -> Result<Claims, LxcError> {
-        // No middleware, or a release before 26: no such containers here.
+    /// `None`: no middleware on this host.
+    async fn via_midclt(&self) -> Result<Option<Claims>, LxcError> {
         let Some(json) = self.middleware.call("container.query", self.budget).await? else {
-            return Ok(Claims::default());
+            if self.middleware.absent() {
+                return Ok(None);
+            }
+            // A release before 26: no such containers here.
+            return Ok(Some(Claims::default()));
         };
         let containers = parse_container_query(&json)?;
         let procfs = self.procfs.clone();
-        Ok(self
-            .worker
-            .run(move |fs| owners(fs, &procfs, &containers, Kind::Lxc))
-            .await?)
+        Ok(Some(
+            self.worker
+                .run(move |fs| owners(fs, &procfs, &containers, Kind::Lxc))
+                .await?,
+        ))
     }
 }
 
@@ -198,7 +203,7 @@ impl Source for LxcSource {
         // Side by side, each under its own budget: a hung midclt must not
         // keep the scan's answer from counting.
         let (from_middleware, from_cgroups) = futures_util::future::join(
-            self.midclt.run(self.budget, self.via_midclt()),
+            self.midclt.run_if_here(self.budget, self.via_midclt()),
             self.cgroups.run(self.budget, self.via_cgroups()),
         )
         .await;
@@ -206,7 +211,7 @@ impl Source for LxcSource {
             (Err(a), Err(b)) => Err(LxcError::AllFailed(format!("midclt: {a}; cgroups: {b}"))),
             (a, b) => {
                 // TrueNAS's own containers first: the middleware knows them by name.
-                let mut all = a.unwrap_or_default();
+                let mut all = a.ok().flatten().unwrap_or_default();
                 all.fill_from(b.unwrap_or_default());
                 Ok(all)
             }

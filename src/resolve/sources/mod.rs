@@ -11,7 +11,7 @@ use std::future::Future;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::bounded::{Worker, WorkerError};
-use crate::expose::telemetry::{Failing, Turn};
+use crate::expose::telemetry::{Failing, SourceHealth, Turn};
 use crate::model::labels::Kind;
 use crate::model::owner::OwnerKind;
 use crate::resolve::sources::topology::LinkFacts;
@@ -106,15 +106,19 @@ pub fn lookup_budget(refresh_timeout: std::time::Duration) -> std::time::Duratio
     refresh_timeout.mul_f64(0.75)
 }
 
-/// One of several lookups of a resolver (the VM resolver asks the
-/// middleware, virsh and the process table): a lookup that fails is logged
-/// once per change and counted, and the others still apply; the resolver
-/// fails only when every lookup does.
+/// One of the lookups of a resolver (the VM resolver asks the middleware,
+/// virsh and the process table): a lookup that fails is logged once per
+/// change and counted, and the others still apply; the resolver fails only
+/// when every lookup does.
+///
+/// A lookup whose source this host does not have (no virsh, no middleware,
+/// no socket) is not a failure and has no `source_up` at all: its series
+/// appear at its first outcome on a host that has it. Once found, a source
+/// that goes missing again is a failure ("no longer on this host").
 pub struct Lookup {
     resolver: ResolverId,
     name: &'static str,
-    up: metrics::Gauge,
-    errors: metrics::Counter,
+    health: SourceHealth,
     failing: Failing,
 }
 
@@ -124,14 +128,17 @@ impl Lookup {
         name: &'static str,
         telemetry: &crate::expose::telemetry::Telemetry,
     ) -> Lookup {
-        let (up, errors) = telemetry.source(resolver.name(), name);
         Lookup {
             resolver,
             name,
-            up,
-            errors,
+            health: telemetry.source_health(resolver.name(), name),
             failing: Failing::default(),
         }
+    }
+
+    /// Whether this host has the source: it had an outcome here.
+    pub fn present(&self) -> bool {
+        self.health.present()
     }
 
     /// Runs one lookup under its own `budget` and records the outcome. Its
@@ -141,37 +148,82 @@ impl Lookup {
         budget: std::time::Duration,
         work: impl Future<Output = Result<T, E>>,
     ) -> Result<T, String> {
-        let outcome = match tokio::time::timeout(budget, work).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "no answer within {}",
-                humantime::format_duration(budget)
-            )),
-        };
-        self.record(outcome)
+        self.record(within(budget, work).await)
+    }
+
+    /// As [`run`](Self::run), for a source this host may lack: `Ok(None)`
+    /// from `work` says it has none. That is no outcome (no series, nothing
+    /// counted) until the source has been found; after, it is a failure.
+    pub async fn run_if_here<T, E: std::fmt::Display>(
+        &self,
+        budget: std::time::Duration,
+        work: impl Future<Output = Result<Option<T>, E>>,
+    ) -> Result<Option<T>, String> {
+        self.record_if_here(within(budget, work).await)
+    }
+
+    /// Records the outcome of a source this host may lack (`Ok(None)`: it
+    /// has none); see [`run_if_here`](Self::run_if_here).
+    pub fn record_if_here<T, E: std::fmt::Display>(
+        &self,
+        result: Result<Option<T>, E>,
+    ) -> Result<Option<T>, String> {
+        self.record_found(result.map_err(|e| e.to_string()), || {
+            "no longer on this host".to_owned()
+        })
+    }
+
+    /// As [`record_if_here`](Self::record_if_here), keeping the error's type:
+    /// a source that was found and is missing again fails with `gone()`.
+    pub fn record_found<T, E: std::fmt::Display>(
+        &self,
+        result: Result<Option<T>, E>,
+        gone: impl FnOnce() -> E,
+    ) -> Result<Option<T>, E> {
+        match result {
+            Ok(None) if !self.present() => Ok(None),
+            Ok(None) => self.record(Err(gone())),
+            found => self.record(found),
+        }
     }
 
     /// Records one outcome; passes it on.
     pub fn record<T, E: std::fmt::Display>(&self, result: Result<T, E>) -> Result<T, E> {
-        let turn = self.failing.record(result.is_err());
+        self.outcome(result.as_ref().err());
+        result
+    }
+
+    fn outcome<E: std::fmt::Display>(&self, error: Option<&E>) {
+        let turn = self.failing.record(error.is_some());
         let (resolver, source) = (self.resolver.name(), self.name);
-        match &result {
-            Ok(_) => {
-                self.up.set(1.0);
+        self.health.record(error.is_none());
+        match error {
+            None => {
                 if turn == Turn::Recovered {
                     tracing::info!(resolver, source, "source recovered");
                 }
             }
-            Err(e) => {
-                self.up.set(0.0);
-                self.errors.increment(1);
+            Some(e) => {
                 if turn == Turn::Failed {
                     tracing::warn!(resolver, source, error = %e, "source failing; the resolver's other sources still apply");
                 }
             }
         }
-        result
+    }
+}
+
+/// `work` under `budget`, its error (a timeout included) as text.
+async fn within<T, E: std::fmt::Display>(
+    budget: std::time::Duration,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(budget, work).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(budget)
+        )),
     }
 }
 
@@ -249,5 +301,68 @@ impl Claims {
                 .entry(end.host_ifindex)
                 .or_insert_with(|| (end.ifindex, owner.clone()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expose::telemetry::Telemetry;
+
+    fn up(telemetry: &Telemetry) -> Vec<String> {
+        telemetry
+            .render_fresh()
+            .lines()
+            .filter(|l| l.starts_with("truenas_net_exporter_source_"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// A source this host lacks has no series; found, it has both; missing
+    /// again after, it is a failure.
+    #[test]
+    fn a_source_the_host_lacks_has_no_series() {
+        let telemetry = Telemetry::new();
+        let lookup = Lookup::new(ResolverId::Vm, "virsh", &telemetry);
+        let missing: Result<Option<()>, String> = Ok(None);
+        assert_eq!(lookup.record_if_here(missing.clone()), Ok(None));
+        assert_eq!(up(&telemetry), Vec::<String>::new());
+        assert!(!lookup.present());
+
+        assert_eq!(
+            lookup.record_if_here(Ok::<_, String>(Some(()))),
+            Ok(Some(()))
+        );
+        assert_eq!(
+            up(&telemetry),
+            [
+                "truenas_net_exporter_source_errors_total{resolver=\"vm\",source=\"virsh\"} 0",
+                "truenas_net_exporter_source_up{resolver=\"vm\",source=\"virsh\"} 1",
+            ]
+        );
+        assert_eq!(
+            lookup.record_if_here(missing),
+            Err("no longer on this host".to_owned())
+        );
+        assert_eq!(
+            up(&telemetry),
+            [
+                "truenas_net_exporter_source_errors_total{resolver=\"vm\",source=\"virsh\"} 1",
+                "truenas_net_exporter_source_up{resolver=\"vm\",source=\"virsh\"} 0",
+            ]
+        );
+    }
+
+    /// A failure is an outcome on a host that has the source: it makes the
+    /// series too.
+    #[test]
+    fn a_first_failure_makes_the_series() {
+        let telemetry = Telemetry::new();
+        let lookup = Lookup::new(ResolverId::Lxc, "midclt", &telemetry);
+        let failed: Result<Option<()>, &str> = Err("boom");
+        assert!(lookup.record_if_here(failed).is_err());
+        assert!(up(&telemetry).contains(
+            &"truenas_net_exporter_source_up{resolver=\"lxc\",source=\"midclt\"} 0".to_owned()
+        ));
     }
 }

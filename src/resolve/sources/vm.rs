@@ -412,16 +412,17 @@ impl VmSource {
         Ok(self.runner.run_within(&argv, self.budget / 2).await?)
     }
 
-    async fn via_virsh(&self) -> Result<HashMap<String, (String, Kind)>, VmError> {
+    /// `None`: no virsh on this host.
+    async fn via_virsh(&self) -> Result<Option<HashMap<String, (String, Kind)>>, VmError> {
         let list = match self.virsh(&["list", "--name"]).await {
             Err(VmError::Command(CommandError::Spawn { source, .. }))
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
                 // No libvirt client here: nothing of that kind, not a failure.
                 if !self.no_virsh.swap(true, Ordering::Relaxed) {
-                    tracing::info!(command = %self.settings.virsh_command[0], "no virsh on this host");
+                    tracing::info!(command = %self.settings.virsh_command[0], "no virsh on this host: the VM resolver's other sources still apply");
                 }
-                return Ok(HashMap::new());
+                return Ok(None);
             }
             list => list?,
         };
@@ -459,24 +460,27 @@ impl VmSource {
         match failed.pop() {
             // Every domain failed: the lookup did.
             Some(e) if failed.len() + 1 == count => Err(e),
-            _ => Ok(interfaces),
+            _ => Ok(Some(interfaces)),
         }
     }
 
-    async fn via_midclt(&self) -> Result<Vec<VmProcess>, VmError> {
+    /// `None`: no middleware on this host.
+    async fn via_midclt(&self) -> Result<Option<Vec<VmProcess>>, VmError> {
         match self.middleware.call("vm.query", self.budget).await? {
-            Some(json) => Ok(parse_vm_query(&json)?),
-            // No middleware, or a release without vm.query (25.04.0-1): no VMs here.
-            None => Ok(Vec::new()),
+            Some(json) => Ok(Some(parse_vm_query(&json)?)),
+            None if self.middleware.absent() => Ok(None),
+            // A release without vm.query (25.04.0-1): no VMs here.
+            None => Ok(Some(Vec::new())),
         }
     }
 
-    async fn ask(&self, lookup: VmLookup) -> Result<Answer, VmError> {
-        match lookup {
-            VmLookup::Midclt => self.via_midclt().await.map(Answer::Processes),
-            VmLookup::Virsh => self.via_virsh().await.map(Answer::Interfaces),
-            VmLookup::Qemu => self.via_qemu().await.map(Answer::Processes),
-        }
+    /// `None`: the lookup's source is not on this host.
+    async fn ask(&self, lookup: VmLookup) -> Result<Option<Answer>, VmError> {
+        Ok(match lookup {
+            VmLookup::Midclt => self.via_midclt().await?.map(Answer::Processes),
+            VmLookup::Virsh => self.via_virsh().await?.map(Answer::Interfaces),
+            VmLookup::Qemu => Some(Answer::Processes(self.via_qemu().await?)),
+        })
     }
 
     async fn via_qemu(&self) -> Result<Vec<VmProcess>, VmError> {
@@ -507,13 +511,21 @@ impl Source for VmSource {
         let answers = join_all(
             asked
                 .iter()
-                .map(|(l, health)| health.run(self.budget, self.ask(**l))),
+                .map(|(l, health)| health.run_if_here(self.budget, self.ask(**l))),
         )
         .await;
         let mut found = Found::default();
         let mut failures = Vec::new();
+        // Lookups whose source this host has.
+        let mut here = 0;
         for ((lookup, _), answer) in asked.iter().zip(answers) {
             let lookup = **lookup;
+            let answer = match answer {
+                Ok(None) => continue,
+                Ok(Some(answer)) => Ok(answer),
+                Err(e) => Err(e),
+            };
+            here += 1;
             let outcome = answer.map(|answer| match answer {
                 Answer::Interfaces(interfaces) => found.virsh = interfaces,
                 Answer::Processes(vms) => {
@@ -530,7 +542,7 @@ impl Source for VmSource {
                 failures.push(format!("{}: {e}", lookup.name()));
             }
         }
-        if failures.len() == asked.len() {
+        if here > 0 && failures.len() == here {
             return Err(VmError::AllFailed(failures.join("; ")));
         }
         let (procfs, rootfs) = (self.procfs.clone(), self.rootfs.clone());

@@ -1,6 +1,8 @@
 //! The page's grouping: the interfaces and workloads of one read under
 //! their owners, in the page's order (by owner kind, then name; the script
 //! re-sorts by traffic). Owners come composed; nothing here decides one.
+//! Loopback is kept apart: what stays on the host is not what an owner
+//! exchanges, and `lo` alone would otherwise put the host first.
 
 use std::collections::BTreeMap;
 
@@ -16,14 +18,20 @@ pub struct Group<'d, 'a> {
     pub workloads: Vec<&'d WorkloadEntry<'a>>,
 }
 
+/// The `instance_type` of a loopback interface (`lo`).
+pub const LOOPBACK: &str = "loopback";
+
 /// The interfaces and workloads under their owners: by owner kind, then
 /// name (bytes). An owner with both (an app whose containers have veths,
-/// the host) is one group.
+/// the host) is one group. Loopback interfaces are not in their owner's
+/// group but in the second list (an owner with nothing else has no group).
 pub fn by_owner<'d, 'a>(
     entries: &'d [Entry<'a>],
     workloads: &'d [WorkloadEntry<'a>],
-) -> Vec<Group<'d, 'a>> {
+) -> (Vec<Group<'d, 'a>>, Vec<&'d Entry<'a>>) {
     let mut groups: BTreeMap<(OwnerKind, &'a [u8]), Group<'d, 'a>> = BTreeMap::new();
+    let (loopback, entries): (Vec<_>, Vec<_>) =
+        entries.iter().partition(|e| e.instance_type == LOOPBACK);
     for entry in entries {
         group_of(&mut groups, entry.source.owner.kind, entry.owner.name)
             .interfaces
@@ -34,7 +42,7 @@ pub fn by_owner<'d, 'a>(
             .workloads
             .push(workload);
     }
-    groups.into_values().collect()
+    (groups.into_values().collect(), loopback)
 }
 
 fn group_of<'g, 'd, 'a>(

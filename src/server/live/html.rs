@@ -46,7 +46,7 @@ pub fn page(document: &Document<'_>, metrics: &str) -> String {
         .iter()
         .map(|n| (n.peer, n))
         .collect();
-    let groups = group::by_owner(&document.interfaces, workloads);
+    let (groups, loopback) = group::by_owner(&document.interfaces, workloads);
     let mut owners = String::with_capacity((document.interfaces.len() + workloads.len()) * 300);
     for g in &groups {
         owner_head(&mut owners, g.kind, g.name);
@@ -69,6 +69,7 @@ pub fn page(document: &Document<'_>, metrics: &str) -> String {
             "named" => named(out, document.workloads.is_some()),
             "clients" => clients(out, peers, &names),
             "owners" => out.push_str(&owners),
+            "loopback" => loopback_section(out, &loopback),
             "version" => push_html(out, document.version),
             _ => return false,
         }
@@ -155,6 +156,34 @@ fn nic_row(out: &mut String, it: &Entry<'_>) {
     );
 }
 
+/// Loopback apart from the owners, below them: what stays on the host is
+/// no owner's traffic. Hidden where there is none (the script shows it).
+fn loopback_section(out: &mut String, entries: &[&Entry<'_>]) {
+    out.push_str(if entries.is_empty() {
+        "<section id=\"loopback\" aria-labelledby=\"loopback-h\" hidden>\n"
+    } else {
+        "<section id=\"loopback\" aria-labelledby=\"loopback-h\">\n"
+    });
+    out.push_str(
+        "<h2 id=\"loopback-h\">Loopback</h2>\n<p class=\"note\">Traffic that stays on the host, in no owner\u{2019}s figures.</p>\n<table>\n<thead><tr><th class=\"c-if\">Interface</th><th class=\"c-ty\">Owner</th><th class=\"rate c-rx\">rx</th><th class=\"rate c-tx\">tx</th></tr></thead>\n<tbody>\n",
+    );
+    for it in entries {
+        push_all(
+            out,
+            &[
+                Raw("<tr class=\"loop\" data-interface=\""),
+                Text(&it.interface),
+                Raw("\" data-rx-bps=\"\" data-tx-bps=\"\"><td>"),
+                Text(&it.interface),
+                Raw("</td><td>"),
+                Text(it.owner.name),
+                Raw("</td><td class=\"rx-rate\"></td><td class=\"tx-rate\"></td></tr>\n"),
+            ],
+        );
+    }
+    out.push_str("</tbody>\n</table>\n</section>\n");
+}
+
 /// The line under the NICs. The share it states comes from rates, which
 /// only the script has; without it the line says so, or that there is
 /// nothing to name traffic by.
@@ -162,7 +191,7 @@ fn named(out: &mut String, counted: bool) {
     let (state, text) = if counted {
         (
             "js",
-            "How much of the uplinks\u{2019} traffic the page can name needs live rates (JavaScript).",
+            "Named share of the uplinks\u{2019} traffic: with live rates.",
         )
     } else {
         (
@@ -575,7 +604,9 @@ mod tests {
         });
         assert_eq!(
             seen,
-            ["metrics", "nics", "named", "clients", "owners", "version"]
+            [
+                "metrics", "nics", "named", "clients", "owners", "loopback", "version"
+            ]
         );
         let mut out = String::new();
         fill(&mut out, "a {x} {b} {", |key, out| {
@@ -644,6 +675,61 @@ mod tests {
         assert!(json["interfaces"][1].get("source").is_none());
         assert!(json.get("workloads").is_none(), "not counted here");
         assert!(html.contains(r#"data-named="off""#));
+    }
+
+    /// Loopback is apart, below the owners: `lo` is no row of its owner,
+    /// and an owner with nothing else is no owner on the page.
+    #[test]
+    fn loopback_is_apart_from_the_owners() {
+        let nic = Arc::new(Owner::new(OwnerKind::Nic, "enp3s0", ""));
+        let host = Arc::new(Owner::new(OwnerKind::Host, "host", ""));
+        let counters = Counters { values: [9; 8] };
+        let doc = |interfaces: &[Interface]| -> String {
+            let doc = Document {
+                version: "0.1.0",
+                time: 1.5,
+                interfaces: interfaces
+                    .iter()
+                    .map(|i| Entry::new(i, &counters))
+                    .collect(),
+                workloads: None,
+                peers_time: None,
+                peers: None,
+                peers_omitted: None,
+                names: None,
+            };
+            page(&doc, "/metrics")
+        };
+        let lo_only = doc(&[
+            interface("lo", "", Kind::Loopback, &host),
+            interface("enp3s0", "", Kind::Physical, &nic),
+        ]);
+        assert!(!lo_only.contains(r#"data-kind="host""#), "{lo_only}");
+        assert!(!lo_only.contains(r#"<tr class="iface" data-interface="lo""#));
+        let owners = lo_only.find(r#"<table id="owners">"#).unwrap();
+        let section = lo_only
+            .find(r#"<section id="loopback" aria-labelledby="loopback-h">"#)
+            .unwrap_or_else(|| panic!("{lo_only}"));
+        assert!(owners < section);
+        assert!(lo_only[section..].contains(
+            r#"<tr class="loop" data-interface="lo" data-rx-bps="" data-tx-bps=""><td>lo</td><td>host</td><td class="rx-rate"></td>"#
+        ));
+        // The host with more than loopback stays an owner, without `lo`.
+        let both = doc(&[
+            interface("lo", "", Kind::Loopback, &host),
+            interface("vlan5", "", Kind::Vlan, &host),
+        ]);
+        assert!(both.contains(r#"<tbody class="owner" data-kind="host" data-name="host""#));
+        assert!(both.contains(r#"<tr class="iface" data-interface="vlan5""#));
+        assert!(!both.contains(r#"<tr class="iface" data-interface="lo""#));
+        assert_eq!(both.matches(r#"data-interface="lo""#).count(), 1);
+        // No loopback: the section is there for the script, hidden.
+        let none = doc(&[interface("enp3s0", "", Kind::Physical, &nic)]);
+        assert!(none.contains(r#"<section id="loopback" aria-labelledby="loopback-h" hidden>"#));
+        // Connecting until the script has data; without it, the noscript line.
+        assert!(none.contains(
+            r#"<noscript><span>Snapshot: live rates need JavaScript.</span></noscript><span id="status">Connecting&#x2026;</span>"#
+        ));
     }
 
     #[test]
@@ -750,7 +836,7 @@ mod tests {
     }
 
     /// [`doc_of`], with `names` for the peers.
-    fn doc_named<'a>(
+    pub(super) fn doc_named<'a>(
         read: &'a [(
             crate::workloads::Workload,
             crate::workloads::accounting::Counts,
@@ -1021,26 +1107,6 @@ mod names_tests {
         }
     }
 
-    fn doc<'a>(
-        read: &'a [(Workload, Counts)],
-        peers: Option<&'a PeerTable>,
-        names: &'a PeerNames,
-    ) -> Document<'a> {
-        let mut doc = Document {
-            version: "0.1.0",
-            time: 1.5,
-            interfaces: Vec::new(),
-            workloads: Some(read.iter().map(|(w, c)| WorkloadEntry::new(w, c)).collect()),
-            peers_time: None,
-            peers: None,
-            peers_omitted: None,
-            names: None,
-        };
-        doc.set_peers(peers, Some(read));
-        doc.set_names(names);
-        doc
-    }
-
     /// The names of the listed peers and of one a server knows idle, in
     /// the API by peer with every field; on the page each peer by its
     /// name with its address after it, SMB's users and shares and iSCSI's
@@ -1078,7 +1144,7 @@ mod names_tests {
                 known("idle", &["carol"], &[], "", "smbstatus"),
             ),
         ]));
-        let doc = doc(&read, Some(&table), &names);
+        let doc = super::tests::doc_named(&read, Some(&table), &names);
         let json: serde_json::Value = serde_json::from_slice(&doc.to_json()).unwrap();
         assert_eq!(
             json["names"],
@@ -1119,7 +1185,7 @@ mod names_tests {
         assert!(!html.contains("carol"), "an idle peer has no row");
 
         // No peers counted: no names either.
-        let none = super::names_tests::doc(&read, None, &names);
+        let none = super::tests::doc_named(&read, None, &names);
         let json: serde_json::Value = serde_json::from_slice(&none.to_json()).unwrap();
         assert!(json.get("names").is_none(), "{json}");
     }
@@ -1152,7 +1218,7 @@ mod names_tests {
                 .collect(),
         );
         let read = [(w.clone(), Counts::default())];
-        let doc = doc(&read, Some(&table), &names);
+        let doc = super::tests::doc_named(&read, Some(&table), &names);
         let json: serde_json::Value = serde_json::from_slice(&doc.to_json()).unwrap();
         assert_eq!(json["peers_omitted"], 5);
         let list = json["names"].as_array().unwrap();
@@ -1170,7 +1236,7 @@ mod names_tests {
             new_keys: 0,
             read_at: None,
         };
-        let doc = super::names_tests::doc(&read, Some(&small), &names);
+        let doc = super::tests::doc_named(&read, Some(&small), &names);
         let json: serde_json::Value = serde_json::from_slice(&doc.to_json()).unwrap();
         let list = json["names"].as_array().unwrap();
         assert_eq!(list.len(), max);

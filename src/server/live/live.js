@@ -3,7 +3,8 @@
  * a sparkline of the last minutes per owner and NIC kept in this tab only,
  * the workloads (traffic per cgroup) under their owners with their top
  * peers, the clients of this host's services, and the share of the
- * uplinks' traffic the workloads and the VMs account for.
+ * uplinks' traffic the workloads and the VMs account for. Loopback is apart,
+ * in a table of its own below the owners, never in an owner's figures.
  * Names come from outside: the DOM is only built with createElement +
  * textContent / setAttribute, never from HTML strings. */
 (() => {
@@ -27,6 +28,8 @@ const d = document, body = d.body, $ = (r, s) => r.querySelector(s);
 const owners = $(d, '#owners'), nicBody = $(d, '#nics tbody'), statusEl = $(d, '#status'), namedEl = $(d, '#named');
 const pauseBtn = $(d, '#pause'), sideEl = $(d, '#side');
 const clientsEl = $(d, '#clients'), clientBody = $(d, '#clients tbody');
+const loopEl = $(d, '#loopback'), loopBody = $(d, '#loopback tbody');
+const isLo = it => str(it.instance_type) === 'loopback';
 if (!owners || !nicBody || !statusEl) return;
 
 let prev = null;        // last read: {t: server time, c: Map iface -> [rx, tx] bytes, w: the same per workload}
@@ -322,7 +325,8 @@ function svg(tag, attrs) {
 }
 // The sparkline in `parent` (made on first use): rx and tx of the last SPAN
 // seconds, on one scale (the peak, at least 1 kb/s), the newest point at
-// the right edge. `own`: the owner's side.
+// the right edge, the oldest at the left one (a young tab's few seconds
+// span the width, not a dash at its end). `own`: the owner's side.
 function spark(parent, key, own) {
   let s = $(parent, 'svg.spark');
   if (!s) {
@@ -335,23 +339,24 @@ function spark(parent, key, own) {
   const h = hist.get(key) || [], i = own ? 3 : 1, end = h.length ? h[h.length - 1][0] : 0;
   let rx = 0, tx = 0;
   for (const p of h) { rx = Math.max(rx, p[i]); tx = Math.max(tx, p[i + 1]); }
-  const top = Math.max(rx, tx, 1000);
+  const top = Math.max(rx, tx, 1000), span = h.length > 1 ? end - h[0][0] : SPAN;
   for (let n = 0; n < 2; n++) {
     let path = '', was = -Infinity;
     for (const p of h) {
-      const x = SW - (end - p[0]) * SW / SPAN, y = SH - 1 - p[i + n] * (SH - 2) / top;
+      const x = SW - (end - p[0]) * SW / span, y = SH - 1 - p[i + n] * (SH - 2) / top;
       path += (p[0] - was > GAP ? 'M' : 'L') + x.toFixed(1) + ' ' + y.toFixed(1);
       was = p[0];
     }
     setAttr(s.children[n + 1], 'd', path);
   }
   setAttr(s, 'data-max', numAttr(Math.max(rx, tx)));
+  s.classList.toggle('none', h.length < 2);  // no stray axis before a line
   setText(s.firstChild, h.length < 2 ? 'No history yet'
     : `Last ${Math.round(end - h[0][0])} s: rx peak ${fmtRate(rx)}, tx peak ${fmtRate(tx)}`);
 }
 
-function render(list, wl, peers) {
-  last = [list, wl, peers];
+function render(list, wl, peers, loop) {
+  last = [list, wl, peers, loop];
   const byWl = new Map();
   for (const p of peers || []) {
     const k = wlKey(p);
@@ -401,6 +406,11 @@ function render(list, wl, peers) {
     }, $(owners, 'thead'));
   named(list, groups, wl);
   clients(peers || []);
+  if (loopBody) {
+    sync(loopBody, 'tr.loop', ifKey, loop.sort(byIface), ifName, it => newRow('loop', ifName(it), ['', 'rx-rate', 'tx-rate']),
+      (tr, it) => { setText(tr.cells[1], str(itOwner(it).name)); setRates(tr, rates.get(ifName(it))); });
+    loopEl.hidden = !loop.length;
+  }
 
   sync(nicBody, 'tr.nic', ifKey, list.filter(it => itOwner(it).kind === 'nic').sort(byIface), ifName,
     it => newRow('nic', ifName(it), ['', '', 'rx-rate', 'tx-rate', 'util']),
@@ -474,8 +484,11 @@ function apply(data) {
     prates = new Map();
     pprev = null;
   }
+  // Loopback apart: in no owner's figures, rank or sparkline.
+  const loop = list.filter(isLo);
+  list = list.filter(it => !isLo(it));
   if (fresh) record(t, group(list, wl || []));
-  render(list, wl, peers);
+  render(list, wl, peers, loop);
   body.setAttribute('data-refreshes', String(++refreshes));
   lastOk = new Date().toLocaleTimeString();
   status(paused ? 'paused' : 'ok');
