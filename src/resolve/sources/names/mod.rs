@@ -317,8 +317,9 @@ impl NamesSource {
     }
 
     /// The middleware's answer to `method`, parsed: `None` when this host has
-    /// no middleware or it has no such method, or it refuses the call (as
-    /// 25.10 refuses `smb.status`): then the caller asks the server itself.
+    /// no middleware or it has no such method, or it refuses the call (25.10
+    /// refuses the private `smb.status` to a caller without the role): then
+    /// the caller asks the server itself.
     async fn middleware(
         &self,
         method: &'static str,
