@@ -26,7 +26,7 @@ use crate::resolve::sources::names::{NamesInputs, NamesSource, PeerNames};
 use crate::resolve::sources::netlink::LinkWakes;
 use crate::resolve::sources::topology::TopologySource;
 use crate::resolve::sources::vm::VmSource;
-use crate::resolve::sources::{Claims, Lookup, ResolverId, Source};
+use crate::resolve::sources::{Claims, ResolverId, Source};
 use crate::resolve::wakes::{Cause, woken_by};
 use crate::resolve::{AnyResolver, Publish, Resolver};
 use crate::scrape::{JoinStats, NetdevReader, Scrape};
@@ -183,19 +183,19 @@ impl Exporter {
                 .peers
                 .as_ref()
                 .map_or((32, 128), |p| (p.fold_v4, p.fold_v6));
-            let (hub, health) = (Arc::clone(self), Arc::clone(self));
-            let source = NamesSource::new(NamesInputs {
-                config: names.clone(),
-                fold,
-                middleware: Arc::clone(&middleware),
-                runner: self.runner(),
-                rootfs: c.rootfs.clone(),
-                procfs: c.procfs.clone(),
-                shown: Box::new(move || hub.hub.peer_table().peers()),
-                health: Box::new(move |source| {
-                    Lookup::new(ResolverId::Names, source, &health.telemetry)
-                }),
-            });
+            let hub = Arc::clone(self);
+            let source = NamesSource::new(
+                NamesInputs {
+                    config: names.clone(),
+                    fold,
+                    middleware: Arc::clone(&middleware),
+                    runner: self.runner(),
+                    rootfs: c.rootfs.clone(),
+                    procfs: c.procfs.clone(),
+                    shown: Box::new(move || hub.hub.peer_table().peers()),
+                },
+                &self.telemetry,
+            );
             list.push(self.resolver(source, names.schedule, publish));
         }
         if let Some(vm) = &c.vm {

@@ -136,6 +136,11 @@ impl Lookup {
         }
     }
 
+    /// The `source` label.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
     /// Whether this host has the source: it had an outcome here.
     pub fn present(&self) -> bool {
         self.health.present()

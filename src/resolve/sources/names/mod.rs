@@ -17,7 +17,7 @@ pub(crate) mod iscsi;
 pub(crate) mod nfs;
 pub(crate) mod smb;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -28,6 +28,7 @@ use crate::clients::command::{CommandError, Runner};
 use crate::clients::middleware::{Middleware, MiddlewareError};
 use crate::config::NamesConfig;
 use crate::expose::encoder::{self, MetricType};
+use crate::expose::telemetry::Telemetry;
 pub use crate::model::peer::clean;
 use crate::resolve::sources::{Lookup, ResolverId, Source, Worker, lookup_budget};
 
@@ -232,11 +233,10 @@ pub struct NamesSource {
     dns: Option<dns::ReverseDns>,
     /// The peers the counters show now, to name beyond the servers' clients.
     shown: Box<dyn Fn() -> Vec<String> + Send + Sync>,
-    /// Makes a source's health (`source_up`), at its first outcome: a
-    /// source this host lacks then has none.
-    health: Box<dyn Fn(&'static str) -> Lookup + Send + Sync>,
-    /// Each source's health, made when it is first asked.
-    lookups: Mutex<HashMap<&'static str, Arc<Lookup>>>,
+    /// Each source's health ([`SOURCES`]): a [`Lookup`] has its
+    /// `source_up` series from its first outcome, so a source this host
+    /// lacks (never asked, or `None`) has none.
+    lookups: Vec<Lookup>,
     /// What was said once: a source missing, the middleware refusing.
     said: Mutex<BTreeSet<&'static str>>,
 }
@@ -250,9 +250,19 @@ pub struct NamesInputs {
     pub rootfs: PathBuf,
     pub procfs: PathBuf,
     pub shown: Box<dyn Fn() -> Vec<String> + Send + Sync>,
-    /// A source's [`Lookup`] (made with `ResolverId::Names`).
-    pub health: Box<dyn Fn(&'static str) -> Lookup + Send + Sync>,
 }
+
+/// Every source a refresh may ask, by its `source` label.
+pub const SOURCES: [&str; 8] = [
+    "smb.status",
+    "smbstatus",
+    "nfs.get_nfs4_clients",
+    "nfsd",
+    "nfs.get_nfs3_clients",
+    "iscsi.global.sessions",
+    "scst",
+    "dns",
+];
 
 impl NamesSource {
     /// The middleware methods a refresh asks.
@@ -263,7 +273,7 @@ impl NamesSource {
         "iscsi.global.sessions",
     ];
 
-    pub fn new(inputs: NamesInputs) -> NamesSource {
+    pub fn new(inputs: NamesInputs, telemetry: &Telemetry) -> NamesSource {
         let NamesInputs {
             config,
             fold,
@@ -272,7 +282,6 @@ impl NamesSource {
             rootfs,
             procfs,
             shown,
-            health,
         } = inputs;
         let timeout = config.schedule.timeout;
         NamesSource {
@@ -288,20 +297,19 @@ impl NamesSource {
             worker: Worker::new(timeout),
             budget: lookup_budget(timeout),
             shown,
-            health,
-            lookups: Mutex::new(HashMap::new()),
+            lookups: SOURCES
+                .map(|source| Lookup::new(ResolverId::Names, source, telemetry))
+                .into(),
             said: Mutex::new(BTreeSet::new()),
         }
     }
 
-    /// The health of `source`, made at its first outcome.
-    fn lookup(&self, source: &'static str) -> Arc<Lookup> {
-        let mut lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(
-            lookups
-                .entry(source)
-                .or_insert_with(|| Arc::new((self.health)(source))),
-        )
+    /// Records `outcome` as `source`'s (one of [`SOURCES`]).
+    fn record<T>(&self, source: &str, outcome: Result<T, String>) -> Result<T, String> {
+        match self.lookups.iter().find(|l| l.name() == source) {
+            Some(lookup) => lookup.record(outcome),
+            None => outcome,
+        }
     }
 
     /// Logs `message` the first time `key` comes up.
@@ -484,7 +492,7 @@ impl Source for NamesSource {
         let (mut asked, mut failures) = (0, Vec::new());
         for (source, outcome) in [smb, nfs4, nfs3, iscsi].into_iter().flatten() {
             asked += 1;
-            match self.lookup(source).record(outcome) {
+            match self.record(source, outcome) {
                 Ok(sightings) => found.push((source, sightings)),
                 Err(_) => failures.push(source),
             }
@@ -498,7 +506,7 @@ impl Source for NamesSource {
                 .await
                 .unwrap_or(Err(dns::DnsError::OutOfTime(self.budget)));
             asked += 1;
-            match self.lookup("dns").record(answer) {
+            match self.record("dns", answer.map_err(|e| e.to_string())) {
                 Ok(names) => {
                     for (ip, name) in names {
                         let k = known.entry(self.label(ip)).or_default();
