@@ -628,19 +628,7 @@ mod tests {
         let counters = Counters {
             values: [1, 2, 3, 4, 5, 6, 7, 8],
         };
-        let doc = Document {
-            version: "0.1.0",
-            time: 1.5,
-            interfaces: interfaces
-                .iter()
-                .map(|i| Entry::new(i, &counters))
-                .collect(),
-            workloads: None,
-            peers_time: None,
-            peers: None,
-            peers_omitted: None,
-            names: None,
-        };
+        let doc = interfaces_doc(&interfaces, &counters);
         let html = page(&doc, "/prom/metrics");
         let escaped = "&lt;img src=x onerror=&quot;alert(&#x27;1&#x27;)&quot;&gt;&amp;";
         assert!(!html.contains("<img"), "{html}");
@@ -685,19 +673,7 @@ mod tests {
         let host = Arc::new(Owner::new(OwnerKind::Host, "host", ""));
         let counters = Counters { values: [9; 8] };
         let doc = |interfaces: &[Interface]| -> String {
-            let doc = Document {
-                version: "0.1.0",
-                time: 1.5,
-                interfaces: interfaces
-                    .iter()
-                    .map(|i| Entry::new(i, &counters))
-                    .collect(),
-                workloads: None,
-                peers_time: None,
-                peers: None,
-                peers_omitted: None,
-                names: None,
-            };
+            let doc = interfaces_doc(interfaces, &counters);
             page(&doc, "/metrics")
         };
         let lo_only = doc(&[
@@ -780,19 +756,8 @@ mod tests {
             ),
         ];
         let counters = Counters { values: [0; 8] };
-        let doc = Document {
-            version: "0.1.0",
-            time: 1.5,
-            interfaces: interfaces
-                .iter()
-                .map(|i| Entry::new(i, &counters))
-                .collect(),
-            workloads: Some(read.iter().map(|(w, c)| WorkloadEntry::new(w, c)).collect()),
-            peers_time: None,
-            peers: None,
-            peers_omitted: None,
-            names: None,
-        };
+        let mut doc = interfaces_doc(&interfaces, &counters);
+        doc.workloads = Some(read.iter().map(|(w, c)| WorkloadEntry::new(w, c)).collect());
         let html = page(&doc, "/metrics");
         // The app's container is a row of the app's group, not an owner of its own.
         assert_eq!(html.matches("<tbody class=\"owner\"").count(), 3, "{html}");
@@ -824,6 +789,20 @@ mod tests {
 
     /// A document of `read`'s workloads and `peers`' peers, no interfaces,
     /// no names.
+    /// A document of `interfaces`, each with `counters`, and nothing else.
+    fn interfaces_doc<'a>(interfaces: &'a [Interface], counters: &'a Counters) -> Document<'a> {
+        Document {
+            version: "0.1.0",
+            time: 1.5,
+            interfaces: interfaces.iter().map(|i| Entry::new(i, counters)).collect(),
+            workloads: None,
+            peers_time: None,
+            peers: None,
+            peers_omitted: None,
+            names: None,
+        }
+    }
+
     fn doc_of<'a>(
         read: &'a [(
             crate::workloads::Workload,

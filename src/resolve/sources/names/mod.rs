@@ -157,6 +157,7 @@ impl PeerNames {
         }
     }
 
+    #[cfg(test)]
     /// The row of `peer`, if it is named.
     pub fn get(&self, peer: &str) -> Option<&NameRow> {
         self.rows
