@@ -62,6 +62,17 @@ pub fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// The gateway address of Docker network `net` (its bridge's host address).
+pub fn gateway(net: &str) -> String {
+    docker(&[
+        "network",
+        "inspect",
+        net,
+        "-f",
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+    ])
+}
+
 /// `true` when an engine answers and the test image exists (built on demand).
 pub fn engine() -> bool {
     // Not while the restart test has the engine down.
@@ -1148,13 +1159,7 @@ fn a_published_port_counts_toward_its_app_once() {
         sent < 3.0 * FILE as f64 * 1.1 + 100_000.0,
         "the app sent {sent} bytes for three files of {FILE}"
     );
-    let gateway = docker(&[
-        "network",
-        "inspect",
-        &net,
-        "-f",
-        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
-    ]);
+    let gateway = gateway(&net);
     let to_gateway = after
         .get(&format!("{}/", gateway.trim()))
         .copied()

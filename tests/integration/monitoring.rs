@@ -303,13 +303,7 @@ fn every_panel_and_rule_answers_on_a_real_prometheus() {
     // sends to the bridge's host address; a second app, on the host
     // network (no veth: only those counters see it), and a service
     // stand-in send to the loopback.
-    let gateway = docker(&[
-        "network",
-        "inspect",
-        &net,
-        "-f",
-        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
-    ]);
+    let gateway = crate::docker::gateway(&net);
     let bridged_sink = sink(&format!("{gateway}:0"));
     docker(&[
         "exec",
