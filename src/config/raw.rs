@@ -401,29 +401,13 @@ fn unknown_choice(name: &str, known: &[String], key: Option<&str>) -> String {
 fn closest<'a>(name: &str, known: &'a [String]) -> Option<&'a str> {
     known
         .iter()
-        .map(|k| (edit_distance(name, k), k))
+        .map(|k| (strsim::levenshtein(name, k), k))
         .filter(|(distance, k)| {
             *distance <= 2.max(name.len() / 4)
                 || (name.len() >= 3 && (k.starts_with(name) || name.starts_with(k.as_str())))
         })
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, k)| k.as_str())
-}
-
-/// Levenshtein distance, in characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
-        }
-    }
-    row[b.len()]
 }
 
 /// The 1-based line where `text` sets the dotted `key`, if it does.
